@@ -1,0 +1,5 @@
+import sys
+
+from datafactory.cli import main
+
+sys.exit(main())

@@ -1,0 +1,211 @@
+"""``datafactory``: run, validate, packs, sample."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import signal
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from datafactory import __version__
+from datafactory.config import Config, ConfigError, load_config
+from datafactory.units import parse_duration
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="datafactory",
+        description="Simulated businesses streaming realistic, labelled events into data platforms.",
+    )
+    p.add_argument("--version", action="version", version=f"datafactory {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a scenario until its streams end (or Ctrl-C)")
+    r.add_argument("config", help="scenario YAML file")
+    r.add_argument("--seed", type=int, help="override run.seed")
+    r.add_argument("--duration", help="override run.duration (e.g. 30s, 10m)")
+    r.add_argument("--no-progress", action="store_true", help="no live events/s line on a TTY")
+
+    v = sub.add_parser("validate", help="check a scenario file; exit 2 listing every problem")
+    v.add_argument("config")
+
+    k = sub.add_parser("packs", help="installed packs, their streams, schemas and parameters")
+    k.add_argument("--json", action="store_true", help="machine-readable output")
+
+    s = sub.add_parser("sample", help="print a few events of one stream")
+    s.add_argument("stream", help="PACK.STREAM, e.g. retail.pos_transaction")
+    s.add_argument("-n", type=int, default=5, help="how many events (default 5)")
+    s.add_argument("--format", choices=["json", "avro"], default="json")
+    s.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": _run, "validate": _validate, "packs": _packs, "sample": _sample}
+    return int(handler[args.command](args))
+
+
+def _load(path: str, overrides: dict[str, Any] | None = None) -> Config | None:
+    try:
+        return load_config(path, overrides)
+    except ConfigError as e:
+        print(f"datafactory: {e}", file=sys.stderr)
+        return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    streams = ", ".join(f"{s.event_type} -> {'/'.join(s.sinks)}" for s in cfg.streams)
+    print(f"{args.config}: ok ({len(cfg.streams)} streams: {streams})")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.seed is not None:
+        overrides.setdefault("run", {})["seed"] = args.seed
+    if args.duration is not None:
+        try:
+            overrides.setdefault("run", {})["duration"] = parse_duration(args.duration)
+        except ValueError as e:
+            print(f"datafactory: --duration: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+    cfg = _load(args.config, overrides)
+    if cfg is None:
+        return EXIT_CONFIG
+    from datafactory.logs import configure_logging
+
+    configure_logging(cfg.model.log.level, cfg.model.log.format)
+    progress = sys.stderr.isatty() and not args.no_progress
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep a fallback
+        runner = asyncio.run
+    return int(runner(_serve_run(cfg, progress)))
+
+
+async def _serve_run(cfg: Config, progress: bool) -> int:
+    from datafactory.engine.pipeline import Engine
+    from datafactory.telemetry.server import TelemetryServer
+
+    engine = Engine(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, engine.stop)
+    server = None
+    if cfg.model.telemetry.enabled:
+        server = TelemetryServer(engine.metrics, cfg.model.telemetry.listen,
+                                 lambda: {"status": "ok", **engine.snapshot()})
+        await server.start()
+    ticker = asyncio.create_task(_progress(engine)) if progress else None
+    try:
+        summary = await engine.run()
+    finally:
+        if ticker:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            sys.stderr.write("\n")
+        if server:
+            await server.stop()
+    failed = sum(sum(s["failed"].values()) for s in summary["sinks"].values())
+    return 1 if failed else 0
+
+
+async def _progress(engine: Any) -> None:
+    start = time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)
+        snap = engine.snapshot()["streams"]
+        parts = [f"{name}: {v['rate']:,.0f}/s (target {v['target_rate']:,.0f}) total {v['released']:,}"
+                 for name, v in snap.items()]
+        sys.stderr.write(f"\r[{time.monotonic() - start:6.0f}s] " + " | ".join(parts) + "\033[K")
+        sys.stderr.flush()
+
+
+def _packs(args: argparse.Namespace) -> int:
+    from datafactory.pack import registered_packs
+
+    out = []
+    for name, pack in sorted(registered_packs().items()):
+        out.append({
+            "pack": name,
+            "description": pack.description,
+            "streams": [
+                {"stream": s, "event_type": spec.event_type(name), "description": spec.description,
+                 "default_rate": spec.default_rate.model_dump()}
+                for s, spec in pack.streams.items()
+            ],
+            "params": {
+                k: {"default": f.default, "description": f.description}
+                for k, f in pack.Params.model_fields.items()
+            },
+        })
+    if args.json:
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    for p in out:
+        print(f"{p['pack']}: {p['description']}")
+        for s in p["streams"]:
+            print(f"  stream {s['event_type']}  (schema schemas/{p['pack']}/{s['stream']}.avsc)")
+            print(f"      {s['description']}")
+        print("  params:")
+        for k, v in p["params"].items():
+            print(f"    {k} = {v['default']!r}  {v['description'] or ''}")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from datafactory.encoders.avro import build_encoder
+    from datafactory.engine.seeding import SeedTree
+    from datafactory.pack import registered_packs
+    from datafactory.sinks import ocf
+
+    pack_name, _, stream = args.stream.partition(".")
+    packs = registered_packs()
+    if pack_name not in packs or stream not in packs[pack_name].streams:
+        known = [f"{p}.{s}" for p, cls in packs.items() for s in cls.streams]
+        print(f"datafactory: unknown stream {args.stream!r}; known: {', '.join(sorted(known))}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    if args.n < 1:
+        print("datafactory: -n must be >= 1", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.format == "avro" and sys.stdout.isatty():
+        print("datafactory: Avro is binary; redirect it to a file or a pipe", file=sys.stderr)
+        return EXIT_CONFIG
+    cls = packs[pack_name]
+    pack = cls(cls.Params(), SeedTree(args.seed))
+    gen = pack.stream(stream)
+    now = time.time_ns() // 1000
+    block = gen.generate(args.n, 0, now - args.n * 1_000_000, now)
+    batch = build_encoder(args.format, gen.schema, args.seed).encode(block)
+    data = bytes(batch.payload[int(batch.offsets[0]) : int(batch.offsets[-1])])
+    if args.format == "avro":
+        sync = ocf.sync_marker(args.seed, args.stream)
+        buf = io.BytesIO()
+        buf.write(ocf.header(gen.schema, sync))
+        for part in ocf.block(len(batch), data, sync):
+            buf.write(part)
+        sys.stdout.buffer.write(buf.getvalue())
+    else:
+        sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

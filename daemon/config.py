@@ -1,0 +1,327 @@
+"""Scenario config: one YAML file per scenario, typed with pydantic, unknown keys rejected.
+
+Validation is pure (no I/O beyond reading the file): ``load_config`` parses the YAML,
+interpolates ``${ENV}`` references, validates the whole tree including each pack's params and
+each sink's settings against the models their plugins export, and reports *every* problem
+with the file, the line, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from datafactory.engine.rate import RateProfile
+from datafactory.units import Duration
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class RunSection(BaseModel):
+    model_config = _STRICT
+    name: str = Field("datafactory", pattern=NAME, description="run name, used in file names")
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of all randomness in the run")
+    clock: Literal["wall", "simulated"] = Field(
+        "wall", description="wall: real time, paced; simulated: as fast as possible"
+    )
+    start: datetime | None = Field(
+        None, description="simulated clock: where time starts (default 2026-01-01T00:00:00Z)"
+    )
+    duration: Duration | None = Field(
+        None, gt=0, description="stop after this long (simulated clocks need it or max_events)"
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=UTC)
+        return v
+
+    def start_epoch(self) -> float:
+        return (self.start or datetime(2026, 1, 1, tzinfo=UTC)).timestamp()
+
+
+class StreamSection(BaseModel):
+    model_config = _STRICT
+    enabled: bool = True
+    rate: RateProfile | None = Field(None, description="rate profile; default: the pack's")
+    sinks: list[str] | None = Field(None, description="sink names; default: every sink")
+    max_events: int | None = Field(None, ge=1, description="stop the stream after this many")
+
+
+class PackSection(BaseModel):
+    model_config = _STRICT
+    params: dict[str, Any] = Field(default_factory=dict, description="the pack's parameters")
+    streams: dict[str, StreamSection] | None = Field(
+        None, description="streams to run; default: all of the pack's streams"
+    )
+
+
+class EngineSection(BaseModel):
+    model_config = _STRICT
+    block_size: int = Field(8192, ge=1, le=1_000_000, description="events generated per block")
+    queue_blocks: int = Field(4, ge=1, le=1024, description="blocks generated ahead per stream")
+    sink_queue: int = Field(8, ge=1, le=4096, description="batches waiting per sink")
+    batch_max: int = Field(16384, ge=1, le=1_000_000, description="most events in one sink write")
+    pacing_interval: Duration = Field(
+        0.05, gt=0, le=10, description="target time between releases of a stream (wall clock)"
+    )
+
+
+class TelemetrySection(BaseModel):
+    model_config = _STRICT
+    enabled: bool = True
+    listen: str = Field(
+        "127.0.0.1:9400", pattern=r"^[^\s:]+:\d{1,5}$", description="host:port of /metrics"
+    )
+
+
+class LogSection(BaseModel):
+    model_config = _STRICT
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class SinkBase(BaseModel):
+    """Settings every sink has; each sink type extends it with its own."""
+
+    model_config = _STRICT
+    type: str = Field(description="sink type, e.g. file, stdout")
+    format: Literal["json", "avro"] = Field("json", description="record encoding")
+
+
+class ConfigModel(BaseModel):
+    model_config = _STRICT
+    run: RunSection = Field(default_factory=RunSection)  # type: ignore[arg-type]
+    packs: dict[str, PackSection] = Field(min_length=1, description="packs to run, by name")
+    sinks: dict[str, dict[str, Any]] = Field(min_length=1, description="sinks, by name")
+    engine: EngineSection = Field(default_factory=EngineSection)  # type: ignore[arg-type]
+    telemetry: TelemetrySection = Field(default_factory=TelemetrySection)  # type: ignore[arg-type]
+    log: LogSection = Field(default_factory=LogSection)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    pack: str
+    stream: str
+    rate: Any
+    sinks: tuple[str, ...]
+    max_events: int | None
+
+    @property
+    def event_type(self) -> str:
+        return f"{self.pack}.{self.stream}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config: the raw model plus each plugin's own validated settings."""
+
+    model: ConfigModel
+    pack_params: dict[str, BaseModel]
+    sinks: dict[str, SinkBase]
+    streams: tuple[StreamPlan, ...]
+    source: str
+
+    @property
+    def run(self) -> RunSection:
+        return self.model.run
+
+
+class ConfigError(Exception):
+    """Every problem found, one per line: ``file:line: key.path: message``."""
+
+    def __init__(self, source: str, problems: list[tuple[tuple[str | int, ...], str]],
+                 lines: dict[tuple[str | int, ...], int] | None = None) -> None:
+        self.source = source
+        self.problems = problems
+        out = []
+        for loc, msg in problems:
+            line = _nearest_line(lines or {}, loc)
+            where = f"{source}:{line}" if line else source
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            out.append(f"{where}: {key}: {msg}")
+        super().__init__("invalid config:\n  " + "\n  ".join(out))
+
+
+def _nearest_line(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    for k in range(len(loc), -1, -1):
+        if loc[:k] in lines:
+            return lines[loc[:k]]
+    return None
+
+
+_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def _interpolate(node: Any, loc: tuple[str | int, ...], problems: list[Any]) -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` in string values; ``$$`` is a literal ``$``."""
+    if isinstance(node, dict):
+        return {k: _interpolate(v, (*loc, k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, (*loc, i), problems) for i, v in enumerate(node)]
+    if isinstance(node, str) and "$" in node:
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            value = os.environ.get(m.group(1))
+            if value is None:
+                if m.group(2) is not None:
+                    return m.group(2)
+                problems.append((loc, f"environment variable {m.group(1)} is not set"))
+                return ""
+            return value
+        return _ENV.sub(sub, node)
+    return node
+
+
+def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
+    """Key path -> 1-based line, from the YAML node tree (best effort)."""
+    out: dict[tuple[str | int, ...], int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node: Any, loc: tuple[str | int, ...]) -> None:
+        if node is None:
+            return
+        out.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*loc, k.value)
+                out[key] = k.start_mark.line + 1
+                walk(v, key)
+                out[key] = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, (*loc, i))
+
+    walk(root, ())
+    return out
+
+
+def _pyd_problems(err: ValidationError, prefix: tuple[str | int, ...]) -> list[Any]:
+    out = []
+    for e in err.errors(include_url=False):
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here)"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        out.append(((*prefix, *loc), msg))
+    return out
+
+
+_UNION_TAGS = {"constant", "ramp", "diurnal", "spike", "hourly"}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_config(
+    text: str, source: str = "<config>", overrides: dict[str, Any] | None = None
+) -> Config:
+    """Validate config text; raises :class:`ConfigError` listing every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(source, [((), f"not valid YAML: {e}")]) from None
+    lines = _line_map(text)
+    if not isinstance(data, dict):
+        raise ConfigError(source, [((), "expected a mapping of sections (run, packs, sinks, ...)")])
+    problems: list[Any] = []
+    data = _interpolate(data, (), problems)
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        model = ConfigModel.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(source, problems + _pyd_problems(e, ()), lines) from None
+    if problems:
+        raise ConfigError(source, problems, lines)
+    return _resolve(model, source, lines)
+
+
+def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
+    from datafactory.pack import registered_packs, registered_sinks
+
+    problems: list[Any] = []
+    packs = registered_packs()
+    sink_types = registered_sinks()
+    sinks: dict[str, SinkBase] = {}
+    for name, raw in model.sinks.items():
+        loc: tuple[str | int, ...] = ("sinks", name)
+        if not re.match(NAME, name):
+            problems.append((loc, f"sink name must match {NAME}"))
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        if kind not in sink_types:
+            problems.append(((*loc, "type"),
+                             f"unknown sink type {kind!r}; known: {', '.join(sorted(sink_types))}"))
+            continue
+        try:
+            sinks[name] = sink_types[kind].Config.model_validate(raw)
+        except ValidationError as e:
+            problems += _pyd_problems(e, loc)
+
+    params: dict[str, BaseModel] = {}
+    streams: list[StreamPlan] = []
+    for pname, psec in model.packs.items():
+        loc = ("packs", pname)
+        if pname not in packs:
+            problems.append((loc, f"unknown pack {pname!r}; installed: {', '.join(sorted(packs))}"))
+            continue
+        pack = packs[pname]
+        try:
+            params[pname] = pack.Params.model_validate(psec.params)
+        except ValidationError as e:
+            problems += _pyd_problems(e, (*loc, "params"))
+        chosen = psec.streams if psec.streams is not None else {s: StreamSection() for s in pack.streams}
+        for sname, ssec in chosen.items():
+            sloc = (*loc, "streams", sname)
+            if sname not in pack.streams:
+                problems.append((sloc, f"pack {pname!r} has no stream {sname!r}; "
+                                       f"streams: {', '.join(sorted(pack.streams))}"))
+                continue
+            if not ssec.enabled:
+                continue
+            targets = tuple(ssec.sinks) if ssec.sinks is not None else tuple(model.sinks)
+            for i, t in enumerate(targets):
+                if t not in model.sinks:
+                    problems.append(((*sloc, "sinks", i), f"no sink named {t!r}; sinks: "
+                                     f"{', '.join(sorted(model.sinks))}"))
+            rate = ssec.rate or pack.streams[sname].default_rate
+            streams.append(StreamPlan(pname, sname, rate, targets, ssec.max_events))
+    if not problems and not streams:
+        problems.append((("packs",), "no stream is enabled"))
+    run = model.run
+    if run.clock == "simulated" and run.duration is None and any(s.max_events is None for s in streams):
+        problems.append((("run", "duration"),
+                         "a simulated clock runs as fast as it can: set run.duration "
+                         "or max_events on every stream"))
+    if problems:
+        raise ConfigError(source, problems, lines)
+    return Config(model, params, sinks, tuple(streams), source)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(str(p), [((), f"cannot read: {e.strerror}")]) from None
+    return parse_config(text, str(p), overrides)

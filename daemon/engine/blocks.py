@@ -1,0 +1,152 @@
+"""RecordBlock: the columnar unit of work that flows from a pack stream to the sinks.
+
+A block holds a few thousand events of one event type as numpy columns. Packs fill blocks
+with vectorised numpy; encoders turn whole blocks into bytes; nothing on the hot path walks
+record by record unless it must.
+
+Column kinds (all numpy underneath):
+
+* a plain ``np.ndarray`` (int64 / float64 / bool) for numbers and flags; money is int64 in
+  minor units (cents) with an Avro ``decimal`` schema giving the scale;
+* :class:`DictColumn` for strings drawn from a pool (ids, enums): int32 codes into a tuple of
+  strings, so encoders render each distinct string once;
+* :class:`ListColumn` for arrays of records (basket line items): Arrow-style int32 offsets
+  plus a dict of child columns.
+
+Null masks live beside the columns (``True`` means null) and only for nullable fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from datafactory.engine.identity import event_ids
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class DictColumn:
+    """Strings as int32 codes into a pool; the pool is shared between blocks."""
+
+    codes: npt.NDArray[np.int32]
+    pool: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def take(self, idx: npt.NDArray[np.intp] | slice) -> DictColumn:
+        return DictColumn(self.codes[idx], self.pool)
+
+    def to_list(self) -> list[str]:
+        pool = self.pool
+        return [pool[c] for c in self.codes.tolist()]
+
+
+@dataclass(frozen=True, slots=True)
+class ListColumn:
+    """A list of records per row: ``offsets`` (len n+1, int32) over flat child columns."""
+
+    offsets: npt.NDArray[np.int32]
+    children: Mapping[str, Column]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def take(self, idx: npt.NDArray[np.intp] | slice) -> ListColumn:
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(len(self))
+            if step != 1:
+                idx = np.arange(start, stop, step)
+            else:
+                lo, hi = int(self.offsets[start]), int(self.offsets[stop])
+                offsets = (self.offsets[start : stop + 1] - lo).astype(np.int32)
+                return ListColumn(offsets, {k: _take(c, slice(lo, hi)) for k, c in self.children.items()})
+        lengths = np.diff(self.offsets)[idx]
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        starts = self.offsets[:-1][idx]
+        # flat child index: for each chosen row, its range of child rows
+        flat = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
+        return ListColumn(offsets, {k: _take(c, flat) for k, c in self.children.items()})
+
+
+Column: TypeAlias = "np.ndarray[Any, Any] | DictColumn | ListColumn"
+
+
+def _take(col: Column, idx: npt.NDArray[np.intp] | slice) -> Column:
+    if isinstance(col, DictColumn | ListColumn):
+        return col.take(idx)
+    return col[idx]
+
+
+def column_to_list(col: Column) -> list[Any]:
+    """Python values of a column (reference path for tests, samples and slow encoders)."""
+    if isinstance(col, DictColumn):
+        return col.to_list()
+    if isinstance(col, ListColumn):
+        kids = {k: column_to_list(c) for k, c in col.children.items()}
+        offs = col.offsets.tolist()
+        return [
+            [{k: v[i] for k, v in kids.items()} for i in range(offs[r], offs[r + 1])]
+            for r in range(len(offs) - 1)
+        ]
+    return list(col.tolist())
+
+
+@dataclass(slots=True)
+class RecordBlock:
+    """Events of one stream, columnar.
+
+    ``seq`` is unique per (run, stream) and ascending within a block; ``event_time`` is epoch
+    microseconds; ``key`` is the partition key (int64 entity id, rendered per sink).
+    """
+
+    stream: str
+    seq: I64
+    event_time: I64
+    key: I64
+    columns: dict[str, Column]
+    nulls: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def take(self, idx: npt.NDArray[np.intp] | slice) -> RecordBlock:
+        """Rows by slice or index array (slices are views, no copy)."""
+        return RecordBlock(
+            stream=self.stream,
+            seq=self.seq[idx],
+            event_time=self.event_time[idx],
+            key=self.key[idx],
+            columns={k: _take(c, idx) for k, c in self.columns.items()},
+            nulls={k: m[idx] for k, m in self.nulls.items()},
+        )
+
+    def slices(self, size: int) -> Iterator[RecordBlock]:
+        for start in range(0, len(self), size):
+            yield self.take(slice(start, start + size))
+
+    def event_ids(self, run_seed: int) -> npt.NDArray[np.bytes_]:
+        return event_ids(run_seed, self.stream, self.seq)
+
+    def to_records(self, run_seed: int) -> list[dict[str, Any]]:
+        """Rows as dicts, in the block's own column representation (reference path)."""
+        n = len(self)
+        cols: dict[str, list[Any]] = {
+            "event_id": [b.decode() for b in self.event_ids(run_seed).tolist()],
+            "event_time": self.event_time.tolist(),
+        }
+        for name, col in self.columns.items():
+            values = column_to_list(col)
+            mask = self.nulls.get(name)
+            if mask is not None:
+                values = [None if m else v for v, m in zip(values, mask.tolist(), strict=True)]
+            cols[name] = values
+        names = list(cols)
+        return [{k: cols[k][i] for k in names} for i in range(n)]

@@ -1,0 +1,351 @@
+"""The stream pipeline: pack stream -> rate controller -> chaos chain -> encoder -> sink.
+
+Per stream, a *generator* task fills a bounded queue with blocks made ahead of time and a
+*pacer* task slices them along the token bucket, stamps event times from the stream's clock,
+passes each slice through the chaos chain and puts it on every target sink's bounded queue.
+Per sink, a *writer* task encodes slices and calls ``write_batch``. Every queue is bounded, so
+a slow sink stalls its pacers, whose queues then stall the generators: memory stays bounded.
+
+With a simulated clock each stream keeps its own time, which moves only when the pacer
+"sleeps" — the same code then runs as fast as the machine allows, deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import structlog
+
+from datafactory.config import Config, StreamPlan
+from datafactory.encoders.avro import build_encoder
+from datafactory.encoders.base import Encoder
+from datafactory.engine.blocks import RecordBlock
+from datafactory.engine.clock import Clock, SimulatedClock, WallClock
+from datafactory.engine.rate import TokenBucket
+from datafactory.engine.seeding import SeedTree
+from datafactory.pack import Pack, StreamGenerator, registered_packs, registered_sinks
+from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
+from datafactory.telemetry.metrics import Metrics
+
+log = structlog.get_logger("datafactory.engine")
+
+T = TypeVar("T")
+# The chaos chain slot: a function from block to block, composed once per stream.
+ChaosChain = Callable[[RecordBlock], RecordBlock]
+
+
+class BoundedQueue(asyncio.Queue[T], Generic[T]):
+    """An asyncio queue that remembers the deepest it has been (its high-water mark)."""
+
+    def __init__(self, maxsize: int, name: str, metrics: Metrics) -> None:
+        super().__init__(maxsize)
+        self.name = name
+        self.high_water = 0
+        self._depth = metrics.queue_depth.labels(name)
+        metrics.queue_capacity.labels(name).set(maxsize)
+
+    def _put(self, item: T) -> None:
+        super()._put(item)  # type: ignore[misc]
+        depth = self.qsize()
+        self.high_water = max(self.high_water, depth)
+        self._depth.set(depth)
+
+    def _get(self) -> T:
+        item: T = super()._get()  # type: ignore[misc]
+        self._depth.set(self.qsize())
+        return item
+
+
+@dataclass(eq=False)
+class StreamRuntime:
+    plan: StreamPlan
+    pack: Pack
+    gen: StreamGenerator
+    clock: Clock
+    bucket: TokenBucket
+    queue: BoundedQueue[RecordBlock | None]
+    sinks: list[SinkRuntime]
+    chaos: ChaosChain | None = None
+    end_time: float | None = None
+    generated: int = 0
+    released: int = 0
+    seq_next: int = 0
+    done: bool = False
+    rate_now: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.plan.event_type
+
+
+@dataclass(eq=False)
+class SinkRuntime:
+    name: str
+    sink: Sink
+    queue: BoundedQueue[tuple[StreamRuntime, RecordBlock] | None]
+    encoders: dict[str, Encoder] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+
+
+class Engine:
+    """Builds a run from a validated config and runs it until its streams end or ``stop()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        sink_factory: Callable[[str, Any, SinkContext], Sink] | None = None,
+        wall_clock: Clock | None = None,
+        retry_backoff: float = 0.1,
+        max_attempts: int = 5,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.seeds = SeedTree(config.run.seed)
+        self.retry_backoff = retry_backoff
+        self.max_attempts = max_attempts
+        self._stop = asyncio.Event()
+        self._started_at: float | None = None
+        eng = config.model.engine
+        ctx = SinkContext(config.run.name, config.run.seed)
+        sink_types = registered_sinks()
+        self.sinks: dict[str, SinkRuntime] = {}
+        for name, scfg in config.sinks.items():
+            sink = (sink_factory or (lambda n, c, x: sink_types[c.type](n, c, x)))(name, scfg, ctx)
+            q: BoundedQueue[Any] = BoundedQueue(eng.sink_queue, f"sink:{name}", self.metrics)
+            self.sinks[name] = SinkRuntime(name, sink, q)
+
+        pack_types = registered_packs()
+        self.packs: dict[str, Pack] = {
+            p: pack_types[p](params, self.seeds) for p, params in config.pack_params.items()
+        }
+        simulated = config.run.clock == "simulated"
+        t0 = config.run.start_epoch() if simulated else None
+        self.streams: list[StreamRuntime] = []
+        for plan in config.streams:
+            pack = self.packs[plan.pack]
+            clock: Clock = SimulatedClock(t0 or 0.0) if simulated else (wall_clock or WallClock())
+            bucket = TokenBucket(plan.rate, clock, burst=max(eng.pacing_interval * 2, 0.1))
+            q2: BoundedQueue[Any] = BoundedQueue(eng.queue_blocks, f"gen:{plan.event_type}", self.metrics)
+            targets = [self.sinks[s] for s in plan.sinks]
+            rt = StreamRuntime(plan, pack, pack.stream(plan.stream), clock, bucket, q2, targets)
+            for s in targets:
+                s.encoders[rt.name] = build_encoder(s.sink.config.format, rt.gen.schema, config.run.seed)
+                s.sent[rt.name] = 0
+                s.failed[rt.name] = 0
+            self.streams.append(rt)
+
+    # -- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop releasing events; what was released is written before ``run`` returns."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "streams": {
+                s.name: {
+                    "generated": s.generated, "released": s.released,
+                    "target_rate": s.bucket.rate(), "rate": s.rate_now, "done": s.done,
+                }
+                for s in self.streams
+            },
+            "sinks": {
+                k.name: {"sent": dict(k.sent), "failed": dict(k.failed), "errors": k.errors}
+                for k in self.sinks.values()
+            },
+        }
+
+    # -- run -------------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        self._started_at = time.monotonic()
+        for s in self.sinks.values():
+            await self._connect(s)
+        run = self.config.run
+        for s in self.streams:
+            s.bucket.restart(s.clock.now())  # the profile starts when the stream starts
+            if run.duration is not None:
+                s.end_time = s.bucket.t0 + run.duration
+        log.info("run_started", run=run.name, seed=run.seed, clock=run.clock,
+                 streams=[s.name for s in self.streams], sinks=list(self.sinks))
+        generators = [asyncio.create_task(self._generate(s), name=f"gen:{s.name}") for s in self.streams]
+        pacers = [asyncio.create_task(self._pace(s), name=f"pace:{s.name}") for s in self.streams]
+        writers = [asyncio.create_task(self._write(k), name=f"sink:{k.name}") for k in self.sinks.values()]
+        sampler = asyncio.create_task(self._sample(), name="sampler")
+        try:
+            await asyncio.gather(*pacers)
+            for k in self.sinks.values():
+                await k.queue.put(None)
+            await asyncio.gather(*writers)
+        finally:
+            for t in [*generators, sampler, *pacers, *writers]:
+                t.cancel()
+            await asyncio.gather(*generators, sampler, *pacers, *writers, return_exceptions=True)
+            for k in self.sinks.values():
+                try:
+                    await k.sink.close()
+                except Exception as e:  # closing must not hide the run's own outcome
+                    log.error("sink_close_failed", sink=k.name, error=repr(e))
+        summary = self.snapshot()
+        summary["queues"] = {
+            q.name: {"high_water": q.high_water, "capacity": q.maxsize}
+            for q in [*(s.queue for s in self.streams), *(k.queue for k in self.sinks.values())]
+        }
+        log.info("run_finished", run=run.name,
+                 released={s.name: s.released for s in self.streams},
+                 seconds=round(time.monotonic() - self._started_at, 3))
+        return summary
+
+    async def _connect(self, k: SinkRuntime) -> None:
+        delay = self.retry_backoff
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await k.sink.connect()
+                return
+            except Exception as e:
+                k.errors += 1
+                self.metrics.sink_errors.labels(k.name).inc()
+                log.warning("sink_connect_failed", sink=k.name, attempt=attempt, error=repr(e))
+                if attempt == self.max_attempts:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _generate(self, s: StreamRuntime) -> None:
+        size = self.config.model.engine.block_size
+        gen, lock = s.gen, s.pack.lock
+        counter = self.metrics.generated.labels(s.name)
+        limit = s.plan.max_events
+
+        def make(n: int, seq: int, t: int) -> RecordBlock:
+            with lock:
+                return gen.generate(n, seq, t, t)
+
+        while True:
+            n = size if limit is None else min(size, limit - s.seq_next)
+            if n <= 0:
+                break
+            block = await asyncio.to_thread(make, n, s.seq_next, s.clock.now_us())
+            s.seq_next += n
+            s.generated += n
+            counter.inc(n)
+            await s.queue.put(block)
+        await s.queue.put(None)
+
+    async def _pace(self, s: StreamRuntime) -> None:
+        eng = self.config.model.engine
+        clock, bucket = s.clock, s.bucket
+        released = self.metrics.released.labels(s.name)
+        t_prev = clock.now_us()
+        block: RecordBlock | None = None
+        pos = 0
+        try:
+            while not self._stop.is_set():
+                if s.end_time is not None and clock.now() >= s.end_time:
+                    break
+                if block is None or pos >= len(block):
+                    block = await s.queue.get()
+                    pos = 0
+                    if block is None:
+                        break
+                # wall clock: small slices keep the rate smooth; simulated: big slices are free
+                chunk = eng.batch_max if clock.simulated else int(bucket.rate() * eng.pacing_interval)
+                n = max(1, min(chunk, eng.batch_max, len(block) - pos))
+                wait = bucket.acquire(n)
+                while wait > 0 and not self._stop.is_set():
+                    if s.end_time is not None and clock.now() + wait > s.end_time:
+                        await clock.sleep(max(0.0, s.end_time - clock.now()))
+                        return
+                    await clock.sleep(wait if clock.simulated else min(wait, 0.25))
+                    wait = bucket.acquire(n)
+                if wait > 0:
+                    break
+                now = clock.now_us()
+                piece = block.take(slice(pos, pos + n))
+                pos += n
+                # spread the slice's event times over the interval since the last release
+                piece.event_time = t_prev + (np.arange(1, n + 1, dtype=np.int64) * (now - t_prev)) // n
+                t_prev = now
+                if s.chaos is not None:
+                    piece = s.chaos(piece)
+                for k in s.sinks:
+                    await k.queue.put((s, piece))
+                s.released += n
+                released.inc(n)
+        finally:
+            s.done = True
+
+    async def _write(self, k: SinkRuntime) -> None:
+        m = self.metrics
+        children = {
+            s.name: (m.sent.labels(s.name, k.name), m.sent_bytes.labels(s.name, k.name),
+                     m.failed.labels(s.name, k.name))
+            for s in self.streams if k in s.sinks
+        }
+        timer = m.write_seconds.labels(k.name)
+        while True:
+            item = await k.queue.get()
+            if item is None:
+                return
+            s, block = item
+            enc = k.encoders[s.name]
+            batch = await asyncio.to_thread(enc.encode, block) if len(block) > 512 else enc.encode(block)
+            sent, sent_bytes, failed = children[s.name]
+            t = time.perf_counter()
+            if await self._deliver(k, batch):
+                timer.observe(time.perf_counter() - t)
+                k.sent[s.name] += len(batch)
+                sent.inc(len(batch))
+                sent_bytes.inc(batch.nbytes)
+            else:
+                k.failed[s.name] += len(batch)
+                failed.inc(len(batch))
+
+    async def _deliver(self, k: SinkRuntime, batch: Any) -> bool:
+        delay = self.retry_backoff
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await k.sink.write_batch(batch)
+                return True
+            except Exception as e:
+                k.errors += 1
+                self.metrics.sink_errors.labels(k.name).inc()
+                log.warning("sink_write_failed", sink=k.name, stream=batch.stream, attempt=attempt,
+                            events=len(batch), error=repr(e))
+                if attempt == self.max_attempts:
+                    log.error("sink_batch_failed", sink=k.name, stream=batch.stream, events=len(batch))
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                if isinstance(e, NotConnectedError):
+                    with contextlib.suppress(Exception):
+                        await k.sink.connect()
+        return False
+
+    async def _sample(self) -> None:
+        """Once a second: actual and target rate per stream."""
+        m = self.metrics
+        last = {s.name: (s.released, time.monotonic()) for s in self.streams}
+        while True:
+            await asyncio.sleep(1.0)
+            for s in self.streams:
+                n0, t0 = last[s.name]
+                now = time.monotonic()
+                s.rate_now = (s.released - n0) / max(now - t0, 1e-9)
+                last[s.name] = (s.released, now)
+                m.actual_rate.labels(s.name).set(s.rate_now)
+                m.target_rate.labels(s.name).set(s.bucket.rate())

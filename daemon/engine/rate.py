@@ -1,0 +1,276 @@
+"""Rate profiles and the token bucket that meters each stream.
+
+A profile is config (a frozen pydantic model) that knows its rate ``r(t)`` and its
+antiderivative ``R(t)`` in closed form, so the bucket refills exactly ``R(t2) - R(t1)``
+tokens between two calls, whatever the shape. Times are epoch seconds; ``t0`` is the run's
+start, from which ramps and spikes are measured. Diurnal and hourly profiles follow the
+clock's time of day (UTC).
+
+The bucket never sleeps: ``acquire(n)`` takes ``n`` tokens and returns 0, or takes nothing
+and returns how long to wait (Benthos ``RateLimit.Access``). The clock is injected.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from datafactory.engine.clock import Clock
+from datafactory.units import Duration
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+def _overlap(a1: float, a2: float, b1: float, b2: float) -> float:
+    return max(0.0, min(a2, b2) - max(a1, b1))
+
+
+class ConstantProfile(BaseModel):
+    """The same rate all the time."""
+
+    model_config = _FROZEN
+    profile: Literal["constant"] = "constant"
+    base: float = Field(ge=0, description="events per second", examples=[2000])
+
+    def rate(self, t: float, t0: float) -> float:
+        return self.base
+
+    def cumulative(self, t: float, t0: float) -> float:
+        return self.base * (t - t0)
+
+
+class RampProfile(BaseModel):
+    """Linear change from ``start`` to ``end`` events/s over ``duration``, then hold ``end``."""
+
+    model_config = _FROZEN
+    profile: Literal["ramp"]
+    start: float = Field(ge=0, description="events per second at the run's start", examples=[100])
+    end: float = Field(ge=0, description="events per second once the ramp is done", examples=[5000])
+    duration: Duration = Field(description="length of the ramp", examples=["10m"])
+    delay: Duration = Field(default=0.0, description="time at `start` before ramping", examples=["1m"])
+
+    def rate(self, t: float, t0: float) -> float:
+        e = t - t0 - self.delay
+        if e <= 0:
+            return self.start
+        if e >= self.duration:
+            return self.end
+        return self.start + (self.end - self.start) * e / self.duration
+
+    def cumulative(self, t: float, t0: float) -> float:
+        e = t - t0
+        flat = e * self.start if e <= 0 else min(e, self.delay) * self.start
+        r = min(max(e - self.delay, 0.0), self.duration)
+        slope = (self.end - self.start) / self.duration if self.duration > 0 else 0.0
+        ramp = self.start * r + 0.5 * slope * r * r
+        after = max(e - self.delay - self.duration, 0.0) * self.end
+        return flat + ramp + after
+
+
+class DiurnalProfile(BaseModel):
+    """A sine day: ``base * (1 + amplitude * cos(2π (t - phase) / period))``."""
+
+    model_config = _FROZEN
+    profile: Literal["diurnal"]
+    base: float = Field(ge=0, description="mean events per second", examples=[2000])
+    amplitude: float = Field(ge=0, le=1, description="relative swing, 0..1", examples=[0.6])
+    period: Duration = Field(default=86400.0, gt=0, description="length of a cycle", examples=["24h"])
+    phase: Duration = Field(
+        default=50400.0,
+        description="where in the period the peak falls, from 00:00 UTC (default 14:00)",
+        examples=["14h"],
+    )
+
+    def rate(self, t: float, t0: float) -> float:
+        w = 2 * math.pi / self.period
+        return self.base * (1 + self.amplitude * math.cos(w * (t - self.phase)))
+
+    def cumulative(self, t: float, t0: float) -> float:
+        w = 2 * math.pi / self.period
+        def prim(x: float) -> float:
+            return self.base * (x + self.amplitude * math.sin(w * (x - self.phase)) / w)
+        return prim(t) - prim(t0)
+
+
+class SpikeProfile(BaseModel):
+    """``base`` events/s with a burst at ``peak`` for ``duration`` from ``start``, repeated
+    every ``every`` if given."""
+
+    model_config = _FROZEN
+    profile: Literal["spike"]
+    base: float = Field(ge=0, description="events per second outside the spike", examples=[500])
+    peak: float = Field(ge=0, description="events per second during the spike", examples=[20000])
+    start: Duration = Field(description="time from the run's start to the spike", examples=["5m"])
+    duration: Duration = Field(gt=0, description="length of the spike", examples=["30s"])
+    every: Duration | None = Field(default=None, description="repeat period", examples=["1h"])
+
+    @model_validator(mode="after")
+    def _fits(self) -> SpikeProfile:
+        if self.every is not None and self.every < self.duration:
+            raise ValueError("`every` must be at least `duration`")
+        return self
+
+    def _in_spike(self, e: float) -> float:
+        """Seconds of [0, e) that fall inside spikes (e >= 0)."""
+        if e <= self.start:
+            return 0.0
+        x = e - self.start
+        if self.every is None:
+            return min(x, self.duration)
+        full, rem = divmod(x, self.every)
+        return full * self.duration + min(rem, self.duration)
+
+    def rate(self, t: float, t0: float) -> float:
+        e = t - t0
+        inside = self._in_spike(e + 1e-9) - self._in_spike(e) > 0
+        return self.peak if inside else self.base
+
+    def cumulative(self, t: float, t0: float) -> float:
+        e = t - t0
+        if e <= 0:
+            return self.base * e
+        return self.base * e + (self.peak - self.base) * self._in_spike(e)
+
+
+class HourlyProfile(BaseModel):
+    """``base`` shaped by 24 hour-of-day weights (UTC), normalised to a mean of 1."""
+
+    model_config = _FROZEN
+    profile: Literal["hourly"]
+    base: float = Field(ge=0, description="mean events per second over a day", examples=[2000])
+    weights: tuple[float, ...] = Field(
+        description="24 relative weights, hour 0 first", examples=[[0.1] * 7 + [1.0] * 17]
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> HourlyProfile:
+        if len(self.weights) != 24:
+            raise ValueError(f"`weights` needs 24 values (one per hour), got {len(self.weights)}")
+        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            raise ValueError("`weights` must be >= 0 and not all 0")
+        return self
+
+    @functools.cached_property
+    def _rates(self) -> list[float]:
+        mean = sum(self.weights) / 24
+        return [self.base * w / mean for w in self.weights]
+
+    @functools.cached_property
+    def _before(self) -> list[float]:
+        """Events from 00:00 to the start of each hour (25 entries)."""
+        acc = [0.0]
+        for r in self._rates:
+            acc.append(acc[-1] + r * 3600)
+        return acc
+
+    def rate(self, t: float, t0: float) -> float:
+        return self._rates[int((t % 86400) // 3600)]
+
+    def _prim(self, t: float) -> float:
+        days, rem = divmod(t, 86400.0)
+        hour = min(int(rem // 3600), 23)
+        return days * self._before[24] + self._before[hour] + self._rates[hour] * (rem - hour * 3600)
+
+    def cumulative(self, t: float, t0: float) -> float:
+        return self._prim(t) - self._prim(t0)
+
+
+RateProfile: TypeAlias = Annotated[
+    ConstantProfile | RampProfile | DiurnalProfile | SpikeProfile | HourlyProfile,
+    Field(discriminator="profile"),
+]
+
+
+class TokenBucket:
+    """Meters events along a profile. ``acquire(n)`` returns 0 (granted) or a wait in seconds.
+
+    The bucket starts empty (no burst at start) and holds at most ``burst`` seconds of the
+    current rate, but never less than the largest request, so any request can succeed.
+    """
+
+    __slots__ = ("_cum_last", "_last", "burst", "clock", "max_wait", "profile", "t0", "tokens")
+
+    def __init__(
+        self,
+        profile: ConstantProfile | RampProfile | DiurnalProfile | SpikeProfile | HourlyProfile,
+        clock: Clock,
+        *,
+        burst: float = 0.1,
+        max_wait: float = 1.0,
+        t0: float | None = None,
+    ) -> None:
+        self.profile = profile
+        self.clock = clock
+        self.burst = burst
+        self.max_wait = max_wait
+        self.t0 = clock.now() if t0 is None else t0
+        self._last = self.t0
+        self._cum_last = 0.0
+        self.tokens = 0.0
+
+    def restart(self, t0: float) -> None:
+        """Start the profile (and an empty bucket) at ``t0``."""
+        self.t0 = self._last = t0
+        self._cum_last = 0.0
+        self.tokens = 0.0
+
+    def rate(self) -> float:
+        """The target rate now (events/s)."""
+        return self.profile.rate(self.clock.now(), self.t0)
+
+    def _refill(self, now: float, n: int) -> None:
+        if now <= self._last:
+            return
+        cum = self.profile.cumulative(now, self.t0)
+        cap = max(self.profile.rate(now, self.t0) * self.burst, float(n))
+        self.tokens = min(self.tokens + (cum - self._cum_last), max(cap, self.tokens))
+        self._cum_last = cum
+        self._last = now
+
+    def set_profile(
+        self, profile: ConstantProfile | RampProfile | DiurnalProfile | SpikeProfile | HourlyProfile
+    ) -> None:
+        """Change the shape live; tokens earned so far are kept."""
+        self._refill(self.clock.now(), 0)
+        self.profile = profile
+        self._cum_last = profile.cumulative(self._last, self.t0)
+
+    def acquire(self, n: int) -> float:
+        now = self.clock.now()
+        self._refill(now, n)
+        if self.tokens >= n - 1e-9 * n:  # float sums of the profile's integral are inexact
+            self.tokens = max(0.0, self.tokens - n)
+            return 0.0
+        deficit = n - self.tokens
+        return self._time_to_earn(now, deficit)
+
+    def _time_to_earn(self, now: float, deficit: float) -> float:
+        """Smallest w (to 1 µs, at most ``max_wait``) with R(now + w) - R(now) >= deficit."""
+        base = self.profile.cumulative(now, self.t0)
+        def earned(w: float) -> float:
+            return self.profile.cumulative(now + w, self.t0) - base
+        r = self.profile.rate(now, self.t0)
+        guess = deficit / r if r > 0 else self.max_wait
+        if guess >= self.max_wait:
+            return self.max_wait if earned(self.max_wait) < deficit else self._bisect(earned, deficit, self.max_wait)
+        if earned(guess) >= deficit:
+            return self._bisect(earned, deficit, guess)
+        hi = guess
+        while hi < self.max_wait and earned(hi) < deficit:
+            hi = min(hi * 2, self.max_wait)
+        return hi if earned(hi) < deficit else self._bisect(earned, deficit, hi)
+
+    @staticmethod
+    def _bisect(earned: Callable[[float], float], deficit: float, hi: float) -> float:
+        lo = 0.0
+        while hi - lo > 1e-6:
+            mid = (lo + hi) / 2
+            if earned(mid) >= deficit:
+                hi = mid
+            else:
+                lo = mid
+        return hi

@@ -1,0 +1,87 @@
+"""The behaviour-pack contract and the entry-point registry.
+
+A pack is a domain (``retail``, ``iot``, ``healthcare``) with a typed ``Params`` model, a set
+of streams, and entity state that evolves over (wall or simulated) time. Streams of one pack
+share that state, so what they emit is referentially consistent.
+
+Packs register under the entry-point group ``datafactory.packs``; sinks under
+``datafactory.sinks``. Both are loaded the way Hypothesis loads plugins.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from datafactory.engine.blocks import RecordBlock
+from datafactory.engine.rate import RateProfile
+from datafactory.engine.seeding import SeedTree
+from datafactory.schema import EventSchema, load_schema
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """What a pack declares about one of its streams."""
+
+    name: str
+    description: str
+    default_rate: RateProfile
+
+    def event_type(self, pack: str) -> str:
+        return f"{pack}.{self.name}"
+
+
+class StreamGenerator(ABC):
+    """Makes blocks of one stream. ``generate`` is called with the pack's lock held."""
+
+    schema: EventSchema
+
+    @abstractmethod
+    def generate(self, n: int, seq_start: int, t_start_us: int, t_end_us: int) -> RecordBlock:
+        """``n`` events with seq ``seq_start..seq_start+n-1`` and event times spread over
+        ``[t_start_us, t_end_us)``; advances the pack's state to ``t_end_us``."""
+
+
+class Pack(ABC):
+    """A behaviour pack instance: its entities are built once per run from params + seeds."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+    streams: ClassVar[dict[str, StreamSpec]]
+
+    def __init__(self, params: BaseModel, seeds: SeedTree) -> None:
+        self.params = params
+        self.seeds = seeds
+        # streams of one pack share entity state; generation runs in worker threads
+        self.lock = threading.Lock()
+
+    @abstractmethod
+    def stream(self, name: str) -> StreamGenerator:
+        """The generator for one of ``streams``."""
+
+    @classmethod
+    def schema_for(cls, stream: str) -> EventSchema:
+        return load_schema(f"{cls.name}.{stream}")
+
+
+@functools.cache
+def _load(group: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=group):
+        found[ep.name] = ep.load()
+    return found
+
+
+def registered_packs() -> dict[str, type[Pack]]:
+    return dict(_load("datafactory.packs"))
+
+
+def registered_sinks() -> dict[str, Any]:
+    return dict(_load("datafactory.sinks"))

@@ -1,0 +1,52 @@
+"""The sink contract (Benthos ``BatchOutput``): connect, write_batch, close, healthcheck.
+
+Sinks never sleep-retry on their own hot path: a sink that lost its connection raises
+:class:`NotConnectedError` and the engine reconnects with backoff. ``max_in_flight`` says how
+many ``write_batch`` calls the engine may have outstanding at once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from datafactory.config import SinkBase
+from datafactory.encoders.base import EncodedBatch
+
+
+class NotConnectedError(ConnectionError):
+    """The sink is not (or no longer) connected; the engine reconnects and retries."""
+
+
+class SinkContext:
+    """What a sink may know about the run it serves."""
+
+    __slots__ = ("run_name", "run_seed")
+
+    def __init__(self, run_name: str, run_seed: int) -> None:
+        self.run_name = run_name
+        self.run_seed = run_seed
+
+
+class Sink(ABC):
+    Config: ClassVar[type[SinkBase]]
+    max_in_flight: int = 1
+
+    def __init__(self, name: str, config: SinkBase, ctx: SinkContext) -> None:
+        self.name = name
+        self.config = config
+        self.ctx = ctx
+
+    @abstractmethod
+    async def connect(self) -> None: ...
+
+    @abstractmethod
+    async def write_batch(self, batch: EncodedBatch) -> None:
+        """Deliver every record of ``batch`` or raise; partial delivery is not success."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush and release; after close, everything written is durable where it applies."""
+
+    async def healthcheck(self) -> bool:
+        return True

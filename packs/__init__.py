@@ -1,0 +1,1 @@
+"""Behaviour packs shipped with Data Factory (import namespace ``datafactory.packs``)."""

@@ -1,0 +1,1 @@
+"""Avro schemas, one ``.avsc`` per event type, grouped by pack."""

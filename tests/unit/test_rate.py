@@ -1,0 +1,169 @@
+"""Token bucket and rate profiles, on a fake clock (no real time passes)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from datafactory.engine.clock import SimulatedClock
+from datafactory.engine.rate import (
+    ConstantProfile,
+    DiurnalProfile,
+    HourlyProfile,
+    RampProfile,
+    RateProfile,
+    SpikeProfile,
+    TokenBucket,
+)
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def drive(bucket: TokenBucket, clock: SimulatedClock, seconds: float, chunk: int) -> int:
+    """Acquire ``chunk``-sized slices as fast as allowed for ``seconds``; events granted."""
+    end = clock.now() + seconds
+    granted = 0
+    while True:
+        wait = bucket.acquire(chunk)
+        if wait > 0:
+            if clock.now() + wait > end:
+                return granted
+            clock.advance(wait)
+            continue
+        granted += chunk
+
+
+@pytest.mark.parametrize("rate", [1_000, 10_000, 100_000])
+@pytest.mark.parametrize("chunk_fraction", [0.001, 0.02])
+def test_bucket_holds_constant_rate_within_one_percent(rate: int, chunk_fraction: float) -> None:
+    clock = SimulatedClock(T0)
+    bucket = TokenBucket(ConstantProfile(base=rate), clock)
+    chunk = max(1, int(rate * chunk_fraction))
+    granted = drive(bucket, clock, 30.0, chunk)
+    assert abs(granted - rate * 30) <= 0.01 * rate * 30, granted
+
+
+def test_bucket_returns_wait_without_consuming() -> None:
+    clock = SimulatedClock(T0)
+    bucket = TokenBucket(ConstantProfile(base=100), clock)
+    wait = bucket.acquire(10)
+    assert wait == pytest.approx(0.1, abs=2e-6)
+    assert bucket.acquire(10) == pytest.approx(0.1, abs=2e-6)  # nothing was taken
+    clock.advance(wait)
+    assert bucket.acquire(10) == 0.0
+    assert bucket.acquire(1) > 0
+
+
+def test_bucket_burst_is_bounded_after_idle() -> None:
+    clock = SimulatedClock(T0)
+    bucket = TokenBucket(ConstantProfile(base=1000), clock, burst=0.1)
+    clock.advance(60)  # a minute idle must not bank 60k events
+    assert bucket.acquire(100) == 0.0
+    assert bucket.acquire(100) > 0
+
+
+def test_bucket_follows_a_ramp() -> None:
+    clock = SimulatedClock(T0)
+    prof = RampProfile(profile="ramp", start=0, end=10_000, duration=10)
+    bucket = TokenBucket(prof, clock)
+    granted = drive(bucket, clock, 10.0, 10)
+    assert abs(granted - 50_000) <= 500  # area of the triangle
+
+
+def test_live_profile_change_keeps_pace() -> None:
+    clock = SimulatedClock(T0)
+    bucket = TokenBucket(ConstantProfile(base=1000), clock)
+    first = drive(bucket, clock, 10.0, 10)
+    bucket.set_profile(ConstantProfile(base=5000))
+    second = drive(bucket, clock, 10.0, 50)
+    assert abs(first - 10_000) <= 100
+    assert abs(second - 50_000) <= 500
+
+
+def numeric_integral(prof: object, t1: float, t2: float, steps: int = 200_000) -> float:
+    h = (t2 - t1) / steps
+    return sum(prof.rate(t1 + (i + 0.5) * h, T0) for i in range(steps)) * h  # type: ignore[attr-defined]
+
+
+PROFILES = [
+    ConstantProfile(base=123),
+    RampProfile(profile="ramp", start=100, end=900, duration=600, delay=60),
+    DiurnalProfile(profile="diurnal", base=1000, amplitude=0.6, period=86400, phase=50400),
+    SpikeProfile(profile="spike", base=10, peak=500, start=300, duration=60, every=900),
+    HourlyProfile(profile="hourly", base=100, weights=tuple(float(h % 7 + 1) for h in range(24))),
+]
+
+
+@pytest.mark.parametrize("prof", PROFILES, ids=lambda p: p.profile)
+def test_cumulative_is_the_integral_of_rate(prof: object) -> None:
+    t1, t2 = T0 + 17.0, T0 + 7_300.0
+    exact = prof.cumulative(t2, T0) - prof.cumulative(t1, T0)  # type: ignore[attr-defined]
+    assert exact == pytest.approx(numeric_integral(prof, t1, t2), rel=2e-3)
+
+
+def test_diurnal_shape() -> None:
+    p = DiurnalProfile(profile="diurnal", base=1000, amplitude=0.5, period=86400, phase=14 * 3600)
+    assert p.rate(T0 + 14 * 3600, T0) == pytest.approx(1500)
+    assert p.rate(T0 + 2 * 3600, T0) == pytest.approx(500)
+    day = p.cumulative(T0 + 86400, T0)
+    assert day == pytest.approx(1000 * 86400)
+
+
+def test_ramp_shape() -> None:
+    p = RampProfile(profile="ramp", start=100, end=900, duration=800, delay=100)
+    assert p.rate(T0 + 50, T0) == 100
+    assert p.rate(T0 + 500, T0) == pytest.approx(500)
+    assert p.rate(T0 + 10_000, T0) == 900
+
+
+def test_spike_shape_repeats() -> None:
+    p = SpikeProfile(profile="spike", base=10, peak=500, start=300, duration=60, every=900)
+    assert p.rate(T0 + 299, T0) == 10
+    assert p.rate(T0 + 330, T0) == 500
+    assert p.rate(T0 + 361, T0) == 10
+    assert p.rate(T0 + 1230, T0) == 500  # second spike at 1200..1260
+
+
+def test_hourly_shape_and_mean() -> None:
+    weights = tuple([0.0] * 6 + [2.0] * 12 + [1.0] * 6)
+    p = HourlyProfile(profile="hourly", base=100, weights=weights)
+    mean_w = sum(weights) / 24
+    assert p.rate(T0 + 3 * 3600, T0) == 0
+    assert p.rate(T0 + 10 * 3600, T0) == pytest.approx(100 * 2 / mean_w)
+    assert p.cumulative(T0 + 86400, T0) == pytest.approx(100 * 86400)
+
+
+def test_bucket_crosses_a_closed_night() -> None:
+    """Zero-rate hours: the bucket waits (capped) and resumes when the rate returns."""
+    weights = tuple([0.0] * 8 + [1.0] * 16)
+    clock = SimulatedClock(T0)
+    bucket = TokenBucket(HourlyProfile(profile="hourly", base=100, weights=weights), clock)
+    granted = drive(bucket, clock, 86400.0, 500)
+    assert abs(granted - 100 * 86400) <= 0.01 * 100 * 86400
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"profile": "constant", "base": -5},
+        {"profile": "diurnal", "base": 10, "amplitude": 1.5},
+        {"profile": "spike", "base": 1, "peak": 2, "start": "1m", "duration": "2m", "every": "1m"},
+        {"profile": "hourly", "base": 1, "weights": [1.0] * 23},
+        {"profile": "ramp", "start": 1, "end": 2, "duration": "soon"},
+        {"profile": "sawtooth", "base": 1},
+    ],
+)
+def test_invalid_profiles_are_rejected(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(RateProfile).validate_python(bad)
+
+
+def test_durations_parse() -> None:
+    p = TypeAdapter(RateProfile).validate_python(
+        {"profile": "diurnal", "base": 1, "amplitude": 0.1, "period": "12h", "phase": "90m"}
+    )
+    assert isinstance(p, DiurnalProfile)
+    assert (p.period, p.phase) == (43200.0, 5400.0)
+    assert math.isclose(p.rate(T0 + 5400, T0), 1.1)
