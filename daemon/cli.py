@@ -23,7 +23,7 @@ EXIT_CONFIG = 2
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="datafactory",
-        description="Simulated businesses streaming realistic, labelled events into data platforms.",
+        description="Simulated businesses streaming realistic, labelled events.",
     )
     p.add_argument("--version", action="version", version=f"datafactory {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,8 +107,11 @@ async def _serve_run(cfg: Config, progress: bool) -> int:
         loop.add_signal_handler(sig, engine.stop)
     server = None
     if cfg.model.telemetry.enabled:
-        server = TelemetryServer(engine.metrics, cfg.model.telemetry.listen,
-                                 lambda: {"status": "ok", **engine.snapshot()})
+        server = TelemetryServer(
+            engine.metrics,
+            cfg.model.telemetry.listen,
+            lambda: {"status": "ok", **engine.snapshot()},
+        )
         await server.start()
     ticker = asyncio.create_task(_progress(engine)) if progress else None
     try:
@@ -130,8 +133,10 @@ async def _progress(engine: Any) -> None:
     while True:
         await asyncio.sleep(1.0)
         snap = engine.snapshot()["streams"]
-        parts = [f"{name}: {v['rate']:,.0f}/s (target {v['target_rate']:,.0f}) total {v['released']:,}"
-                 for name, v in snap.items()]
+        parts = [
+            f"{name}: {v['rate']:,.0f}/s (target {v['target_rate']:,.0f}) total {v['released']:,}"
+            for name, v in snap.items()
+        ]
         sys.stderr.write(f"\r[{time.monotonic() - start:6.0f}s] " + " | ".join(parts) + "\033[K")
         sys.stderr.flush()
 
@@ -139,21 +144,27 @@ async def _progress(engine: Any) -> None:
 def _packs(args: argparse.Namespace) -> int:
     from datafactory.pack import registered_packs
 
-    out = []
+    out: list[dict[str, Any]] = []
     for name, pack in sorted(registered_packs().items()):
-        out.append({
-            "pack": name,
-            "description": pack.description,
-            "streams": [
-                {"stream": s, "event_type": spec.event_type(name), "description": spec.description,
-                 "default_rate": spec.default_rate.model_dump()}
-                for s, spec in pack.streams.items()
-            ],
-            "params": {
-                k: {"default": f.default, "description": f.description}
-                for k, f in pack.Params.model_fields.items()
-            },
-        })
+        out.append(
+            {
+                "pack": name,
+                "description": pack.description,
+                "streams": [
+                    {
+                        "stream": s,
+                        "event_type": spec.event_type(name),
+                        "description": spec.description,
+                        "default_rate": spec.default_rate.model_dump(),
+                    }
+                    for s, spec in pack.streams.items()
+                ],
+                "params": {
+                    k: {"default": f.default, "description": f.description}
+                    for k, f in pack.Params.model_fields.items()
+                },
+            }
+        )
     if args.json:
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -178,8 +189,10 @@ def _sample(args: argparse.Namespace) -> int:
     packs = registered_packs()
     if pack_name not in packs or stream not in packs[pack_name].streams:
         known = [f"{p}.{s}" for p, cls in packs.items() for s in cls.streams]
-        print(f"datafactory: unknown stream {args.stream!r}; known: {', '.join(sorted(known))}",
-              file=sys.stderr)
+        print(
+            f"datafactory: unknown stream {args.stream!r}; known: {', '.join(sorted(known))}",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     if args.n < 1:
         print("datafactory: -n must be >= 1", file=sys.stderr)

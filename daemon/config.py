@@ -101,12 +101,12 @@ class SinkBase(BaseModel):
 
 class ConfigModel(BaseModel):
     model_config = _STRICT
-    run: RunSection = Field(default_factory=RunSection)  # type: ignore[arg-type]
+    run: RunSection = Field(default_factory=RunSection)
     packs: dict[str, PackSection] = Field(min_length=1, description="packs to run, by name")
     sinks: dict[str, dict[str, Any]] = Field(min_length=1, description="sinks, by name")
-    engine: EngineSection = Field(default_factory=EngineSection)  # type: ignore[arg-type]
-    telemetry: TelemetrySection = Field(default_factory=TelemetrySection)  # type: ignore[arg-type]
-    log: LogSection = Field(default_factory=LogSection)  # type: ignore[arg-type]
+    engine: EngineSection = Field(default_factory=EngineSection)
+    telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
+    log: LogSection = Field(default_factory=LogSection)
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,12 @@ class Config:
 class ConfigError(Exception):
     """Every problem found, one per line: ``file:line: key.path: message``."""
 
-    def __init__(self, source: str, problems: list[tuple[tuple[str | int, ...], str]],
-                 lines: dict[tuple[str | int, ...], int] | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        problems: list[tuple[tuple[str | int, ...], str]],
+        lines: dict[tuple[str | int, ...], int] | None = None,
+    ) -> None:
         self.source = source
         self.problems = problems
         out = []
@@ -153,7 +157,9 @@ class ConfigError(Exception):
         super().__init__("invalid config:\n  " + "\n  ".join(out))
 
 
-def _nearest_line(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+def _nearest_line(
+    lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]
+) -> int | None:
     for k in range(len(loc), -1, -1):
         if loc[:k] in lines:
             return lines[loc[:k]]
@@ -170,6 +176,7 @@ def _interpolate(node: Any, loc: tuple[str | int, ...], problems: list[Any]) -> 
     if isinstance(node, list):
         return [_interpolate(v, (*loc, i), problems) for i, v in enumerate(node)]
     if isinstance(node, str) and "$" in node:
+
         def sub(m: re.Match[str]) -> str:
             if m.group(0) == "$$":
                 return "$"
@@ -180,6 +187,7 @@ def _interpolate(node: Any, loc: tuple[str | int, ...], problems: list[Any]) -> 
                 problems.append((loc, f"environment variable {m.group(1)} is not set"))
                 return ""
             return value
+
         return _ENV.sub(sub, node)
     return node
 
@@ -270,8 +278,12 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
             problems.append((loc, f"sink name must match {NAME}"))
         kind = raw.get("type") if isinstance(raw, dict) else None
         if kind not in sink_types:
-            problems.append(((*loc, "type"),
-                             f"unknown sink type {kind!r}; known: {', '.join(sorted(sink_types))}"))
+            problems.append(
+                (
+                    (*loc, "type"),
+                    f"unknown sink type {kind!r}; known: {', '.join(sorted(sink_types))}",
+                )
+            )
             continue
         try:
             sinks[name] = sink_types[kind].Config.model_validate(raw)
@@ -290,29 +302,48 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
             params[pname] = pack.Params.model_validate(psec.params)
         except ValidationError as e:
             problems += _pyd_problems(e, (*loc, "params"))
-        chosen = psec.streams if psec.streams is not None else {s: StreamSection() for s in pack.streams}
+        chosen = (
+            psec.streams if psec.streams is not None else {s: StreamSection() for s in pack.streams}
+        )
         for sname, ssec in chosen.items():
             sloc = (*loc, "streams", sname)
             if sname not in pack.streams:
-                problems.append((sloc, f"pack {pname!r} has no stream {sname!r}; "
-                                       f"streams: {', '.join(sorted(pack.streams))}"))
+                problems.append(
+                    (
+                        sloc,
+                        f"pack {pname!r} has no stream {sname!r}; "
+                        f"streams: {', '.join(sorted(pack.streams))}",
+                    )
+                )
                 continue
             if not ssec.enabled:
                 continue
             targets = tuple(ssec.sinks) if ssec.sinks is not None else tuple(model.sinks)
             for i, t in enumerate(targets):
                 if t not in model.sinks:
-                    problems.append(((*sloc, "sinks", i), f"no sink named {t!r}; sinks: "
-                                     f"{', '.join(sorted(model.sinks))}"))
+                    problems.append(
+                        (
+                            (*sloc, "sinks", i),
+                            f"no sink named {t!r}; sinks: {', '.join(sorted(model.sinks))}",
+                        )
+                    )
             rate = ssec.rate or pack.streams[sname].default_rate
             streams.append(StreamPlan(pname, sname, rate, targets, ssec.max_events))
     if not problems and not streams:
         problems.append((("packs",), "no stream is enabled"))
     run = model.run
-    if run.clock == "simulated" and run.duration is None and any(s.max_events is None for s in streams):
-        problems.append((("run", "duration"),
-                         "a simulated clock runs as fast as it can: set run.duration "
-                         "or max_events on every stream"))
+    if (
+        run.clock == "simulated"
+        and run.duration is None
+        and any(s.max_events is None for s in streams)
+    ):
+        problems.append(
+            (
+                ("run", "duration"),
+                "a simulated clock runs as fast as it can: set run.duration "
+                "or max_events on every stream",
+            )
+        )
     if problems:
         raise ConfigError(source, problems, lines)
     return Config(model, params, sinks, tuple(streams), source)

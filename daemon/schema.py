@@ -52,7 +52,9 @@ def load_schema(event_type: str) -> EventSchema:
     try:
         raw = orjson.loads(path.read_bytes())
     except FileNotFoundError:
-        raise KeyError(f"no schema for event type {event_type!r} (looked for {pack}/{stream}.avsc)") from None
+        raise KeyError(
+            f"no schema for event type {event_type!r} (looked for {pack}/{stream}.avsc)"
+        ) from None
     return make_schema(event_type, raw)
 
 
@@ -61,5 +63,7 @@ def list_schemas() -> list[str]:
     out = []
     for pack in root.iterdir():
         if pack.is_dir() and not pack.name.startswith("_"):
-            out += [f"{pack.name}.{f.name[:-5]}" for f in pack.iterdir() if f.name.endswith(".avsc")]
+            out += [
+                f"{pack.name}.{f.name[:-5]}" for f in pack.iterdir() if f.name.endswith(".avsc")
+            ]
     return sorted(out)

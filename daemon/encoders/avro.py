@@ -81,7 +81,10 @@ class AvroEncoder:
         )
 
 
-ENCODERS = {"json": "datafactory.encoders.json:JsonEncoder", "avro": "datafactory.encoders.avro:AvroEncoder"}
+ENCODERS = {
+    "json": "datafactory.encoders.json:JsonEncoder",
+    "avro": "datafactory.encoders.avro:AvroEncoder",
+}
 
 
 def build_encoder(fmt: str, schema: EventSchema, run_seed: int) -> Any:

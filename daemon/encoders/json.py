@@ -173,7 +173,7 @@ def _array_renderer(items: Any) -> Renderer:
     of_records = isinstance(items, dict) and items.get("type") == "record"
 
     def render(col: ListColumn, _m: object) -> list[Piece]:
-        child = (col.children, {}) if of_records else col.children["value"]
+        child: Any = (col.children, {}) if of_records else col.children["value"]
         rendered = _join(item(child, None))
         lists = pa.ListArray.from_arrays(pa.array(col.offsets), rendered)
         return ["[", pc.binary_join(lists, ","), "]"]
@@ -184,8 +184,11 @@ def _array_renderer(items: Any) -> Renderer:
 def _record_renderer(fields: list[dict[str, Any]], *, end: str) -> Renderer:
     """A record's pieces; ``col`` is ``(columns, null masks)``, both mappings by field name."""
     plan = [
-        (("{" if i == 0 else ",") + orjson.dumps(f["name"]).decode() + ":", f["name"],
-         _renderer_for(f["type"]))
+        (
+            ("{" if i == 0 else ",") + orjson.dumps(f["name"]).decode() + ":",
+            f["name"],
+            _renderer_for(f["type"]),
+        )
         for i, f in enumerate(fields)
     ]
 

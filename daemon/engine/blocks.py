@@ -66,7 +66,9 @@ class ListColumn:
             else:
                 lo, hi = int(self.offsets[start]), int(self.offsets[stop])
                 offsets = (self.offsets[start : stop + 1] - lo).astype(np.int32)
-                return ListColumn(offsets, {k: _take(c, slice(lo, hi)) for k, c in self.children.items()})
+                return ListColumn(
+                    offsets, {k: _take(c, slice(lo, hi)) for k, c in self.children.items()}
+                )
         lengths = np.diff(self.offsets)[idx]
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])

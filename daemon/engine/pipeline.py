@@ -51,13 +51,13 @@ class BoundedQueue(asyncio.Queue[T], Generic[T]):
         metrics.queue_capacity.labels(name).set(maxsize)
 
     def _put(self, item: T) -> None:
-        super()._put(item)  # type: ignore[misc]
+        super()._put(item)
         depth = self.qsize()
         self.high_water = max(self.high_water, depth)
         self._depth.set(depth)
 
     def _get(self) -> T:
-        item: T = super()._get()  # type: ignore[misc]
+        item: T = super()._get()
         self._depth.set(self.qsize())
         return item
 
@@ -135,11 +135,15 @@ class Engine:
             pack = self.packs[plan.pack]
             clock: Clock = SimulatedClock(t0 or 0.0) if simulated else (wall_clock or WallClock())
             bucket = TokenBucket(plan.rate, clock, burst=max(eng.pacing_interval * 2, 0.1))
-            q2: BoundedQueue[Any] = BoundedQueue(eng.queue_blocks, f"gen:{plan.event_type}", self.metrics)
+            q2: BoundedQueue[Any] = BoundedQueue(
+                eng.queue_blocks, f"gen:{plan.event_type}", self.metrics
+            )
             targets = [self.sinks[s] for s in plan.sinks]
             rt = StreamRuntime(plan, pack, pack.stream(plan.stream), clock, bucket, q2, targets)
             for s in targets:
-                s.encoders[rt.name] = build_encoder(s.sink.config.format, rt.gen.schema, config.run.seed)
+                s.encoders[rt.name] = build_encoder(
+                    s.sink.config.format, rt.gen.schema, config.run.seed
+                )
                 s.sent[rt.name] = 0
                 s.failed[rt.name] = 0
             self.streams.append(rt)
@@ -158,8 +162,11 @@ class Engine:
         return {
             "streams": {
                 s.name: {
-                    "generated": s.generated, "released": s.released,
-                    "target_rate": s.bucket.rate(), "rate": s.rate_now, "done": s.done,
+                    "generated": s.generated,
+                    "released": s.released,
+                    "target_rate": s.bucket.rate(),
+                    "rate": s.rate_now,
+                    "done": s.done,
                 }
                 for s in self.streams
             },
@@ -173,18 +180,28 @@ class Engine:
 
     async def run(self) -> dict[str, Any]:
         self._started_at = time.monotonic()
-        for s in self.sinks.values():
-            await self._connect(s)
+        for k in self.sinks.values():
+            await self._connect(k)
         run = self.config.run
         for s in self.streams:
             s.bucket.restart(s.clock.now())  # the profile starts when the stream starts
             if run.duration is not None:
                 s.end_time = s.bucket.t0 + run.duration
-        log.info("run_started", run=run.name, seed=run.seed, clock=run.clock,
-                 streams=[s.name for s in self.streams], sinks=list(self.sinks))
-        generators = [asyncio.create_task(self._generate(s), name=f"gen:{s.name}") for s in self.streams]
+        log.info(
+            "run_started",
+            run=run.name,
+            seed=run.seed,
+            clock=run.clock,
+            streams=[s.name for s in self.streams],
+            sinks=list(self.sinks),
+        )
+        generators = [
+            asyncio.create_task(self._generate(s), name=f"gen:{s.name}") for s in self.streams
+        ]
         pacers = [asyncio.create_task(self._pace(s), name=f"pace:{s.name}") for s in self.streams]
-        writers = [asyncio.create_task(self._write(k), name=f"sink:{k.name}") for k in self.sinks.values()]
+        writers = [
+            asyncio.create_task(self._write(k), name=f"sink:{k.name}") for k in self.sinks.values()
+        ]
         sampler = asyncio.create_task(self._sample(), name="sampler")
         try:
             await asyncio.gather(*pacers)
@@ -201,13 +218,17 @@ class Engine:
                 except Exception as e:  # closing must not hide the run's own outcome
                     log.error("sink_close_failed", sink=k.name, error=repr(e))
         summary = self.snapshot()
+        queues: list[BoundedQueue[Any]] = [s.queue for s in self.streams]
+        queues += [k.queue for k in self.sinks.values()]
         summary["queues"] = {
-            q.name: {"high_water": q.high_water, "capacity": q.maxsize}
-            for q in [*(s.queue for s in self.streams), *(k.queue for k in self.sinks.values())]
+            q.name: {"high_water": q.high_water, "capacity": q.maxsize} for q in queues
         }
-        log.info("run_finished", run=run.name,
-                 released={s.name: s.released for s in self.streams},
-                 seconds=round(time.monotonic() - self._started_at, 3))
+        log.info(
+            "run_finished",
+            run=run.name,
+            released={s.name: s.released for s in self.streams},
+            seconds=round(time.monotonic() - self._started_at, 3),
+        )
         return summary
 
     async def _connect(self, k: SinkRuntime) -> None:
@@ -263,7 +284,9 @@ class Engine:
                     if block is None:
                         break
                 # wall clock: small slices keep the rate smooth; simulated: big slices are free
-                chunk = eng.batch_max if clock.simulated else int(bucket.rate() * eng.pacing_interval)
+                chunk = (
+                    eng.batch_max if clock.simulated else int(bucket.rate() * eng.pacing_interval)
+                )
                 n = max(1, min(chunk, eng.batch_max, len(block) - pos))
                 wait = bucket.acquire(n)
                 while wait > 0 and not self._stop.is_set():
@@ -278,7 +301,9 @@ class Engine:
                 piece = block.take(slice(pos, pos + n))
                 pos += n
                 # spread the slice's event times over the interval since the last release
-                piece.event_time = t_prev + (np.arange(1, n + 1, dtype=np.int64) * (now - t_prev)) // n
+                piece.event_time = (
+                    t_prev + (np.arange(1, n + 1, dtype=np.int64) * (now - t_prev)) // n
+                )
                 t_prev = now
                 if s.chaos is not None:
                     piece = s.chaos(piece)
@@ -292,9 +317,13 @@ class Engine:
     async def _write(self, k: SinkRuntime) -> None:
         m = self.metrics
         children = {
-            s.name: (m.sent.labels(s.name, k.name), m.sent_bytes.labels(s.name, k.name),
-                     m.failed.labels(s.name, k.name))
-            for s in self.streams if k in s.sinks
+            s.name: (
+                m.sent.labels(s.name, k.name),
+                m.sent_bytes.labels(s.name, k.name),
+                m.failed.labels(s.name, k.name),
+            )
+            for s in self.streams
+            if k in s.sinks
         }
         timer = m.write_seconds.labels(k.name)
         while True:
@@ -303,7 +332,11 @@ class Engine:
                 return
             s, block = item
             enc = k.encoders[s.name]
-            batch = await asyncio.to_thread(enc.encode, block) if len(block) > 512 else enc.encode(block)
+            batch = (
+                await asyncio.to_thread(enc.encode, block)
+                if len(block) > 512
+                else enc.encode(block)
+            )
             sent, sent_bytes, failed = children[s.name]
             t = time.perf_counter()
             if await self._deliver(k, batch):
@@ -324,10 +357,18 @@ class Engine:
             except Exception as e:
                 k.errors += 1
                 self.metrics.sink_errors.labels(k.name).inc()
-                log.warning("sink_write_failed", sink=k.name, stream=batch.stream, attempt=attempt,
-                            events=len(batch), error=repr(e))
+                log.warning(
+                    "sink_write_failed",
+                    sink=k.name,
+                    stream=batch.stream,
+                    attempt=attempt,
+                    events=len(batch),
+                    error=repr(e),
+                )
                 if attempt == self.max_attempts:
-                    log.error("sink_batch_failed", sink=k.name, stream=batch.stream, events=len(batch))
+                    log.error(
+                        "sink_batch_failed", sink=k.name, stream=batch.stream, events=len(batch)
+                    )
                     return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -51,7 +51,9 @@ class RampProfile(BaseModel):
     start: float = Field(ge=0, description="events per second at the run's start", examples=[100])
     end: float = Field(ge=0, description="events per second once the ramp is done", examples=[5000])
     duration: Duration = Field(description="length of the ramp", examples=["10m"])
-    delay: Duration = Field(default=0.0, description="time at `start` before ramping", examples=["1m"])
+    delay: Duration = Field(
+        default=0.0, description="time at `start` before ramping", examples=["1m"]
+    )
 
     def rate(self, t: float, t0: float) -> float:
         e = t - t0 - self.delay
@@ -78,7 +80,9 @@ class DiurnalProfile(BaseModel):
     profile: Literal["diurnal"]
     base: float = Field(ge=0, description="mean events per second", examples=[2000])
     amplitude: float = Field(ge=0, le=1, description="relative swing, 0..1", examples=[0.6])
-    period: Duration = Field(default=86400.0, gt=0, description="length of a cycle", examples=["24h"])
+    period: Duration = Field(
+        default=86400.0, gt=0, description="length of a cycle", examples=["24h"]
+    )
     phase: Duration = Field(
         default=50400.0,
         description="where in the period the peak falls, from 00:00 UTC (default 14:00)",
@@ -91,8 +95,10 @@ class DiurnalProfile(BaseModel):
 
     def cumulative(self, t: float, t0: float) -> float:
         w = 2 * math.pi / self.period
+
         def prim(x: float) -> float:
             return self.base * (x + self.amplitude * math.sin(w * (x - self.phase)) / w)
+
         return prim(t) - prim(t0)
 
 
@@ -173,7 +179,9 @@ class HourlyProfile(BaseModel):
     def _prim(self, t: float) -> float:
         days, rem = divmod(t, 86400.0)
         hour = min(int(rem // 3600), 23)
-        return days * self._before[24] + self._before[hour] + self._rates[hour] * (rem - hour * 3600)
+        return (
+            days * self._before[24] + self._before[hour] + self._rates[hour] * (rem - hour * 3600)
+        )
 
     def cumulative(self, t: float, t0: float) -> float:
         return self._prim(t) - self._prim(t0)
@@ -251,12 +259,18 @@ class TokenBucket:
     def _time_to_earn(self, now: float, deficit: float) -> float:
         """Smallest w (to 1 µs, at most ``max_wait``) with R(now + w) - R(now) >= deficit."""
         base = self.profile.cumulative(now, self.t0)
+
         def earned(w: float) -> float:
             return self.profile.cumulative(now + w, self.t0) - base
+
         r = self.profile.rate(now, self.t0)
         guess = deficit / r if r > 0 else self.max_wait
         if guess >= self.max_wait:
-            return self.max_wait if earned(self.max_wait) < deficit else self._bisect(earned, deficit, self.max_wait)
+            return (
+                self.max_wait
+                if earned(self.max_wait) < deficit
+                else self._bisect(earned, deficit, self.max_wait)
+            )
         if earned(guess) >= deficit:
             return self._bisect(earned, deficit, guess)
         hi = guess

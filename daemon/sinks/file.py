@@ -24,7 +24,9 @@ from datafactory.units import ByteSize, Duration
 
 class FileConfig(SinkBase):
     type: Literal["file"] = "file"
-    path: str = Field("./data", min_length=1, description="folder to write into", examples=["./data"])
+    path: str = Field(
+        "./data", min_length=1, description="folder to write into", examples=["./data"]
+    )
     max_bytes: ByteSize = Field(
         128 * 2**20, gt=0, description="rotate a file once it is this big", examples=["64MiB"]
     )
@@ -97,9 +99,12 @@ class FileSink(Sink):
         first_t = int(batch.block.event_time[0]) if len(batch) else None
         if f is not None and (
             f.size >= self.cfg.max_bytes
-            or (self.cfg.max_span is not None and f.first_time_us is not None
+            or (
+                self.cfg.max_span is not None
+                and f.first_time_us is not None
                 and first_t is not None
-                and first_t - f.first_time_us >= self.cfg.max_span * 1_000_000)
+                and first_t - f.first_time_us >= self.cfg.max_span * 1_000_000
+            )
         ):
             self._finish(f)
             f = None

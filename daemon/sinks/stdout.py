@@ -33,7 +33,9 @@ class StdoutSink(Sink):
         if self.config.format == "avro":
             sync = self._headers.get(batch.stream)
             if sync is None:
-                sync = self._headers[batch.stream] = ocf.sync_marker(self.ctx.run_seed, batch.stream)
+                sync = self._headers[batch.stream] = ocf.sync_marker(
+                    self.ctx.run_seed, batch.stream
+                )
                 out.write(ocf.header(batch.schema, sync))
             for p in ocf.block(len(batch), data, sync):
                 out.write(p)

@@ -69,8 +69,9 @@ class RetailParams(BaseModel):
 
 
 def _cdf(weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    c = np.cumsum(weights)
-    return c / c[-1]
+    c: npt.NDArray[np.float64] = np.cumsum(weights)
+    out: npt.NDArray[np.float64] = c / c[-1]
+    return out
 
 
 class RetailPack(Pack):
@@ -105,9 +106,7 @@ class RetailPack(Pack):
         self.sku_popularity = ranks.astype(np.float64) ** -p.popularity_skew
         self.sku_cdf = _cdf(self.sku_popularity)
         promo = rng.random(p.skus) < p.promo_share
-        self.sku_discount_bp = np.where(promo, round(p.promo_discount * 10_000), 0).astype(
-            np.int64
-        )
+        self.sku_discount_bp = np.where(promo, round(p.promo_discount * 10_000), 0).astype(np.int64)
         self.customer_ids = tuple(f"C{i + 1:08d}" for i in range(p.customers))
         self.currency_pool = (p.currency,)
 
@@ -135,11 +134,11 @@ class PosTransactions(StreamGenerator):
         event_time = t_start_us + (np.arange(n, dtype=np.int64) * span) // max(n, 1)
 
         store = np.searchsorted(pk.store_cdf, rng.random(n), side="right").astype(np.int32)
-        channel = np.searchsorted(self.channel_cdf, rng.random(n), side="right")
-        channel = np.minimum(channel, 2).astype(np.int32)
-        register = np.where(
-            channel == 0, rng.integers(1, p.registers_per_store + 1, n), 0
-        ).astype(np.int32)
+        drawn = np.searchsorted(self.channel_cdf, rng.random(n), side="right")
+        channel = np.minimum(drawn, 2).astype(np.int32)  # float rounding at the top
+        register = np.where(channel == 0, rng.integers(1, p.registers_per_store + 1, n), 0).astype(
+            np.int32
+        )
         u = rng.random(n)
         payment = (u[:, None] > self.payment_cdf[channel]).sum(axis=1).astype(np.int32)
         np.minimum(payment, len(PAYMENTS) - 1, out=payment)
