@@ -91,7 +91,8 @@ def _render_timestamp_us(col: npt.NDArray[np.int64], _m: object) -> list[Piece]:
         [
             '"' + dt.datetime.fromtimestamp(int(s), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
             for s in uniq.tolist()
-        ]
+        ],
+        type=pa.string(),
     )
     frac = pc.utf8_lpad(_as_str(micros), 6, "0")
     return [pc.take(pool, pa.array(inverse.astype(np.int32))), frac, 'Z"']

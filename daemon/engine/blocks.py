@@ -50,7 +50,10 @@ class DictColumn:
 
 @dataclass(frozen=True, slots=True)
 class ListColumn:
-    """A list of records per row: ``offsets`` (len n+1, int32) over flat child columns."""
+    """A list per row: ``offsets`` (len n+1, int32) over flat child columns.
+
+    Lists of records have one child per field; lists of plain values one child, ``value``.
+    """
 
     offsets: npt.NDArray[np.int32]
     children: Mapping[str, Column]
@@ -94,6 +97,9 @@ def column_to_list(col: Column) -> list[Any]:
     if isinstance(col, ListColumn):
         kids = {k: column_to_list(c) for k, c in col.children.items()}
         offs = col.offsets.tolist()
+        if list(kids) == ["value"]:  # a list of plain values, not of records
+            vals = kids["value"]
+            return [vals[offs[r] : offs[r + 1]] for r in range(len(offs) - 1)]
         return [
             [{k: v[i] for k, v in kids.items()} for i in range(offs[r], offs[r + 1])]
             for r in range(len(offs) - 1)

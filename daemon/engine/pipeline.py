@@ -38,6 +38,8 @@ log = structlog.get_logger("datafactory.engine")
 T = TypeVar("T")
 # The chaos chain slot: a function from block to block, composed once per stream.
 ChaosChain = Callable[[RecordBlock], RecordBlock]
+# simulated clock: the most event time one slice may span (batch_max bounds it too)
+SIMULATED_SLICE = 60.0
 
 
 class BoundedQueue(asyncio.Queue[T], Generic[T]):
@@ -283,19 +285,21 @@ class Engine:
                     pos = 0
                     if block is None:
                         break
-                # wall clock: small slices keep the rate smooth; simulated: big slices are free
-                chunk = (
-                    eng.batch_max if clock.simulated else int(bucket.rate() * eng.pacing_interval)
-                )
-                n = max(1, min(chunk, eng.batch_max, len(block) - pos))
+                # wall clock: small slices keep the rate smooth; simulated: bigger ones are free
+                interval = SIMULATED_SLICE if clock.simulated else eng.pacing_interval
+                n = max(1, min(int(bucket.rate() * interval), eng.batch_max, len(block) - pos))
                 wait = bucket.acquire(n)
+                last = False
                 while wait > 0 and not self._stop.is_set():
                     if s.end_time is not None and clock.now() + wait > s.end_time:
+                        # the end falls inside this wait: release what was earned by then
                         await clock.sleep(max(0.0, s.end_time - clock.now()))
-                        return
+                        n = min(n, bucket.take_available())
+                        last = True
+                        break
                     await clock.sleep(wait if clock.simulated else min(wait, 0.25))
                     wait = bucket.acquire(n)
-                if wait > 0:
+                if n == 0 or (wait > 0 and not last):
                     break
                 now = clock.now_us()
                 piece = block.take(slice(pos, pos + n))
@@ -311,6 +315,8 @@ class Engine:
                     await k.queue.put((s, piece))
                 s.released += n
                 released.inc(n)
+                if last:
+                    break
         finally:
             s.done = True
 

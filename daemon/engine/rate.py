@@ -256,6 +256,13 @@ class TokenBucket:
         deficit = n - self.tokens
         return self._time_to_earn(now, deficit)
 
+    def take_available(self) -> int:
+        """Take every whole token earned by now; returns how many."""
+        self._refill(self.clock.now(), 0)
+        n = int(self.tokens + 1e-9)
+        self.tokens = max(0.0, self.tokens - n)
+        return n
+
     def _time_to_earn(self, now: float, deficit: float) -> float:
         """Smallest w (to 1 µs, at most ``max_wait``) with R(now + w) - R(now) >= deficit."""
         base = self.profile.cumulative(now, self.t0)
