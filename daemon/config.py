@@ -259,10 +259,39 @@ def parse_config(
     try:
         model = ConfigModel.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(source, problems + _pyd_problems(e, ()), lines) from None
+        problems += _pyd_problems(e, ())
+        problems += _plugin_problems(data)  # report those too, in the same pass
+        raise ConfigError(source, problems, lines) from None
     if problems:
         raise ConfigError(source, problems, lines)
     return _resolve(model, source, lines)
+
+
+def _plugin_problems(data: dict[str, Any]) -> list[Any]:
+    """Best effort, for a file whose top level is invalid: pack params and sink settings."""
+    from datafactory.pack import registered_packs, registered_sinks
+
+    out: list[Any] = []
+    packs, sinks = data.get("packs"), data.get("sinks")
+    if isinstance(packs, dict):
+        known = registered_packs()
+        for name, sec in packs.items():
+            params = sec.get("params") if isinstance(sec, dict) else None
+            if name in known and isinstance(params, dict):
+                try:
+                    known[name].Params.model_validate(params)
+                except ValidationError as e:
+                    out += _pyd_problems(e, ("packs", name, "params"))
+    if isinstance(sinks, dict):
+        types = registered_sinks()
+        for name, raw in sinks.items():
+            kind = raw.get("type") if isinstance(raw, dict) else None
+            if kind in types:
+                try:
+                    types[kind].Config.model_validate(raw)
+                except ValidationError as e:
+                    out += _pyd_problems(e, ("sinks", name))
+    return out
 
 
 def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:

@@ -1,15 +1,14 @@
 """Avro object container framing for pre-encoded records.
 
-The header comes from fastavro (with a sync marker we choose, so files are deterministic);
-each batch of already-encoded records becomes one container block: count, size, bytes, sync.
+A deterministic header (the sync marker derives from the run), then each batch of
+already-encoded records as one container block: count, size, bytes, sync.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 
-from fastavro import writer
+import orjson
 
 from datafactory.schema import EventSchema
 
@@ -30,9 +29,18 @@ def sync_marker(*parts: object) -> bytes:
 
 
 def header(schema: EventSchema, sync: bytes) -> bytes:
-    buf = io.BytesIO()
-    writer(buf, schema.parsed, [], sync_marker=sync)
-    return buf.getvalue()
+    """Magic, metadata map (schema as shipped, codec null), sync marker.
+
+    Written here rather than by fastavro because fastavro serialises the schema with a key
+    order that changes between processes (hash seeds), and files must be byte-identical.
+    """
+    meta = {"avro.schema": orjson.dumps(schema.raw), "avro.codec": b"null"}
+    out = bytearray(b"Obj\x01")
+    out += _long(len(meta))
+    for k, v in meta.items():
+        out += _long(len(k)) + k.encode() + _long(len(v)) + v
+    out += _long(0) + sync
+    return bytes(out)
 
 
 def block(count: int, payload: bytes | memoryview, sync: bytes) -> list[bytes | memoryview]:

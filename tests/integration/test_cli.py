@@ -1,0 +1,132 @@
+"""The `datafactory` command as a user runs it: a real process, real files, real HTTP."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import fastavro
+import orjson
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "datafactory"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*CLI, *args], capture_output=True, timeout=120, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_run_streams_at_the_rate_with_live_metrics_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        (ROOT / "config/default.yaml")
+        .read_text()
+        .replace("./data", str(tmp_path / "data"))
+        .replace("127.0.0.1:9400", f"127.0.0.1:{port}")
+    )
+    proc = subprocess.Popen([*CLI, "run", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = orjson.loads(urllib.request.urlopen(url + "/healthz", timeout=2).read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "telemetry never came up"
+                time.sleep(0.2)
+        assert health["status"] == "ok"
+        time.sleep(4)
+        first = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        time.sleep(2)
+        second = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        sent1 = metric(first, "datafactory_sink_sent_events_total")
+        sent2 = metric(second, "datafactory_sink_sent_events_total")
+        assert sent1 > 0
+        # default config: 2000 events/s; two seconds later about 4000 more
+        assert 3000 <= sent2 - sent1 <= 5000, (sent1, sent2)
+        assert 1500 <= metric(second, "datafactory_stream_actual_rate") <= 2500
+        assert metric(second, "datafactory_stream_target_rate") == 2000
+        assert "datafactory_queue_depth" in second
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    logs = [orjson.loads(x) for x in err.splitlines() if x.startswith(b"{")]
+    finished = [x for x in logs if x["event"] == "run_finished"]
+    assert finished, err.decode()[-2000:]
+    released = finished[0]["released"]["retail.pos_transaction"]
+    lines = [x for f in (tmp_path / "data").rglob("*.jsonl") for x in f.read_bytes().splitlines()]
+    assert len(lines) == released  # everything released before SIGTERM was written
+    assert orjson.loads(lines[-1])["store_id"].startswith("S")
+
+
+def test_validate_reports_bad_keys_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "run: {name: x, speed: 9}\npacks: {retail: {params: {stores: -1}}}\n"
+        "sinks: {o: {type: stdout}}\n"
+    )
+    r = cli("validate", str(bad))
+    assert r.returncode == 2
+    err = r.stderr.decode()
+    assert f"{bad}:1: run.speed: unknown key" in err
+    assert f"{bad}:2: packs.retail.params.stores" in err
+    ok = cli("validate", str(ROOT / "config/default.yaml"))
+    assert ok.returncode == 0 and b"ok" in ok.stdout
+    assert cli("run", str(bad)).returncode == 2
+
+
+def test_sample_json_and_avro_and_packs() -> None:
+    r = cli("sample", "retail.pos_transaction", "-n", "3")
+    assert r.returncode == 0
+    recs = [orjson.loads(x) for x in r.stdout.splitlines()]
+    assert len(recs) == 3 and all(x["total"] > 0 for x in recs)
+    a = cli("sample", "retail.pos_transaction", "-n", "4", "--format", "avro")
+    assert a.returncode == 0
+    assert len(list(fastavro.reader(io.BytesIO(a.stdout)))) == 4
+    bad = cli("sample", "retail.nope")
+    assert bad.returncode == 2 and b"retail.pos_transaction" in bad.stderr
+    packs = cli("packs", "--json")
+    info = orjson.loads(packs.stdout)
+    assert info[0]["pack"] == "retail" and info[0]["streams"][0]["stream"] == "pos_transaction"
+    v = cli("--version")
+    assert v.returncode == 0 and v.stdout.startswith(b"datafactory ")
+
+
+def test_simulated_run_from_the_command_line_is_deterministic(tmp_path: Path) -> None:
+    text = (ROOT / "config/examples/retail-diurnal-avro.yaml").read_text()
+    outs = []
+    for name, hashseed in (("a", "1"), ("b", "2")):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(text.replace("./data/retail-day", str(tmp_path / name)))
+        r = cli(
+            "run", str(cfg), "--duration", "20m", env={**os.environ, "PYTHONHASHSEED": hashseed}
+        )
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        outs.append(sorted((p.name, p.read_bytes()) for p in (tmp_path / name).rglob("*.avro")))
+    assert outs[0] == outs[1] and outs[0]
