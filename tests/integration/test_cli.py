@@ -48,7 +48,9 @@ def test_run_streams_at_the_rate_with_live_metrics_and_stops_cleanly(tmp_path: P
         .replace("./data", str(tmp_path / "data"))
         .replace("127.0.0.1:9400", f"127.0.0.1:{port}")
     )
-    proc = subprocess.Popen([*CLI, "run", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log_path = tmp_path / "stderr.log"
+    log_file = log_path.open("wb")  # a file, not a pipe: nothing can block the daemon
+    proc = subprocess.Popen([*CLI, "run", str(cfg)], stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
@@ -74,7 +76,9 @@ def test_run_streams_at_the_rate_with_live_metrics_and_stops_cleanly(tmp_path: P
         assert "datafactory_queue_depth" in second
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        log_file.close()
+    err = log_path.read_bytes()
     assert proc.returncode == 0, err.decode()[-2000:]
     logs = [orjson.loads(x) for x in err.splitlines() if x.startswith(b"{")]
     finished = [x for x in logs if x["event"] == "run_finished"]
