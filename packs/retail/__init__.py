@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
 from datafactory.engine.rate import HourlyProfile
+from datafactory.engine.sampling import AliasTable
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
 
@@ -68,12 +68,6 @@ class RetailParams(BaseModel):
         return self
 
 
-def _cdf(weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    c: npt.NDArray[np.float64] = np.cumsum(weights)
-    out: npt.NDArray[np.float64] = c / c[-1]
-    return out
-
-
 class RetailPack(Pack):
     name = "retail"
     description = "Store chain: POS transactions with baskets, promotions, loyalty customers."
@@ -93,7 +87,8 @@ class RetailPack(Pack):
         rng = seeds.rng("retail", "entities")
         # stores: size (sales weight), region, tax
         self.store_ids = tuple(f"S{i + 1:04d}" for i in range(p.stores))
-        self.store_cdf = _cdf(rng.lognormal(0.0, 0.5, p.stores))
+        self.store_weight = rng.lognormal(0.0, 0.5, p.stores)
+        self.store_sampler = AliasTable(self.store_weight)
         self.store_region = rng.integers(0, len(REGIONS), p.stores)
         self.store_tax_bp = _REGION_TAX_BP[self.store_region]
         # catalogue: list price in cents (log-normal around $8), Zipf popularity over a
@@ -104,7 +99,7 @@ class RetailPack(Pack):
         ).astype(np.int64)
         ranks = rng.permutation(p.skus) + 1
         self.sku_popularity = ranks.astype(np.float64) ** -p.popularity_skew
-        self.sku_cdf = _cdf(self.sku_popularity)
+        self.sku_sampler = AliasTable(self.sku_popularity)
         promo = rng.random(p.skus) < p.promo_share
         self.sku_discount_bp = np.where(promo, round(p.promo_discount * 10_000), 0).astype(np.int64)
         self.customer_ids = tuple(f"C{i + 1:08d}" for i in range(p.customers))
@@ -125,7 +120,8 @@ class PosTransactions(StreamGenerator):
         self.channel_cdf = np.cumsum(
             [1 - p.online_share - p.click_collect_share, p.online_share, p.click_collect_share]
         )
-        self.payment_cdf = np.cumsum(_PAYMENT_P, axis=1)
+        # the channels' payment CDFs laid end to end: channel c occupies [c, c + 1)
+        self.payment_cdf = (np.cumsum(_PAYMENT_P, axis=1) + np.arange(3)[:, None]).ravel()
 
     def generate(self, n: int, seq_start: int, t_start_us: int, t_end_us: int) -> RecordBlock:
         pk, p, rng = self.pack, self.pack.p, self.rng
@@ -133,15 +129,16 @@ class PosTransactions(StreamGenerator):
         span = max(t_end_us - t_start_us, 0)
         event_time = t_start_us + (np.arange(n, dtype=np.int64) * span) // max(n, 1)
 
-        store = np.searchsorted(pk.store_cdf, rng.random(n), side="right").astype(np.int32)
+        store = pk.store_sampler.sample(rng, n)
         drawn = np.searchsorted(self.channel_cdf, rng.random(n), side="right")
         channel = np.minimum(drawn, 2).astype(np.int32)  # float rounding at the top
         register = np.where(channel == 0, rng.integers(1, p.registers_per_store + 1, n), 0).astype(
             np.int32
         )
-        u = rng.random(n)
-        payment = (u[:, None] > self.payment_cdf[channel]).sum(axis=1).astype(np.int32)
-        np.minimum(payment, len(PAYMENTS) - 1, out=payment)
+        u = channel + rng.random(n)
+        payment = np.searchsorted(self.payment_cdf, u, side="right").astype(np.int32)
+        payment -= channel * len(PAYMENTS)
+        np.clip(payment, 0, len(PAYMENTS) - 1, out=payment)
         # online orders always carry the account; in store only loyalty members are named
         known = (channel != 0) | (rng.random(n) < p.loyalty_share)
         customer = rng.integers(0, p.customers, n).astype(np.int32)
@@ -151,8 +148,7 @@ class PosTransactions(StreamGenerator):
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(sizes, out=offsets[1:])
         m = int(offsets[-1])
-        sku = np.searchsorted(pk.sku_cdf, rng.random(m), side="right").astype(np.int32)
-        np.minimum(sku, p.skus - 1, out=sku)
+        sku = pk.sku_sampler.sample(rng, m)
         qty = np.minimum(rng.geometric(0.65, m), 12).astype(np.int64)
         unit = pk.sku_price[sku]
         gross = qty * unit

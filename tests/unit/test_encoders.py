@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
+from datafactory.encoders import fast
 from datafactory.encoders.avro import AvroEncoder, to_avro_records
 from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
@@ -71,10 +72,20 @@ def pos_block(n: int, seed: int = 5) -> RecordBlock:
     )
 
 
-def test_json_matches_reference_byte_for_byte() -> None:
+PATHS = [pytest.param(True, id="fast"), pytest.param(False, id="fallback")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_path_is_built() -> None:
+    # the compiled path is part of the build on every supported machine: fail loudly if not
+    assert fast.available(), "datafactory.encoders._fastrender was not built"
+
+
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_json_matches_reference_byte_for_byte(fast_path: bool) -> None:
     schema = load_schema("retail.pos_transaction")
     block = pos_block(3000)
-    batch = JsonEncoder(schema, 5).encode(block)
+    batch = JsonEncoder(schema, 5, fast_path=fast_path).encode(block)
     expected = "".join(ref_record(r, schema.fields) + "\n" for r in block.to_records(5))
     got = bytes(batch.payload[int(batch.offsets[0]) : int(batch.offsets[-1])]).decode()
     assert got == expected
@@ -82,10 +93,11 @@ def test_json_matches_reference_byte_for_byte() -> None:
     assert orjson.loads(bytes(batch.record(17)))["transaction_id"] == 10 + 17 + 1_000_000_001
 
 
-def test_json_of_a_slice_is_the_slice_of_json() -> None:
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_json_of_a_slice_is_the_slice_of_json(fast_path: bool) -> None:
     schema = load_schema("retail.pos_transaction")
     block = pos_block(1000)
-    enc = JsonEncoder(schema, 5)
+    enc = JsonEncoder(schema, 5, fast_path=fast_path)
     whole = enc.encode(block)
     part = enc.encode(block.take(slice(250, 600)))
     assert bytes(part.record(0)) == bytes(whole.record(250))
@@ -136,9 +148,10 @@ def odd_block() -> RecordBlock:
     )
 
 
-def test_json_escapes_nulls_doubles_and_edge_values() -> None:
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_json_escapes_nulls_doubles_and_edge_values(fast_path: bool) -> None:
     block = odd_block()
-    batch = JsonEncoder(ODD, 9).encode(block)
+    batch = JsonEncoder(ODD, 9, fast_path=fast_path).encode(block)
     lines = bytes(batch.payload[: int(batch.offsets[-1])]).decode().splitlines()
     assert len(lines) == 6
     for line, rec in zip(lines, block.to_records(9), strict=True):
@@ -153,10 +166,11 @@ def test_json_escapes_nulls_doubles_and_edge_values() -> None:
     assert '"tags":[]' in lines[0]
 
 
-def test_avro_round_trips_through_fastavro() -> None:
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_avro_round_trips_through_fastavro(fast_path: bool) -> None:
     schema = load_schema("retail.pos_transaction")
     block = pos_block(300)
-    batch = AvroEncoder(schema, 5).encode(block)
+    batch = AvroEncoder(schema, 5, fast_path=fast_path).encode(block)
     expected = to_avro_records(block, schema, 5)
     for i in (0, 1, 150, 299):
         rec = fastavro.schemaless_reader(io.BytesIO(bytes(batch.record(i))), schema.parsed, None)
@@ -190,10 +204,46 @@ def test_ocf_framing_is_readable_and_deterministic() -> None:
     assert records[199]["transaction_id"] == block.columns["transaction_id"][199]
 
 
+@pytest.mark.parametrize("fast_path", PATHS)
 @pytest.mark.parametrize("fmt", ["json", "avro"])
-def test_empty_block_encodes_to_nothing(fmt: str) -> None:
+def test_empty_block_encodes_to_nothing(fmt: str, fast_path: bool) -> None:
     schema = load_schema("retail.pos_transaction")
     block = pos_block(10).take(slice(0, 0))
-    enc = JsonEncoder(schema, 1) if fmt == "json" else AvroEncoder(schema, 1)
+    cls = JsonEncoder if fmt == "json" else AvroEncoder
+    enc = cls(schema, 1, fast_path=fast_path)
     batch = enc.encode(block)
     assert len(batch) == 0 and batch.nbytes == 0
+
+
+# JSON of the odd schema is left out: its doubles' shortest text differs in style between the
+# two paths (1e+300 vs 1e300); both parse to the same values (test above).
+@pytest.mark.parametrize(
+    ("fmt", "schema_name"), [("json", "pos"), ("avro", "pos"), ("avro", "odd")]
+)
+def test_fast_path_and_fallback_give_identical_bytes(fmt: str, schema_name: str) -> None:
+    if schema_name == "pos":
+        schema, block = load_schema("retail.pos_transaction"), pos_block(2500, seed=8)
+    else:
+        schema, block = ODD, odd_block()
+    cls = JsonEncoder if fmt == "json" else AvroEncoder
+    a = cls(schema, 8, fast_path=True).encode(block)
+    b = cls(schema, 8, fast_path=False).encode(block)
+    assert bytes(a.payload[: int(a.offsets[-1])]) == bytes(b.payload[: int(b.offsets[-1])])
+    assert np.array_equal(a.offsets, b.offsets)
+
+
+def test_fast_path_rejects_values_it_cannot_render() -> None:
+    block = odd_block()
+    block.event_time[0] = 200_000 * 365 * 86_400 * 10**6  # year ~ 200000
+    with pytest.raises(ValueError, match="timestamp outside years"):
+        JsonEncoder(ODD, 9, fast_path=True).encode(block)
+
+
+def test_avro_fast_path_rejects_unknown_enum_symbols() -> None:
+    schema = load_schema("retail.pos_transaction")
+    block = pos_block(5)
+    ch = block.columns["channel"]
+    assert isinstance(ch, DictColumn)
+    block.columns["channel"] = DictColumn(ch.codes, ("store", "drone", "click_and_collect"))
+    with pytest.raises(ValueError, match="drone"):
+        AvroEncoder(schema, 9, fast_path=True).encode(block)

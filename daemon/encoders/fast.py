@@ -1,0 +1,222 @@
+"""The compiled fast path shared by the JSON and Avro encoders.
+
+A schema is compiled once per format into field compilers; per block they emit a small
+*program* (tuples of op codes and numpy buffers, see ``_fastrender.c``) that the C extension
+runs over every row. Strings and enums come from pools rendered once per pool object in the
+target format (JSON text with quotes, or Avro length-prefixed UTF-8 / enum index).
+
+``available()`` says whether the extension was built; ``DATAFACTORY_FAST_PATH=0`` turns it
+off. The pure fallbacks (Arrow compute for JSON, fastavro for Avro) give the same bytes and
+are tested against it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
+
+try:  # built from _fastrender.c at install time
+    from datafactory.encoders import _fastrender  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised on installs without a compiler
+    _fastrender = None
+
+LIT, INT, DEC, TS, POOL, FIXED, BOOL, DOUBLE, NULLABLE, LIST = range(10)
+FMT_CODE = {"json": 0, "avro": 1}
+
+Fmt: TypeAlias = Literal["json", "avro"]
+Op: TypeAlias = tuple[Any, ...]
+FieldCompiler: TypeAlias = Callable[[Any, "npt.NDArray[np.bool_] | None"], list[Op]]
+
+
+def available() -> bool:
+    return _fastrender is not None and os.environ.get("DATAFACTORY_FAST_PATH", "1") != "0"
+
+
+def _zigzag(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z & ~0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_POOLS: dict[tuple[int, str, tuple[str, ...] | None], tuple[Any, Any, bytes]] = {}
+
+
+def _pool(
+    pool: tuple[str, ...], fmt: Fmt, symbols: tuple[str, ...] | None
+) -> tuple[npt.NDArray[np.int64], bytes]:
+    """(offsets, data) of a pool rendered in ``fmt``; cached while the pool lives."""
+    key = (id(pool), fmt, symbols)
+    hit = _POOLS.get(key)
+    if hit is not None and hit[0] is pool:
+        return hit[1], hit[2]
+    if fmt == "json":
+        parts = [orjson.dumps(s) for s in pool]
+    elif symbols is not None:
+        index = {s: i for i, s in enumerate(symbols)}
+        missing = [s for s in pool if s not in index]
+        if missing:
+            raise ValueError(f"values not among the enum's symbols {symbols}: {missing[:5]}")
+        parts = [_zigzag(index[s]) for s in pool]
+    else:
+        parts = [_zigzag(len(b)) + b for b in (s.encode() for s in pool)]
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    data = b"".join(parts)
+    if len(_POOLS) > 256:
+        _POOLS.clear()
+    _POOLS[key] = (pool, offsets, data)
+    return offsets, data
+
+
+def _row_pool(values: Any, fmt: Fmt) -> Op:
+    """Any string column, as a pool with one entry per row (slow, but correct)."""
+    texts = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
+    offsets, data = _pool(texts, fmt, None)
+    _POOLS.pop((id(texts), fmt, None), None)  # one-off: do not keep it
+    return (POOL, np.arange(len(texts), dtype=np.int32), offsets, data)
+
+
+def _safe_ascii(col: npt.NDArray[np.bytes_]) -> bool:
+    raw = np.ascontiguousarray(col).view(np.uint8)
+    return not bool(
+        ((raw < 0x20) & (raw != 0) | (raw >= 0x80) | (raw == 0x22) | (raw == 0x5C)).any()
+    )
+
+
+def _string(fmt: Fmt, symbols: tuple[str, ...] | None = None) -> FieldCompiler:
+    def emit(col: Any, _m: object) -> list[Op]:
+        if isinstance(col, DictColumn):
+            offsets, data = _pool(col.pool, fmt, symbols)
+            return [(POOL, col.codes, offsets, data)]
+        fixed = isinstance(col, np.ndarray) and col.dtype.kind == "S" and symbols is None
+        if fixed and (fmt == "avro" or _safe_ascii(col)):
+            return [(FIXED, np.ascontiguousarray(col))]
+        return [_row_pool(col, fmt)]
+
+    return emit
+
+
+def _ints(col: Any, _m: object) -> list[Op]:
+    return [(INT, np.ascontiguousarray(col))]
+
+
+def _decimal(scale: int) -> FieldCompiler:
+    def emit(col: Any, _m: object) -> list[Op]:
+        return [(DEC, np.ascontiguousarray(col, dtype=np.int64), scale)]
+
+    return emit
+
+
+def _ts(col: Any, _m: object) -> list[Op]:
+    return [(TS, np.ascontiguousarray(col, dtype=np.int64))]
+
+
+def _bool(col: Any, _m: object) -> list[Op]:
+    return [(BOOL, np.ascontiguousarray(col, dtype=np.bool_))]
+
+
+def _double(col: Any, _m: object) -> list[Op]:
+    return [(DOUBLE, np.ascontiguousarray(col, dtype=np.float64))]
+
+
+def _nullable(inner: FieldCompiler, null_index: int, value_index: int) -> FieldCompiler:
+    def emit(col: Any, mask: npt.NDArray[np.bool_] | None) -> list[Op]:
+        if mask is None:
+            mask = np.zeros(len(col), dtype=np.bool_)
+        return [(NULLABLE, np.ascontiguousarray(mask), inner(col, None), null_index, value_index)]
+
+    return emit
+
+
+def _record(fields: list[dict[str, Any]], fmt: Fmt, end: bytes = b"}") -> FieldCompiler:
+    plan = []
+    for i, f in enumerate(fields):
+        lit = (b"{" if i == 0 else b",") + orjson.dumps(f["name"]) + b":"
+        plan.append((lit, f["name"], compile_type(f["type"], fmt)))
+
+    def emit(col: Any, _m: object) -> list[Op]:
+        columns, nulls = col
+        ops: list[Op] = []
+        for lit, name, fn in plan:
+            if fmt == "json":
+                ops.append((LIT, lit))
+            ops += fn(columns[name], nulls.get(name))
+        if fmt == "json":
+            ops.append((LIT, end))
+        return ops
+
+    return emit
+
+
+def _array(items: Any, fmt: Fmt) -> FieldCompiler:
+    inner = compile_type(items, fmt)
+    of_records = isinstance(items, dict) and items.get("type") == "record"
+
+    def emit(col: ListColumn, _m: object) -> list[Op]:
+        child: Any = (col.children, {}) if of_records else col.children["value"]
+        return [(LIST, np.ascontiguousarray(col.offsets, dtype=np.int32), inner(child, None))]
+
+    return emit
+
+
+def compile_type(t: Any, fmt: Fmt) -> FieldCompiler:
+    if isinstance(t, list):
+        kinds = [x for x in t if x != "null"]
+        if len(kinds) != 1 or len(t) != 2:
+            raise NotImplementedError(f"unions other than [null, X]: {t}")
+        return _nullable(compile_type(kinds[0], fmt), t.index("null"), t.index(kinds[0]))
+    if isinstance(t, dict):
+        logical, base = t.get("logicalType"), t["type"]
+        if logical == "decimal":
+            return _decimal(int(t.get("scale", 0)))
+        if logical == "timestamp-micros":
+            return _ts
+        if base == "enum":
+            return _string(fmt, tuple(t["symbols"]) if fmt == "avro" else None)
+        if base == "array":
+            return _array(t["items"], fmt)
+        if base == "record":
+            return _record(t["fields"], fmt)
+        return compile_type(base, fmt)
+    simple: dict[str, FieldCompiler] = {
+        "string": _string(fmt),
+        "int": _ints,
+        "long": _ints,
+        "boolean": _bool,
+        "double": _double,
+    }
+    if t in simple:
+        return simple[t]
+    raise NotImplementedError(f"Avro type {t!r}")
+
+
+class FastRenderer:
+    """Schema compiled once for one format; ``render(block)`` -> (payload, offsets)."""
+
+    def __init__(self, fields: list[dict[str, Any]], fmt: Fmt, run_seed: int) -> None:
+        if _fastrender is None:
+            raise RuntimeError("the _fastrender extension is not built")
+        self.fmt = fmt
+        self.run_seed = run_seed
+        self._emit = _record(fields, fmt, end=b"}\n")
+
+    def program(self, block: RecordBlock) -> list[Op]:
+        columns: dict[str, Any] = dict(block.columns)
+        columns["event_id"] = block.event_ids(self.run_seed)
+        columns["event_time"] = block.event_time
+        return self._emit((columns, block.nulls), None)
+
+    def render(self, block: RecordBlock) -> tuple[bytes, npt.NDArray[np.int64]]:
+        payload, offsets = _fastrender.render(FMT_CODE[self.fmt], len(block), self.program(block))
+        return payload, np.frombuffer(offsets, dtype=np.int64)
