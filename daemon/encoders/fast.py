@@ -13,6 +13,7 @@ are tested against it.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, Literal, TypeAlias
 
@@ -50,6 +51,7 @@ def _zigzag(n: int) -> bytes:
 
 
 _POOLS: dict[tuple[int, str, tuple[str, ...] | None], tuple[Any, Any, bytes]] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _pool(
@@ -60,6 +62,20 @@ def _pool(
     hit = _POOLS.get(key)
     if hit is not None and hit[0] is pool:
         return hit[1], hit[2]
+    with _POOLS_LOCK:  # encoders run in threads: render a big pool once, not once per thread
+        hit = _POOLS.get(key)
+        if hit is not None and hit[0] is pool:
+            return hit[1], hit[2]
+        offsets, data = _render_pool(pool, fmt, symbols)
+        if len(_POOLS) > 256:
+            _POOLS.clear()
+        _POOLS[key] = (pool, offsets, data)
+        return offsets, data
+
+
+def _render_pool(
+    pool: tuple[str, ...], fmt: Fmt, symbols: tuple[str, ...] | None
+) -> tuple[npt.NDArray[np.int64], bytes]:
     if fmt == "json":
         parts = [orjson.dumps(s) for s in pool]
     elif symbols is not None:
@@ -72,18 +88,13 @@ def _pool(
         parts = [_zigzag(len(b)) + b for b in (s.encode() for s in pool)]
     offsets = np.zeros(len(parts) + 1, dtype=np.int64)
     np.cumsum([len(p) for p in parts], out=offsets[1:])
-    data = b"".join(parts)
-    if len(_POOLS) > 256:
-        _POOLS.clear()
-    _POOLS[key] = (pool, offsets, data)
-    return offsets, data
+    return offsets, b"".join(parts)
 
 
 def _row_pool(values: Any, fmt: Fmt) -> Op:
     """Any string column, as a pool with one entry per row (slow, but correct)."""
     texts = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
-    offsets, data = _pool(texts, fmt, None)
-    _POOLS.pop((id(texts), fmt, None), None)  # one-off: do not keep it
+    offsets, data = _render_pool(texts, fmt, None)  # one-off: not cached
     return (POOL, np.arange(len(texts), dtype=np.int32), offsets, data)
 
 

@@ -40,6 +40,8 @@ T = TypeVar("T")
 ChaosChain = Callable[[RecordBlock], RecordBlock]
 # simulated clock: the most event time one slice may span (batch_max bounds it too)
 SIMULATED_SLICE = 60.0
+# encoded batches waiting for a sink, per sink
+ENCODE_AHEAD = 2
 
 
 class BoundedQueue(asyncio.Queue[T], Generic[T]):
@@ -332,17 +334,47 @@ class Engine:
             if k in s.sinks
         }
         timer = m.write_seconds.labels(k.name)
+        # encode the next slice while the sink writes this one (a two-stage pipeline)
+        encoded: BoundedQueue[tuple[StreamRuntime, Any] | None] = BoundedQueue(
+            ENCODE_AHEAD, f"encoded:{k.name}", m
+        )
+        encoder = asyncio.create_task(self._encode(k, encoded), name=f"encode:{k.name}")
+        try:
+            await self._write_encoded(k, encoded, children, timer)
+        finally:
+            encoder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await encoder
+
+    async def _encode(
+        self, k: SinkRuntime, out: BoundedQueue[tuple[StreamRuntime, Any] | None]
+    ) -> None:
         while True:
             item = await k.queue.get()
             if item is None:
+                await out.put(None)
                 return
             s, block = item
             enc = k.encoders[s.name]
-            batch = (
-                await asyncio.to_thread(enc.encode, block)
-                if len(block) > 512
-                else enc.encode(block)
-            )
+            # big slices are encoded off the loop (the compiled path releases the GIL)
+            if len(block) > 512:
+                batch = await asyncio.to_thread(enc.encode, block)
+            else:
+                batch = enc.encode(block)
+            await out.put((s, batch))
+
+    async def _write_encoded(
+        self,
+        k: SinkRuntime,
+        encoded: BoundedQueue[tuple[StreamRuntime, Any] | None],
+        children: dict[str, Any],
+        timer: Any,
+    ) -> None:
+        while True:
+            item = await encoded.get()
+            if item is None:
+                return
+            s, batch = item
             sent, sent_bytes, failed = children[s.name]
             t = time.perf_counter()
             if await self._deliver(k, batch):

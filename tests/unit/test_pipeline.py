@@ -158,8 +158,8 @@ async def test_backpressure_bounds_what_is_generated_ahead() -> None:
     engine.stop()
     summary = await task
     # bound: gen queue (2 blocks) + one block in the pacer + one generating
-    #        + sink queue (2 slices) + one slice being written, per the config above
-    bound = (2 + 1 + 1) * 1000 + (2 + 1) * 500
+    #        + sink queue (2 slices) + one being encoded + encoded queue (2) + one being written
+    bound = (2 + 1 + 1) * 1000 + (2 + 1 + 2 + 1) * 500
     assert peak_gap <= bound, peak_gap
     for q in summary["queues"].values():
         assert q["high_water"] <= q["capacity"]

@@ -1,0 +1,184 @@
+"""`make bench`: throughput as ratios to baselines measured in the same run.
+
+Machines here are shared and noisy, so every figure is the best of several timed rounds and
+is reported next to baselines timed in the same process, moments apart:
+
+* ``faker``: what a typical generator does -- Faker fills a dict per record, ``json.dumps``
+  writes it (the record has the same fields and basket shape as ``retail.pos_transaction``);
+* ``orjson-prebuilt``: orjson serialising dicts that already exist (a floor for "one dict per
+  record" designs: it does no generation at all).
+
+Cases are single-threaded (events/s per core): generate + encode whole blocks of 8,192.
+The last case runs the real engine (simulated clock, file sink) end to end on both cores.
+
+    python bench/run.py [--seconds 2] [--json artifacts/bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datafactory.encoders.avro import AvroEncoder
+from datafactory.encoders.json import JsonEncoder
+from datafactory.engine.seeding import SeedTree
+from datafactory.packs.retail import RetailPack, RetailParams
+
+BLOCK = 8192
+
+
+def best_rate(fn: Callable[[], int], seconds: float, rounds: int = 5) -> float:
+    """Best events/s over ``rounds`` rounds of about ``seconds / rounds`` each."""
+    fn()  # warm up (pools, caches, first-touch allocations)
+    best = 0.0
+    for _ in range(rounds):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            n += fn()
+            dt = time.perf_counter() - t0
+            if dt >= seconds / rounds:
+                break
+        best = max(best, n / dt)
+    return best
+
+
+def faker_case() -> Callable[[], int]:
+    from faker import Faker
+
+    fake = Faker()
+    Faker.seed(1)
+    rnd = random.Random(1)
+
+    def one() -> dict[str, Any]:
+        items = []
+        for line in range(1, rnd.randint(1, 5) + 1):
+            qty, price = rnd.randint(1, 4), round(rnd.uniform(0.5, 60), 2)
+            items.append({"line": line, "sku": fake.bothify("SKU-#######"), "quantity": qty,
+                          "unit_price": price, "discount": 0.0, "line_total": round(qty * price, 2)})
+        sub = round(sum(i["line_total"] for i in items), 2)
+        tax = round(sub * 0.08, 2)
+        return {
+            "event_id": fake.uuid4(), "event_time": fake.iso8601(),
+            "transaction_id": rnd.randint(1, 10**10), "store_id": fake.bothify("S####"),
+            "register_id": rnd.randint(0, 6), "customer_id": fake.bothify("C########"),
+            "channel": rnd.choice(["store", "online", "click_and_collect"]),
+            "payment_method": rnd.choice(["card", "cash", "mobile_wallet", "gift_card"]),
+            "currency": "USD", "items": items, "subtotal": sub, "tax": tax,
+            "total": round(sub + tax, 2),
+        }
+
+    def run() -> int:
+        out = [json.dumps(one()) for _ in range(200)]
+        return len(out)
+
+    return run
+
+
+def orjson_prebuilt_case() -> Callable[[], int]:
+    pack = RetailPack(RetailParams(), SeedTree(1))
+    block = pack.stream("pos_transaction").generate(BLOCK, 0, 0, 10**9)
+    records = block.to_records(1)
+
+    def run() -> int:
+        b"\n".join(orjson.dumps(r) for r in records)
+        return len(records)
+
+    return run
+
+
+def pack_case(fmt: str, fast_path: bool) -> Callable[[], int]:
+    pack = RetailPack(RetailParams(), SeedTree(1))
+    gen = pack.stream("pos_transaction")
+    enc_cls = JsonEncoder if fmt == "json" else AvroEncoder
+    enc = enc_cls(gen.schema, 1, fast_path=fast_path)
+    n = BLOCK if fast_path or fmt == "json" else 1024  # fastavro is slow: smaller rounds
+    seq = [0]
+
+    def run() -> int:
+        block = gen.generate(n, seq[0], 1_767_225_600_000_000, 1_767_225_700_000_000)
+        seq[0] += n
+        enc.encode(block)
+        return n
+
+    return run
+
+
+def generate_only() -> Callable[[], int]:
+    gen = RetailPack(RetailParams(), SeedTree(1)).stream("pos_transaction")
+
+    def run() -> int:
+        gen.generate(BLOCK, 0, 0, 10**9)
+        return BLOCK
+
+    return run
+
+
+def engine_end_to_end(events: int) -> float:
+    from datafactory.config import parse_config
+    from datafactory.engine.pipeline import Engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = parse_config(f"""
+run: {{name: bench, seed: 1, clock: simulated, duration: 3650d}}
+packs:
+  retail:
+    streams:
+      pos_transaction: {{rate: {{profile: constant, base: 100000}}, max_events: {events}}}
+sinks:
+  files: {{type: file, path: {tmp}, format: json, max_bytes: 256MiB}}
+engine: {{block_size: {BLOCK}, batch_max: {BLOCK}}}
+telemetry: {{enabled: false}}
+""")
+        t0 = time.perf_counter()
+        asyncio.run(Engine(cfg).run())
+        return events / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=2.0, help="time per case")
+    ap.add_argument("--json", default="artifacts/bench.json", help="where to write figures")
+    args = ap.parse_args()
+    import structlog
+
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+
+    faker = best_rate(faker_case(), args.seconds)
+    prebuilt = best_rate(orjson_prebuilt_case(), args.seconds)
+    cases = {
+        "generate only (retail.pos_transaction)": best_rate(generate_only(), args.seconds),
+        "generate+encode JSON, compiled path": best_rate(pack_case("json", True), args.seconds),
+        "generate+encode JSON, Arrow fallback": best_rate(pack_case("json", False), args.seconds),
+        "generate+encode Avro, compiled path": best_rate(pack_case("avro", True), args.seconds),
+        "generate+encode Avro, fastavro fallback": best_rate(pack_case("avro", False), args.seconds),
+    }
+    e2e = engine_end_to_end(2_000_000)
+
+    print(f"baselines (same run): faker+json.dumps {faker:,.0f} ev/s; "
+          f"orjson of prebuilt dicts {prebuilt:,.0f} ev/s")
+    print(f"{'case (one core)':46s} {'events/s':>12s} {'x faker':>9s} {'x orjson-prebuilt':>18s}")
+    for name, rate in cases.items():
+        print(f"{name:46s} {rate:12,.0f} {rate / faker:9.1f} {rate / prebuilt:18.2f}")
+    print(f"{'engine end to end, JSON files (2 cores)':46s} {e2e:12,.0f} {e2e / faker:9.1f} "
+          f"{e2e / prebuilt:18.2f}")
+    out = {"baselines": {"faker_json": faker, "orjson_prebuilt": prebuilt},
+           "cases": cases, "engine_end_to_end_json_files": e2e,
+           "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
