@@ -64,17 +64,31 @@ def faker_case() -> Callable[[], int]:
         items = []
         for line in range(1, rnd.randint(1, 5) + 1):
             qty, price = rnd.randint(1, 4), round(rnd.uniform(0.5, 60), 2)
-            items.append({"line": line, "sku": fake.bothify("SKU-#######"), "quantity": qty,
-                          "unit_price": price, "discount": 0.0, "line_total": round(qty * price, 2)})
+            items.append(
+                {
+                    "line": line,
+                    "sku": fake.bothify("SKU-#######"),
+                    "quantity": qty,
+                    "unit_price": price,
+                    "discount": 0.0,
+                    "line_total": round(qty * price, 2),
+                }
+            )
         sub = round(sum(i["line_total"] for i in items), 2)
         tax = round(sub * 0.08, 2)
         return {
-            "event_id": fake.uuid4(), "event_time": fake.iso8601(),
-            "transaction_id": rnd.randint(1, 10**10), "store_id": fake.bothify("S####"),
-            "register_id": rnd.randint(0, 6), "customer_id": fake.bothify("C########"),
+            "event_id": fake.uuid4(),
+            "event_time": fake.iso8601(),
+            "transaction_id": rnd.randint(1, 10**10),
+            "store_id": fake.bothify("S####"),
+            "register_id": rnd.randint(0, 6),
+            "customer_id": fake.bothify("C########"),
             "channel": rnd.choice(["store", "online", "click_and_collect"]),
             "payment_method": rnd.choice(["card", "cash", "mobile_wallet", "gift_card"]),
-            "currency": "USD", "items": items, "subtotal": sub, "tax": tax,
+            "currency": "USD",
+            "items": items,
+            "subtotal": sub,
+            "tax": tax,
             "total": round(sub + tax, 2),
         }
 
@@ -161,20 +175,30 @@ def main() -> int:
         "generate+encode JSON, compiled path": best_rate(pack_case("json", True), args.seconds),
         "generate+encode JSON, Arrow fallback": best_rate(pack_case("json", False), args.seconds),
         "generate+encode Avro, compiled path": best_rate(pack_case("avro", True), args.seconds),
-        "generate+encode Avro, fastavro fallback": best_rate(pack_case("avro", False), args.seconds),
+        "generate+encode Avro, fastavro fallback": best_rate(
+            pack_case("avro", False), args.seconds
+        ),
     }
     e2e = engine_end_to_end(2_000_000)
 
-    print(f"baselines (same run): faker+json.dumps {faker:,.0f} ev/s; "
-          f"orjson of prebuilt dicts {prebuilt:,.0f} ev/s")
+    print(
+        f"baselines (same run): faker+json.dumps {faker:,.0f} ev/s; "
+        f"orjson of prebuilt dicts {prebuilt:,.0f} ev/s"
+    )
     print(f"{'case (one core)':46s} {'events/s':>12s} {'x faker':>9s} {'x orjson-prebuilt':>18s}")
     for name, rate in cases.items():
         print(f"{name:46s} {rate:12,.0f} {rate / faker:9.1f} {rate / prebuilt:18.2f}")
-    print(f"{'engine end to end, JSON files (2 cores)':46s} {e2e:12,.0f} {e2e / faker:9.1f} "
-          f"{e2e / prebuilt:18.2f}")
-    out = {"baselines": {"faker_json": faker, "orjson_prebuilt": prebuilt},
-           "cases": cases, "engine_end_to_end_json_files": e2e,
-           "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    print(
+        f"{'engine end to end, JSON files (2 cores)':46s} {e2e:12,.0f} {e2e / faker:9.1f} "
+        f"{e2e / prebuilt:18.2f}"
+    )
+    out = {
+        "baselines": {"faker_json": faker, "orjson_prebuilt": prebuilt},
+        "cases": cases,
+        "engine_end_to_end_json_files": e2e,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
