@@ -206,7 +206,7 @@ def _sample(args: argparse.Namespace) -> int:
     now = time.time_ns() // 1000
     block = gen.generate(args.n, 0, now - args.n * 1_000_000, now)
     batch = build_encoder(args.format, gen.schema, args.seed).encode(block)
-    data = bytes(batch.payload[int(batch.offsets[0]) : int(batch.offsets[-1])])
+    data = bytes(batch.contiguous())
     if args.format == "avro":
         sync = ocf.sync_marker(args.seed, args.stream)
         buf = io.BytesIO()

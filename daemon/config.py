@@ -75,6 +75,11 @@ class EngineSection(BaseModel):
     pacing_interval: Duration = Field(
         0.05, gt=0, le=10, description="target time between releases of a stream (wall clock)"
     )
+    max_attempts: int = Field(
+        10, ge=1, le=1000, description="tries per batch before its events count as failed"
+    )
+    retry_backoff: Duration = Field(0.1, gt=0, description="first wait between tries")
+    retry_backoff_max: Duration = Field(5.0, gt=0, description="longest wait between tries")
 
 
 class TelemetrySection(BaseModel):

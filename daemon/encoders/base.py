@@ -17,6 +17,8 @@ class EncodedBatch:
     """``payload[offsets[i]:offsets[i+1]]`` is record ``i`` (JSON lines keep their newline).
 
     Line formats write ``payload`` as is; message sinks (Kafka, Kinesis) cut it per record.
+    ``rows`` selects a subset (what is left to deliver after a partial failure); iterate with
+    ``records()`` / ``seqs()``, which honour it.
     """
 
     stream: str
@@ -25,16 +27,69 @@ class EncodedBatch:
     payload: memoryview
     offsets: npt.NDArray[np.int64]
     block: RecordBlock
+    rows: npt.NDArray[np.intp] | None = None
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return len(self.offsets) - 1 if self.rows is None else len(self.rows)
+
+    def _index(self) -> npt.NDArray[np.intp]:
+        return np.arange(len(self.offsets) - 1) if self.rows is None else self.rows
 
     @property
     def nbytes(self) -> int:
-        return int(self.offsets[-1] - self.offsets[0])
+        if self.rows is None:
+            return int(self.offsets[-1] - self.offsets[0])
+        return int((self.offsets[self.rows + 1] - self.offsets[self.rows]).sum())
+
+    def contiguous(self) -> memoryview:
+        """All records back to back (only for a batch that is not a subset)."""
+        if self.rows is not None:
+            raise ValueError("a subset batch has no contiguous payload")
+        return self.payload[int(self.offsets[0]) : int(self.offsets[-1])]
 
     def record(self, i: int) -> memoryview:
+        """The ``i``-th record of the *whole* batch (ignores ``rows``)."""
         return self.payload[int(self.offsets[i]) : int(self.offsets[i + 1])]
+
+    def records(self) -> list[memoryview]:
+        off = self.offsets.tolist()
+        p = self.payload
+        return [p[off[i] : off[i + 1]] for i in self._index().tolist()]
+
+    def sizes(self) -> npt.NDArray[np.int64]:
+        idx = self._index()
+        out: npt.NDArray[np.int64] = self.offsets[idx + 1] - self.offsets[idx]
+        return out
+
+    def seqs(self) -> npt.NDArray[np.int64]:
+        return self.block.seq[self._index()]
+
+    def keys(self) -> npt.NDArray[np.int64]:
+        return self.block.key[self._index()]
+
+    def subset(self, keep: npt.NDArray[np.bool_]) -> EncodedBatch:
+        """The records where ``keep`` (aligned with this batch's records) is true."""
+        return EncodedBatch(
+            self.stream,
+            self.schema,
+            self.format,
+            self.payload,
+            self.offsets,
+            self.block,
+            self._index()[keep],
+        )
+
+
+class PartialDeliveryError(Exception):
+    """Some records of a batch were delivered, some not: ``failed`` marks the latter.
+
+    The engine counts the delivered ones and retries only the failed ones, with backoff.
+    """
+
+    def __init__(self, failed: npt.NDArray[np.bool_], reason: str) -> None:
+        super().__init__(f"{int(failed.sum())} of {len(failed)} records failed: {reason}")
+        self.failed = failed
+        self.reason = reason
 
 
 class Encoder(Protocol):

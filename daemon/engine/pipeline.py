@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import structlog
 
 from datafactory.config import Config, StreamPlan
 from datafactory.encoders.avro import build_encoder
-from datafactory.encoders.base import Encoder
+from datafactory.encoders.base import EncodedBatch, Encoder, PartialDeliveryError
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
 from datafactory.engine.rate import TokenBucket
@@ -96,6 +97,7 @@ class SinkRuntime:
     encoders: dict[str, Encoder] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
+    retried: dict[str, int] = field(default_factory=dict)
     errors: int = 0
 
 
@@ -109,14 +111,16 @@ class Engine:
         metrics: Metrics | None = None,
         sink_factory: Callable[[str, Any, SinkContext], Sink] | None = None,
         wall_clock: Clock | None = None,
-        retry_backoff: float = 0.1,
-        max_attempts: int = 5,
+        retry_backoff: float | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.seeds = SeedTree(config.run.seed)
-        self.retry_backoff = retry_backoff
-        self.max_attempts = max_attempts
+        eng_cfg = config.model.engine
+        self.retry_backoff = eng_cfg.retry_backoff if retry_backoff is None else retry_backoff
+        self.retry_backoff_max = eng_cfg.retry_backoff_max
+        self.max_attempts = eng_cfg.max_attempts if max_attempts is None else max_attempts
         self._stop = asyncio.Event()
         self._started_at: float | None = None
         eng = config.model.engine
@@ -150,6 +154,7 @@ class Engine:
                 )
                 s.sent[rt.name] = 0
                 s.failed[rt.name] = 0
+                s.retried[rt.name] = 0
             self.streams.append(rt)
 
     # -- control ---------------------------------------------------------------------------
@@ -175,7 +180,12 @@ class Engine:
                 for s in self.streams
             },
             "sinks": {
-                k.name: {"sent": dict(k.sent), "failed": dict(k.failed), "errors": k.errors}
+                k.name: {
+                    "sent": dict(k.sent),
+                    "failed": dict(k.failed),
+                    "retried": dict(k.retried),
+                    "errors": k.errors,
+                }
                 for k in self.sinks.values()
             },
         }
@@ -248,7 +258,7 @@ class Engine:
                 if attempt == self.max_attempts:
                     raise
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, self.retry_backoff_max)
 
     async def _generate(self, s: StreamRuntime) -> None:
         size = self.config.model.engine.block_size
@@ -329,6 +339,7 @@ class Engine:
                 m.sent.labels(s.name, k.name),
                 m.sent_bytes.labels(s.name, k.name),
                 m.failed.labels(s.name, k.name),
+                m.retried.labels(s.name, k.name),
             )
             for s in self.streams
             if k in s.sinks
@@ -370,50 +381,78 @@ class Engine:
         children: dict[str, Any],
         timer: Any,
     ) -> None:
-        while True:
-            item = await encoded.get()
-            if item is None:
-                return
-            s, batch = item
-            sent, sent_bytes, failed = children[s.name]
-            t = time.perf_counter()
-            if await self._deliver(k, batch):
-                timer.observe(time.perf_counter() - t)
-                k.sent[s.name] += len(batch)
-                sent.inc(len(batch))
-                sent_bytes.inc(batch.nbytes)
-            else:
-                k.failed[s.name] += len(batch)
-                failed.inc(len(batch))
+        """Deliver encoded batches, up to the sink's ``max_in_flight`` at once."""
+        slots = asyncio.Semaphore(max(1, k.sink.max_in_flight))
+        pending: set[asyncio.Task[None]] = set()
 
-    async def _deliver(self, k: SinkRuntime, batch: Any) -> bool:
+        async def one(s: StreamRuntime, batch: EncodedBatch) -> None:
+            try:
+                sent, sent_bytes, failed, retried = children[s.name]
+                t = time.perf_counter()
+                ok, lost, again = await self._deliver(k, batch)
+                timer.observe(time.perf_counter() - t)
+                k.sent[s.name] += ok
+                k.failed[s.name] += lost
+                k.retried[s.name] += again
+                sent.inc(ok)
+                sent_bytes.inc(batch.nbytes if not lost else 0)
+                failed.inc(lost)
+                retried.inc(again)
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                await slots.acquire()  # before taking: nothing waits outside a bounded queue
+                item = await encoded.get()
+                if item is None:
+                    slots.release()
+                    break
+                task = asyncio.create_task(one(*item))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*pending)
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _deliver(self, k: SinkRuntime, batch: EncodedBatch) -> tuple[int, int, int]:
+        """(delivered, failed, retried) for one batch; partial failures retry only the rest."""
         delay = self.retry_backoff
+        delivered = retried = 0
+        current = batch
         for attempt in range(1, self.max_attempts + 1):
             try:
-                await k.sink.write_batch(batch)
-                return True
+                await k.sink.write_batch(current)
+                return delivered + len(current), 0, retried
+            except PartialDeliveryError as e:
+                delivered += len(current) - int(e.failed.sum())
+                current = current.subset(e.failed)
+                error: Exception = e
             except Exception as e:
-                k.errors += 1
-                self.metrics.sink_errors.labels(k.name).inc()
-                log.warning(
-                    "sink_write_failed",
-                    sink=k.name,
-                    stream=batch.stream,
-                    attempt=attempt,
-                    events=len(batch),
-                    error=repr(e),
-                )
-                if attempt == self.max_attempts:
-                    log.error(
-                        "sink_batch_failed", sink=k.name, stream=batch.stream, events=len(batch)
-                    )
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                if isinstance(e, NotConnectedError):
-                    with contextlib.suppress(Exception):
-                        await k.sink.connect()
-        return False
+                error = e
+            k.errors += 1
+            self.metrics.sink_errors.labels(k.name).inc()
+            log.warning(
+                "sink_write_failed",
+                sink=k.name,
+                stream=batch.stream,
+                attempt=attempt,
+                events=len(current),
+                error=repr(error),
+            )
+            if attempt == self.max_attempts:
+                break
+            retried += len(current)
+            # capped exponential backoff with full jitter (timing only, never data)
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, self.retry_backoff_max)
+            if isinstance(error, NotConnectedError):
+                with contextlib.suppress(Exception):
+                    await k.sink.connect()
+        log.error("sink_batch_failed", sink=k.name, stream=batch.stream, events=len(current))
+        return delivered, len(current), retried
 
     async def _sample(self) -> None:
         """Once a second: actual and target rate per stream."""

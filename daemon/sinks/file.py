@@ -112,7 +112,7 @@ class FileSink(Sink):
             f = self._open[batch.stream] = self._open_new(batch)
         if f.first_time_us is None:
             f.first_time_us = first_t
-        data = batch.payload[int(batch.offsets[0]) : int(batch.offsets[-1])]
+        data = batch.contiguous()
         parts = ocf.block(len(batch), data, f.sync) if self.cfg.format == "avro" else [data]
         for p in parts:
             f.fh.write(p)

@@ -29,7 +29,7 @@ class StdoutSink(Sink):
 
     def _write(self, batch: EncodedBatch) -> None:
         out = sys.stdout.buffer
-        data = batch.payload[int(batch.offsets[0]) : int(batch.offsets[-1])]
+        data = batch.contiguous()
         if self.config.format == "avro":
             sync = self._headers.get(batch.stream)
             if sync is None:

@@ -40,6 +40,12 @@ class Metrics:
             ["stream", "sink"],
             registry=r,
         )
+        self.retried = Counter(
+            "datafactory_sink_retried_events",
+            "Events sent again after a failed or partial write",
+            ["stream", "sink"],
+            registry=r,
+        )
         self.sink_errors = Counter(
             "datafactory_sink_errors", "Failed write or connect attempts", ["sink"], registry=r
         )
