@@ -6,7 +6,6 @@ An event type is named ``<pack>.<stream>`` and lives in ``schemas/<pack>/<stream
 from __future__ import annotations
 
 import functools
-import struct
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -39,8 +38,10 @@ def make_schema(event_type: str, raw: dict[str, Any]) -> EventSchema:
     """An :class:`EventSchema` from a parsed ``.avsc`` document."""
     parsed = parse_schema(raw)
     canonical = to_parsing_canonical_form(parsed)
-    fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
-    return EventSchema(event_type, raw, parsed, canonical, struct.pack("<Q", fp))
+    # fastavro spells the fingerprint as the hex of its little-endian bytes, which is the
+    # order single-object encoding puts on the wire
+    fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    return EventSchema(event_type, raw, parsed, canonical, fp)
 
 
 @functools.cache

@@ -65,12 +65,24 @@ class AvroEncoder:
     format = "avro"
 
     def __init__(
-        self, schema: EventSchema, run_seed: int, *, fast_path: bool | None = None
+        self,
+        schema: EventSchema,
+        run_seed: int,
+        *,
+        fast_path: bool | None = None,
+        single_object: bool = False,
     ) -> None:
         self.schema = schema
         self.run_seed = run_seed
+        # Avro single-object encoding: C3 01 + the schema's CRC-64-AVRO fingerprint per record,
+        # so a consumer knows which schema wrote each message
+        self.prefix = schema.single_object_header if single_object else b""
         use_fast = fast.available() if fast_path is None else fast_path
-        self.fast = fast.FastRenderer(schema.fields, "avro", run_seed) if use_fast else None
+        self.fast = (
+            fast.FastRenderer(schema.fields, "avro", run_seed, prefix=self.prefix)
+            if use_fast
+            else None
+        )
 
     def encode(self, block: RecordBlock) -> EncodedBatch:
         if self.fast is not None:
@@ -82,6 +94,7 @@ class AvroEncoder:
         parsed = self.schema.parsed
         offsets = np.zeros(len(block) + 1, dtype=np.int64)
         for i, rec in enumerate(to_avro_records(block, self.schema, self.run_seed)):
+            buf.write(self.prefix)
             schemaless_writer(buf, parsed, rec)
             offsets[i + 1] = buf.tell()
         return EncodedBatch(
@@ -94,11 +107,14 @@ class AvroEncoder:
         )
 
 
-def build_encoder(fmt: str, schema: EventSchema, run_seed: int) -> Any:
+def build_encoder(
+    fmt: str, schema: EventSchema, run_seed: int, *, single_object: bool = False
+) -> Any:
+    """The encoder for a sink's format; message sinks ask for Avro single-object framing."""
     if fmt == "json":
         from datafactory.encoders.json import JsonEncoder
 
         return JsonEncoder(schema, run_seed)
     if fmt == "avro":
-        return AvroEncoder(schema, run_seed)
+        return AvroEncoder(schema, run_seed, single_object=single_object)
     raise ValueError(f"unknown format {fmt!r}; formats: json, avro")

@@ -215,18 +215,21 @@ def compile_type(t: Any, fmt: Fmt) -> FieldCompiler:
 class FastRenderer:
     """Schema compiled once for one format; ``render(block)`` -> (payload, offsets)."""
 
-    def __init__(self, fields: list[dict[str, Any]], fmt: Fmt, run_seed: int) -> None:
+    def __init__(
+        self, fields: list[dict[str, Any]], fmt: Fmt, run_seed: int, *, prefix: bytes = b""
+    ) -> None:
         if _fastrender is None:
             raise RuntimeError("the _fastrender extension is not built")
         self.fmt = fmt
         self.run_seed = run_seed
+        self.prefix: list[Op] = [(LIT, prefix)] if prefix else []
         self._emit = _record(fields, fmt, end=b"}\n")
 
     def program(self, block: RecordBlock) -> list[Op]:
         columns: dict[str, Any] = dict(block.columns)
         columns["event_id"] = block.event_ids(self.run_seed)
         columns["event_time"] = block.event_time
-        return self._emit((columns, block.nulls), None)
+        return self.prefix + self._emit((columns, block.nulls), None)
 
     def render(self, block: RecordBlock) -> tuple[bytes, npt.NDArray[np.int64]]:
         payload, offsets = _fastrender.render(FMT_CODE[self.fmt], len(block), self.program(block))

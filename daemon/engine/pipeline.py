@@ -150,7 +150,10 @@ class Engine:
             rt = StreamRuntime(plan, pack, pack.stream(plan.stream), clock, bucket, q2, targets)
             for s in targets:
                 s.encoders[rt.name] = build_encoder(
-                    s.sink.config.format, rt.gen.schema, config.run.seed
+                    s.sink.config.format,
+                    rt.gen.schema,
+                    config.run.seed,
+                    single_object=s.sink.message_oriented,
                 )
                 s.sent[rt.name] = 0
                 s.failed[rt.name] = 0

@@ -31,6 +31,8 @@ class SinkContext:
 class Sink(ABC):
     Config: ClassVar[type[SinkBase]]
     max_in_flight: int = 1
+    # message sinks (one record per message) frame Avro as single-object encoding
+    message_oriented: ClassVar[bool] = False
 
     def __init__(self, name: str, config: SinkBase, ctx: SinkContext) -> None:
         self.name = name

@@ -247,3 +247,38 @@ def test_avro_fast_path_rejects_unknown_enum_symbols() -> None:
     block.columns["channel"] = DictColumn(ch.codes, ("store", "drone", "click_and_collect"))
     with pytest.raises(ValueError, match="drone"):
         AvroEncoder(schema, 9, fast_path=True).encode(block)
+
+
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_avro_single_object_encoding(fast_path: bool) -> None:
+    """Each record: C3 01, the 8-byte little-endian CRC-64-AVRO fingerprint, then the body."""
+    schema = load_schema("retail.pos_transaction")
+    block = pos_block(50)
+    plain = AvroEncoder(schema, 5, fast_path=fast_path).encode(block)
+    framed = AvroEncoder(schema, 5, fast_path=fast_path, single_object=True).encode(block)
+    fp = crc64_avro(schema.canonical.encode()).to_bytes(8, "little")
+    for i in (0, 49):
+        rec = bytes(framed.record(i))
+        assert rec[:2] == b"\xc3\x01" and rec[2:10] == fp
+        assert rec[10:] == bytes(plain.record(i))
+
+
+def crc64_avro(data: bytes) -> int:
+    """The Avro spec's 64-bit Rabin fingerprint, written out from the specification."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def test_fingerprint_matches_the_spec_algorithm() -> None:
+    assert crc64_avro(b'"int"') == 0x7275D51A3F395C8F
+    schema = load_schema("retail.pos_transaction")
+    assert schema.fingerprint == crc64_avro(schema.canonical.encode()).to_bytes(8, "little")
