@@ -30,6 +30,7 @@ from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
 from datafactory.engine.rate import TokenBucket
 from datafactory.engine.seeding import SeedTree
+from datafactory.lifecycle.manager import Lifecycle
 from datafactory.pack import Pack, StreamGenerator, registered_packs, registered_sinks
 from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
 from datafactory.telemetry.metrics import Metrics
@@ -197,6 +198,18 @@ class Engine:
 
     async def run(self) -> dict[str, Any]:
         self._started_at = time.monotonic()
+        lifecycle = Lifecycle(
+            {k.name: k.sink for k in self.sinks.values()},
+            {k.name: [s.name for s in self.streams if k in s.sinks] for k in self.sinks.values()},
+        )
+        await lifecycle.start()
+        try:
+            return await self._run_provisioned()
+        finally:
+            await lifecycle.stop()
+
+    async def _run_provisioned(self) -> dict[str, Any]:
+        assert self._started_at is not None
         for k in self.sinks.values():
             await self._connect(k)
         run = self.config.run

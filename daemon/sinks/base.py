@@ -52,3 +52,18 @@ class Sink(ABC):
 
     async def healthcheck(self) -> bool:
         return True
+
+    # -- lifecycle (called by the lifecycle manager, around connect/close) -----------------
+
+    def local_service(self) -> str | None:
+        """The local stand-in this sink needs (``"kafka"``, ``"aws"``) with ``provider: local``."""
+        return None
+
+    def use_local(self, address: str) -> None:  # noqa: B027 - optional hook
+        """Point the sink at the local stand-in started for it."""
+
+    async def provision(self, streams: list[str]) -> None:  # noqa: B027 - optional hook
+        """Create what the run writes to (topics, streams, buckets), tagged with the run."""
+
+    async def teardown(self) -> None:  # noqa: B027 - optional hook
+        """Remove what ``provision`` created, if the sink is marked ephemeral."""

@@ -1,0 +1,247 @@
+"""``kafka``: one message per event, through aiokafka's batch API.
+
+Records are grouped by partition (a stable hash of the block's partition key), appended to
+aiokafka batch builders (no per-record ``send()``), and sent with ``send_batch``; every batch
+resolves or fails within ``delivery_timeout``. A failure of some partitions' batches is a
+partial delivery: the engine resends only those records. Headers carry the event type, the
+schema fingerprint, the run and the seq; the message timestamp is the event time.
+
+Tansu (the local stand-in) rejects aiokafka's idempotent producer; ``idempotence: true``
+fails at connect with a message saying so. The default is ``acks: all`` without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from datafactory.config import SinkBase
+from datafactory.encoders.base import EncodedBatch, PartialDeliveryError
+from datafactory.engine.identity import splitmix64
+from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
+from datafactory.units import ByteSize, Duration
+
+
+class KafkaConfig(SinkBase):
+    type: Literal["kafka"] = "kafka"
+    provider: Literal["external", "local"] = Field(
+        "external", description="local: start a Tansu broker for the run"
+    )
+    bootstrap: str | None = Field(
+        None,
+        description="host:port[,host:port]; required unless provider is local",
+        examples=["127.0.0.1:9092"],
+    )
+    topic: str = Field(
+        "{pack}.{stream}", min_length=1, description="topic name template ({pack}, {stream}, {run})"
+    )
+    partitions: int = Field(3, ge=1, le=10_000, description="partitions of topics we create")
+    replication_factor: int = Field(1, ge=1, le=16, description="replicas of topics we create")
+    topic_config: dict[str, str] = Field(default_factory=dict, description="configs of new topics")
+    acks: Literal[0, 1, "all"] = Field("all", description="0, 1 or all")
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    linger: Duration = Field(0.005, ge=0, le=10, description="producer linger")
+    batch_bytes: ByteSize = Field(
+        2**20, ge=1024, le=64 * 2**20, description="largest record batch per partition"
+    )
+    max_in_flight: int = Field(4, ge=1, le=64, description="engine batches outstanding at once")
+    delivery_timeout: Duration = Field(
+        30.0, gt=0, description="a batch is acknowledged within this or counts as failed"
+    )
+    idempotence: bool = Field(False, description="idempotent producer (not supported by Tansu)")
+    ephemeral: bool = Field(False, description="delete the topics we created when the run ends")
+
+
+class KafkaSink(Sink):
+    Config: ClassVar[type[SinkBase]] = KafkaConfig
+    message_oriented: ClassVar[bool] = True
+
+    def __init__(self, name: str, config: SinkBase, ctx: SinkContext) -> None:
+        super().__init__(name, config, ctx)
+        assert isinstance(config, KafkaConfig)
+        self.cfg = config
+        self.max_in_flight = config.max_in_flight
+        self.bootstrap = config.bootstrap
+        self.producer: Any = None
+        self._partitions: dict[str, int] = {}
+        self._headers: dict[str, list[tuple[str, bytes]]] = {}
+        self.created_topics: list[str] = []
+
+    def topic_for(self, stream: str) -> str:
+        pack, _, name = stream.partition(".")
+        return self.cfg.topic.format(pack=pack, stream=name, run=self.ctx.run_name)
+
+    def _producer_kwargs(self) -> dict[str, Any]:
+        compression = None if self.cfg.compression == "none" else self.cfg.compression
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "acks": self.cfg.acks,
+            "compression_type": compression,
+            "linger_ms": int(self.cfg.linger * 1000),
+            "max_batch_size": self.cfg.batch_bytes,
+            "max_request_size": max(self.cfg.batch_bytes * 2, 2**20),
+            "request_timeout_ms": int(self.cfg.delivery_timeout * 1000),
+            "enable_idempotence": self.cfg.idempotence,
+        }
+
+    async def connect(self) -> None:
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        if self.bootstrap is None:
+            raise NotConnectedError(f"sink {self.name}: no bootstrap address")
+        if self.producer is not None:
+            return
+        producer = AIOKafkaProducer(**self._producer_kwargs())
+        try:
+            await producer.start()
+        except KafkaError as e:
+            await producer.stop()
+            if self.cfg.idempotence:
+                raise RuntimeError(
+                    f"sink {self.name}: the broker refused the idempotent producer ({e!r}); "
+                    "this broker (e.g. Tansu) does not support InitProducerId for aiokafka: "
+                    "set idempotence: false (acks: all stays on)"
+                ) from e
+            raise NotConnectedError(f"sink {self.name}: {e!r}") from e
+        self.producer = producer
+
+    def local_service(self) -> str | None:
+        return "kafka" if self.cfg.provider == "local" else None
+
+    def use_local(self, address: str) -> None:
+        self.bootstrap = address
+
+    async def provision(self, streams: list[str]) -> None:
+        """Create the run's topics (existing ones are left as they are)."""
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            todo = [self.topic_for(s) for s in streams if self.topic_for(s) not in existing]
+            for topic in todo:
+                try:
+                    await admin.create_topics(
+                        [
+                            NewTopic(
+                                topic,
+                                self.cfg.partitions,
+                                self.cfg.replication_factor,
+                                topic_configs=dict(self.cfg.topic_config),
+                            )
+                        ]
+                    )
+                    self.created_topics.append(topic)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            await admin.close()
+
+    async def teardown(self) -> None:
+        """Delete the topics this sink created, if the sink is ephemeral."""
+        if not (self.cfg.ephemeral and self.created_topics):
+            return
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(self.created_topics)
+            self.created_topics = []
+        finally:
+            await admin.close()
+
+    async def _partition_count(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            parts = await self.producer.partitions_for(topic)
+            if not parts:
+                raise NotConnectedError(f"sink {self.name}: topic {topic!r} has no partitions")
+            n = self._partitions[topic] = len(parts)
+        return n
+
+    def _base_headers(self, batch: EncodedBatch) -> list[tuple[str, bytes]]:
+        h = self._headers.get(batch.stream)
+        if h is None:
+            h = self._headers[batch.stream] = [
+                ("event_type", batch.stream.encode()),
+                ("schema_fingerprint", batch.schema.fingerprint.hex().encode()),
+                ("run", self.ctx.run_name.encode()),
+                (
+                    "content_type",
+                    b"application/json"
+                    if batch.format == "json"
+                    else b"application/vnd.apache.avro+binary",
+                ),
+            ]
+        return h
+
+    async def write_batch(self, batch: EncodedBatch) -> None:
+        if self.producer is None:
+            raise NotConnectedError(f"sink {self.name}: not connected")
+        topic = self.topic_for(batch.stream)
+        nparts = await self._partition_count(topic)
+        keys = batch.keys()
+        part = (splitmix64(keys.astype(np.uint64)) % np.uint64(nparts)).astype(np.int64)
+        values = batch.records()
+        trim = batch.format == "json"  # a message is the JSON object without the newline
+        seqs = batch.seqs().tolist()
+        times = (batch.block.event_time[batch._index()] // 1000).tolist()
+        key_list = keys.tolist()
+        base = self._base_headers(batch)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(nparts + 1))
+        sends: list[tuple[np.ndarray[Any, Any], Any]] = []
+        for p in range(nparts):
+            idx = order[bounds[p] : bounds[p + 1]]
+            start = 0
+            rows = idx.tolist()
+            while start < len(rows):
+                builder = self.producer.create_batch()
+                taken = 0
+                for i in rows[start:]:
+                    v = values[i]
+                    meta = builder.append(
+                        key=str(key_list[i]).encode(),
+                        value=v[:-1] if trim else v,
+                        timestamp=times[i],
+                        headers=[*base, ("seq", str(seqs[i]).encode())],
+                    )
+                    if meta is None:
+                        break
+                    taken += 1
+                if taken == 0:
+                    raise ValueError(
+                        f"a record of {len(values[rows[start]])} bytes does not fit "
+                        f"batch_bytes={self.cfg.batch_bytes}"
+                    )
+                builder.close()
+                fut = await self.producer.send_batch(builder, topic, partition=p)
+                sends.append((idx[start : start + taken], fut))
+                start += taken
+        failed = np.zeros(len(values), dtype=np.bool_)
+        results = await asyncio.wait_for(
+            asyncio.gather(*(f for _, f in sends), return_exceptions=True),
+            self.cfg.delivery_timeout + 5,
+        )
+        errors = []
+        for (idx, _), res in zip(sends, results, strict=True):
+            if isinstance(res, BaseException):
+                failed[idx] = True
+                errors.append(repr(res))
+        if failed.any():
+            raise PartialDeliveryError(failed, "; ".join(sorted(set(errors))[:3]))
+
+    async def close(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def healthcheck(self) -> bool:
+        return self.producer is not None
