@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 CONFIG ?= config/default.yaml
 PYTEST_ARGS ?=
 
+NPM_DIR := build/npm
+KINESIS_MOCK := $(NPM_DIR)/node_modules/kinesis-local/main.js
+
 .PHONY: install run test test-unit test-integration lint bench clean
 
 $(BIN)/datafactory: pyproject.toml
@@ -15,16 +18,21 @@ $(BIN)/datafactory: pyproject.toml
 
 install: $(BIN)/datafactory
 
+# kinesis-mock (npm kinesis-local): the higher-fidelity Kinesis the integration tests also use
+$(KINESIS_MOCK):
+	mkdir -p $(NPM_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) kinesis-local@0.6.2
+
 run: install          ## stream retail POS events to ./data, metrics on 127.0.0.1:9400
 	$(BIN)/datafactory run $(CONFIG)
 
-test: install         ## the whole default suite (unit + integration), as CI runs it
+test: install $(KINESIS_MOCK)  ## the whole default suite (unit + integration), as CI runs it
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install
+test-integration: install $(KINESIS_MOCK)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 # mypy cannot follow pyproject's folder -> package mapping (daemon/ is `datafactory`,

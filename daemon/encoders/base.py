@@ -83,13 +83,21 @@ class EncodedBatch:
 class PartialDeliveryError(Exception):
     """Some records of a batch were delivered, some not: ``failed`` marks the latter.
 
-    The engine counts the delivered ones and retries only the failed ones, with backoff.
+    The engine counts the delivered ones, counts ``permanent`` ones as failed, and retries
+    only the rest, with backoff.
     """
 
-    def __init__(self, failed: npt.NDArray[np.bool_], reason: str) -> None:
+    def __init__(
+        self,
+        failed: npt.NDArray[np.bool_],
+        reason: str,
+        permanent: npt.NDArray[np.bool_] | None = None,
+    ) -> None:
         super().__init__(f"{int(failed.sum())} of {len(failed)} records failed: {reason}")
         self.failed = failed
         self.reason = reason
+        # failed records that no retry can deliver (e.g. too big): counted failed at once
+        self.permanent = permanent if permanent is not None else np.zeros_like(failed)
 
 
 class Encoder(Protocol):

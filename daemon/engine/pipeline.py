@@ -436,16 +436,19 @@ class Engine:
     async def _deliver(self, k: SinkRuntime, batch: EncodedBatch) -> tuple[int, int, int]:
         """(delivered, failed, retried) for one batch; partial failures retry only the rest."""
         delay = self.retry_backoff
-        delivered = retried = 0
+        delivered = retried = lost = 0
         current = batch
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await k.sink.write_batch(current)
-                return delivered + len(current), 0, retried
+                return delivered + len(current), lost, retried
             except PartialDeliveryError as e:
                 delivered += len(current) - int(e.failed.sum())
-                current = current.subset(e.failed)
+                lost += int(e.permanent.sum())
+                current = current.subset(e.failed & ~e.permanent)
                 error: Exception = e
+                if len(current) == 0:
+                    return delivered, lost, retried
             except Exception as e:
                 error = e
             k.errors += 1
@@ -468,7 +471,7 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await k.sink.connect()
         log.error("sink_batch_failed", sink=k.name, stream=batch.stream, events=len(current))
-        return delivered, len(current), retried
+        return delivered, lost + len(current), retried
 
     async def _sample(self) -> None:
         """Once a second: actual and target rate per stream."""
