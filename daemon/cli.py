@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("packs", help="installed packs, their streams, schemas and parameters")
     k.add_argument("--json", action="store_true", help="machine-readable output")
 
+    t = sub.add_parser("tail", help="print events as they arrive in a topic or stream")
+    t.add_argument("url", help="kafka://TOPIC or kinesis://STREAM")
+    t.add_argument("-n", type=int, default=None, help="stop after this many")
+    t.add_argument("--bootstrap", help="Kafka host:port (default: the local stand-in)")
+    t.add_argument("--endpoint", help="Kinesis endpoint URL (default: the local stand-in)")
+    t.add_argument("--from-beginning", action="store_true", help="not just new events")
+
     s = sub.add_parser("sample", help="print a few events of one stream")
     s.add_argument("stream", help="PACK.STREAM, e.g. retail.pos_transaction")
     s.add_argument("-n", type=int, default=5, help="how many events (default 5)")
@@ -50,7 +57,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "validate": _validate, "packs": _packs, "sample": _sample}
+    handler = {
+        "run": _run,
+        "validate": _validate,
+        "packs": _packs,
+        "sample": _sample,
+        "tail": _tail,
+    }
     return int(handler[args.command](args))
 
 
@@ -139,6 +152,15 @@ async def _progress(engine: Any) -> None:
         ]
         sys.stderr.write(f"\r[{time.monotonic() - start:6.0f}s] " + " | ".join(parts) + "\033[K")
         sys.stderr.flush()
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from datafactory.tail import tail
+
+    try:
+        return tail(args.url, args.bootstrap, args.endpoint, args.n, args.from_beginning)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _packs(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ def test_run_streams_at_the_rate_with_live_metrics_and_stops_cleanly(tmp_path: P
     port = free_port()
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
-        (ROOT / "config/default.yaml")
+        (ROOT / "config/examples/retail-files.yaml")
         .read_text()
         .replace("./data", str(tmp_path / "data"))
         .replace("127.0.0.1:9400", f"127.0.0.1:{port}")
@@ -134,3 +134,68 @@ def test_simulated_run_from_the_command_line_is_deterministic(tmp_path: Path) ->
         assert r.returncode == 0, r.stderr.decode()[-2000:]
         outs.append(sorted((p.name, p.read_bytes()) for p in (tmp_path / name).rglob("*.avro")))
     assert outs[0] == outs[1] and outs[0]
+
+
+def test_default_config_streams_to_local_kafka_and_kinesis(tmp_path: Path) -> None:
+    """`make run`'s config: stand-ins started for the run, events visible with `tail`."""
+    port = free_port()
+    cfg = tmp_path / "default.yaml"
+    cfg.write_text(
+        (ROOT / "config/default.yaml").read_text().replace("127.0.0.1:9400", f"127.0.0.1:{port}")
+    )
+    env = {**os.environ, "DATAFACTORY_STATE_DIR": str(tmp_path / "state")}
+    log_path = tmp_path / "stderr.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [*CLI, "run", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            env=env,
+            cwd=tmp_path,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            sent: dict[str, float] = {"kafka": 0, "kinesis": 0}
+            while time.monotonic() < deadline and min(sent.values()) < 2000:
+                time.sleep(1)
+                try:
+                    url = f"http://127.0.0.1:{port}/metrics"
+                    text = urllib.request.urlopen(url, timeout=2).read().decode()
+                except OSError:
+                    continue
+                for sink in sent:
+                    sent[sink] = sum(
+                        float(line.rsplit(" ", 1)[1])
+                        for line in text.splitlines()
+                        if line.startswith("datafactory_sink_sent_events_total{")
+                        and f'sink="{sink}"' in line
+                    )
+            assert min(sent.values()) >= 2000, (sent, log_path.read_text()[-3000:])
+            endpoints = orjson.loads((tmp_path / "state/local.json").read_bytes())
+            assert set(endpoints) == {"kafka", "aws"}
+            seen = subprocess.run(
+                [*CLI, "tail", "kafka://retail.pos_transaction", "-n", "3", "--from-beginning"],
+                capture_output=True,
+                timeout=60,
+                env=env,
+                cwd=tmp_path,
+            )
+            assert seen.returncode == 0, seen.stderr.decode()[-2000:]
+            recs = [orjson.loads(x) for x in seen.stdout.splitlines()]
+            assert len(recs) == 3 and all(r["store_id"].startswith("S") for r in recs)
+            seen = subprocess.run(
+                [*CLI, "tail", "kinesis://retail-pos_transaction", "-n", "2", "--from-beginning"],
+                capture_output=True,
+                timeout=60,
+                env=env,
+                cwd=tmp_path,
+            )
+            assert seen.returncode == 0, seen.stderr.decode()[-2000:]
+            assert len(seen.stdout.splitlines()) == 2
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
+    assert not (tmp_path / "state/local.json").exists()  # stand-ins stopped, file removed
+    logs = log_path.read_text()
+    assert "stand_in_stopped" in logs and "run_finished" in logs
