@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import structlog
+
+from datafactory.lifecycle.local import Moto, Tansu
 
 
 def pytest_configure(config: object) -> None:
@@ -10,3 +15,20 @@ def pytest_configure(config: object) -> None:
         logger_factory=structlog.testing.CapturingLoggerFactory(),
         cache_logger_on_first_use=False,
     )
+
+
+# Real local services, started once per session on free loopback ports, stopped at the end.
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    m = Moto()
+    m.start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[Tansu]:
+    t = Tansu()
+    t.start()
+    yield t
+    t.stop()

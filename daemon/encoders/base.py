@@ -42,9 +42,9 @@ class EncodedBatch:
         return int((self.offsets[self.rows + 1] - self.offsets[self.rows]).sum())
 
     def contiguous(self) -> memoryview:
-        """All records back to back (only for a batch that is not a subset)."""
+        """All (selected) records back to back; zero copy unless this is a subset."""
         if self.rows is not None:
-            raise ValueError("a subset batch has no contiguous payload")
+            return memoryview(b"".join(self.records()))
         return self.payload[int(self.offsets[0]) : int(self.offsets[-1])]
 
     def record(self, i: int) -> memoryview:

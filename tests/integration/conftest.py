@@ -1,32 +1,10 @@
-"""Real local services for the integration tier: a Tansu broker and a moto server, started
-once per session on free loopback ports and stopped at the end."""
+"""Helpers for the integration tier (the services themselves are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
-
-from datafactory.lifecycle.local import Moto, Tansu
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[Moto]:
-    m = Moto()
-    m.start()
-    yield m
-    m.stop()
-
-
-@pytest.fixture(scope="session")
-def tansu() -> Iterator[Tansu]:
-    t = Tansu()
-    t.start()
-    yield t
-    t.stop()
 
 
 async def consume(

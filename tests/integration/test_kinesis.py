@@ -79,7 +79,11 @@ async def read_stream(endpoint: str, name: str) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = []
     async with aiobotocore.session.get_session().create_client(
-        "kinesis", endpoint_url=endpoint, region_name="us-east-1"
+        "kinesis",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
     ) as c:
         for shard in (await c.list_shards(StreamName=name))["Shards"]:
             it = (
