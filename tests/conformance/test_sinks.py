@@ -19,8 +19,8 @@ from datafactory.encoders.avro import build_encoder
 from datafactory.encoders.base import EncodedBatch
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.local import Moto, Tansu
-from datafactory.packs.retail import RetailPack, RetailParams
 from datafactory.pack import registered_sinks
+from datafactory.packs.retail import RetailPack, RetailParams
 from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
 from tests.integration.conftest import consume
 
