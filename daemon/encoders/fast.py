@@ -13,6 +13,7 @@ are tested against it.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, Literal, TypeAlias
@@ -27,6 +28,9 @@ try:  # built from _fastrender.c at install time
     from datafactory.encoders import _fastrender  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - exercised on installs without a compiler
     _fastrender = None
+
+# the extension module itself (None when not built), for other compiled helpers (Kafka batches)
+NATIVE: Any = _fastrender
 
 LIT, INT, DEC, TS, POOL, FIXED, BOOL, DOUBLE, NULLABLE, LIST = range(10)
 FMT_CODE = {"json": 0, "avro": 1}
@@ -52,6 +56,8 @@ def _zigzag(n: int) -> bytes:
 
 _POOLS: dict[tuple[int, str, tuple[str, ...] | None], tuple[Any, Any, bytes]] = {}
 _POOLS_LOCK = threading.Lock()
+# what JSON (as orjson writes it) escapes inside a string
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
 
 def _pool(
@@ -77,6 +83,11 @@ def _render_pool(
     pool: tuple[str, ...], fmt: Fmt, symbols: tuple[str, ...] | None
 ) -> tuple[npt.NDArray[np.int64], bytes]:
     if fmt == "json":
+        encoded = [s.encode() for s in pool]
+        if _NEEDS_ESCAPE.search("".join(pool)) is None:  # the common case: quote, no escapes
+            offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+            np.cumsum([len(e) + 2 for e in encoded], out=offsets[1:])
+            return offsets, b'"' + b'""'.join(encoded) + b'"' if encoded else b""
         parts = [orjson.dumps(s) for s in pool]
     elif symbols is not None:
         index = {s: i for i, s in enumerate(symbols)}

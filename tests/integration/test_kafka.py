@@ -167,3 +167,41 @@ telemetry: {enabled: false}
     summary = asyncio.run(engine.run())
     assert summary["sinks"]["bus"]["sent"]["retail.pos_transaction"] == 500
     assert time.monotonic() - t0 < 30
+
+
+async def test_rate_is_held_at_20k_per_second_for_30_seconds(tansu: Tansu) -> None:
+    """Generous bounds on a shared machine; precise figures belong to the benchmarks."""
+    text = CFG.format(
+        bootstrap=tansu.bootstrap,
+        topic="rate.held",
+        fmt="json",
+        n=10**9,
+        rate=20_000,
+        compression="lz4",
+        run="rate",
+        extra="",
+    )
+    text = text.replace("run: {name: rate, seed: 4}", "run: {name: rate, seed: 4, duration: 30s}")
+    engine = Engine(parse_config(text))
+    t0 = time.monotonic()
+    samples: list[tuple[float, int]] = []
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(1)
+            samples.append((time.monotonic() - t0, engine.streams[0].released))
+
+    sampler = asyncio.create_task(sample())
+    summary = await engine.run()
+    sampler.cancel()
+    elapsed = time.monotonic() - t0
+    acked = summary["sinks"]["bus"]["sent"]["retail.pos_transaction"]
+    assert summary["sinks"]["bus"]["failed"]["retail.pos_transaction"] == 0
+    assert abs(acked - 600_000) <= 0.02 * 600_000, acked
+    assert 29 <= elapsed <= 35
+    # and steady: between seconds 5 and 25 the released rate stays within 5% of the target
+    (t1, n1), (t2, n2) = (
+        min(samples, key=lambda s: abs(s[0] - 5)),
+        min(samples, key=lambda s: abs(s[0] - 25)),
+    )
+    assert abs((n2 - n1) / (t2 - t1) - 20_000) <= 1_000

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -240,3 +241,58 @@ async def test_a_sink_that_never_recovers_counts_failed_events() -> None:
         )
         == 1500
     )
+
+
+class FlakySink(SlowSink):
+    """Fails every third record of a batch on its first try (a partial failure), and marks
+    seq 77 as a record no retry can deliver; allows several writes in flight."""
+
+    max_in_flight = 3
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.tries: dict[int, int] = {}
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    async def write_batch(self, batch: EncodedBatch) -> None:
+        from datafactory.encoders.base import PartialDeliveryError
+
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            seqs = batch.seqs().tolist()
+            failed = np.zeros(len(seqs), dtype=np.bool_)
+            for i, s in enumerate(seqs):
+                self.tries[s] = self.tries.get(s, 0) + 1
+                if s == 77 or (s % 3 == 0 and self.tries[s] == 1):
+                    failed[i] = True
+                else:
+                    self.seqs.append(s)
+            if failed.any():
+                raise PartialDeliveryError(
+                    failed, "flaky", permanent=np.array([s == 77 for s in seqs], dtype=np.bool_)
+                )
+        finally:
+            self.in_flight -= 1
+
+
+async def test_partial_failures_resend_only_what_failed() -> None:
+    sinks: dict[str, FlakySink] = {}
+
+    def factory(name: str, cfg: Any, ctx: SinkContext) -> Sink:
+        sinks[name] = FlakySink(name, cfg, ctx)
+        return sinks[name]
+
+    engine = Engine(wall(rate=100_000, max_events=3000), sink_factory=factory, retry_backoff=0.001)
+    summary = await engine.run()
+    a = sinks["a"]
+    assert sorted(a.seqs) == [s for s in range(3000) if s != 77]  # each delivered once
+    assert all(n == (2 if s % 3 == 0 and s != 77 else 1) for s, n in a.tries.items() if s != 77)
+    assert a.tries[77] == 1  # permanent: never retried
+    stats = summary["sinks"]["a"]
+    assert stats["sent"]["retail.pos_transaction"] == 2999
+    assert stats["failed"]["retail.pos_transaction"] == 1
+    assert stats["retried"]["retail.pos_transaction"] == 1000  # the multiples of 3, once each
+    assert a.peak_in_flight > 1  # max_in_flight was used
