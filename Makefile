@@ -46,8 +46,12 @@ lint: install         ## ruff + mypy --strict
 	cp -r schemas build/typecheck/datafactory/schemas
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p datafactory
 
+# the Kafka anchor is Debian's kcat (apt-get install kcat) run against the librdkafka that the
+# confluent-kafka wheel bundles; without kcat the Kafka ratio is left out and said so
 bench: install        ## throughput figures as ratios to baselines measured in the same run
+	$(BIN)/pip install --quiet 'confluent-kafka>=2.3'
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/stream.py
 
 clean:
 	rm -rf $(VENV) build data artifacts *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -233,11 +233,14 @@ class Engine:
             asyncio.create_task(self._write(k), name=f"sink:{k.name}") for k in self.sinks.values()
         ]
         sampler = asyncio.create_task(self._sample(), name="sampler")
+        streaming_since = time.monotonic()
+        streaming_seconds = 0.0
         try:
             await asyncio.gather(*pacers)
             for k in self.sinks.values():
                 await k.queue.put(None)
             await asyncio.gather(*writers)
+            streaming_seconds = time.monotonic() - streaming_since
         finally:
             for t in [*generators, sampler, *pacers, *writers]:
                 t.cancel()
@@ -253,6 +256,8 @@ class Engine:
         summary["queues"] = {
             q.name: {"high_water": q.high_water, "capacity": q.maxsize} for q in queues
         }
+        # from the first event to the last acknowledgement (no provisioning, no shutdown)
+        summary["streaming_seconds"] = streaming_seconds
         log.info(
             "run_finished",
             run=run.name,

@@ -328,25 +328,23 @@ class KafkaSink(Sink):
         if failed.any():
             raise PartialDeliveryError(failed, "; ".join(sorted(set(errors))[:3]))
 
-    async def _send_fast(
+    def _build_fast(
         self,
         batch: EncodedBatch,
-        topic: str,
         order: np.ndarray[Any, Any],
         bounds: np.ndarray[Any, Any],
         base: list[tuple[str, bytes]],
         trim: bool,
-    ) -> list[tuple[np.ndarray[Any, Any], Any]]:
-        """Record batches built in C straight from the encoded payload; aiokafka ships them."""
-        if self._prebuilt is None:
-            self._prebuilt = _prebuilt_builder_class()
+    ) -> list[tuple[int, np.ndarray[Any, Any], bytearray, int]]:
+        """(partition, positions, record batch, count) for every batch to send; runs in a
+        worker thread (the C parts release the GIL)."""
         headers = _encode_headers(base)
         rows_all = batch._index().astype(np.int64)
         keys = np.ascontiguousarray(batch.block.key, dtype=np.int64)
         ts = np.ascontiguousarray(batch.block.event_time // 1000, dtype=np.int64)
         seqs = np.ascontiguousarray(batch.block.seq, dtype=np.int64)
         offsets = np.ascontiguousarray(batch.offsets, dtype=np.int64)
-        sends = []
+        out = []
         for p in range(len(bounds) - 1):
             idx = order[bounds[p] : bounds[p + 1]]
             start = 0
@@ -365,9 +363,27 @@ class KafkaSink(Sink):
                     self.cfg.batch_bytes - _HEADER.size,
                 )
                 buf = build_record_batch(records, count, first, last, self.cfg.compression)
-                fut = await self.producer.send_batch(self._prebuilt(buf, count), topic, partition=p)
-                sends.append((idx[start : start + count], fut))
+                out.append((p, idx[start : start + count], buf, count))
                 start += count
+        return out
+
+    async def _send_fast(
+        self,
+        batch: EncodedBatch,
+        topic: str,
+        order: np.ndarray[Any, Any],
+        bounds: np.ndarray[Any, Any],
+        base: list[tuple[str, bytes]],
+        trim: bool,
+    ) -> list[tuple[np.ndarray[Any, Any], Any]]:
+        """Record batches built in C straight from the encoded payload; aiokafka ships them."""
+        if self._prebuilt is None:
+            self._prebuilt = _prebuilt_builder_class()
+        built = await asyncio.to_thread(self._build_fast, batch, order, bounds, base, trim)
+        sends = []
+        for p, positions, buf, count in built:
+            fut = await self.producer.send_batch(self._prebuilt(buf, count), topic, partition=p)
+            sends.append((positions, fut))
         return sends
 
     async def close(self) -> None:
