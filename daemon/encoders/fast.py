@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from datafactory.encoders.varint import zigzag_varint
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
 
 try:  # built from _fastrender.c at install time
@@ -42,16 +43,6 @@ FieldCompiler: TypeAlias = Callable[[Any, "npt.NDArray[np.bool_] | None"], list[
 
 def available() -> bool:
     return _fastrender is not None and os.environ.get("DATAFACTORY_FAST_PATH", "1") != "0"
-
-
-def _zigzag(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z & ~0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 _POOLS: dict[tuple[int, str, tuple[str, ...] | None], tuple[Any, Any, bytes]] = {}
@@ -94,9 +85,9 @@ def _render_pool(
         missing = [s for s in pool if s not in index]
         if missing:
             raise ValueError(f"values not among the enum's symbols {symbols}: {missing[:5]}")
-        parts = [_zigzag(index[s]) for s in pool]
+        parts = [zigzag_varint(index[s]) for s in pool]
     else:
-        parts = [_zigzag(len(b)) + b for b in (s.encode() for s in pool)]
+        parts = [zigzag_varint(len(b)) + b for b in (s.encode() for s in pool)]
     offsets = np.zeros(len(parts) + 1, dtype=np.int64)
     np.cumsum([len(p) for p in parts], out=offsets[1:])
     return offsets, b"".join(parts)

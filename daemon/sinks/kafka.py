@@ -22,6 +22,7 @@ from pydantic import Field
 from datafactory.config import SinkBase
 from datafactory.encoders import fast
 from datafactory.encoders.base import EncodedBatch, PartialDeliveryError
+from datafactory.encoders.varint import zigzag_varint
 from datafactory.engine.identity import splitmix64
 from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
 from datafactory.units import ByteSize, Duration
@@ -70,12 +71,10 @@ _CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
 def _encode_headers(headers: list[tuple[str, bytes]]) -> bytes:
     """Record headers in the v2 wire form (zigzag varint lengths)."""
-    from datafactory.sinks.ocf import _long as varint  # same zigzag varint as Avro
-
     out = bytearray()
     for k, v in headers:
         kb = k.encode()
-        out += varint(len(kb)) + kb + varint(len(v)) + v
+        out += zigzag_varint(len(kb)) + kb + zigzag_varint(len(v)) + v
     return bytes(out)
 
 

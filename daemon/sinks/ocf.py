@@ -10,18 +10,8 @@ import hashlib
 
 import orjson
 
+from datafactory.encoders.varint import zigzag_varint
 from datafactory.schema import EventSchema
-
-
-def _long(n: int) -> bytes:
-    """Avro long: zigzag, then base-128 varint."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z & ~0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def sync_marker(*parts: object) -> bytes:
@@ -36,12 +26,12 @@ def header(schema: EventSchema, sync: bytes) -> bytes:
     """
     meta = {"avro.schema": orjson.dumps(schema.raw), "avro.codec": b"null"}
     out = bytearray(b"Obj\x01")
-    out += _long(len(meta))
+    out += zigzag_varint(len(meta))
     for k, v in meta.items():
-        out += _long(len(k)) + k.encode() + _long(len(v)) + v
-    out += _long(0) + sync
+        out += zigzag_varint(len(k)) + k.encode() + zigzag_varint(len(v)) + v
+    out += zigzag_varint(0) + sync
     return bytes(out)
 
 
 def block(count: int, payload: bytes | memoryview, sync: bytes) -> list[bytes | memoryview]:
-    return [_long(count) + _long(len(payload)), payload, sync]
+    return [zigzag_varint(count) + zigzag_varint(len(payload)), payload, sync]

@@ -205,3 +205,19 @@ async def test_rate_is_held_at_20k_per_second_for_30_seconds(tansu: Tansu) -> No
         min(samples, key=lambda s: abs(s[0] - 25)),
     )
     assert abs((n2 - n1) / (t2 - t1) - 20_000) <= 1_000
+
+
+async def test_aiokafka_builder_fallback_gives_the_same_messages(tansu: Tansu) -> None:
+    """fast_batches: false (aiokafka's own batch builder) delivers the same records."""
+    summaries = {}
+    for fast in ("true", "false"):
+        topic = f"fallback.{fast}"
+        summaries[fast] = await Engine(
+            config(tansu.bootstrap, topic, n=2000, run="fb", extra=f", fast_batches: {fast}")
+        ).run()
+    got = {}
+    for fast in ("true", "false"):
+        msgs = await consume(tansu.bootstrap, f"fallback.{fast}", 2000)
+        got[fast] = sorted((m.key, m.value, m.timestamp, tuple(m.headers)) for m in msgs)
+    assert len(got["true"]) == 2000
+    assert got["true"] == got["false"]
