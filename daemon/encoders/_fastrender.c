@@ -17,6 +17,8 @@
  *   (7, float64 array)                       double
  *   (8, bool mask, [ops], null_index, value_index)   nullable ([null, X] union)
  *   (9, int32 list offsets, [ops])           array (ops index the flat child rows)
+ *   (10, int64 seq array, base)              event id: UUIDv8 text from splitmix64(seq ^ base),
+ *                                            as datafactory.engine.identity.event_ids
  * Formats: 0 = JSON text, 1 = Avro binary.
  */
 #define PY_SSIZE_T_CLEAN
@@ -27,7 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OP_LIT, OP_INT, OP_DEC, OP_TS, OP_POOL, OP_FIXED, OP_BOOL, OP_DOUBLE, OP_NULLABLE, OP_LIST };
+enum { OP_LIT, OP_INT, OP_DEC, OP_TS, OP_POOL, OP_FIXED, OP_BOOL, OP_DOUBLE, OP_NULLABLE, OP_LIST,
+       OP_UUID };
 enum { FMT_JSON = 0, FMT_AVRO = 1 };
 
 typedef struct Op {
@@ -41,6 +44,7 @@ typedef struct Op {
     int null_index, value_index;
     const uint8_t *mask;
     const int32_t *offsets;
+    uint64_t base;
     struct Op *sub;
     Py_ssize_t nsub;
 } Op;
@@ -135,6 +139,11 @@ static int parse_op(Ctx *c, PyObject *t, Op *op) {
         return 0;
     }
     case OP_INT: case OP_TS: case OP_FIXED: case OP_BOOL: case OP_DOUBLE:
+        return set_array(c, op, a1);
+    case OP_UUID:
+        if (size < 3) break;
+        op->base = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(t, 2));
+        if (PyErr_Occurred()) return -1;
         return set_array(c, op, a1);
     case OP_DEC:
         if (size < 3) break;
@@ -338,6 +347,35 @@ static int json_double(Buf *b, double x) {
 
 static int run_ops(Buf *b, const Op *ops, Py_ssize_t n, Py_ssize_t row, int fmt);
 
+static uint64_t splitmix64(uint64_t x) {
+    uint64_t z = x + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static int put_uuid(Buf *b, uint64_t seq, uint64_t base, int fmt) {
+    static const char hex[] = "0123456789abcdef";
+    uint64_t hi = splitmix64(seq ^ base);
+    uint64_t lo = splitmix64(hi ^ 0xD1B54A32D192ED03ULL);
+    hi = (hi & 0xFFFFFFFFFFFF0FFFULL) | 0x0000000000008000ULL;
+    lo = (lo & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL;
+    if (fmt == FMT_AVRO && put_varint(b, 36) < 0) return -1;
+    ENSURE(b, 38);
+    char *p = b->p + b->len;
+    int k = 0;
+    if (fmt == FMT_JSON) p[k++] = '"';
+    for (int i = 0; i < 32; i++) {
+        if (i == 8 || i == 12 || i == 16 || i == 20) p[k++] = '-';
+        uint64_t w = i < 16 ? hi : lo;
+        int shift = 60 - 4 * (i % 16);
+        p[k++] = hex[(w >> shift) & 0xF];
+    }
+    if (fmt == FMT_JSON) p[k++] = '"';
+    b->len += (size_t)k;
+    return 0;
+}
+
 static int run_op(Buf *b, const Op *op, Py_ssize_t row, int fmt) {
     switch (op->code) {
     case OP_LIT:
@@ -374,6 +412,8 @@ static int run_op(Buf *b, const Op *op, Py_ssize_t row, int fmt) {
         if (put_varint(b, (int64_t)w) < 0) return -1;
         return put_bytes(b, p, w);
     }
+    case OP_UUID:
+        return put_uuid(b, (uint64_t)((const int64_t *)op->data)[row], op->base, fmt);
     case OP_BOOL: {
         int v = op->data[row] != 0;
         if (fmt == FMT_JSON) return v ? put_bytes(b, "true", 4) : put_bytes(b, "false", 5);
@@ -447,7 +487,7 @@ static int check_ops(const Op *ops, Py_ssize_t n, Py_ssize_t rows) {
             if (check_ops(op->sub, op->nsub, prev) < 0) return -1;
             break;
         }
-        case OP_DEC: case OP_TS: case OP_DOUBLE:
+        case OP_DEC: case OP_TS: case OP_DOUBLE: case OP_UUID:
             if (op->itemsize != 8 || op->len < rows) return -1;
             break;
         case OP_INT: case OP_POOL:

@@ -24,6 +24,7 @@ import orjson
 
 from datafactory.encoders.varint import zigzag_varint
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
+from datafactory.engine.identity import event_id_base
 
 try:  # built from _fastrender.c at install time
     from datafactory.encoders import _fastrender  # type: ignore[attr-defined]
@@ -33,7 +34,7 @@ except ImportError:  # pragma: no cover - exercised on installs without a compil
 # the extension module itself (None when not built), for other compiled helpers (Kafka batches)
 NATIVE: Any = _fastrender
 
-LIT, INT, DEC, TS, POOL, FIXED, BOOL, DOUBLE, NULLABLE, LIST = range(10)
+LIT, INT, DEC, TS, POOL, FIXED, BOOL, DOUBLE, NULLABLE, LIST, UUID = range(11)
 FMT_CODE = {"json": 0, "avro": 1}
 
 Fmt: TypeAlias = Literal["json", "avro"]
@@ -107,8 +108,20 @@ def _safe_ascii(col: npt.NDArray[np.bytes_]) -> bool:
     )
 
 
+class _EventIds:
+    """Marker column: render UUIDv8 event ids from seqs in C."""
+
+    __slots__ = ("base", "seq")
+
+    def __init__(self, seq: npt.NDArray[np.int64], base: int) -> None:
+        self.seq = seq
+        self.base = base
+
+
 def _string(fmt: Fmt, symbols: tuple[str, ...] | None = None) -> FieldCompiler:
     def emit(col: Any, _m: object) -> list[Op]:
+        if isinstance(col, _EventIds):
+            return [(UUID, col.seq, col.base)]
         if isinstance(col, DictColumn):
             offsets, data = _pool(col.pool, fmt, symbols)
             return [(POOL, col.codes, offsets, data)]
@@ -229,7 +242,11 @@ class FastRenderer:
 
     def program(self, block: RecordBlock) -> list[Op]:
         columns: dict[str, Any] = dict(block.columns)
-        columns["event_id"] = block.event_ids(self.run_seed)
+        # event ids are computed in C from the seqs (same function as identity.event_ids)
+        columns["event_id"] = _EventIds(
+            np.ascontiguousarray(block.seq, dtype=np.int64),
+            event_id_base(self.run_seed, block.stream),
+        )
         columns["event_time"] = block.event_time
         return self.prefix + self._emit((columns, block.nulls), None)
 

@@ -35,10 +35,15 @@ def splitmix64(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         return z ^ (z >> np.uint64(31))
 
 
+def event_id_base(run_seed: int, stream: str) -> int:
+    """The per-(run, stream) constant that event ids mix with each seq."""
+    return (stable_hash64(stream) ^ (run_seed * 0x9E3779B97F4A7C15)) & (2**64 - 1)
+
+
 def event_id_words(
     run_seed: int, stream: str, seq: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
-    base = np.uint64((stable_hash64(stream) ^ (run_seed * 0x9E3779B97F4A7C15)) & (2**64 - 1))
+    base = np.uint64(event_id_base(run_seed, stream))
     with np.errstate(over="ignore"):
         hi = splitmix64(seq.astype(np.uint64) ^ base)
         lo = splitmix64(hi ^ np.uint64(0xD1B54A32D192ED03))
