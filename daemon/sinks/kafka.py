@@ -156,6 +156,9 @@ class KafkaSink(Sink):
         self.created_topics: list[str] = []
         self.fast = config.fast_batches and not config.idempotence and fast.NATIVE is not None
         self._prebuilt: Any = None
+        self._tickets = 0
+        self._turn = 0
+        self._turns = asyncio.Condition()
 
     def topic_for(self, stream: str) -> str:
         pack, _, name = stream.partition(".")
@@ -269,25 +272,50 @@ class KafkaSink(Sink):
             ]
         return h
 
+    # Engine batches are built concurrently (up to max_in_flight) but handed to the producer
+    # strictly in the order write_batch was called, so records of one key stay in order.
+    async def _wait_turn(self, ticket: int) -> None:
+        async with self._turns:
+            await self._turns.wait_for(lambda: self._turn >= ticket)
+
+    async def _end_turn(self, ticket: int) -> None:
+        await self._wait_turn(ticket)
+        async with self._turns:
+            if self._turn == ticket:
+                self._turn += 1
+            self._turns.notify_all()
+
     async def write_batch(self, batch: EncodedBatch) -> None:
         if self.producer is None:
             raise NotConnectedError(f"sink {self.name}: not connected")
+        ticket, self._tickets = self._tickets, self._tickets + 1
+        try:
+            sends = await self._submit(batch, ticket)
+        finally:
+            await self._end_turn(ticket)
+        await self._await_acks(batch, sends)
+
+    async def _submit(
+        self, batch: EncodedBatch, ticket: int
+    ) -> list[tuple[np.ndarray[Any, Any], Any]]:
         topic = self.topic_for(batch.stream)
         nparts = await self._partition_count(topic)
         keys = batch.keys()
         part = (splitmix64(keys.astype(np.uint64)) % np.uint64(nparts)).astype(np.int64)
         trim = batch.format == "json"  # a message is the JSON object without the newline
-        seqs = batch.seqs().tolist()
-        times = (batch.block.event_time[batch._index()] // 1000).tolist()
-        key_list = keys.tolist()
         base = self._base_headers(batch)
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(nparts + 1))
-        sends: list[tuple[np.ndarray[Any, Any], Any]] = []
         if self.fast:
-            sends = await self._send_fast(batch, topic, order, bounds, base, trim)
-        values = [] if self.fast else batch.records()
-        for p in range(nparts if not self.fast else 0):
+            return await self._send_fast(batch, topic, order, bounds, base, trim, ticket)
+        # fallback: aiokafka's own batch builder, record by record
+        sends: list[tuple[np.ndarray[Any, Any], Any]] = []
+        seqs = batch.seqs().tolist()
+        times = (batch.block.event_time[batch._index()] // 1000).tolist()
+        key_list = keys.tolist()
+        values = batch.records()
+        await self._wait_turn(ticket)
+        for p in range(nparts):
             idx = order[bounds[p] : bounds[p + 1]]
             start = 0
             rows = idx.tolist()
@@ -314,6 +342,11 @@ class KafkaSink(Sink):
                 fut = await self.producer.send_batch(builder, topic, partition=p)
                 sends.append((idx[start : start + taken], fut))
                 start += taken
+        return sends
+
+    async def _await_acks(
+        self, batch: EncodedBatch, sends: list[tuple[np.ndarray[Any, Any], Any]]
+    ) -> None:
         failed = np.zeros(len(batch), dtype=np.bool_)
         results = await asyncio.wait_for(
             asyncio.gather(*(f for _, f in sends), return_exceptions=True),
@@ -374,11 +407,13 @@ class KafkaSink(Sink):
         bounds: np.ndarray[Any, Any],
         base: list[tuple[str, bytes]],
         trim: bool,
+        ticket: int,
     ) -> list[tuple[np.ndarray[Any, Any], Any]]:
         """Record batches built in C straight from the encoded payload; aiokafka ships them."""
         if self._prebuilt is None:
             self._prebuilt = _prebuilt_builder_class()
         built = await asyncio.to_thread(self._build_fast, batch, order, bounds, base, trim)
+        await self._wait_turn(ticket)
         sends = []
         for p, positions, buf, count in built:
             fut = await self.producer.send_batch(self._prebuilt(buf, count), topic, partition=p)
