@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,15 +50,30 @@ def tansu_binary() -> Path:
     return path
 
 
-def _wait_tcp(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_tcp(
+    port: int, proc: subprocess.Popen[bytes], what: str, timeout: float, log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StandInError(f"{what} exited with code {proc.returncode} while starting")
+            raise StandInError(
+                f"{what} exited with code {proc.returncode} while starting; its output:\n"
+                + _tail(log)
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
-    raise StandInError(f"{what} did not accept connections on 127.0.0.1:{port} in {timeout}s")
+    raise StandInError(
+        f"{what} did not accept connections on 127.0.0.1:{port} in {timeout}s; its output:\n"
+        + _tail(log)
+    )
 
 
 class StandIn:
@@ -75,16 +91,23 @@ class StandIn:
     def environment(self) -> dict[str, str]:
         return dict(os.environ)
 
+    def cwd(self) -> str | None:
+        return None
+
     def start(self, timeout: float = 30.0) -> None:
         cmd = self.command()
-        self.proc = subprocess.Popen(
-            cmd,
-            env=self.environment(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C of ours should not kill it before we drain
-        )
-        _wait_tcp(self.port, self.proc, self.name, timeout)
+        # its output goes to a log file, shown in the error if it fails to start
+        self.log = Path(tempfile.gettempdir()) / f"datafactory-{self.name}-{self.port}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                env=self.environment(),
+                cwd=self.cwd(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C of ours should not kill it before we drain
+            )
+        _wait_tcp(self.port, self.proc, self.name, timeout, self.log)
         log.info("stand_in_started", stand_in=self.name, port=self.port, pid=self.proc.pid)
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -199,3 +199,23 @@ def test_default_config_streams_to_local_kafka_and_kinesis(tmp_path: Path) -> No
     assert not (tmp_path / "state/local.json").exists()  # stand-ins stopped, file removed
     logs = log_path.read_text()
     assert "stand_in_stopped" in logs and "run_finished" in logs
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+def test_stdout_sink(tmp_path: Path, fmt: str) -> None:
+    cfg = tmp_path / "out.yaml"
+    cfg.write_text(f"""
+run: {{name: out, seed: 2}}
+packs: {{retail: {{streams: {{pos_transaction: {{rate: {{profile: constant, base: 5000}},
+                                               max_events: 700}}}}}}}}
+sinks: {{out: {{type: stdout, format: {fmt}}}}}
+telemetry: {{enabled: false}}
+log: {{level: warning}}
+""")
+    r = cli("run", str(cfg))
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    if fmt == "json":
+        recs = [orjson.loads(x) for x in r.stdout.splitlines()]
+    else:
+        recs = list(fastavro.reader(io.BytesIO(r.stdout)))
+    assert [x["transaction_id"] for x in recs] == [1_000_000_001 + i for i in range(700)]

@@ -16,7 +16,7 @@ import pytest
 from datafactory.config import parse_config
 from datafactory.encoders.base import EncodedBatch, PartialDeliveryError
 from datafactory.engine.pipeline import Engine
-from datafactory.lifecycle.local import Moto, StandIn
+from datafactory.lifecycle.local import Moto, StandIn, free_port
 from datafactory.schema import load_schema
 from datafactory.sinks.aws_kinesis import KinesisConfig, KinesisSink
 from datafactory.sinks.base import SinkContext
@@ -203,17 +203,12 @@ class KinesisMock(StandIn):
         return {
             **os.environ,
             "KINESIS_MOCK_PLAIN_PORT": str(self.port),
-            "KINESIS_MOCK_TLS_PORT": str(self.port + 1 if self.port < 65535 else self.port - 1),
+            "KINESIS_MOCK_TLS_PORT": str(free_port()),
             "LOG_LEVEL": "WARN",
         }
 
-    def start(self, timeout: float = 60.0) -> None:
-        cwd = os.getcwd()
-        os.chdir(self.folder)
-        try:
-            super().start(timeout)
-        finally:
-            os.chdir(cwd)
+    def cwd(self) -> str:
+        return str(self.folder)  # it looks for server.json in the working directory
 
 
 def kinesis_mock_folder() -> Path:
@@ -232,7 +227,7 @@ async def test_against_kinesis_mock() -> None:
     if shutil.which("node") is None:
         pytest.fail("node is needed for kinesis-mock")
     mock = KinesisMock(folder)
-    mock.start()
+    mock.start(timeout=60)
     try:
         endpoint = f"http://127.0.0.1:{mock.port}"
         summary = await Engine(config(endpoint, "pos-mock", n=600, rate=2000)).run()
