@@ -184,7 +184,7 @@ def main() -> int:
             ours_runs.append(
                 engine_rate(
                     f'{{type: kafka, bootstrap: "{broker.bootstrap}", topic: ours{r}, '
-                    f"partitions: 3, format: json, max_in_flight: 4}}",
+                    f"partitions: 3, format: json, max_in_flight: 4, producers: 3}}",
                     args.events,
                 )
             )

@@ -51,6 +51,13 @@ class KafkaConfig(SinkBase):
         2**20, ge=1024, le=64 * 2**20, description="largest record batch per partition"
     )
     max_in_flight: int = Field(4, ge=1, le=64, description="engine batches outstanding at once")
+    producers: int = Field(
+        3,
+        ge=1,
+        le=16,
+        description="producer connections; partition p always goes through producer p mod n "
+        "(aiokafka keeps one request in flight per connection)",
+    )
     delivery_timeout: Duration = Field(
         30.0, gt=0, description="a batch is acknowledged within this or counts as failed"
     )
@@ -150,7 +157,8 @@ class KafkaSink(Sink):
         self.cfg = config
         self.max_in_flight = config.max_in_flight
         self.bootstrap = config.bootstrap
-        self.producer: Any = None
+        self.producer: Any = None  # the first of `producers`, for metadata
+        self.producers: list[Any] = []
         self._partitions: dict[str, int] = {}
         self._headers: dict[str, list[tuple[str, bytes]]] = {}
         self.created_topics: list[str] = []
@@ -185,11 +193,15 @@ class KafkaSink(Sink):
             raise NotConnectedError(f"sink {self.name}: no bootstrap address")
         if self.producer is not None:
             return
-        producer = AIOKafkaProducer(**self._producer_kwargs())
+        started: list[Any] = []
         try:
-            await producer.start()
+            for _ in range(self.cfg.producers):
+                producer = AIOKafkaProducer(**self._producer_kwargs())
+                started.append(producer)
+                await producer.start()
         except KafkaError as e:
-            await producer.stop()
+            for producer in started:
+                await producer.stop()
             if self.cfg.idempotence:
                 raise RuntimeError(
                     f"sink {self.name}: the broker refused the idempotent producer ({e!r}); "
@@ -197,7 +209,8 @@ class KafkaSink(Sink):
                     "set idempotence: false (acks: all stays on)"
                 ) from e
             raise NotConnectedError(f"sink {self.name}: {e!r}") from e
-        self.producer = producer
+        self.producers = started
+        self.producer = started[0]
 
     def local_service(self) -> str | None:
         return "kafka" if self.cfg.provider == "local" else None
@@ -339,7 +352,8 @@ class KafkaSink(Sink):
                         f"batch_bytes={self.cfg.batch_bytes}"
                     )
                 builder.close()
-                fut = await self.producer.send_batch(builder, topic, partition=p)
+                producer = self.producers[p % len(self.producers)]
+                fut = await producer.send_batch(builder, topic, partition=p)
                 sends.append((idx[start : start + taken], fut))
                 start += taken
         return sends
@@ -416,13 +430,14 @@ class KafkaSink(Sink):
         await self._wait_turn(ticket)
         sends = []
         for p, positions, buf, count in built:
-            fut = await self.producer.send_batch(self._prebuilt(buf, count), topic, partition=p)
+            producer = self.producers[p % len(self.producers)]
+            fut = await producer.send_batch(self._prebuilt(buf, count), topic, partition=p)
             sends.append((positions, fut))
         return sends
 
     async def close(self) -> None:
-        producer, self.producer = self.producer, None
-        if producer is not None:
+        producers, self.producers, self.producer = self.producers, [], None
+        for producer in producers:
             await producer.stop()
 
     async def healthcheck(self) -> bool:
