@@ -113,7 +113,56 @@ async def kinesis_harness(tmp: Path, fmt: str, moto: Moto, **_: Any) -> Harness:
     return Harness(sink, read)
 
 
-HARNESSES = {"file": file_harness, "kafka": kafka_harness, "aws_kinesis": kinesis_harness}
+async def s3_harness(tmp: Path, fmt: str, moto: Moto, **_: Any) -> Harness:
+    bucket = f"conformance-{fmt}-{next(_names)}"
+    cfg = registered_sinks()["aws_s3"].Config.model_validate(
+        {
+            "type": "aws_s3",
+            "endpoint_url": moto.endpoint,
+            "format": fmt,
+            "bucket": bucket,
+            "prefix": "raw/",
+        }
+    )
+    sink = registered_sinks()["aws_s3"]("s3", cfg, SinkContext("conf", 1))
+    sink.use_local(moto.endpoint)
+    await sink.provision([STREAM])
+
+    async def read(_: int) -> list[tuple[int, int]]:
+        import aiobotocore.session
+        import fastavro
+
+        out = []
+        async with aiobotocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=moto.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        ) as c:
+            listing = await c.list_objects_v2(Bucket=bucket, Prefix="raw/retail/pos_transaction/")
+            # keys carry the first seq zero-padded: key order is write order
+            for obj in sorted(listing.get("Contents", []), key=lambda o: o["Key"].split("/")[-1]):
+                body = await (await c.get_object(Bucket=bucket, Key=obj["Key"]))["Body"].read()
+                if fmt == "json":
+                    seqs = [_seq_of(x, fmt) for x in body.splitlines()]
+                else:
+                    seqs = [
+                        int(r["transaction_id"]) - 1_000_000_001
+                        for r in fastavro.reader(io.BytesIO(body))
+                    ]
+                out += [(_key_of_seq(s), s) for s in seqs]
+        return out
+
+    return Harness(sink, read)
+
+
+HARNESSES = {
+    "file": file_harness,
+    "kafka": kafka_harness,
+    "aws_kinesis": kinesis_harness,
+    "aws_s3": s3_harness,
+}
 N = 3000
 _pack = RetailPack(RetailParams(stores=7, skus=100, customers=100), SeedTree(2))
 BLOCK = _pack.stream("pos_transaction").generate(N, 0, 1_767_225_600_000_000, 1_767_229_200_000_000)
@@ -133,7 +182,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     services: dict[str, Any] = {}
     if kind == "kafka":
         services["tansu"] = request.getfixturevalue("tansu")
-    if kind == "aws_kinesis":
+    if kind in ("aws_kinesis", "aws_s3"):
         services["moto"] = request.getfixturevalue("moto")
     h = await HARNESSES[kind](tmp_path, fmt, **services)
     yield h, fmt
