@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--endpoint", help="Kinesis endpoint URL (default: the local stand-in)")
     t.add_argument("--from-beginning", action="store_true", help="not just new events")
 
+    sub.add_parser(
+        "reap",
+        help="delete topics/streams/buckets whose ttl has passed (recorded in the state dir, "
+        "$DATAFACTORY_STATE_DIR or ./.datafactory)",
+    )
+
     s = sub.add_parser("sample", help="print a few events of one stream")
     s.add_argument("stream", help="PACK.STREAM, e.g. retail.pos_transaction")
     s.add_argument("-n", type=int, default=5, help="how many events (default 5)")
@@ -63,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "packs": _packs,
         "sample": _sample,
         "tail": _tail,
+        "reap": _reap,
     }
     return int(handler[args.command](args))
 
@@ -152,6 +159,18 @@ async def _progress(engine: Any) -> None:
         ]
         sys.stderr.write(f"\r[{time.monotonic() - start:6.0f}s] " + " | ".join(parts) + "\033[K")
         sys.stderr.flush()
+
+
+def _reap(args: argparse.Namespace) -> int:
+    from datafactory.lifecycle.registry import ResourceRegistry, reap
+
+    registry = ResourceRegistry()
+    deleted = asyncio.run(reap(registry))
+    for d in deleted:
+        print(f"deleted {d}")
+    left = registry.entries()
+    print(f"{len(deleted)} deleted, {len(left)} still recorded in {registry.path}")
+    return 0
 
 
 def _tail(args: argparse.Namespace) -> int:

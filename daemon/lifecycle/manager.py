@@ -13,14 +13,15 @@ in use are written to ``.datafactory/local.json`` while the run lasts.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
+import time
 from pathlib import Path
 
 import orjson
 import structlog
 
 from datafactory.lifecycle.local import Moto, StandIn, Tansu
+from datafactory.lifecycle.registry import ResourceRegistry, reap, state_dir
 from datafactory.sinks.base import Sink
 
 log = structlog.get_logger("datafactory.lifecycle")
@@ -29,7 +30,7 @@ PREFERRED_PORTS = {"kafka": 19092, "aws": 14566}
 
 
 def endpoints_file() -> Path:
-    return Path(os.environ.get("DATAFACTORY_STATE_DIR", ".datafactory")) / "local.json"
+    return state_dir() / "local.json"
 
 
 def read_local_endpoints() -> dict[str, str]:
@@ -64,6 +65,7 @@ class Lifecycle:
         self.streams = streams  # sink name -> event types it receives
         self.stand_ins: dict[str, StandIn] = {}
         self.endpoints: dict[str, str] = {}
+        self.registry = ResourceRegistry()
 
     async def start(self) -> None:
         try:
@@ -84,18 +86,55 @@ class Lifecycle:
                 with contextlib.suppress(OSError):
                     endpoints_file().parent.mkdir(parents=True, exist_ok=True)
                     endpoints_file().write_bytes(orjson.dumps(self.endpoints))
+            if any(getattr(s.config, "ttl", None) for s in self.sinks.values()) or (
+                self.registry.entries()
+            ):
+                try:
+                    await reap(self.registry)  # what earlier (crashed) runs left past its TTL
+                except Exception as e:
+                    log.warning("reap_failed", error=repr(e))
             for name, sink in self.sinks.items():
                 await sink.provision(self.streams.get(name, []))
+                self._record(sink)
         except BaseException:
             await self.stop()
             raise
 
+    def _record(self, sink: Sink) -> None:
+        ttl = getattr(sink.config, "ttl", None)
+        if not ttl or not sink.created or sink.local_service() is not None:
+            return  # (a local stand-in takes what it holds with it when it stops)
+        cfg = sink.reconnect_config()
+        address = str(cfg.get("bootstrap") or cfg.get("endpoint_url") or "")
+        now = time.time()
+        self.registry.add(
+            [
+                {
+                    "type": sink.config.type,
+                    "name": n,
+                    "address": address,
+                    "config": cfg,
+                    "run": sink.ctx.run_name,
+                    "created": now,
+                    "expires": now + ttl,
+                }
+                for n in sink.created
+            ]
+        )
+
     async def stop(self) -> None:
         for name, sink in self.sinks.items():
+            created = list(sink.created)
             try:
                 await sink.teardown()
             except Exception as e:  # teardown must not hide the run's outcome
                 log.error("teardown_failed", sink=name, error=repr(e))
+                continue
+            gone = [n for n in created if n not in sink.created]
+            if gone and getattr(sink.config, "ttl", None):
+                cfg = sink.reconnect_config()
+                address = str(cfg.get("bootstrap") or cfg.get("endpoint_url") or "")
+                self.registry.remove(sink.config.type, address, gone)
         for stand_in in self.stand_ins.values():
             await stand_in.astop()
         self.stand_ins.clear()

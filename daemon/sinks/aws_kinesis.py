@@ -26,14 +26,14 @@ from datafactory.config import SinkBase
 from datafactory.encoders.base import EncodedBatch, PartialDeliveryError
 from datafactory.engine.clock import WallClock
 from datafactory.engine.rate import ConstantProfile, TokenBucket
-from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
+from datafactory.sinks.base import NotConnectedError, ProvisionedConfig, Sink, SinkContext
 
 MAX_RECORDS = 500
 MAX_CALL_BYTES = 5 * 2**20
 MAX_RECORD_BYTES = 2**20
 
 
-class KinesisConfig(SinkBase):
+class KinesisConfig(ProvisionedConfig):
     type: Literal["aws_kinesis"] = "aws_kinesis"
     provider: Literal["external", "local"] = Field(
         "external", description="local: start a moto server for the run"
@@ -53,7 +53,6 @@ class KinesisConfig(SinkBase):
     rejects_path: str = Field(
         "./data/rejects", description="folder of the side output for records that cannot fit"
     )
-    ephemeral: bool = Field(False, description="delete the streams we created at the end")
 
 
 def _shard_of(hash_keys: np.ndarray[Any, Any], starts: list[int]) -> np.ndarray[Any, Any]:
@@ -73,7 +72,6 @@ class KinesisSink(Sink):
         self.local = False
         self._client: Any = None
         self._client_cm: Any = None
-        self.created: list[str] = []
         self.rejected = 0
         self._shards: dict[str, list[tuple[int, str]]] = {}  # stream -> (start hash, shard id)
         self._buckets: dict[tuple[str, str], tuple[TokenBucket, TokenBucket]] = {}
@@ -108,10 +106,12 @@ class KinesisSink(Sink):
 
     async def provision(self, streams: list[str]) -> None:
         client = await self._ensure_client()
-        existing = set((await client.list_streams()).get("StreamNames", []))
         for s in streams:
             name = self.stream_for(s)
-            if name not in existing:
+            # ask for the stream by name: ListStreams pages (10 names a page on moto)
+            try:
+                await client.describe_stream_summary(StreamName=name)
+            except client.exceptions.ResourceNotFoundException:
                 await client.create_stream(StreamName=name, ShardCount=self.cfg.shards)
                 self.created.append(name)
             await client.get_waiter("stream_exists").wait(
@@ -122,14 +122,17 @@ class KinesisSink(Sink):
                     StreamName=name, Tags={"datafactory-run": self.ctx.run_name}
                 )
 
-    async def teardown(self) -> None:
-        if self.cfg.ephemeral and self.created:
-            client = await self._ensure_client()
-            for name in self.created:
-                with contextlib.suppress(Exception):
-                    await client.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
-            self.created = []
+    async def delete_resources(self, names: list[str]) -> None:
+        client = await self._ensure_client()
+        for name in names:
+            with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+                await client.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+
+    async def release(self) -> None:
         await self.close()
+
+    def reconnect_config(self) -> dict[str, Any]:
+        return {**self.cfg.model_dump(), "provider": "external", "endpoint_url": self.endpoint_url}
 
     async def _shard_map(self, name: str) -> list[tuple[int, str]]:
         m = self._shards.get(name)

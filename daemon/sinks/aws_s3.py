@@ -23,10 +23,10 @@ from pydantic import Field
 from datafactory.config import SinkBase
 from datafactory.encoders.base import EncodedBatch
 from datafactory.sinks import ocf
-from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
+from datafactory.sinks.base import NotConnectedError, ProvisionedConfig, Sink, SinkContext
 
 
-class S3Config(SinkBase):
+class S3Config(ProvisionedConfig):
     type: Literal["aws_s3"] = "aws_s3"
     provider: Literal["external", "local"] = Field(
         "external", description="local: start a moto server for the run"
@@ -40,7 +40,6 @@ class S3Config(SinkBase):
     )
     prefix: str = Field("", description="key prefix, e.g. raw/")
     max_in_flight: int = Field(4, ge=1, le=64, description="uploads outstanding at once")
-    ephemeral: bool = Field(False, description="empty and delete the bucket if we created it")
 
 
 class S3Sink(Sink):
@@ -53,7 +52,6 @@ class S3Sink(Sink):
         self.max_in_flight = config.max_in_flight
         self.endpoint_url = config.endpoint_url
         self.local = False
-        self.created_bucket = False
         self._client: Any = None
         self._client_cm: Any = None
 
@@ -88,24 +86,30 @@ class S3Sink(Sink):
             if self.cfg.region != "us-east-1":
                 kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.cfg.region}
             await client.create_bucket(**kwargs)
-            self.created_bucket = True
+            self.created.append(self.cfg.bucket)
             with contextlib.suppress(Exception):  # tags are nice to have, not required
                 await client.put_bucket_tagging(
                     Bucket=self.cfg.bucket,
                     Tagging={"TagSet": [{"Key": "datafactory-run", "Value": self.ctx.run_name}]},
                 )
 
-    async def teardown(self) -> None:
-        if self.cfg.ephemeral and self.created_bucket:
-            client = await self._ensure_client()
+    async def delete_resources(self, names: list[str]) -> None:
+        """Empty and delete these buckets."""
+        client = await self._ensure_client()
+        existing = {b["Name"] for b in (await client.list_buckets()).get("Buckets", [])}
+        for bucket in [n for n in names if n in existing]:
             paginator = client.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(Bucket=self.cfg.bucket):
+            async for page in paginator.paginate(Bucket=bucket):
                 keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
                 if keys:
-                    await client.delete_objects(Bucket=self.cfg.bucket, Delete={"Objects": keys})
-            await client.delete_bucket(Bucket=self.cfg.bucket)
-            self.created_bucket = False
+                    await client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+            await client.delete_bucket(Bucket=bucket)
+
+    async def release(self) -> None:
         await self.close()
+
+    def reconnect_config(self) -> dict[str, Any]:
+        return {**self.cfg.model_dump(), "provider": "external", "endpoint_url": self.endpoint_url}
 
     def key_for(self, batch: EncodedBatch) -> str:
         seqs = batch.seqs()

@@ -8,10 +8,26 @@ many ``write_batch`` calls the engine may have outstanding at once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from pydantic import Field
 
 from datafactory.config import SinkBase
 from datafactory.encoders.base import EncodedBatch
+from datafactory.units import Duration
+
+
+class ProvisionedConfig(SinkBase):
+    """Settings of sinks that create what they write to (topics, streams, buckets)."""
+
+    ephemeral: bool = Field(False, description="delete what the run created when it ends")
+    ttl: Duration | None = Field(
+        None,
+        gt=0,
+        description="what the run created expires this long after creation: `datafactory reap`"
+        " (and every later run's start) deletes it if it is still there, e.g. after a crash",
+        examples=["6h"],
+    )
 
 
 class NotConnectedError(ConnectionError):
@@ -38,6 +54,7 @@ class Sink(ABC):
         self.name = name
         self.config = config
         self.ctx = ctx
+        self.created: list[str] = []  # resources provision() created (topics, streams, buckets)
 
     @abstractmethod
     async def connect(self) -> None: ...
@@ -65,5 +82,19 @@ class Sink(ABC):
     async def provision(self, streams: list[str]) -> None:  # noqa: B027 - optional hook
         """Create what the run writes to (topics, streams, buckets), tagged with the run."""
 
-    async def teardown(self) -> None:  # noqa: B027 - optional hook
+    async def delete_resources(self, names: list[str]) -> None:  # noqa: B027 - optional hook
+        """Delete these resources (topics, streams, buckets) of this sink's service."""
+
+    async def release(self) -> None:  # noqa: B027 - optional hook
+        """Drop clients opened for provisioning or teardown."""
+
+    def reconnect_config(self) -> dict[str, Any]:
+        """This sink's config with the address it really used (for a later reaper)."""
+        return self.config.model_dump()
+
+    async def teardown(self) -> None:
         """Remove what ``provision`` created, if the sink is marked ephemeral."""
+        if getattr(self.config, "ephemeral", False) and self.created:
+            await self.delete_resources(self.created)
+            self.created = []
+        await self.release()

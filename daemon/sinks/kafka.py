@@ -24,11 +24,11 @@ from datafactory.encoders import fast
 from datafactory.encoders.base import EncodedBatch, PartialDeliveryError
 from datafactory.encoders.varint import zigzag_varint
 from datafactory.engine.identity import splitmix64
-from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
+from datafactory.sinks.base import NotConnectedError, ProvisionedConfig, Sink, SinkContext
 from datafactory.units import ByteSize, Duration
 
 
-class KafkaConfig(SinkBase):
+class KafkaConfig(ProvisionedConfig):
     type: Literal["kafka"] = "kafka"
     provider: Literal["external", "local"] = Field(
         "external", description="local: start a Tansu broker for the run"
@@ -67,7 +67,6 @@ class KafkaConfig(SinkBase):
         description="build record batches in the compiled path (off: aiokafka's builder); "
         "never with idempotence",
     )
-    ephemeral: bool = Field(False, description="delete the topics we created when the run ends")
 
 
 # Kafka record batch v2 header (as aiokafka's DefaultRecordBase.HEADER_STRUCT)
@@ -161,7 +160,6 @@ class KafkaSink(Sink):
         self.producers: list[Any] = []
         self._partitions: dict[str, int] = {}
         self._headers: dict[str, list[tuple[str, bytes]]] = {}
-        self.created_topics: list[str] = []
         self.fast = config.fast_batches and not config.idempotence and fast.NATIVE is not None
         self._prebuilt: Any = None
         self._tickets = 0
@@ -240,25 +238,27 @@ class KafkaSink(Sink):
                             )
                         ]
                     )
-                    self.created_topics.append(topic)
+                    self.created.append(topic)
                 except TopicAlreadyExistsError:
                     pass
         finally:
             await admin.close()
 
-    async def teardown(self) -> None:
-        """Delete the topics this sink created, if the sink is ephemeral."""
-        if not (self.cfg.ephemeral and self.created_topics):
-            return
+    async def delete_resources(self, names: list[str]) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
-            await admin.delete_topics(self.created_topics)
-            self.created_topics = []
+            existing = set(await admin.list_topics())
+            gone = [n for n in names if n in existing]
+            if gone:
+                await admin.delete_topics(gone)
         finally:
             await admin.close()
+
+    def reconnect_config(self) -> dict[str, Any]:
+        return {**self.cfg.model_dump(), "provider": "external", "bootstrap": self.bootstrap}
 
     async def _partition_count(self, topic: str) -> int:
         n = self._partitions.get(topic)
