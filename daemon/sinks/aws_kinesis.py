@@ -26,20 +26,16 @@ from datafactory.config import SinkBase
 from datafactory.encoders.base import EncodedBatch, PartialDeliveryError
 from datafactory.engine.clock import WallClock
 from datafactory.engine.rate import ConstantProfile, TokenBucket
-from datafactory.sinks.base import NotConnectedError, ProvisionedConfig, Sink, SinkContext
+from datafactory.sinks.aws import AwsConfig, AwsSink
+from datafactory.sinks.base import NotConnectedError, SinkContext
 
 MAX_RECORDS = 500
 MAX_CALL_BYTES = 5 * 2**20
 MAX_RECORD_BYTES = 2**20
 
 
-class KinesisConfig(ProvisionedConfig):
+class KinesisConfig(AwsConfig):
     type: Literal["aws_kinesis"] = "aws_kinesis"
-    provider: Literal["external", "local"] = Field(
-        "external", description="local: start a moto server for the run"
-    )
-    endpoint_url: str | None = Field(None, description="custom endpoint (LocalStack, moto...)")
-    region: str = Field("us-east-1", description="AWS region")
     stream: str = Field(
         "{pack}-{stream}",
         min_length=1,
@@ -59,8 +55,9 @@ def _shard_of(hash_keys: np.ndarray[Any, Any], starts: list[int]) -> np.ndarray[
     return np.searchsorted(np.array(starts, dtype=object), hash_keys, side="right") - 1
 
 
-class KinesisSink(Sink):
+class KinesisSink(AwsSink):
     Config: ClassVar[type[SinkBase]] = KinesisConfig
+    service = "kinesis"
     message_oriented: ClassVar[bool] = True
 
     def __init__(self, name: str, config: SinkBase, ctx: SinkContext) -> None:
@@ -68,10 +65,6 @@ class KinesisSink(Sink):
         assert isinstance(config, KinesisConfig)
         self.cfg = config
         self.max_in_flight = config.max_in_flight
-        self.endpoint_url = config.endpoint_url
-        self.local = False
-        self._client: Any = None
-        self._client_cm: Any = None
         self.rejected = 0
         self._shards: dict[str, list[tuple[int, str]]] = {}  # stream -> (start hash, shard id)
         self._buckets: dict[tuple[str, str], tuple[TokenBucket, TokenBucket]] = {}
@@ -79,30 +72,6 @@ class KinesisSink(Sink):
     def stream_for(self, stream: str) -> str:
         pack, _, name = stream.partition(".")
         return self.cfg.stream.format(pack=pack, stream=name, run=self.ctx.run_name)
-
-    def local_service(self) -> str | None:
-        return "aws" if self.cfg.provider == "local" else None
-
-    def use_local(self, address: str) -> None:
-        self.endpoint_url = address
-        self.local = True
-
-    async def _ensure_client(self) -> Any:
-        if self._client is None:
-            import aiobotocore.session
-
-            kwargs: dict[str, Any] = {"region_name": self.cfg.region}
-            if self.endpoint_url:
-                kwargs["endpoint_url"] = self.endpoint_url
-            if self.local:
-                kwargs.update(aws_access_key_id="x", aws_secret_access_key="x")
-            session = aiobotocore.session.get_session()
-            self._client_cm = session.create_client("kinesis", **kwargs)
-            self._client = await self._client_cm.__aenter__()
-        return self._client
-
-    async def connect(self) -> None:
-        await self._ensure_client()
 
     async def provision(self, streams: list[str]) -> None:
         client = await self._ensure_client()
@@ -127,12 +96,6 @@ class KinesisSink(Sink):
         for name in names:
             with contextlib.suppress(client.exceptions.ResourceNotFoundException):
                 await client.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
-
-    async def release(self) -> None:
-        await self.close()
-
-    def reconnect_config(self) -> dict[str, Any]:
-        return {**self.cfg.model_dump(), "provider": "external", "endpoint_url": self.endpoint_url}
 
     async def _shard_map(self, name: str) -> list[tuple[int, str]]:
         m = self._shards.get(name)
@@ -243,11 +206,3 @@ class KinesisSink(Sink):
                 if "ErrorCode" in entry:
                     failed[i] = True
                     errors.add(entry["ErrorCode"])
-
-    async def close(self) -> None:
-        cm, self._client_cm, self._client = self._client_cm, None, None
-        if cm is not None:
-            await cm.__aexit__(None, None, None)
-
-    async def healthcheck(self) -> bool:
-        return self._client is not None

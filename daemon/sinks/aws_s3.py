@@ -23,16 +23,12 @@ from pydantic import Field
 from datafactory.config import SinkBase
 from datafactory.encoders.base import EncodedBatch
 from datafactory.sinks import ocf
-from datafactory.sinks.base import NotConnectedError, ProvisionedConfig, Sink, SinkContext
+from datafactory.sinks.aws import AwsConfig, AwsSink
+from datafactory.sinks.base import NotConnectedError, SinkContext
 
 
-class S3Config(ProvisionedConfig):
+class S3Config(AwsConfig):
     type: Literal["aws_s3"] = "aws_s3"
-    provider: Literal["external", "local"] = Field(
-        "external", description="local: start a moto server for the run"
-    )
-    endpoint_url: str | None = Field(None, description="custom endpoint (MinIO, moto...)")
-    region: str = Field("us-east-1", description="AWS region")
     bucket: str = Field(
         pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
         description="bucket name",
@@ -42,41 +38,15 @@ class S3Config(ProvisionedConfig):
     max_in_flight: int = Field(4, ge=1, le=64, description="uploads outstanding at once")
 
 
-class S3Sink(Sink):
+class S3Sink(AwsSink):
     Config: ClassVar[type[SinkBase]] = S3Config
+    service = "s3"
 
     def __init__(self, name: str, config: SinkBase, ctx: SinkContext) -> None:
         super().__init__(name, config, ctx)
         assert isinstance(config, S3Config)
         self.cfg = config
         self.max_in_flight = config.max_in_flight
-        self.endpoint_url = config.endpoint_url
-        self.local = False
-        self._client: Any = None
-        self._client_cm: Any = None
-
-    def local_service(self) -> str | None:
-        return "aws" if self.cfg.provider == "local" else None
-
-    def use_local(self, address: str) -> None:
-        self.endpoint_url = address
-        self.local = True
-
-    async def _ensure_client(self) -> Any:
-        if self._client is None:
-            import aiobotocore.session
-
-            kwargs: dict[str, Any] = {"region_name": self.cfg.region}
-            if self.endpoint_url:
-                kwargs["endpoint_url"] = self.endpoint_url
-            if self.local:
-                kwargs.update(aws_access_key_id="x", aws_secret_access_key="x")
-            self._client_cm = aiobotocore.session.get_session().create_client("s3", **kwargs)
-            self._client = await self._client_cm.__aenter__()
-        return self._client
-
-    async def connect(self) -> None:
-        await self._ensure_client()
 
     async def provision(self, streams: list[str]) -> None:
         client = await self._ensure_client()
@@ -104,12 +74,6 @@ class S3Sink(Sink):
                 if keys:
                     await client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
             await client.delete_bucket(Bucket=bucket)
-
-    async def release(self) -> None:
-        await self.close()
-
-    def reconnect_config(self) -> dict[str, Any]:
-        return {**self.cfg.model_dump(), "provider": "external", "endpoint_url": self.endpoint_url}
 
     def key_for(self, batch: EncodedBatch) -> str:
         seqs = batch.seqs()
@@ -139,11 +103,3 @@ class S3Sink(Sink):
         await self._client.put_object(
             Bucket=self.cfg.bucket, Key=self.key_for(batch), Body=bytes(body), ContentType=ctype
         )
-
-    async def close(self) -> None:
-        cm, self._client_cm, self._client = self._client_cm, None, None
-        if cm is not None:
-            await cm.__aexit__(None, None, None)
-
-    async def healthcheck(self) -> bool:
-        return self._client is not None
