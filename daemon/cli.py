@@ -136,6 +136,12 @@ async def _serve_run(cfg: Config, progress: bool) -> int:
     ticker = asyncio.create_task(_progress(engine)) if progress else None
     try:
         summary = await engine.run()
+    except Exception as e:  # a failed start or a broken sink: say what, no traceback
+        import structlog
+
+        structlog.get_logger("datafactory").error("run_failed", error=str(e))
+        print(f"datafactory: run failed: {e}", file=sys.stderr)
+        return 1
     finally:
         if ticker:
             ticker.cancel()

@@ -1,4 +1,9 @@
-"""structlog set up once: JSON lines through orjson (or a console renderer), cached loggers."""
+"""structlog set up once: JSON lines through orjson (or a console renderer), cached loggers.
+
+Libraries that log through the standard library (aiokafka, aiobotocore, aiohttp) are routed
+through the same renderer, so stderr carries one format only. They log at WARNING and above
+unless the configured level is ``debug``.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,56 @@ import sys
 import orjson
 import structlog
 
+_HANDLER_NAME = "datafactory"
+
+
+def _shared() -> list[structlog.typing.Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def _orjson_text(obj: object, **_: object) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     lvl = getattr(logging, level.upper())
     processors: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *_shared(),
         structlog.processors.format_exc_info,
     ]
+    renderer: structlog.typing.Processor
     if fmt == "json":
-        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
         factory: structlog.typing.WrappedLogger = structlog.BytesLoggerFactory(sys.stderr.buffer)
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         factory = structlog.PrintLoggerFactory(sys.stderr)
     structlog.configure(
-        processors=processors,
+        processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    # the standard library's loggers, rendered the same way (text, since the handler writes str)
+    text_renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer(serializer=_orjson_text) if fmt == "json" else renderer
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*_shared(), structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                text_renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
+    root.setLevel(logging.DEBUG if lvl <= logging.DEBUG else max(lvl, logging.WARNING))

@@ -59,6 +59,10 @@ def _address(stand_in: StandIn) -> str:
     return stand_in.endpoint
 
 
+class ProvisionError(RuntimeError):
+    """A sink could not create (or reach) its topics, streams or buckets."""
+
+
 class Lifecycle:
     def __init__(self, sinks: dict[str, Sink], streams: dict[str, list[str]]) -> None:
         self.sinks = sinks
@@ -94,7 +98,13 @@ class Lifecycle:
                 except Exception as e:
                     log.warning("reap_failed", error=repr(e))
             for name, sink in self.sinks.items():
-                await sink.provision(self.streams.get(name, []))
+                try:
+                    await sink.provision(self.streams.get(name, []))
+                except Exception as e:
+                    raise ProvisionError(
+                        f"sink {name!r} ({sink.config.type}): could not "
+                        f"create what the run writes to: {e}"
+                    ) from e
                 self._record(sink)
         except BaseException:
             await self.stop()

@@ -219,3 +219,20 @@ log: {{level: warning}}
     else:
         recs = list(fastavro.reader(io.BytesIO(r.stdout)))
     assert [x["transaction_id"] for x in recs] == [1_000_000_001 + i for i in range(700)]
+
+
+def test_unreachable_broker_fails_with_a_clear_message(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("""
+run: {name: bad, seed: 1}
+packs: {retail: {streams: {pos_transaction: {max_events: 5}}}}
+sinks: {k: {type: kafka, bootstrap: "127.0.0.1:1"}}
+telemetry: {enabled: false}
+""")
+    r = cli("run", str(cfg))
+    err = r.stderr.decode()
+    assert r.returncode == 1
+    assert "datafactory: run failed: sink 'k' (kafka)" in err and "127.0.0.1" in err
+    assert "Traceback" not in err
+    for line in err.splitlines()[:-1]:  # every log line is JSON, libraries' included
+        orjson.loads(line)
