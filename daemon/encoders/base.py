@@ -32,7 +32,8 @@ class EncodedBatch:
     def __len__(self) -> int:
         return len(self.offsets) - 1 if self.rows is None else len(self.rows)
 
-    def _index(self) -> npt.NDArray[np.intp]:
+    def indices(self) -> npt.NDArray[np.intp]:
+        """Row numbers of this batch's records in its block (all, or the subset's)."""
         return np.arange(len(self.offsets) - 1) if self.rows is None else self.rows
 
     @property
@@ -54,18 +55,18 @@ class EncodedBatch:
     def records(self) -> list[memoryview]:
         off = self.offsets.tolist()
         p = self.payload
-        return [p[off[i] : off[i + 1]] for i in self._index().tolist()]
+        return [p[off[i] : off[i + 1]] for i in self.indices().tolist()]
 
     def sizes(self) -> npt.NDArray[np.int64]:
-        idx = self._index()
+        idx = self.indices()
         out: npt.NDArray[np.int64] = self.offsets[idx + 1] - self.offsets[idx]
         return out
 
     def seqs(self) -> npt.NDArray[np.int64]:
-        return self.block.seq[self._index()]
+        return self.block.seq[self.indices()]
 
     def keys(self) -> npt.NDArray[np.int64]:
-        return self.block.key[self._index()]
+        return self.block.key[self.indices()]
 
     def subset(self, keep: npt.NDArray[np.bool_]) -> EncodedBatch:
         """The records where ``keep`` (aligned with this batch's records) is true."""
@@ -76,7 +77,7 @@ class EncodedBatch:
             self.payload,
             self.offsets,
             self.block,
-            self._index()[keep],
+            self.indices()[keep],
         )
 
 

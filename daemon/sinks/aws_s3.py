@@ -77,7 +77,7 @@ class S3Sink(AwsSink):
 
     def key_for(self, batch: EncodedBatch) -> str:
         seqs = batch.seqs()
-        first_us = int(batch.block.event_time[batch._index()[0]])
+        first_us = int(batch.block.event_time[batch.indices()[0]])
         when = dt.datetime.fromtimestamp(first_us / 1_000_000, dt.UTC)
         pack, _, stream = batch.stream.partition(".")
         ext = "jsonl" if batch.format == "json" else "avro"

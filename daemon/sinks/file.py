@@ -96,7 +96,7 @@ class FileSink(Sink):
 
     def _write(self, batch: EncodedBatch) -> None:
         f = self._open.get(batch.stream)
-        first_t = int(batch.block.event_time[batch._index()[0]]) if len(batch) else None
+        first_t = int(batch.block.event_time[batch.indices()[0]]) if len(batch) else None
         if f is not None and (
             f.size >= self.cfg.max_bytes
             or (

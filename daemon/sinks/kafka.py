@@ -324,7 +324,7 @@ class KafkaSink(Sink):
         # fallback: aiokafka's own batch builder, record by record
         sends: list[tuple[np.ndarray[Any, Any], Any]] = []
         seqs = batch.seqs().tolist()
-        times = (batch.block.event_time[batch._index()] // 1000).tolist()
+        times = (batch.block.event_time[batch.indices()] // 1000).tolist()
         key_list = keys.tolist()
         values = batch.records()
         await self._wait_turn(ticket)
@@ -385,7 +385,7 @@ class KafkaSink(Sink):
         """(partition, positions, record batch, count) for every batch to send; runs in a
         worker thread (the C parts release the GIL)."""
         headers = _encode_headers(base)
-        rows_all = batch._index().astype(np.int64)
+        rows_all = batch.indices().astype(np.int64)
         keys = np.ascontiguousarray(batch.block.key, dtype=np.int64)
         ts = np.ascontiguousarray(batch.block.event_time // 1000, dtype=np.int64)
         seqs = np.ascontiguousarray(batch.block.seq, dtype=np.int64)
