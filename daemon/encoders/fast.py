@@ -71,6 +71,11 @@ def _pool(
         return offsets, data
 
 
+def json_pool(pool: tuple[str, ...]) -> tuple[npt.NDArray[np.int64], bytes]:
+    """A pool as JSON strings, back to back (offsets, data); shared with the Arrow fallback."""
+    return _pool(pool, "json", None)
+
+
 def _render_pool(
     pool: tuple[str, ...], fmt: Fmt, symbols: tuple[str, ...] | None
 ) -> tuple[npt.NDArray[np.int64], bytes]:

@@ -36,19 +36,14 @@ Piece: TypeAlias = "pa.Array | str"
 # a renderer turns one column (+ optional null mask) into pieces for every row
 Renderer: TypeAlias = Callable[[Any, "npt.NDArray[np.bool_] | None"], list[Piece]]
 
-_TUPLE_POOLS: dict[int, tuple[tuple[str, ...], pa.Array]] = {}
-
 
 def _json_pool(pool: tuple[str, ...]) -> pa.Array:
-    """The pool rendered as JSON strings (quoted, escaped), cached per pool object."""
-    hit = _TUPLE_POOLS.get(id(pool))
-    if hit is not None and hit[0] is pool:
-        return hit[1]
-    rendered = pa.array([orjson.dumps(s).decode() for s in pool], type=pa.string())
-    if len(_TUPLE_POOLS) > 256:
-        _TUPLE_POOLS.clear()
-    _TUPLE_POOLS[id(pool)] = (pool, rendered)
-    return rendered
+    """The pool rendered as JSON strings (quoted, escaped): the compiled path's rendering and
+    cache (pure Python, there with or without the extension), viewed as an Arrow array."""
+    offsets, data = fast.json_pool(pool)
+    return pa.Array.from_buffers(
+        pa.string(), len(pool), [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+    )
 
 
 def _as_str(values: npt.NDArray[Any]) -> pa.Array:
