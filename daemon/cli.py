@@ -227,7 +227,7 @@ def _packs(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from datafactory.encoders.avro import build_encoder
+    from datafactory.encoders import build_encoder
     from datafactory.engine.seeding import SeedTree
     from datafactory.pack import registered_packs
     from datafactory.sinks import ocf

@@ -105,16 +105,3 @@ class AvroEncoder:
             offsets=offsets,
             block=block,
         )
-
-
-def build_encoder(
-    fmt: str, schema: EventSchema, run_seed: int, *, single_object: bool = False
-) -> Any:
-    """The encoder for a sink's format; message sinks ask for Avro single-object framing."""
-    if fmt == "json":
-        from datafactory.encoders.json import JsonEncoder
-
-        return JsonEncoder(schema, run_seed)
-    if fmt == "avro":
-        return AvroEncoder(schema, run_seed, single_object=single_object)
-    raise ValueError(f"unknown format {fmt!r}; formats: json, avro")

@@ -24,7 +24,7 @@ import numpy as np
 import structlog
 
 from datafactory.config import Config, StreamPlan
-from datafactory.encoders.avro import build_encoder
+from datafactory.encoders import build_encoder
 from datafactory.encoders.base import EncodedBatch, Encoder, PartialDeliveryError
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import pytest
 
-from datafactory.encoders.avro import build_encoder
+from datafactory.encoders import build_encoder
 from datafactory.encoders.base import EncodedBatch
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.local import Moto, Tansu
