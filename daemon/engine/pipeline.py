@@ -266,6 +266,11 @@ class Engine:
         )
         return summary
 
+    async def _backoff(self, delay: float) -> float:
+        """Wait about ``delay`` (jittered: timing only, never data); the next, doubled, capped."""
+        await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        return min(delay * 2, self.retry_backoff_max)
+
     async def _connect(self, k: SinkRuntime) -> None:
         delay = self.retry_backoff
         for attempt in range(1, self.max_attempts + 1):
@@ -278,8 +283,7 @@ class Engine:
                 log.warning("sink_connect_failed", sink=k.name, attempt=attempt, error=repr(e))
                 if attempt == self.max_attempts:
                     raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_backoff_max)
+                delay = await self._backoff(delay)
 
     async def _generate(self, s: StreamRuntime) -> None:
         size = self.config.model.engine.block_size
@@ -469,9 +473,7 @@ class Engine:
             if attempt == self.max_attempts:
                 break
             retried += len(current)
-            # capped exponential backoff with full jitter (timing only, never data)
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, self.retry_backoff_max)
+            delay = await self._backoff(delay)
             if isinstance(error, NotConnectedError):
                 with contextlib.suppress(Exception):
                     await k.sink.connect()

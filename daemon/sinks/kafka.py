@@ -160,6 +160,7 @@ class KafkaSink(Sink):
         self.producers: list[Any] = []
         self._partitions: dict[str, int] = {}
         self._headers: dict[str, list[tuple[str, bytes]]] = {}
+        self._wire_headers: dict[str, bytes] = {}
         self.fast = config.fast_batches and not config.idempotence and fast.NATIVE is not None
         self._prebuilt: Any = None
         self._tickets = 0
@@ -270,6 +271,7 @@ class KafkaSink(Sink):
         return n
 
     def _base_headers(self, batch: EncodedBatch) -> list[tuple[str, bytes]]:
+        """The headers every record of this stream carries (all but ``seq``), built once."""
         h = self._headers.get(batch.stream)
         if h is None:
             h = self._headers[batch.stream] = [
@@ -384,7 +386,9 @@ class KafkaSink(Sink):
     ) -> list[tuple[int, np.ndarray[Any, Any], bytearray, int]]:
         """(partition, positions, record batch, count) for every batch to send; runs in a
         worker thread (the C parts release the GIL)."""
-        headers = _encode_headers(base)
+        headers = self._wire_headers.get(batch.stream)
+        if headers is None:  # the base headers in wire form, once per stream
+            headers = self._wire_headers[batch.stream] = _encode_headers(base)
         rows_all = batch.indices().astype(np.int64)
         keys = np.ascontiguousarray(batch.block.key, dtype=np.int64)
         ts = np.ascontiguousarray(batch.block.event_time // 1000, dtype=np.int64)
