@@ -53,6 +53,45 @@ def _parser() -> argparse.ArgumentParser:
         "$DATAFACTORY_STATE_DIR or ./.datafactory)",
     )
 
+    f = sub.add_parser(
+        "verify",
+        help="read back a run's output (and a platform's DLQ / accepted output) and account "
+        "for every event against the chaos manifest; exit 1 when a threshold is missed",
+    )
+    f.add_argument("config", help="the scenario YAML the run used")
+    f.add_argument("--manifest", help="manifest source URI (default: the config's manifest)")
+    f.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="SINK=URI",
+        help="read this sink's output from URI (path, file://, kafka://host:port/topic, "
+        "s3://bucket/prefix?endpoint=..., kinesis://stream?endpoint=...)",
+    )
+    f.add_argument("--sink", action="append", help="check only these sinks (default: all)")
+    f.add_argument("--dlq", metavar="URI", help="the platform's dead-letter queue")
+    f.add_argument("--accepted", metavar="URI", help="what the platform accepted")
+    f.add_argument(
+        "--quiet",
+        type=float,
+        default=3.0,
+        help="a topic/stream is read to its end "
+        "once nothing arrived for this many seconds (default 3)",
+    )
+    f.add_argument("--json", action="store_true", help="print the report as JSON")
+    f.add_argument("--max-missing", type=int, default=0, help="missing events allowed (0)")
+    f.add_argument("--max-duplicated", type=int, default=0, help="unintended duplicates allowed")
+    f.add_argument("--max-unidentified", type=int, default=0, help="unnamed messages allowed")
+    f.add_argument(
+        "--min-recall",
+        action="append",
+        default=[],
+        metavar="[FAULT=]R",
+        help="DLQ recall at least R, overall or for one fault (e.g. schema_drift=0.99)",
+    )
+    f.add_argument("--min-precision", type=float, help="DLQ precision at least this")
+    f.add_argument("--max-false-positives", type=int, help="clean events in the DLQ allowed")
+
     s = sub.add_parser("sample", help="print a few events of one stream")
     s.add_argument("stream", help="PACK.STREAM, e.g. retail.pos_transaction")
     s.add_argument("-n", type=int, default=5, help="how many events (default 5)")
@@ -70,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "sample": _sample,
         "tail": _tail,
         "reap": _reap,
+        "verify": _verify,
     }
     return int(handler[args.command](args))
 
@@ -165,6 +205,47 @@ async def _progress(engine: Any) -> None:
         ]
         sys.stderr.write(f"\r[{time.monotonic() - start:6.0f}s] " + " | ".join(parts) + "\033[K")
         sys.stderr.flush()
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from datafactory.verify import Thresholds, VerifyError, format_table, verify
+    from datafactory.verify.sources import SourceError
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    th = Thresholds(args.max_missing, args.max_duplicated, args.max_unidentified)
+    try:
+        for item in args.min_recall:
+            kind, _, value = item.rpartition("=")
+            th.min_recall[kind] = float(value)
+        overrides = dict(item.split("=", 1) for item in args.source)
+    except ValueError:
+        print("datafactory: --min-recall takes [FAULT=]R, --source SINK=URI", file=sys.stderr)
+        return EXIT_CONFIG
+    th.min_precision = args.min_precision
+    th.max_false_positives = args.max_false_positives
+    try:
+        report = asyncio.run(
+            verify(
+                cfg,
+                manifest=args.manifest,
+                source_overrides=overrides,
+                only_sinks=args.sink,
+                dlq=args.dlq,
+                accepted=args.accepted,
+                quiet=args.quiet,
+                thresholds=th,
+            )
+        )
+    except (VerifyError, SourceError, OSError) as e:
+        print(f"datafactory: verify: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(format_table(report))
+    return 1 if report["failures"] else 0
 
 
 def _reap(args: argparse.Namespace) -> int:

@@ -104,11 +104,29 @@ class SinkBase(BaseModel):
     format: Literal["json", "avro"] = Field("json", description="record encoding")
 
 
+class ManifestSection(BaseModel):
+    model_config = _STRICT
+    sink: dict[str, Any] = Field(
+        description="where the ground truth goes: any sink's settings (file, kafka, aws_s3...)",
+        examples=[{"type": "file", "path": "./data/manifest"}],
+    )
+    format: Literal["jsonl", "parquet"] = Field(
+        "jsonl", description="jsonl (any sink) or parquet (file and aws_s3 sinks)"
+    )
+    flush: Duration = Field(1.0, gt=0, le=3600, description="write what was injected this often")
+
+
 class ConfigModel(BaseModel):
     model_config = _STRICT
     run: RunSection = Field(default_factory=RunSection)
     packs: dict[str, PackSection] = Field(min_length=1, description="packs to run, by name")
     sinks: dict[str, dict[str, Any]] = Field(min_length=1, description="sinks, by name")
+    chaos: list[dict[str, Any]] = Field(
+        default_factory=list, description="chaos steps, applied in this order"
+    )
+    manifest: ManifestSection | None = Field(
+        None, description="the ground-truth manifest of injected faults"
+    )
     engine: EngineSection = Field(default_factory=EngineSection)
     telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
     log: LogSection = Field(default_factory=LogSection)
@@ -136,6 +154,8 @@ class Config:
     sinks: dict[str, SinkBase]
     streams: tuple[StreamPlan, ...]
     source: str
+    chaos: tuple[Any, ...] = ()  # validated chaos.StepConfig, in order
+    manifest_sink: SinkBase | None = None
 
     @property
     def run(self) -> RunSection:
@@ -378,9 +398,78 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
                 "or max_events on every stream",
             )
         )
+    chaos, manifest_sink = _chaos_problems(model, sinks, streams, problems)
     if problems:
         raise ConfigError(source, problems, lines)
-    return Config(model, params, sinks, tuple(streams), source)
+    return Config(model, params, sinks, tuple(streams), source, tuple(chaos), manifest_sink)
+
+
+def _chaos_problems(
+    model: ConfigModel, sinks: dict[str, SinkBase], streams: list[StreamPlan], problems: list[Any]
+) -> tuple[list[Any], SinkBase | None]:
+    """The chaos steps and the manifest sink, validated against the streams and sinks."""
+    from datafactory.chaos import applies, parse_steps, step_class
+    from datafactory.pack import registered_packs, registered_sinks
+
+    indexed, found = parse_steps(model.chaos)
+    problems += found
+    steps = [c for _, c in indexed]
+    names = {p.event_type for p in streams} | {p.stream for p in streams}
+    sink_types = registered_sinks()
+    packs = registered_packs()
+    for i, cfg in indexed:
+        loc: tuple[str | int, ...] = ("chaos", i)
+        for j, name in enumerate(cfg.streams or []):
+            if name not in names:
+                problems.append(((*loc, "streams", j), f"no enabled stream {name!r}"))
+        cls = step_class(cfg.step)
+        for plan in streams:
+            if not applies(cfg, plan.event_type):
+                continue
+            schema = packs[plan.pack].schema_for(plan.stream)
+            try:
+                cls(cfg, plan.event_type, schema, 0)
+            except ValueError as e:
+                problems.append((loc, f"{plan.event_type}: {e}"))
+            if not cls.byte_level:
+                continue
+            for t in plan.sinks:
+                sink = sinks.get(t)
+                if sink is None or sink.format != "avro":
+                    continue
+                if not sink_types[sink.type].message_oriented:
+                    problems.append(
+                        (
+                            loc,
+                            f"{cfg.step} rewrites single records, but sink {t!r} writes Avro "
+                            "container files (one schema per file): use format json there, "
+                            "a message sink, or limit the step's streams",
+                        )
+                    )
+    manifest_sink: SinkBase | None = None
+    if model.manifest is not None:
+        raw = model.manifest.sink
+        kind = raw.get("type")
+        loc = ("manifest", "sink")
+        if kind not in sink_types:
+            problems.append(
+                (
+                    (*loc, "type"),
+                    f"unknown sink type {kind!r}; known: {', '.join(sorted(sink_types))}",
+                )
+            )
+        else:
+            try:
+                manifest_sink = sink_types[kind].Config.model_validate({"format": "json", **raw})
+            except ValidationError as e:
+                problems += _pyd_problems(e, loc)
+            if model.manifest.format == "parquet" and kind not in ("file", "aws_s3"):
+                problems.append(
+                    (("manifest", "format"), f"parquet needs a file or aws_s3 sink, not {kind}")
+                )
+            if manifest_sink is not None and manifest_sink.format != "json":
+                problems.append(((*loc, "format"), "the manifest is written as JSON"))
+    return steps, manifest_sink
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:

@@ -18,6 +18,7 @@ Null masks live beside the columns (``True`` means null) and only for nullable f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -90,6 +91,92 @@ def _take(col: Column, idx: npt.NDArray[np.intp] | slice) -> Column:
     return col[idx]
 
 
+class Patch:
+    """Rewrites the encoded bytes of some rows (a byte-level fault), once per sink format.
+
+    ``rows`` index the block; ``params`` (one per row) say what to do to each; ``render``
+    maps (clean bytes, format, param, context) to the bytes that go out instead.
+    """
+
+    __slots__ = ("kind", "params", "rows", "step")
+
+    def __init__(self, rows: npt.NDArray[np.intp], params: list[Any], step: Any, kind: str):
+        self.rows = rows
+        self.params = params
+        self.step = step  # the chaos step that renders it
+        self.kind = kind
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def remap(self, idx: npt.NDArray[np.intp] | slice, n_old: int) -> Patch:
+        """This patch's rows in ``block.take(idx)`` (a row taken twice is patched twice)."""
+        where = np.full(n_old, -1, dtype=np.intp)
+        where[self.rows] = np.arange(len(self.rows))
+        picked = where[idx]
+        new_rows = np.flatnonzero(picked >= 0)
+        params = [self.params[i] for i in picked[new_rows].tolist()]
+        return Patch(new_rows, params, self.step, self.kind)
+
+
+def concat(blocks: list[RecordBlock]) -> RecordBlock:
+    """One block of the rows of ``blocks`` in order (same stream, same columns)."""
+    blocks = [b for b in blocks if len(b)] or blocks[:1]
+    if len(blocks) == 1:
+        return blocks[0]
+    first = blocks[0]
+    patches: list[Patch] = []
+    base = 0
+    for b in blocks:
+        patches += [Patch(p.rows + base, p.params, p.step, p.kind) for p in b.patches]
+        base += len(b)
+    nulls = {}
+    for k in {k for b in blocks for k in b.nulls}:
+        nulls[k] = np.concatenate(
+            [b.nulls.get(k, np.zeros(len(b), dtype=np.bool_)) for b in blocks]
+        )
+    return RecordBlock(
+        stream=first.stream,
+        seq=np.concatenate([b.seq for b in blocks]),
+        event_time=np.concatenate([b.event_time for b in blocks]),
+        key=np.concatenate([b.key for b in blocks]),
+        columns={k: _concat_col([b.columns[k] for b in blocks]) for k in first.columns},
+        nulls=nulls,
+        patches=tuple(patches),
+    )
+
+
+def _concat_col(cols: list[Column]) -> Column:
+    head = cols[0]
+    if isinstance(head, DictColumn):
+        pools = {id(c.pool) for c in cols if isinstance(c, DictColumn)}
+        if len(pools) == 1:
+            codes = np.concatenate([c.codes for c in cols if isinstance(c, DictColumn)])
+            return DictColumn(codes, head.pool)
+        merged: dict[str, int] = {}
+        parts = []
+        for c in cols:
+            assert isinstance(c, DictColumn)
+            remap = np.array([merged.setdefault(v, len(merged)) for v in c.pool], dtype=np.int32)
+            parts.append(remap[c.codes])
+        return DictColumn(np.concatenate(parts), tuple(merged))
+    if isinstance(head, ListColumn):
+        lists = [c for c in cols if isinstance(c, ListColumn)]
+        offsets = [np.zeros(1, dtype=np.int32)]
+        base = 0
+        for c in lists:
+            offsets.append((c.offsets[1:] - c.offsets[0] + base).astype(np.int32))
+            base += int(c.offsets[-1] - c.offsets[0])
+        children = {
+            k: _concat_col(
+                [_take(c.children[k], slice(int(c.offsets[0]), int(c.offsets[-1]))) for c in lists]
+            )
+            for k in head.children
+        }
+        return ListColumn(np.concatenate(offsets), children)
+    return np.concatenate(cols)  # type: ignore[arg-type]
+
+
 def column_to_list(col: Column) -> list[Any]:
     """Python values of a column (reference path for tests, samples and slow encoders)."""
     if isinstance(col, DictColumn):
@@ -121,12 +208,14 @@ class RecordBlock:
     key: I64
     columns: dict[str, Column]
     nulls: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    # byte-level chaos: rows whose encoded bytes a patch rewrites (see datafactory.chaos)
+    patches: tuple[Patch, ...] = ()
 
     def __len__(self) -> int:
         return len(self.seq)
 
     def take(self, idx: npt.NDArray[np.intp] | slice) -> RecordBlock:
-        """Rows by slice or index array (slices are views, no copy)."""
+        """Rows by slice or index array (slices are views, no copy); patches follow rows."""
         return RecordBlock(
             stream=self.stream,
             seq=self.seq[idx],
@@ -134,7 +223,11 @@ class RecordBlock:
             key=self.key[idx],
             columns={k: _take(c, idx) for k, c in self.columns.items()},
             nulls={k: m[idx] for k, m in self.nulls.items()},
+            patches=tuple(q for p in self.patches if len(q := p.remap(idx, len(self)))),
         )
+
+    def with_patch(self, patch: Patch) -> RecordBlock:
+        return dataclasses.replace(self, patches=(*self.patches, patch))
 
     def slices(self, size: int) -> Iterator[RecordBlock]:
         for start in range(0, len(self), size):

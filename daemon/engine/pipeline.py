@@ -23,10 +23,15 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import structlog
 
+from datafactory.chaos import Chain, StepConfig, applies, build_chain
+from datafactory.chaos.base import FaultLog, RenderContext
+from datafactory.chaos.chain import render_patches
+from datafactory.chaos.manifest import STREAM as MANIFEST_STREAM
+from datafactory.chaos.manifest import Manifest
 from datafactory.config import Config, StreamPlan
 from datafactory.encoders import build_encoder
 from datafactory.encoders.base import EncodedBatch, Encoder, PartialDeliveryError
-from datafactory.engine.blocks import RecordBlock
+from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
 from datafactory.engine.rate import TokenBucket
 from datafactory.engine.seeding import SeedTree
@@ -38,8 +43,6 @@ from datafactory.telemetry.metrics import Metrics
 log = structlog.get_logger("datafactory.engine")
 
 T = TypeVar("T")
-# The chaos chain slot: a function from block to block, composed once per stream.
-ChaosChain = Callable[[RecordBlock], RecordBlock]
 # simulated clock: the most event time one slice may span (batch_max bounds it too)
 SIMULATED_SLICE = 60.0
 # encoded batches waiting for a sink, per sink
@@ -77,7 +80,7 @@ class StreamRuntime:
     bucket: TokenBucket
     queue: BoundedQueue[RecordBlock | None]
     sinks: list[SinkRuntime]
-    chaos: ChaosChain | None = None
+    chaos: Chain | None = None
     end_time: float | None = None
     generated: int = 0
     released: int = 0
@@ -96,6 +99,7 @@ class SinkRuntime:
     sink: Sink
     queue: BoundedQueue[tuple[StreamRuntime, RecordBlock] | None]
     encoders: dict[str, Encoder] = field(default_factory=dict)
+    render: dict[str, RenderContext] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
     retried: dict[str, int] = field(default_factory=dict)
@@ -124,6 +128,8 @@ class Engine:
         self.max_attempts = eng_cfg.max_attempts if max_attempts is None else max_attempts
         self._stop = asyncio.Event()
         self._started_at: float | None = None
+        # events a removed chain still held, sent with the stream's next slice
+        self._late: list[tuple[StreamRuntime, RecordBlock]] = []
         eng = config.model.engine
         ctx = SinkContext(config.run.name, config.run.seed)
         sink_types = registered_sinks()
@@ -150,18 +156,75 @@ class Engine:
             targets = [self.sinks[s] for s in plan.sinks]
             rt = StreamRuntime(plan, pack, pack.stream(plan.stream), clock, bucket, q2, targets)
             for s in targets:
+                fmt = s.sink.config.format
                 s.encoders[rt.name] = build_encoder(
-                    s.sink.config.format,
+                    fmt, rt.gen.schema, config.run.seed, single_object=s.sink.message_oriented
+                )
+                s.render[rt.name] = RenderContext(
+                    fmt,
                     rt.gen.schema,
-                    config.run.seed,
-                    single_object=s.sink.message_oriented,
+                    fmt == "avro" and s.sink.message_oriented,
+                    s.sink.max_record_bytes,
                 )
                 s.sent[rt.name] = 0
                 s.failed[rt.name] = 0
                 s.retried[rt.name] = 0
             self.streams.append(rt)
 
+        # chaos: one chain per stream; faults go to the metrics and the manifest
+        self.chaos_counts: dict[tuple[str, str, str], int] = {}
+        self.manifest: Manifest | None = None
+        if config.manifest_sink is not None:
+            msink = sink_types[config.manifest_sink.type]("manifest", config.manifest_sink, ctx)
+            mcfg = config.model.manifest
+            assert mcfg is not None
+            self.manifest = Manifest(
+                msink,
+                mcfg.format,
+                mcfg.flush,
+                config.run.name,
+                config.run.seed,
+                lambda: {s.name: s.released for s in self.streams},
+            )
+        self.set_chaos(list(config.chaos))
+
     # -- control ---------------------------------------------------------------------------
+
+    def set_chaos(self, configs: list[StepConfig]) -> None:
+        """Apply chaos settings, live if the run is streaming: steps that keep their name and
+        kind change rate and schedule in place; any other change builds a new chain, which
+        takes over the events the old one held back."""
+        for s in self.streams:
+            old = s.chaos
+            if old is not None and [(x.name, x.cfg.step) for x in old.steps] == [
+                (c.name or c.step, c.step) for c in configs if applies(c, s.name)
+            ]:
+                mine = [c for c in configs if applies(c, s.name)]
+                for step, cfg in zip(old.steps, mine, strict=True):
+                    step.update(cfg)
+                continue
+            new = build_chain(configs, s.name, s.gen.schema, self.config.run.seed, self._faults)
+            if new is not None and old is not None:
+                new.adopt(old)
+                new.start(old.steps[0].t0_us if old.steps else 0)
+            elif new is not None and self._started_at is not None:
+                new.start(int(s.bucket.t0 * 1_000_000))
+            elif new is None and old is not None:
+                rest = old.flush()
+                if rest is not None:
+                    self._late.append((s, rest))
+            s.chaos = new
+        self.chaos_configs = list(configs)
+
+    def _faults(self, faults: FaultLog) -> None:
+        if not faults.items:
+            return
+        for f in faults.items:
+            key = (f.stream, f.name, f.kind)
+            self.chaos_counts[key] = self.chaos_counts.get(key, 0) + len(f.seq)
+            self.metrics.chaos_injected.labels(*key).inc(len(f.seq))
+        if self.manifest is not None:
+            self.manifest.add(faults.items)
 
     def stop(self) -> None:
         """Stop releasing events; what was released is written before ``run`` returns."""
@@ -192,16 +255,24 @@ class Engine:
                 }
                 for k in self.sinks.values()
             },
+            "chaos": {
+                f"{stream}/{name}/{kind}": n
+                for (stream, name, kind), n in sorted(self.chaos_counts.items())
+            },
         }
 
     # -- run -------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
         self._started_at = time.monotonic()
-        lifecycle = Lifecycle(
-            {k.name: k.sink for k in self.sinks.values()},
-            {k.name: [s.name for s in self.streams if k in s.sinks] for k in self.sinks.values()},
-        )
+        sinks = {k.name: k.sink for k in self.sinks.values()}
+        streams = {
+            k.name: [s.name for s in self.streams if k in s.sinks] for k in self.sinks.values()
+        }
+        if self.manifest is not None:
+            sinks["manifest"] = self.manifest.sink
+            streams["manifest"] = [MANIFEST_STREAM]
+        lifecycle = Lifecycle(sinks, streams)
         await lifecycle.start()
         try:
             return await self._run_provisioned()
@@ -212,9 +283,13 @@ class Engine:
         assert self._started_at is not None
         for k in self.sinks.values():
             await self._connect(k)
+        if self.manifest is not None:
+            await self.manifest.sink.connect()
         run = self.config.run
         for s in self.streams:
             s.bucket.restart(s.clock.now())  # the profile starts when the stream starts
+            if s.chaos is not None:
+                s.chaos.start(int(s.bucket.t0 * 1_000_000))
             if run.duration is not None:
                 s.end_time = s.bucket.t0 + run.duration
         log.info(
@@ -233,6 +308,11 @@ class Engine:
             asyncio.create_task(self._write(k), name=f"sink:{k.name}") for k in self.sinks.values()
         ]
         sampler = asyncio.create_task(self._sample(), name="sampler")
+        manifest_loop = (
+            asyncio.create_task(self.manifest.loop(), name="manifest")
+            if self.manifest is not None
+            else None
+        )
         streaming_since = time.monotonic()
         streaming_seconds = 0.0
         try:
@@ -242,9 +322,17 @@ class Engine:
             await asyncio.gather(*writers)
             streaming_seconds = time.monotonic() - streaming_since
         finally:
-            for t in [*generators, sampler, *pacers, *writers]:
+            extra = [manifest_loop] if manifest_loop is not None else []
+            for t in [*generators, sampler, *pacers, *writers, *extra]:
                 t.cancel()
-            await asyncio.gather(*generators, sampler, *pacers, *writers, return_exceptions=True)
+            await asyncio.gather(
+                *generators, sampler, *pacers, *writers, *extra, return_exceptions=True
+            )
+            if self.manifest is not None:
+                try:
+                    await self.manifest.flush(final=True)
+                finally:
+                    await self.manifest.sink.close()
             for k in self.sinks.values():
                 try:
                     await k.sink.close()
@@ -346,16 +434,32 @@ class Engine:
                     t_prev + (np.arange(1, n + 1, dtype=np.int64) * (now - t_prev)) // n
                 )
                 t_prev = now
-                if s.chaos is not None:
-                    piece = s.chaos(piece)
-                for k in s.sinks:
-                    await k.queue.put((s, piece))
                 s.released += n
                 released.inc(n)
+                if s.chaos is not None:
+                    piece = s.chaos(piece)
+                if self._late:
+                    piece = self._take_late(s, piece)
+                for k in s.sinks:
+                    await k.queue.put((s, piece))
                 if last:
                     break
+            # what chaos still holds back (delays) goes out now, late as it is
+            rest = s.chaos.flush() if s.chaos is not None else None
+            if self._late:
+                rest = self._take_late(s, rest)
+            if rest is not None and len(rest):
+                for k in s.sinks:
+                    await k.queue.put((s, rest))
         finally:
             s.done = True
+
+    def _take_late(self, s: StreamRuntime, piece: RecordBlock | None) -> RecordBlock | None:
+        mine = [b for t, b in self._late if t is s]
+        if not mine:
+            return piece
+        self._late = [(t, b) for t, b in self._late if t is not s]
+        return concat([piece, *mine] if piece is not None else mine)
 
     async def _write(self, k: SinkRuntime) -> None:
         m = self.metrics
@@ -397,6 +501,10 @@ class Engine:
                 batch = await asyncio.to_thread(enc.encode, block)
             else:
                 batch = enc.encode(block)
+            if block.patches:  # byte-level chaos, rendered for this sink's format
+                batch, rendered = render_patches(batch, k.render[s.name], k.name)
+                if self.manifest is not None:
+                    self.manifest.add(rendered)
             await out.put((s, batch))
 
     async def _write_encoded(

@@ -60,6 +60,8 @@ class KinesisSink(AwsSink):
     service = "kinesis"
     message_oriented: ClassVar[bool] = True
 
+    max_record_bytes = MAX_RECORD_BYTES
+
     def __init__(self, name: str, config: SinkBase, ctx: SinkContext) -> None:
         super().__init__(name, config, ctx)
         assert isinstance(config, KinesisConfig)

@@ -103,3 +103,10 @@ class S3Sink(AwsSink):
         await self._client.put_object(
             Bucket=self.cfg.bucket, Key=self.key_for(batch), Body=bytes(body), ContentType=ctype
         )
+
+    async def put_object(self, key: str, body: bytes, content_type: str | None = None) -> None:
+        """One object as is (the chaos manifest's Parquet parts)."""
+        if self._client is None:
+            raise NotConnectedError(f"sink {self.name}: not connected")
+        extra = {"ContentType": content_type} if content_type else {}
+        await self._client.put_object(Bucket=self.cfg.bucket, Key=key, Body=body, **extra)

@@ -47,6 +47,8 @@ class SinkContext:
 class Sink(ABC):
     Config: ClassVar[type[SinkBase]]
     max_in_flight: int = 1
+    # the largest record the target accepts (None: no limit); chaos `oversize` goes beyond it
+    max_record_bytes: int | None = None
     # message sinks (one record per message) frame Avro as single-object encoding
     message_oriented: ClassVar[bool] = False
 

@@ -17,7 +17,7 @@ import struct
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from datafactory.config import SinkBase
 from datafactory.encoders import fast
@@ -62,11 +62,22 @@ class KafkaConfig(ProvisionedConfig):
         30.0, gt=0, description="a batch is acknowledged within this or counts as failed"
     )
     idempotence: bool = Field(False, description="idempotent producer (not supported by Tansu)")
+    max_record_bytes: ByteSize = Field(
+        1_000_000,
+        ge=1024,
+        description="the broker's message.max.bytes: bigger records fail for good, unsent",
+    )
     fast_batches: bool = Field(
         True,
         description="build record batches in the compiled path (off: aiokafka's builder); "
         "never with idempotence",
     )
+
+    @model_validator(mode="after")
+    def _fits(self) -> KafkaConfig:
+        if self.max_record_bytes > self.batch_bytes - 1024:
+            raise ValueError("max_record_bytes must be at least 1 KiB below batch_bytes")
+        return self
 
 
 # Kafka record batch v2 header (as aiokafka's DefaultRecordBase.HEADER_STRUCT)
@@ -300,9 +311,23 @@ class KafkaSink(Sink):
                 self._turn += 1
             self._turns.notify_all()
 
+    @property
+    def max_record_bytes(self) -> int:
+        return int(self.cfg.max_record_bytes)
+
     async def write_batch(self, batch: EncodedBatch) -> None:
         if self.producer is None:
             raise NotConnectedError(f"sink {self.name}: not connected")
+        big = batch.sizes() > self.cfg.max_record_bytes
+        if big.any():  # the broker would refuse them: send the rest, fail these for good
+            rest = batch.subset(~big)
+            if len(rest):
+                await self.write_batch(rest)
+            raise PartialDeliveryError(
+                big,
+                f"{int(big.sum())} records over max_record_bytes={self.cfg.max_record_bytes}",
+                permanent=big,
+            )
         ticket, self._tickets = self._tickets, self._tickets + 1
         try:
             sends = await self._submit(batch, ticket)

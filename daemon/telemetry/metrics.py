@@ -46,6 +46,12 @@ class Metrics:
             ["stream", "sink"],
             registry=r,
         )
+        self.chaos_injected = Counter(
+            "datafactory_chaos_injected",
+            "Faults chaos injected on purpose (each is in the manifest)",
+            ["stream", "step", "kind"],
+            registry=r,
+        )
         self.sink_errors = Counter(
             "datafactory_sink_errors", "Failed write or connect attempts", ["sink"], registry=r
         )

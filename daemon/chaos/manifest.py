@@ -1,0 +1,181 @@
+"""The ground-truth manifest: every injected fault written down, through a real sink.
+
+Entries are JSON lines (or Parquet files, one per flush, on file and S3 sinks); their shape
+is documented in ``schemas/chaos/manifest.avsc``. Besides faults, the manifest records how
+many events each stream released (``type: run``), at every flush and finally at the end, so
+``verify`` knows what was generated even without the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import structlog
+
+from datafactory.chaos.base import Fault
+from datafactory.encoders.base import EncodedBatch
+from datafactory.engine.blocks import RecordBlock
+from datafactory.engine.identity import event_ids
+from datafactory.schema import load_schema
+from datafactory.sinks.base import Sink
+
+log = structlog.get_logger("datafactory.chaos")
+STREAM = "chaos.manifest"
+COLUMNS = [
+    "type", "run", "stream", "seq", "event_id", "event_time", "step", "name", "kind",
+    "detail", "sink", "digest", "seed", "released", "final",
+]  # fmt: skip
+
+
+def fault_rows(f: Fault, run: str, run_seed: int) -> list[dict[str, Any]]:
+    ids = [b.decode() for b in event_ids(run_seed, f.stream, f.seq).tolist()]
+    seqs, times = f.seq.tolist(), f.event_time.tolist()
+    details = f.details or [None] * len(seqs)
+    digests = f.digests or [None] * len(seqs)
+    kind = "fault" if f.sink is None else "rendered"
+    return [
+        {
+            "type": kind,
+            "run": run,
+            "stream": f.stream,
+            "seq": seqs[i],
+            "event_id": ids[i],
+            "event_time": times[i],
+            "step": f.step,
+            "name": f.name,
+            "kind": f.kind,
+            "detail": details[i],
+            **({"sink": f.sink, "digest": digests[i]} if f.sink is not None else {}),
+        }
+        for i in range(len(seqs))
+    ]
+
+
+class Manifest:
+    """Collects faults from the chains and the sinks' render passes; writes them in order."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        fmt: str,
+        flush_interval: float,
+        run: str,
+        run_seed: int,
+        released: Callable[[], dict[str, int]],
+    ) -> None:
+        self.sink = sink
+        self.format = fmt
+        self.flush_interval = flush_interval
+        self.run = run
+        self.run_seed = run_seed
+        self.released = released
+        self.pending: list[Fault] = []
+        self.written = 0
+        self.errors = 0
+        self._seq = 0
+        self._files = 0
+        self._lock = asyncio.Lock()
+        self.schema = load_schema(STREAM)
+
+    def add(self, faults: list[Fault]) -> None:
+        self.pending += faults
+
+    async def loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            await self.flush(final=False)
+
+    async def flush(self, final: bool) -> None:
+        async with self._lock:
+            faults, self.pending = self.pending, []
+            rows: list[dict[str, Any]] = []
+            for f in faults:
+                rows += fault_rows(f, self.run, self.run_seed)
+            now = int(time.time() * 1_000_000)
+            rows += [
+                {
+                    "type": "run",
+                    "run": self.run,
+                    "stream": stream,
+                    "seed": self.run_seed,
+                    "released": n,
+                    "final": final,
+                    "event_time": now,
+                }
+                for stream, n in sorted(self.released().items())
+            ]
+            for attempt in range(1, 6):
+                try:
+                    await self._write(rows)
+                    self.written += len(rows)
+                    return
+                except Exception as e:
+                    self.errors += 1
+                    log.warning("manifest_write_failed", attempt=attempt, error=repr(e))
+                    await asyncio.sleep(0.2 * attempt)
+            log.error("manifest_lost", entries=len(rows))
+            raise RuntimeError(f"the manifest could not be written ({len(rows)} entries lost)")
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        if self.format == "parquet":
+            await self._write_parquet(rows)
+            return
+        lines = [orjson.dumps(r) + b"\n" for r in rows]
+        sizes = np.fromiter((len(x) for x in lines), dtype=np.int64, count=len(lines))
+        offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        n = len(rows)
+        seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
+        times = np.array([r.get("event_time") or 0 for r in rows], dtype=np.int64)
+        keys = np.array([r.get("seq") or 0 for r in rows], dtype=np.int64)
+        block = RecordBlock(STREAM, seq, times, keys, {})
+        batch = EncodedBatch(
+            STREAM, self.schema, "json", memoryview(b"".join(lines)), offsets, block
+        )
+        await self.sink.write_batch(batch)
+        self._seq += n
+
+    async def _write_parquet(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table(
+            {
+                c: [
+                    orjson.dumps(r[c]).decode()
+                    if c == "detail" and r.get(c) is not None
+                    else r.get(c)
+                    for r in rows
+                ]
+                for c in COLUMNS
+            }
+        )
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        cfg: Any = self.sink.config
+        if cfg.type == "file":
+            folder = Path(cfg.path) / "chaos" / "manifest"
+
+            def put() -> None:
+                folder.mkdir(parents=True, exist_ok=True)
+                while True:  # never overwrite an earlier run's part
+                    try:
+                        path = folder / f"{self.run}-{self._files:06d}.parquet"
+                        with open(path, "xb") as fh:
+                            fh.write(buf.getvalue())
+                        return
+                    except FileExistsError:
+                        self._files += 1
+
+            await asyncio.to_thread(put)
+        else:
+            key = f"{cfg.prefix}chaos/manifest/{self.run}-{self._files:06d}.parquet"
+            await self.sink.put_object(key, buf.getvalue())  # type: ignore[attr-defined]
+        self._files += 1

@@ -1,0 +1,50 @@
+"""``duplicate``: an event is delivered more than once (same event_id, same bytes), right
+after the original or ``delay`` later (a redelivery after a producer retry)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from datafactory.chaos.base import FaultLog, Holding, Step, StepConfig
+from datafactory.engine.blocks import RecordBlock
+from datafactory.units import Duration
+
+
+class DuplicateConfig(StepConfig):
+    step: Literal["duplicate"] = "duplicate"
+    copies: int = Field(1, ge=1, le=100, description="extra copies of each hit event")
+    delay: Duration = Field(0.0, ge=0, description="0: right after the original; else this late")
+
+
+class Duplicate(Step):
+    Config = DuplicateConfig
+    rejectable = False
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.holding = Holding()
+
+    def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
+        rows = self.select(block)
+        if not len(rows):
+            return block
+        cfg = self.cfg
+        assert isinstance(cfg, DuplicateConfig)
+        log.add(self, "duplicate", block, rows, {"copies": cfg.copies, "delay_s": cfg.delay})
+        if cfg.delay <= 0:
+            reps = np.ones(len(block), dtype=np.intp)
+            reps[rows] += cfg.copies
+            return block.take(np.repeat(np.arange(len(block)), reps))
+        copies = np.repeat(rows, cfg.copies)
+        due = block.event_time[copies] + int(cfg.delay * 1_000_000)
+        self.holding.add(block.take(copies), due)
+        return block
+
+    def due(self, now_us: int | None) -> RecordBlock | None:
+        return self.holding.release(now_us)
+
+    def held(self) -> int:
+        return len(self.holding)

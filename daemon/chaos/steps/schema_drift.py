@@ -1,0 +1,100 @@
+"""``schema_drift``: the producer's schema changed under the consumers' feet.
+
+Per hit event one change: ``rename`` a field (``x`` -> ``x_v2``), ``remove`` it, ``add`` an
+unexpected field, ``retype`` it (number <-> string), or ``version``: the whole record written
+with a new schema version (a field added with a default). Avro records are written with the
+drifted schema and framed with *its* fingerprint, as an honest producer with a new schema
+would; JSON records simply change shape. ``rate: 1.0`` with a ``schedule`` switches the whole
+stream to the drifted shape mid-run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from datafactory.chaos import records
+from datafactory.chaos.base import FaultLog, RenderContext, Step, StepConfig, target_fields
+from datafactory.engine.blocks import RecordBlock
+
+Change = Literal["rename", "remove", "add", "retype", "version"]
+
+
+class SchemaDriftConfig(StepConfig):
+    step: Literal["schema_drift"] = "schema_drift"
+    changes: list[Change] = Field(
+        default_factory=lambda: ["rename", "remove", "add", "retype", "version"], min_length=1
+    )
+
+
+def _retyped(value: Any, kind: str) -> tuple[Any, Any]:
+    """(the value as another type, that type in Avro)."""
+    if kind in ("string", "enum"):
+        return len(value) if isinstance(value, str) else 0, "long"
+    if kind in ("bytes", "decimal") and isinstance(value, bytes):
+        return value.hex(), "string"
+    if isinstance(value, bool | int | float):
+        return str(value), "string"
+    return str(value), "string"
+
+
+class SchemaDrift(Step):
+    Config = SchemaDriftConfig
+    byte_level = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields = [f["name"] for f in target_fields(self.schema, self.cfg.fields)]
+        if not self.fields:
+            raise ValueError(f"no field of {self.stream} to drift among {self.cfg.fields}")
+
+    def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
+        rows = self.select(block)
+        if not len(rows):
+            return block
+        cfg = self.cfg
+        assert isinstance(cfg, SchemaDriftConfig)
+        seq = block.seq[rows]
+        changes = [cfg.changes[i] for i in self.choice(seq, len(cfg.changes)).tolist()]
+        fields = [self.fields[i] for i in self.choice(seq, len(self.fields), lane=3).tolist()]
+        params = list(zip(changes, fields, strict=True))
+        details = [
+            {"change": c, "field": None if c in ("add", "version") else f} for c, f in params
+        ]
+        for change in sorted(set(changes)):
+            sel = np.array([c == change for c in changes])
+            log.add(
+                self, change, block, rows[sel], [d for d, s in zip(details, sel, strict=False) if s]
+            )
+        return self.patch(block, rows, params, "schema_drift")
+
+    def rendered_kind(self, param: Any, ctx: RenderContext) -> str:
+        return str(param[0])
+
+    def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
+        change, name = param
+        _, rec = records.load(clean, ctx)
+        schema = records.raw_schema(ctx)
+        fields: list[dict[str, Any]] = schema["fields"]
+        pos = next(i for i, f in enumerate(fields) if f["name"] == name)
+        out: dict[str, Any] = {}
+        if change == "rename":
+            out = {(k + "_v2" if k == name else k): v for k, v in rec.items()}
+            fields[pos] = {**fields[pos], "name": name + "_v2"}
+        elif change == "remove":
+            out = {k: v for k, v in rec.items() if k != name}
+            del fields[pos]
+        elif change == "add":
+            out = {**rec, "unexpected_field": "drift"}
+            fields.append({"name": "unexpected_field", "type": "string"})
+        elif change == "retype":
+            kind = records.base_kind(records.field_type(ctx.schema.raw["fields"][pos])[0])
+            value, avro_type = _retyped(rec[name], kind)
+            out = {**rec, name: value}
+            fields[pos] = {"name": name, "type": avro_type}
+        else:  # version: v2 of the schema adds a field with a default
+            out = {**rec, "schema_version": 2}
+            fields.append({"name": "schema_version", "type": "int", "default": 2})
+        return records.dump(out, ctx, schema)
