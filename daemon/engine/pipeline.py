@@ -344,6 +344,15 @@ class Engine:
         summary["queues"] = {
             q.name: {"high_water": q.high_water, "capacity": q.maxsize} for q in queues
         }
+        # oversize faults a sink with a record limit refused: failed on purpose
+        summary["failed_intentionally"] = sum(
+            n
+            for (stream, _, kind), n in self.chaos_counts.items()
+            if kind == "oversize"
+            for k in self.sinks.values()
+            if k.sink.max_record_bytes is not None
+            and any(s.name == stream for s in self.streams if k in s.sinks)
+        )
         # from the first event to the last acknowledgement (no provisioning, no shutdown)
         summary["streaming_seconds"] = streaming_seconds
         log.info(

@@ -86,7 +86,7 @@ async def read_kafka(bootstrap: str, topic: str, quiet: float) -> list[Message]:
     try:
         parts = None
         for _ in range(20):
-            parts = await consumer.partitions_for_topic(topic)
+            parts = consumer.partitions_for_topic(topic)
             if parts:
                 break
             await consumer.topics()  # refreshes metadata

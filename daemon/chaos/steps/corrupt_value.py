@@ -98,8 +98,8 @@ class CorruptValue(Step):
             options = self.by_kind[kind]
             chosen = [options[p % len(options)] for p in picks[sel].tolist()]
             if kind == "out_of_range":
-                out, details = self._out_of_range(out, kr, chosen)
-                log.add(self, kind, block, kr, details)
+                out, changed, details = self._out_of_range(out, kr, chosen)
+                log.add(self, kind, block, changed, details)
                 continue
             log.add(self, kind, block, kr, [{"field": f} for f in chosen])
             out = out.with_patch(Patch(kr, [(kind, f) for f in chosen], self, kind))
@@ -107,10 +107,12 @@ class CorruptValue(Step):
 
     def _out_of_range(
         self, block: RecordBlock, rows: np.ndarray[Any, Any], chosen: list[Any]
-    ) -> tuple[RecordBlock, list[Any]]:
-        """Block-level: below ``min`` (or above ``max``) of the field's declared range."""
+    ) -> tuple[RecordBlock, np.ndarray[Any, Any], list[Any]]:
+        """Block-level: below ``min`` (or above ``max``) of the field's declared range.
+        Returns the rows really changed (an empty list has no item to break)."""
         cols = dict(block.columns)
         details: list[Any] = []
+        changed: list[int] = []
         for r, (name, child, f) in zip(rows.tolist(), chosen, strict=True):
             t, _ = records.field_type(f)
             scale = int(t.get("scale", 0)) if isinstance(t, dict) else 0
@@ -125,22 +127,23 @@ class CorruptValue(Step):
             if child is None:
                 col = cols[name] = np.array(col, copy=True)
                 col[r] = value
+                changed.append(r)
                 details.append({"field": name, "value": str(bad)})
                 continue
             assert isinstance(col, ListColumn)
             first = int(col.offsets[r])
             if first == int(col.offsets[r + 1]):  # an empty list: nothing to break
-                details.append({"field": f"{name}.{child}", "value": None})
                 continue
             kids = dict(col.children)
             kid = np.array(kids[child], copy=True)
             kid[first] = value
             kids[child] = kid
             cols[name] = col = ListColumn(col.offsets, kids)
+            changed.append(r)
             details.append({"field": f"{name}[0].{child}", "value": str(bad)})
         out = block.take(slice(None))
         out.columns = cols
-        return out, details
+        return out, np.array(changed, dtype=np.intp), details
 
     def rendered_kind(self, param: Any, ctx: RenderContext) -> str:
         return str(param[0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 from pydantic import Field
 
 from datafactory.chaos import records
@@ -29,14 +30,17 @@ class SchemaDriftConfig(StepConfig):
     )
 
 
-def _retyped(value: Any, kind: str) -> tuple[Any, Any]:
-    """(the value as another type, that type in Avro)."""
-    if kind in ("string", "enum"):
-        return len(value) if isinstance(value, str) else 0, "long"
-    if kind in ("bytes", "decimal") and isinstance(value, bytes):
+def _retyped(value: Any) -> tuple[Any, str]:
+    """(the value as another type, that type in Avro): text becomes a number, anything
+    else text, so the type always changes whatever the encoding made of the field."""
+    if isinstance(value, str):
+        return len(value), "long"
+    if isinstance(value, bytes):
         return value.hex(), "string"
-    if isinstance(value, bool | int | float):
-        return str(value), "string"
+    if value is None:
+        return 0, "long"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value, default=str).decode(), "string"
     return str(value), "string"
 
 
@@ -90,8 +94,7 @@ class SchemaDrift(Step):
             out = {**rec, "unexpected_field": "drift"}
             fields.append({"name": "unexpected_field", "type": "string"})
         elif change == "retype":
-            kind = records.base_kind(records.field_type(ctx.schema.raw["fields"][pos])[0])
-            value, avro_type = _retyped(rec[name], kind)
+            value, avro_type = _retyped(rec[name])
             out = {**rec, name: value}
             fields[pos] = {"name": name, "type": avro_type}
         else:  # version: v2 of the schema adds a field with a default
