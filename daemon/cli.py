@@ -154,10 +154,27 @@ def _run(args: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep a fallback
         runner = asyncio.run
-    return int(runner(_serve_run(cfg, progress)))
+    return int(runner(_serve_run(cfg, progress, args.config, overrides)))
 
 
-async def _serve_run(cfg: Config, progress: bool) -> int:
+def _reload(engine: Any, path: str, overrides: dict[str, Any]) -> None:
+    """SIGHUP: re-read the config file; apply chaos and rate changes live. A bad file is
+    rejected with every problem logged, and the run goes on as it was."""
+    import structlog
+
+    logger = structlog.get_logger("datafactory")
+    try:
+        new = load_config(path, overrides)
+    except ConfigError as e:
+        logger.error("reload_rejected", error=str(e))
+        return
+    result = engine.reload(new)
+    logger.info("reload_applied", **result)
+
+
+async def _serve_run(
+    cfg: Config, progress: bool, path: str | None = None, overrides: dict[str, Any] | None = None
+) -> int:
     from datafactory.engine.pipeline import Engine
     from datafactory.telemetry.server import TelemetryServer
 
@@ -165,6 +182,8 @@ async def _serve_run(cfg: Config, progress: bool) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.stop)
+    if path is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload, engine, path, overrides or {})
     server = None
     if cfg.model.telemetry.enabled:
         server = TelemetryServer(

@@ -216,6 +216,31 @@ class Engine:
             s.chaos = new
         self.chaos_configs = list(configs)
 
+    def reload(self, new: Config) -> dict[str, Any]:
+        """Apply what can change while running (chaos steps, stream rates); say what needs a
+        restart. ``new`` is already validated; the running config keeps running otherwise."""
+        applied: list[str] = []
+        restart: list[str] = []
+        old = self.config
+        if list(new.chaos) != list(self.chaos_configs):
+            self.set_chaos(list(new.chaos))
+            applied.append("chaos")
+        plans = {p.event_type: p for p in new.streams}
+        for s in self.streams:
+            plan = plans.get(s.name)
+            if plan is not None and plan.rate != s.plan.rate:
+                s.bucket.set_profile(plan.rate)
+                s.plan = plan
+                applied.append(f"rate:{s.name}")
+        if {p.event_type for p in new.streams} != {s.name for s in self.streams}:
+            restart.append("streams")
+        for section in ("sinks", "pack_params"):
+            if getattr(new, section) != getattr(old, section):
+                restart.append(section)
+        if new.model.manifest != old.model.manifest:
+            restart.append("manifest")
+        return {"applied": applied, "needs_restart": restart}
+
     def _faults(self, faults: FaultLog) -> None:
         if not faults.items:
             return

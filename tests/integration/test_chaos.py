@@ -168,3 +168,65 @@ def test_verify_cli_on_files_passes_then_catches_a_lost_line(tmp_path: Path, fmt
 
     assert event_id(5, "retail.pos_transaction", t["missing_sample"][0]) == gone
     assert "1 events missing" in report["failures"][0]
+
+
+LIVE = """
+run: {{name: live, seed: 3}}
+packs:
+  retail:
+    streams:
+      pos_transaction: {{rate: {{profile: constant, base: 2000}}}}
+sinks:
+  out: {{type: file, path: "{out}"}}
+manifest: {{sink: {{type: file, path: "{manifest}"}}, flush: 200ms}}
+telemetry: {{enabled: false}}
+chaos:
+  - {{step: drop, rate: {rate}}}
+"""
+
+
+def test_sighup_changes_chaos_live_and_a_bad_file_changes_nothing(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cfg = tmp_path / "live.yaml"
+    fill = {"out": tmp_path / "out", "manifest": tmp_path / "m"}
+    cfg.write_text(LIVE.format(rate=0.0, **fill))
+    log_path = tmp_path / "stderr.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "datafactory", "run", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+        try:
+            time.sleep(2.5)
+            cfg.write_text(LIVE.format(rate=7, **fill))  # invalid: rejected, run goes on
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+            cfg.write_text(LIVE.format(rate=0.25, **fill))
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(2.5)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    logs = [orjson.loads(x) for x in log_path.read_bytes().splitlines() if x.startswith(b"{")]
+    assert proc.returncode == 0, logs[-5:]
+    events = [x["event"] for x in logs]
+    rejected = next(x for x in logs if x["event"] == "reload_rejected")
+    assert "chaos.0.rate: Input should be less than or equal to 1" in rejected["error"]
+    applied = next(x for x in logs if x["event"] == "reload_applied")
+    assert applied["applied"] == ["chaos"] and events.index("reload_rejected") < events.index(
+        "reload_applied"
+    )
+    rows = [
+        orjson.loads(x)
+        for f in (tmp_path / "m").rglob("*.jsonl")
+        for x in f.read_bytes().splitlines()
+    ]
+    drops = sorted(r["seq"] for r in rows if r["type"] == "fault")
+    released = max(r["released"] for r in rows if r["type"] == "run")
+    # nothing dropped for the first ~3.5 s (7,000 events at 2,000/s), then about a quarter
+    assert drops and drops[0] > 5000
+    after = released - drops[0]
+    assert 0.18 * after < len(drops) < 0.32 * after
