@@ -128,6 +128,45 @@ def pack_case(fmt: str, fast_path: bool) -> Callable[[], int]:
     return run
 
 
+CHAIN5 = [
+    {"step": "drop", "rate": 0.01},
+    {"step": "duplicate", "rate": 0.01},
+    {"step": "timestamp_skew", "rate": 0.01},
+    {"step": "schema_drift", "rate": 0.01},
+    {"step": "corrupt_bytes", "rate": 0.01},
+]
+
+
+def chain_case(fmt: str) -> Callable[[], int]:
+    """generate -> 5-step chaos chain at 1% -> encode -> render byte faults (JSON or Avro)."""
+    from datafactory.chaos import build_chain, parse_steps
+    from datafactory.chaos.base import RenderContext
+    from datafactory.chaos.chain import render_patches
+
+    pack = RetailPack(RetailParams(), SeedTree(1))
+    gen = pack.stream("pos_transaction")
+    enc: Any = (
+        JsonEncoder(gen.schema, 1, fast_path=True)
+        if fmt == "json"
+        else AvroEncoder(gen.schema, 1, fast_path=True, single_object=True)
+    )
+    chain = build_chain(
+        [c for _, c in parse_steps(CHAIN5)[0]], gen.schema.event_type, gen.schema, 1, lambda f: None
+    )
+    assert chain is not None
+    ctx = RenderContext(fmt, gen.schema, fmt == "avro", None)
+    seq = [0]
+
+    def run() -> int:
+        block = gen.generate(BLOCK, seq[0], 1_767_225_600_000_000, 1_767_225_700_000_000)
+        seq[0] += BLOCK
+        out = chain(block)
+        render_patches(enc.encode(out), ctx, "bench")
+        return BLOCK
+
+    return run
+
+
 def generate_only() -> Callable[[], int]:
     gen = RetailPack(RetailParams(), SeedTree(1)).stream("pos_transaction")
 
@@ -138,7 +177,7 @@ def generate_only() -> Callable[[], int]:
     return run
 
 
-def engine_end_to_end(events: int) -> float:
+def engine_end_to_end(events: int, chaos: bool = False) -> float:
     from datafactory.config import parse_config
     from datafactory.engine.pipeline import Engine
 
@@ -153,6 +192,7 @@ sinks:
   files: {{type: file, path: {tmp}, format: json, max_bytes: 256MiB}}
 engine: {{block_size: {BLOCK}, batch_max: {BLOCK}}}
 telemetry: {{enabled: false}}
+chaos: {json.dumps(CHAIN5) if chaos else "[]"}
 """)
         t0 = time.perf_counter()
         asyncio.run(Engine(cfg).run())
@@ -179,7 +219,14 @@ def main() -> int:
             pack_case("avro", False), args.seconds
         ),
     }
+    plain_json = cases["generate+encode JSON, compiled path"]
+    plain_avro = cases["generate+encode Avro, compiled path"]
+    chain_json = best_rate(chain_case("json"), args.seconds)
+    chain_avro = best_rate(chain_case("avro"), args.seconds)
+    cases["... + 5-step chaos chain at 1%, JSON"] = chain_json
+    cases["... + 5-step chaos chain at 1%, Avro"] = chain_avro
     e2e = engine_end_to_end(2_000_000)
+    e2e_chaos = engine_end_to_end(2_000_000, chaos=True)
 
     print(
         f"baselines (same run): faker+json.dumps {faker:,.0f} ev/s; "
@@ -192,7 +239,22 @@ def main() -> int:
         f"{'engine end to end, JSON files (2 cores)':46s} {e2e:12,.0f} {e2e / faker:9.1f} "
         f"{e2e / prebuilt:18.2f}"
     )
+    print(
+        f"{'engine end to end + 5-step chaos at 1%':46s} {e2e_chaos:12,.0f} "
+        f"{e2e_chaos / faker:9.1f} {e2e_chaos / prebuilt:18.2f}"
+    )
+    print(
+        f"chaos chain cost (ratio with / without, target >= 0.8): generate+encode JSON "
+        f"{chain_json / plain_json:.2f}, Avro {chain_avro / plain_avro:.2f}; "
+        f"engine end to end {e2e_chaos / e2e:.2f}"
+    )
     out = {
+        "chaos_ratio": {
+            "json": chain_json / plain_json,
+            "avro": chain_avro / plain_avro,
+            "engine_end_to_end": e2e_chaos / e2e,
+        },
+        "engine_end_to_end_json_files_chaos": e2e_chaos,
         "baselines": {"faker_json": faker, "orjson_prebuilt": prebuilt},
         "cases": cases,
         "engine_end_to_end_json_files": e2e,

@@ -41,6 +41,13 @@ class Chain:
             s.t0_us = t0_us
 
     def __call__(self, block: RecordBlock) -> RecordBlock:
+        out, faults = self.apply(block)
+        self.report(faults)
+        return out
+
+    def apply(self, block: RecordBlock) -> tuple[RecordBlock, FaultLog]:
+        """The block through every step, and what was injected (not yet reported: this may
+        run in a worker thread; the caller reports on the event loop)."""
         if self._empty is None:
             self._empty = block.take(np.empty(0, dtype=np.intp))
         faults = FaultLog()
@@ -52,8 +59,7 @@ class Chain:
                 block = concat([block, released])
         if self.carry is not None:
             block, self.carry = concat([block, self.carry]), None
-        self.report(faults)
-        return block
+        return block, faults
 
     def flush(self) -> RecordBlock | None:
         """Everything still held back (the stream ended), through the steps after its own."""
@@ -146,7 +152,7 @@ def render_patches(
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     payload = memoryview(b"".join(parts))
-    out = EncodedBatch(
+    spliced = EncodedBatch(
         batch.stream, batch.schema, batch.format, payload, offsets, block, batch.rows
     )
-    return out, faults
+    return spliced, faults

@@ -37,8 +37,8 @@ COLUMNS = [
 def fault_rows(f: Fault, run: str, run_seed: int) -> list[dict[str, Any]]:
     ids = [b.decode() for b in event_ids(run_seed, f.stream, f.seq).tolist()]
     seqs, times = f.seq.tolist(), f.event_time.tolist()
-    details = f.details or [None] * len(seqs)
-    digests = f.digests or [None] * len(seqs)
+    details: list[Any] = f.details or [None] * len(seqs)
+    digests: list[Any] = f.digests or [None] * len(seqs)
     kind = "fault" if f.sink is None else "rendered"
     return [
         {

@@ -8,10 +8,9 @@ stay longs), so a record survives the round trip exactly and only the fault chan
 
 from __future__ import annotations
 
-import copy
 import functools
 import io
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastavro import schemaless_reader, schemaless_writer
@@ -56,9 +55,19 @@ def avro_fingerprint(schema_json: bytes) -> bytes:
     return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
 
 
+@functools.lru_cache(maxsize=64)
+def _raw_doc(raw: bytes) -> bytes:
+    return orjson.dumps(_strip_logical(orjson.loads(raw)))
+
+
+def raw_doc(ctx: RenderContext) -> bytes:
+    """The stream's schema without logical types, as JSON (cached)."""
+    return _raw_doc(orjson.dumps(ctx.schema.raw))
+
+
 def raw_schema(ctx: RenderContext) -> dict[str, Any]:
     """The stream's schema without logical types (a fresh copy to modify)."""
-    out: dict[str, Any] = _strip_logical(copy.deepcopy(ctx.schema.raw))
+    out: dict[str, Any] = orjson.loads(raw_doc(ctx))
     return out
 
 
@@ -66,25 +75,27 @@ def load(clean: bytes, ctx: RenderContext) -> tuple[bytes, dict[str, Any]]:
     """(Avro header or b"", the record as a dict) from a clean encoded record."""
     prefix, body, _ = split(clean, ctx)
     if ctx.format == "json":
-        return prefix, orjson.loads(body)
-    schema = orjson.dumps(raw_schema(ctx))
-    rec: dict[str, Any] = schemaless_reader(io.BytesIO(body), _parsed(schema), None)
-    return prefix, rec
+        return prefix, cast(dict[str, Any], orjson.loads(body))
+    rec = schemaless_reader(io.BytesIO(body), _parsed(raw_doc(ctx)), None)
+    return prefix, cast(dict[str, Any], rec)
 
 
 def dump(
     record: dict[str, Any],
     ctx: RenderContext,
-    schema: dict[str, Any] | None = None,
+    schema: dict[str, Any] | bytes | None = None,
     *,
     honest: bool = True,
 ) -> bytes:
-    """A record in the sink's format. Avro: written with ``schema`` (default: the stream's);
-    ``honest`` frames it with that schema's fingerprint, otherwise with the stream's own
-    (a producer that lies about what it wrote)."""
+    """A record in the sink's format. Avro: written with ``schema`` (a dict or its JSON;
+    default: the stream's); ``honest`` frames it with that schema's fingerprint, otherwise
+    with the stream's own (a producer that lies about what it wrote)."""
     if ctx.format == "json":
         return join(b"", orjson.dumps(record), b"\n", ctx)
-    doc = orjson.dumps(schema if schema is not None else raw_schema(ctx))
+    if schema is None:
+        doc = raw_doc(ctx)
+    else:
+        doc = schema if isinstance(schema, bytes) else orjson.dumps(schema)
     buf = io.BytesIO()
     schemaless_writer(buf, _parsed(doc), record)
     prefix = b""

@@ -471,9 +471,13 @@ class Engine:
                 s.released += n
                 released.inc(n)
                 if s.chaos is not None:
-                    piece = s.chaos(piece)
+                    if len(piece) > 512:  # off the loop, in parallel with encoding
+                        piece, faults = await asyncio.to_thread(s.chaos.apply, piece)
+                    else:
+                        piece, faults = s.chaos.apply(piece)
+                    self._faults(faults)
                 if self._late:
-                    piece = self._take_late(s, piece)
+                    piece = self._take_late(s, piece) or piece
                 for k in s.sinks:
                     await k.queue.put((s, piece))
                 if last:
@@ -531,15 +535,27 @@ class Engine:
             s, block = item
             enc = k.encoders[s.name]
             # big slices are encoded off the loop (the compiled path releases the GIL)
+            encode = self._encoder(enc, k.render[s.name], k.name)
             if len(block) > 512:
-                batch = await asyncio.to_thread(enc.encode, block)
+                batch, rendered = await asyncio.to_thread(encode, block)
             else:
-                batch = enc.encode(block)
-            if block.patches:  # byte-level chaos, rendered for this sink's format
-                batch, rendered = render_patches(batch, k.render[s.name], k.name)
-                if self.manifest is not None:
-                    self.manifest.add(rendered)
+                batch, rendered = encode(block)
+            if rendered and self.manifest is not None:
+                self.manifest.add(rendered)
             await out.put((s, batch))
+
+    @staticmethod
+    def _encoder(
+        enc: Encoder, ctx: RenderContext, sink: str
+    ) -> Callable[[RecordBlock], tuple[EncodedBatch, list[Any]]]:
+        def encode(block: RecordBlock) -> tuple[EncodedBatch, list[Any]]:
+            batch = enc.encode(block)
+            if not block.patches:
+                return batch, []
+            # byte-level chaos, rendered for this sink's format
+            return render_patches(batch, ctx, sink)
+
+        return encode
 
     async def _write_encoded(
         self,

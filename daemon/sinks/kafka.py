@@ -166,6 +166,7 @@ class KafkaSink(Sink):
         assert isinstance(config, KafkaConfig)
         self.cfg = config
         self.max_in_flight = config.max_in_flight
+        self.max_record_bytes = int(config.max_record_bytes)
         self.bootstrap = config.bootstrap
         self.producer: Any = None  # the first of `producers`, for metadata
         self.producers: list[Any] = []
@@ -310,10 +311,6 @@ class KafkaSink(Sink):
             if self._turn == ticket:
                 self._turn += 1
             self._turns.notify_all()
-
-    @property
-    def max_record_bytes(self) -> int:
-        return int(self.cfg.max_record_bytes)
 
     async def write_batch(self, batch: EncodedBatch) -> None:
         if self.producer is None:

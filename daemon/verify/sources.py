@@ -16,7 +16,7 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlparse
 
 
@@ -44,7 +44,9 @@ def _split_lines(data: bytes, where: str) -> list[Message]:
 def _ocf(data: bytes, where: str) -> list[Message]:
     from fastavro import reader
 
-    return [Message(None, where=where, record=r) for r in reader(io.BytesIO(data))]
+    return [
+        Message(None, where=where, record=cast(dict[str, Any], r)) for r in reader(io.BytesIO(data))
+    ]
 
 
 def _objects(name: str, data: bytes) -> list[Message]:

@@ -157,7 +157,7 @@ def test_block_level_faults_change_only_hit_events() -> None:
 
 def _rendered(raw: list[dict[str, Any]], fmt: str, framed: bool) -> tuple[Any, Any, Any]:
     block = events(4000)
-    out, faults = run_chain(raw, block, 1000)
+    out, _faults = run_chain(raw, block, 1000)
     schema = load_schema(STREAM)
     enc = build_encoder(fmt, schema, 9, single_object=framed)
     clean = enc.encode(out)
@@ -199,7 +199,7 @@ def test_json_byte_faults_break_exactly_the_hit_records() -> None:
 
 def test_avro_drift_is_framed_with_its_own_schema_and_lies_are_not() -> None:
     raw = [{"step": "schema_drift", "rate": 0.05}, {"step": "corrupt_bytes", "rate": 0.05}]
-    clean, batch, rendered = _rendered(raw, "avro", True)
+    _clean, batch, rendered = _rendered(raw, "avro", True)
     schema = load_schema(STREAM)
     drifted = {int(s) for f in rendered if f.step == "schema_drift" for s in f.seq}
     broken = {int(s) for f in rendered if f.step == "corrupt_bytes" for s in f.seq}
@@ -217,7 +217,7 @@ def test_avro_drift_is_framed_with_its_own_schema_and_lies_are_not() -> None:
 
 
 def test_oversize_goes_past_the_sink_limit() -> None:
-    clean, batch, rendered = _rendered([{"step": "oversize", "rate": 0.01}], "json", False)
+    _clean, batch, rendered = _rendered([{"step": "oversize", "rate": 0.01}], "json", False)
     sizes = batch.sizes()
     big = sizes > 2**20
     assert big.sum() == sum(len(f.seq) for f in rendered) > 10
@@ -304,7 +304,7 @@ async def test_rates_change_live_while_the_run_streams(tmp_path: Path) -> None:
     assert stream.chaos is not None
     stream.chaos.report = spy
     task = asyncio.create_task(engine.run())
-    while stream.released < 8000:
+    while stream.released < 8000:  # noqa: ASYNC110 - polling the engine's own counter
         await asyncio.sleep(0)
     switch = stream.released
     engine.set_chaos(steps([{"step": "drop", "rate": 0.5}]))  # same step: updated in place

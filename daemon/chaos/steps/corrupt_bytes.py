@@ -9,6 +9,7 @@ no fingerprint, so they get ``bad_framing`` and the manifest says so).
 
 from __future__ import annotations
 
+import random
 from typing import Any, Literal
 
 import numpy as np
@@ -21,29 +22,26 @@ from datafactory.engine.blocks import RecordBlock
 Kind = Literal["truncate", "invalid_utf8", "garbage", "bad_framing", "wrong_fingerprint"]
 
 
+KINDS: list[Kind] = ["truncate", "invalid_utf8", "garbage", "bad_framing", "wrong_fingerprint"]
 KEEP_HEAD = 64
 
 
 class CorruptBytesConfig(StepConfig):
     step: Literal["corrupt_bytes"] = "corrupt_bytes"
     kinds: list[Kind] = Field(
-        default_factory=lambda: [
-            "truncate",
-            "invalid_utf8",
-            "garbage",
-            "bad_framing",
-            "wrong_fingerprint",
-        ],
+        default_factory=lambda: list(KINDS),
         min_length=1,
     )
 
 
+# every byte to 0x80..0xff: never a newline, never ASCII, so never JSON
+_HIGH = bytes(0x80 | b for b in range(256))
+
+
 def garbage(seed: int, n: int, json: bool) -> bytes:
-    """``n`` seeded random bytes (never a newline in JSON lines; never valid UTF-8 JSON)."""
-    raw = np.random.default_rng(seed).integers(0x80, 0x100, n, dtype=np.uint8)
-    raw[0] = 0xFF  # starts with a byte no text format begins with
-    out = raw.tobytes()
-    return out.replace(b"\n", b"\xfe") if json else out
+    """``n`` seeded random bytes, starting with 0xff (no text format begins with it)."""
+    raw = random.Random(seed).randbytes(n).translate(_HIGH)
+    return b"\xff" + raw[1:] if n else b""
 
 
 class CorruptBytes(Step):
@@ -93,4 +91,4 @@ class CorruptBytes(Step):
                 return records.join(prefix, body[1:], suffix, ctx)
             return b"\xc3\x00" + clean[2:] if ctx.framed else clean[1:]
         # wrong_fingerprint (framed Avro)
-        return records.AVRO_MAGIC + (draw | 1 << 62).to_bytes(8, "little") + body
+        return records.AVRO_MAGIC + (int(draw) | 1 << 62).to_bytes(8, "little") + body

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 from pydantic import Field
 
 from datafactory.chaos import records
@@ -21,13 +22,14 @@ from datafactory.chaos.base import FaultLog, RenderContext, Step, StepConfig, ta
 from datafactory.engine.blocks import ListColumn, Patch, RecordBlock
 
 Kind = Literal["out_of_range", "null_required", "wrong_type", "bad_enum"]
+KINDS: list[Kind] = ["out_of_range", "null_required", "wrong_type", "bad_enum"]
 _NUMERIC = {"int", "long", "float", "double", "decimal"}
 
 
 class CorruptValueConfig(StepConfig):
     step: Literal["corrupt_value"] = "corrupt_value"
     kinds: list[Kind] = Field(
-        default_factory=lambda: ["out_of_range", "null_required", "wrong_type", "bad_enum"],
+        default_factory=lambda: list(KINDS),
         min_length=1,
     )
 
@@ -76,6 +78,7 @@ class CorruptValue(Step):
             ],
         }
         self.kinds = [k for k in cfg.kinds if self.by_kind[k]]
+        self._docs: dict[tuple[str, str, bytes], bytes] = {}
         if not self.kinds:
             raise ValueError(
                 f"none of the kinds {cfg.kinds} applies to a field of {self.stream}"
@@ -151,24 +154,42 @@ class CorruptValue(Step):
     def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
         kind, name = param
         _, rec = records.load(clean, ctx)
-        schema = records.raw_schema(ctx)
-        fields: list[dict[str, Any]] = schema["fields"]
-        pos = next(i for i, f in enumerate(fields) if f["name"] == name)
-        t = records.base_kind(records.field_type(ctx.schema.raw["fields"][pos])[0])
         if kind == "null_required":
             rec[name] = None
-            fields[pos] = {"name": name, "type": "null"}
-        elif kind == "wrong_type":
-            if t == "string":
+        elif kind == "wrong_type":  # text where a number belongs, a number where text does
+            v = rec[name]
+            if self._texty(name, ctx):
                 rec[name] = 12345
-                fields[pos] = {"name": name, "type": "long"}
             else:
-                v = rec[name]
                 rec[name] = f"#{v.hex() if isinstance(v, bytes) else v}"
-                fields[pos] = {"name": name, "type": "string"}
         else:  # bad_enum
             rec[name] = "UNKNOWN_SYMBOL"
-            enum = dict(fields[pos]["type"])
-            enum["symbols"] = [*enum["symbols"], "UNKNOWN_SYMBOL"]
-            fields[pos] = {"name": name, "type": enum}
-        return records.dump(rec, ctx, schema, honest=False)
+        if ctx.format == "json":
+            return records.dump(rec, ctx)
+        return records.dump(rec, ctx, self._schema(kind, name, ctx), honest=False)
+
+    @staticmethod
+    def _texty(name: str, ctx: RenderContext) -> bool:
+        f = next(f for f in ctx.schema.raw["fields"] if f["name"] == name)
+        return records.base_kind(records.field_type(f)[0]) in ("string", "enum")
+
+    def _schema(self, kind: str, name: str, ctx: RenderContext) -> bytes:
+        """The schema the lying producer really wrote with, built once per (kind, field)."""
+        key = (kind, name, ctx.schema.fingerprint)
+        doc = self._docs.get(key)
+        if doc is None:
+            schema = records.raw_schema(ctx)
+            fields: list[dict[str, Any]] = schema["fields"]
+            pos = next(i for i, f in enumerate(fields) if f["name"] == name)
+            t = records.base_kind(records.field_type(ctx.schema.raw["fields"][pos])[0])
+            if kind == "null_required":
+                fields[pos] = {"name": name, "type": "null"}
+            elif kind == "wrong_type":
+                texty = t in ("string", "enum")
+                fields[pos] = {"name": name, "type": "long" if texty else "string"}
+            else:
+                enum = dict(fields[pos]["type"])
+                enum["symbols"] = [*enum["symbols"], "UNKNOWN_SYMBOL"]
+                fields[pos] = {"name": name, "type": enum}
+            doc = self._docs[key] = orjson.dumps(schema)
+        return doc

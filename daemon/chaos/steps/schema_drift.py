@@ -21,13 +21,12 @@ from datafactory.chaos.base import FaultLog, RenderContext, Step, StepConfig, ta
 from datafactory.engine.blocks import RecordBlock
 
 Change = Literal["rename", "remove", "add", "retype", "version"]
+CHANGES: list[Change] = ["rename", "remove", "add", "retype", "version"]
 
 
 class SchemaDriftConfig(StepConfig):
     step: Literal["schema_drift"] = "schema_drift"
-    changes: list[Change] = Field(
-        default_factory=lambda: ["rename", "remove", "add", "retype", "version"], min_length=1
-    )
+    changes: list[Change] = Field(default_factory=lambda: list(CHANGES), min_length=1)
 
 
 def _retyped(value: Any) -> tuple[Any, str]:
@@ -51,6 +50,7 @@ class SchemaDrift(Step):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields = [f["name"] for f in target_fields(self.schema, self.cfg.fields)]
+        self._docs: dict[tuple[str, str, bytes], bytes] = {}
         if not self.fields:
             raise ValueError(f"no field of {self.stream} to drift among {self.cfg.fields}")
 
@@ -80,24 +80,39 @@ class SchemaDrift(Step):
     def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
         change, name = param
         _, rec = records.load(clean, ctx)
-        schema = records.raw_schema(ctx)
-        fields: list[dict[str, Any]] = schema["fields"]
-        pos = next(i for i, f in enumerate(fields) if f["name"] == name)
-        out: dict[str, Any] = {}
         if change == "rename":
             out = {(k + "_v2" if k == name else k): v for k, v in rec.items()}
-            fields[pos] = {**fields[pos], "name": name + "_v2"}
         elif change == "remove":
             out = {k: v for k, v in rec.items() if k != name}
-            del fields[pos]
         elif change == "add":
             out = {**rec, "unexpected_field": "drift"}
-            fields.append({"name": "unexpected_field", "type": "string"})
         elif change == "retype":
             value, avro_type = _retyped(rec[name])
             out = {**rec, name: value}
-            fields[pos] = {"name": name, "type": avro_type}
+            change = f"retype:{avro_type}"
         else:  # version: v2 of the schema adds a field with a default
             out = {**rec, "schema_version": 2}
-            fields.append({"name": "schema_version", "type": "int", "default": 2})
-        return records.dump(out, ctx, schema)
+        if ctx.format == "json":
+            return records.dump(out, ctx)
+        return records.dump(out, ctx, self._schema(change, name, ctx))
+
+    def _schema(self, change: str, name: str, ctx: RenderContext) -> bytes:
+        """The drifted schema's JSON, built once per (change, field)."""
+        key = (change, name, ctx.schema.fingerprint)
+        doc = self._docs.get(key)
+        if doc is None:
+            schema = records.raw_schema(ctx)
+            fields: list[dict[str, Any]] = schema["fields"]
+            pos = next(i for i, f in enumerate(fields) if f["name"] == name)
+            if change == "rename":
+                fields[pos] = {**fields[pos], "name": name + "_v2"}
+            elif change == "remove":
+                del fields[pos]
+            elif change == "add":
+                fields.append({"name": "unexpected_field", "type": "string"})
+            elif change.startswith("retype:"):
+                fields[pos] = {"name": name, "type": change.partition(":")[2]}
+            else:
+                fields.append({"name": "schema_version", "type": "int", "default": 2})
+            doc = self._docs[key] = orjson.dumps(schema)
+        return doc

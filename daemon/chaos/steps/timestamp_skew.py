@@ -14,11 +14,12 @@ from datafactory.units import Duration
 
 Kind = Literal["future", "past", "timezone"]
 DAY = 86_400
+KINDS: list[Kind] = ["future", "past", "timezone"]
 
 
 class TimestampSkewConfig(StepConfig):
     step: Literal["timestamp_skew"] = "timestamp_skew"
-    kinds: list[Kind] = Field(default_factory=lambda: ["future", "past", "timezone"], min_length=1)
+    kinds: list[Kind] = Field(default_factory=lambda: list(KINDS), min_length=1)
     max_skew: Duration = Field(30 * DAY, gt=3600, description="largest future/past offset")
 
 
