@@ -126,6 +126,22 @@ class FaultLog:
                 )
             )
 
+    def add_labels(self, pack: str, block: RecordBlock) -> None:
+        """A pack's own domain errors (``block.labels``), as step ``domain``."""
+        for label in block.labels:
+            if len(label):
+                self.items.append(
+                    Fault(
+                        "domain",
+                        pack,
+                        label.kind,
+                        block.stream,
+                        block.seq[label.rows],
+                        block.event_time[label.rows],
+                        label.details,
+                    )
+                )
+
     def count(self) -> int:
         return sum(len(f.seq) for f in self.items)
 

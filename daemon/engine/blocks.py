@@ -119,6 +119,27 @@ class Patch:
         return Patch(new_rows, params, self.step, self.kind)
 
 
+class Label:
+    """Rows of a block that carry a domain error of one ``kind`` (details: one per row)."""
+
+    __slots__ = ("details", "kind", "rows")
+
+    def __init__(self, kind: str, rows: npt.NDArray[np.intp], details: list[Any] | None = None):
+        self.kind = kind
+        self.rows = rows
+        self.details = details if details is not None else [None] * len(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def remap(self, idx: npt.NDArray[np.intp] | slice, n_old: int) -> Label:
+        where = np.full(n_old, -1, dtype=np.intp)
+        where[self.rows] = np.arange(len(self.rows))
+        picked = where[idx]
+        new_rows = np.flatnonzero(picked >= 0)
+        return Label(self.kind, new_rows, [self.details[i] for i in picked[new_rows].tolist()])
+
+
 def concat(blocks: list[RecordBlock]) -> RecordBlock:
     """One block of the rows of ``blocks`` in order (same stream, same columns)."""
     blocks = [b for b in blocks if len(b)] or blocks[:1]
@@ -126,9 +147,11 @@ def concat(blocks: list[RecordBlock]) -> RecordBlock:
         return blocks[0]
     first = blocks[0]
     patches: list[Patch] = []
+    labels: list[Label] = []
     base = 0
     for b in blocks:
         patches += [Patch(p.rows + base, p.params, p.step, p.kind) for p in b.patches]
+        labels += [Label(x.kind, x.rows + base, x.details) for x in b.labels]
         base += len(b)
     nulls = {}
     for k in {k for b in blocks for k in b.nulls}:
@@ -143,6 +166,7 @@ def concat(blocks: list[RecordBlock]) -> RecordBlock:
         columns={k: _concat_col([b.columns[k] for b in blocks]) for k in first.columns},
         nulls=nulls,
         patches=tuple(patches),
+        labels=tuple(labels),
     )
 
 
@@ -210,6 +234,9 @@ class RecordBlock:
     nulls: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
     # byte-level chaos: rows whose encoded bytes a patch rewrites (see datafactory.chaos)
     patches: tuple[Patch, ...] = ()
+    # domain errors a pack made on purpose (an invalid diagnosis code...): the engine writes
+    # them to the chaos manifest as step "domain"; rows index this block
+    labels: tuple[Label, ...] = ()
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -224,6 +251,7 @@ class RecordBlock:
             columns={k: _take(c, idx) for k, c in self.columns.items()},
             nulls={k: m[idx] for k, m in self.nulls.items()},
             patches=tuple(q for p in self.patches if len(q := p.remap(idx, len(self)))),
+            labels=tuple(q for p in self.labels if len(q := p.remap(idx, len(self)))),
         )
 
     def with_patch(self, patch: Patch) -> RecordBlock:

@@ -470,6 +470,11 @@ class Engine:
                 t_prev = now
                 s.released += n
                 released.inc(n)
+                if piece.labels:  # the pack's own domain errors: ground truth too
+                    domain = FaultLog()
+                    domain.add_labels(s.pack.name, piece)
+                    self._faults(domain)
+                    piece.labels = ()
                 if s.chaos is not None:
                     if len(piece) > 512:  # off the loop, in parallel with encoding
                         piece, faults = await asyncio.to_thread(s.chaos.apply, piece)

@@ -230,3 +230,47 @@ def test_sighup_changes_chaos_live_and_a_bad_file_changes_nothing(tmp_path: Path
     assert drops and drops[0] > 5000
     after = released - drops[0]
     assert 0.18 * after < len(drops) < 0.32 * after
+
+
+AWS = (
+    """
+run: {{name: aws{uid}, seed: 21, clock: simulated}}
+packs:
+  retail:
+    streams:
+      pos_transaction: {{rate: {{profile: constant, base: 50}}, max_events: 6000}}
+sinks:
+  lake: {{type: aws_s3, endpoint_url: "{endpoint}", bucket: "lake-{uid}", prefix: raw/}}
+  kin: {{type: aws_kinesis, endpoint_url: "{endpoint}", stream: "kin-{uid}", shards: 2,
+         max_in_flight: 1, rejects_path: "{rejects}"}}
+manifest:
+  sink: {{type: aws_s3, endpoint_url: "{endpoint}", bucket: "truth-{uid}", prefix: m/}}
+  format: parquet
+telemetry: {{enabled: false}}
+"""
+    + CHAOS
+)
+
+
+async def test_verify_reads_s3_kinesis_and_a_parquet_manifest_on_s3(
+    moto: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    uid = uuid.uuid4().hex[:8]
+    endpoint = moto.endpoint  # type: ignore[attr-defined]
+    cfg = parse_config(AWS.format(uid=uid, endpoint=endpoint, rejects=tmp_path / "rejects"))
+    summary = await Engine(cfg).run()
+    assert (
+        summary["sinks"]["kin"]["failed"]["retail.pos_transaction"]
+        == (summary["failed_intentionally"])
+    )
+    report = await verify(cfg, quiet=1.0)
+    assert report["manifest_final"] and report["released"] == {"retail.pos_transaction": 6000}
+    for sink in ("lake", "kin"):
+        t = report["sinks"][sink]["retail.pos_transaction"]
+        assert t["missing"] == 0 and t["duplicated_beyond"] == 0, (sink, t, report["chaos"])
+        assert t["unidentified"] == 0 and t["dropped_intentionally"] > 20
+    assert report["sinks"]["kin"]["retail.pos_transaction"]["rejected_oversize_intentionally"] > 0
+    assert report["sinks"]["lake"]["retail.pos_transaction"]["rejected_oversize_intentionally"] == 0
+    assert report["failures"] == []

@@ -340,3 +340,28 @@ manifest: {sink: {type: kafka, bootstrap: "x:1"}, format: parquet}
     assert "c.yaml:7: chaos.2: corrupt_bytes rewrites single records, but sink 'f'" in msg
     assert "chaos.3: retail.pos_transaction: none of the kinds" in msg
     assert "manifest.format: parquet needs a file or aws_s3 sink, not kafka" in msg
+
+
+async def test_pack_domain_errors_go_to_the_same_manifest(tmp_path: Path) -> None:
+    from datafactory.engine.blocks import Label
+
+    manifest = f"manifest: {{sink: {{type: file, path: '{tmp_path / 'm'}'}}}}"
+    engine = Engine(parse_config(SIM.format(path=tmp_path / "d", extra=manifest)))
+    gen = engine.streams[0].gen
+    make = gen.generate
+
+    def labelled(n: int, seq: int, t0: int, t1: int) -> RecordBlock:
+        block = make(n, seq, t0, t1)
+        rows = np.flatnonzero(block.seq % 100 == 7)
+        block.labels = (Label("invalid_code", rows, [{"code": "X99"}] * len(rows)),)
+        return block
+
+    gen.generate = labelled  # type: ignore[method-assign]
+    summary = await engine.run()
+    assert summary["chaos"] == {"retail.pos_transaction/retail/invalid_code": 200}
+    rows = [orjson.loads(x) for x in _bytes(tmp_path / "m" / "chaos").splitlines()]
+    faults = [r for r in rows if r["type"] == "fault"]
+    assert sorted(r["seq"] for r in faults) == list(range(7, 20_000, 100))
+    assert {(r["step"], r["kind"], r["detail"]["code"]) for r in faults} == {
+        ("domain", "invalid_code", "X99")
+    }
