@@ -251,7 +251,7 @@ class RecordBlock:
             columns={k: _take(c, idx) for k, c in self.columns.items()},
             nulls={k: m[idx] for k, m in self.nulls.items()},
             patches=tuple(q for p in self.patches if len(q := p.remap(idx, len(self)))),
-            labels=tuple(q for p in self.labels if len(q := p.remap(idx, len(self)))),
+            labels=tuple(x for lb in self.labels if len(x := lb.remap(idx, len(self)))),
         )
 
     def with_patch(self, patch: Patch) -> RecordBlock:
