@@ -289,7 +289,11 @@ async def test_same_seed_same_faults_and_metrics_count_them(tmp_path: Path) -> N
 
 async def test_rates_change_live_while_the_run_streams(tmp_path: Path) -> None:
     cfg = parse_config(
-        SIM.format(path=tmp_path / "live", extra="chaos:\n  - {step: drop, rate: 0.0}")
+        SIM.format(
+            path=tmp_path / "live",
+            extra="engine: {block_size: 1000, batch_max: 1000}\n"
+            "chaos:\n  - {step: drop, rate: 0.0}",
+        )
     )
     engine = Engine(cfg)
     stream = engine.streams[0]
@@ -310,9 +314,11 @@ async def test_rates_change_live_while_the_run_streams(tmp_path: Path) -> None:
     engine.set_chaos(steps([{"step": "drop", "rate": 0.5}]))  # same step: updated in place
     summary = await task
     dropped = summary["chaos"]["retail.pos_transaction/drop/drop"]
-    after = 20_000 - switch
-    assert switch < 15_000 and min(seen) >= switch
-    assert abs(dropped - after * 0.5) < 5 * math.sqrt(after * 0.25)
+    # the slice in the chain at the moment of the change (<= 1,000 events) may see the new
+    # rate; nothing released before it does
+    assert switch < 15_000 and switch - 1000 <= min(seen)
+    after = 20_000 - min(seen)
+    assert abs(dropped - after * 0.5) < 5 * math.sqrt(after * 0.25) + 2
     # a new step kind builds a new chain; taking chaos away leaves the stream untouched
     engine.set_chaos(steps([{"step": "hot_key", "rate": 0.1}]))
     assert [s.name for s in stream.chaos.steps] == ["hot_key"]
