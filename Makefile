@@ -23,8 +23,9 @@ $(KINESIS_MOCK):
 	mkdir -p $(NPM_DIR)
 	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) kinesis-local@0.6.2
 
-run: install          ## stream retail POS events to ./data, metrics on 127.0.0.1:9400
-	$(BIN)/datafactory run $(CONFIG)
+run: install          ## the daemon: runs config/default.yaml; API + console on http://127.0.0.1:9400
+	DATAFACTORY_TOKEN=$${DATAFACTORY_TOKEN:-dev} $(BIN)/datafactory serve --configs config \
+	  --run default --ledger sqlite:///./.datafactory/ledger.db
 
 test: install $(KINESIS_MOCK)  ## the whole default suite (unit + integration), as CI runs it
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)

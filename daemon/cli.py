@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import io
+import os
 import signal
+import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -52,6 +55,44 @@ def _parser() -> argparse.ArgumentParser:
         help="delete topics/streams/buckets whose ttl has passed (recorded in the state dir, "
         "$DATAFACTORY_STATE_DIR or ./.datafactory)",
     )
+
+    d = sub.add_parser(
+        "serve",
+        help="the daemon: admin API, console, ledger, runs from named configs (see --help)",
+    )
+    d.add_argument(
+        "--listen",
+        default=os.environ.get("DATAFACTORY_LISTEN", "127.0.0.1:9400"),
+        help="host:port of the API and console ($DATAFACTORY_LISTEN; default 127.0.0.1:9400)",
+    )
+    d.add_argument(
+        "--ledger",
+        default=os.environ.get("DATAFACTORY_LEDGER", "sqlite:///./.datafactory/ledger.db"),
+        help="sqlite:///PATH or postgresql://... ($DATAFACTORY_LEDGER)",
+    )
+    d.add_argument(
+        "--configs",
+        default=os.environ.get("DATAFACTORY_CONFIGS"),
+        help="folder of named configs NAME.yaml, watched for changes ($DATAFACTORY_CONFIGS)",
+    )
+    d.add_argument(
+        "--run",
+        action="append",
+        default=[c for c in os.environ.get("DATAFACTORY_RUN", "").split(",") if c],
+        help="start this named config at startup unless a run of it is live ($DATAFACTORY_RUN)",
+    )
+    d.add_argument(
+        "--token-file",
+        default=os.environ.get("DATAFACTORY_TOKEN_FILE"),
+        help="file holding the bearer token for mutating calls (else $DATAFACTORY_TOKEN)",
+    )
+    d.add_argument(
+        "--owner",
+        default=os.environ.get("DATAFACTORY_OWNER", socket.gethostname()),
+        help="this daemon's name in a shared ledger (resumes only its own runs)",
+    )
+    d.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP or the API")
+    d.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     f = sub.add_parser(
         "verify",
@@ -110,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "tail": _tail,
         "reap": _reap,
         "verify": _verify,
+        "serve": _serve,
     }
     return int(handler[args.command](args))
 
@@ -224,6 +266,44 @@ async def _progress(engine: Any) -> None:
         ]
         sys.stderr.write(f"\r[{time.monotonic() - start:6.0f}s] " + " | ".join(parts) + "\033[K")
         sys.stderr.flush()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from datafactory.control.daemon import Daemon
+    from datafactory.logs import configure_logging
+
+    configure_logging(args.log_level, "json")
+    token = os.environ.get("DATAFACTORY_TOKEN") or None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip() or None
+        except OSError as e:
+            print(f"datafactory: --token-file: {e.strerror}", file=sys.stderr)
+            return EXIT_CONFIG
+    try:
+        daemon = Daemon(
+            listen=args.listen,
+            ledger=args.ledger,
+            token=token,
+            configs=args.configs,
+            autostart=args.run,
+            owner=args.owner,
+            watch=not args.no_watch,
+        )
+    except ValueError as e:
+        print(f"datafactory: serve: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    try:
+        return int(runner(daemon.serve()))
+    except Exception as e:
+        print(f"datafactory: serve failed: {e}", file=sys.stderr)
+        return 1
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -87,6 +87,13 @@ class StreamRuntime:
     seq_next: int = 0
     done: bool = False
     rate_now: float = 0.0
+    # checkpointing: every event below `mark` is acknowledged or counted failed by every sink
+    mark: int = 0
+    # slice id -> [sinks left, end seq, {sink: [acked, failed, retried]}]
+    slices: dict[int, list[Any]] = field(default_factory=dict)
+    next_slice: int = 0
+    # per sink [acked, failed, retried] of the slices below the mark (consistent with it)
+    at_mark: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -97,7 +104,7 @@ class StreamRuntime:
 class SinkRuntime:
     name: str
     sink: Sink
-    queue: BoundedQueue[tuple[StreamRuntime, RecordBlock] | None]
+    queue: BoundedQueue[tuple[StreamRuntime, RecordBlock, int] | None]
     encoders: dict[str, Encoder] = field(default_factory=dict)
     render: dict[str, RenderContext] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
@@ -118,6 +125,8 @@ class Engine:
         wall_clock: Clock | None = None,
         retry_backoff: float | None = None,
         max_attempts: int | None = None,
+        resume: dict[str, int] | None = None,
+        on_phase: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
@@ -127,6 +136,9 @@ class Engine:
         self.retry_backoff_max = eng_cfg.retry_backoff_max
         self.max_attempts = eng_cfg.max_attempts if max_attempts is None else max_attempts
         self._stop = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
+        self.on_phase = on_phase
         self._started_at: float | None = None
         # events a removed chain still held, sent with the stream's next slice
         self._late: list[tuple[StreamRuntime, RecordBlock]] = []
@@ -155,6 +167,8 @@ class Engine:
             )
             targets = [self.sinks[s] for s in plan.sinks]
             rt = StreamRuntime(plan, pack, pack.stream(plan.stream), clock, bucket, q2, targets)
+            start = (resume or {}).get(rt.name, 0)  # a resumed run goes on from its checkpoint
+            rt.seq_next = rt.mark = rt.generated = rt.released = start
             for s in targets:
                 fmt = s.sink.config.format
                 s.encoders[rt.name] = build_encoder(
@@ -254,6 +268,67 @@ class Engine:
     def stop(self) -> None:
         """Stop releasing events; what was released is written before ``run`` returns."""
         self._stop.set()
+        self._running.set()  # a paused run stops too
+
+    def pause(self) -> None:
+        """Release nothing until ``resume``; what is in flight is still written."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def marks(self) -> dict[str, tuple[int, int]]:
+        """Per stream: (every event below this seq is accounted for, events released)."""
+        return {s.name: (s.mark, s.released) for s in self.streams}
+
+    def counters(self, at_mark: bool = False) -> dict[tuple[str, str], dict[str, int]]:
+        """Per stream x sink, for the ledger. ``at_mark``: only the slices below each
+        stream's mark, so the counters and the checkpoint agree (what a restart resumes)."""
+        dropped: dict[str, int] = {}
+        for (stream, _, kind), n in self.chaos_counts.items():
+            if kind == "drop":
+                dropped[stream] = dropped.get(stream, 0) + n
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for s in self.streams:
+            for k in s.sinks:
+                if at_mark:
+                    acked, failed, retried = s.at_mark.get(k.name, [0, 0, 0])
+                else:
+                    acked, failed, retried = k.sent[s.name], k.failed[s.name], k.retried[s.name]
+                out[(s.name, k.name)] = {
+                    "generated": s.mark if at_mark else s.generated,
+                    "chaos_dropped": dropped.get(s.name, 0),
+                    "sent": acked + failed,
+                    "acked": acked,
+                    "failed": failed,
+                    "retried": retried,
+                }
+        return out
+
+    def _accounted(
+        self, s: StreamRuntime, sid: int, sink: str, acked: int, failed: int, retried: int
+    ) -> None:
+        """One sink is done with a slice; move the stream's mark past finished slices."""
+        entry = s.slices.get(sid)
+        if entry is None:
+            return
+        entry[0] -= 1
+        entry[2][sink] = [acked, failed, retried]
+        while s.slices:
+            first = next(iter(s.slices))
+            left, end, per_sink = s.slices[first]
+            if left > 0:
+                break
+            del s.slices[first]
+            s.mark = max(s.mark, end)
+            for name, values in per_sink.items():
+                total = s.at_mark.setdefault(name, [0, 0, 0])
+                for i, v in enumerate(values):
+                    total[i] += v
 
     @property
     def stopping(self) -> bool:
@@ -325,6 +400,8 @@ class Engine:
             streams=[s.name for s in self.streams],
             sinks=list(self.sinks),
         )
+        if self.on_phase is not None:
+            self.on_phase("running")
         generators = [
             asyncio.create_task(self._generate(s), name=f"gen:{s.name}") for s in self.streams
         ]
@@ -342,6 +419,8 @@ class Engine:
         streaming_seconds = 0.0
         try:
             await asyncio.gather(*pacers)
+            if self.on_phase is not None:
+                self.on_phase("draining")
             for k in self.sinks.values():
                 await k.queue.put(None)
             await asyncio.gather(*writers)
@@ -437,6 +516,9 @@ class Engine:
         pos = 0
         try:
             while not self._stop.is_set():
+                if not self._running.is_set():
+                    await self._running.wait()
+                    continue
                 if s.end_time is not None and clock.now() >= s.end_time:
                     break
                 if block is None or pos >= len(block):
@@ -462,6 +544,7 @@ class Engine:
                     break
                 now = clock.now_us()
                 piece = block.take(slice(pos, pos + n))
+                end_seq = int(piece.seq[-1]) + 1
                 pos += n
                 # spread the slice's event times over the interval since the last release
                 piece.event_time = (
@@ -483,8 +566,7 @@ class Engine:
                     self._faults(faults)
                 if self._late:
                     piece = self._take_late(s, piece) or piece
-                for k in s.sinks:
-                    await k.queue.put((s, piece))
+                await self._send(s, piece, end_seq)
                 if last:
                     break
             # what chaos still holds back (delays) goes out now, late as it is
@@ -492,10 +574,17 @@ class Engine:
             if self._late:
                 rest = self._take_late(s, rest)
             if rest is not None and len(rest):
-                for k in s.sinks:
-                    await k.queue.put((s, rest))
+                await self._send(s, rest, s.released)
         finally:
             s.done = True
+
+    async def _send(self, s: StreamRuntime, piece: RecordBlock, end_seq: int) -> None:
+        """To every sink of the stream, tracked for the checkpoint mark."""
+        sid = s.next_slice
+        s.next_slice += 1
+        s.slices[sid] = [len(s.sinks), end_seq, {}]
+        for k in s.sinks:
+            await k.queue.put((s, piece, sid))
 
     def _take_late(self, s: StreamRuntime, piece: RecordBlock | None) -> RecordBlock | None:
         mine = [b for t, b in self._late if t is s]
@@ -518,7 +607,7 @@ class Engine:
         }
         timer = m.write_seconds.labels(k.name)
         # encode the next slice while the sink writes this one (a two-stage pipeline)
-        encoded: BoundedQueue[tuple[StreamRuntime, Any] | None] = BoundedQueue(
+        encoded: BoundedQueue[tuple[StreamRuntime, Any, int] | None] = BoundedQueue(
             ENCODE_AHEAD, f"encoded:{k.name}", m
         )
         encoder = asyncio.create_task(self._encode(k, encoded), name=f"encode:{k.name}")
@@ -530,14 +619,14 @@ class Engine:
                 await encoder
 
     async def _encode(
-        self, k: SinkRuntime, out: BoundedQueue[tuple[StreamRuntime, Any] | None]
+        self, k: SinkRuntime, out: BoundedQueue[tuple[StreamRuntime, Any, int] | None]
     ) -> None:
         while True:
             item = await k.queue.get()
             if item is None:
                 await out.put(None)
                 return
-            s, block = item
+            s, block, sid = item
             enc = k.encoders[s.name]
             # big slices are encoded off the loop (the compiled path releases the GIL)
             encode = self._encoder(enc, k.render[s.name], k.name)
@@ -547,7 +636,7 @@ class Engine:
                 batch, rendered = encode(block)
             if rendered and self.manifest is not None:
                 self.manifest.add(rendered)
-            await out.put((s, batch))
+            await out.put((s, batch, sid))
 
     @staticmethod
     def _encoder(
@@ -565,7 +654,7 @@ class Engine:
     async def _write_encoded(
         self,
         k: SinkRuntime,
-        encoded: BoundedQueue[tuple[StreamRuntime, Any] | None],
+        encoded: BoundedQueue[tuple[StreamRuntime, Any, int] | None],
         children: dict[str, Any],
         timer: Any,
     ) -> None:
@@ -573,7 +662,7 @@ class Engine:
         slots = asyncio.Semaphore(max(1, k.sink.max_in_flight))
         pending: set[asyncio.Task[None]] = set()
 
-        async def one(s: StreamRuntime, batch: EncodedBatch) -> None:
+        async def one(s: StreamRuntime, batch: EncodedBatch, sid: int) -> None:
             try:
                 sent, sent_bytes, failed, retried = children[s.name]
                 t = time.perf_counter()
@@ -586,6 +675,7 @@ class Engine:
                 sent_bytes.inc(batch.nbytes if not lost else 0)
                 failed.inc(lost)
                 retried.inc(again)
+                self._accounted(s, sid, k.name, ok, lost, again)
             finally:
                 slots.release()
 

@@ -1,0 +1,300 @@
+"""The admin API (aiohttp): runs under ``/v1``, the OpenAPI document, live events (SSE),
+the console, and the read-only ``/healthz``, ``/readyz``, ``/metrics``.
+
+Mutating calls need ``Authorization: Bearer <token>``; the token is compared in constant time
+and never logged. Errors are JSON: ``{"error": "...", "problems": [...]}`` naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+
+from datafactory.config import ConfigError
+from datafactory.control import models
+from datafactory.control.openapi import document
+from datafactory.control.runs import IllegalTransition, NotFound
+
+log = structlog.get_logger("datafactory.api")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error(status: int, message: str, problems: list[str] | None = None) -> web.Response:
+    return _json({"error": message, "problems": problems or [message]}, status)
+
+
+def _pyd(e: ValidationError, prefix: str = "body") -> list[str]:
+    out = []
+    for err in e.errors(include_url=False):
+        where = ".".join(str(p) for p in (prefix, *err["loc"]))
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        out.append(f"{where}: {msg}")
+    return out
+
+
+async def _body(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        raw = await request.read()
+        data = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError as e:
+        raise web.HTTPBadRequest(
+            body=orjson.dumps({"error": f"body: not JSON: {e}", "problems": [str(e)]}),
+            content_type="application/json",
+        ) from None
+    if not isinstance(data, dict):
+        raise web.HTTPUnprocessableEntity(
+            body=orjson.dumps({"error": "body: expected a JSON object", "problems": []}),
+            content_type="application/json",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = _pyd(e)
+        raise web.HTTPUnprocessableEntity(
+            body=orjson.dumps({"error": problems[0], "problems": problems}),
+            content_type="application/json",
+        ) from None
+
+
+class AdminApi:
+    def __init__(self, daemon: Any, token: str | None) -> None:
+        self.daemon = daemon
+        self.token = token
+        self.app = web.Application(middlewares=[self._errors, self._auth])
+        r = self.app.router
+        r.add_get("/", self._console)
+        r.add_get("/console/{file}", self._console_file)
+        r.add_get("/openapi.json", self._openapi)
+        r.add_get("/healthz", self._healthz)
+        r.add_get("/readyz", self._readyz)
+        r.add_get("/metrics", self._metrics)
+        r.add_get("/v1/runs", self._list)
+        r.add_post("/v1/runs", self._create)
+        r.add_get("/v1/runs/{run_id}", self._inspect)
+        for verb in ("start", "pause", "resume", "stop"):
+            r.add_post(f"/v1/runs/{{run_id}}/{verb}", self._action(verb))
+        r.add_put("/v1/runs/{run_id}/streams/{stream}/rate", self._rate)
+        r.add_put("/v1/runs/{run_id}/chaos", self._chaos)
+        r.add_get("/v1/packs", self._packs)
+        r.add_get("/v1/schemas", self._schemas)
+        r.add_get("/v1/schemas/{event_type}", self._schema)
+        r.add_get("/v1/configs", self._configs)
+        r.add_post("/v1/reload", self._reload)
+        r.add_get("/v1/events", self._events)
+
+    # -- middleware -------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in MUTATING:
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {self.token}" if self.token else None
+            if expected is None:
+                return error(401, "mutating calls are disabled: the daemon has no token")
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return error(401, "missing or wrong bearer token (Authorization: Bearer ...)")
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.content_type == "application/json":
+                raise
+            return error(e.status, e.reason or "error")
+        except NotFound as e:
+            return error(404, f"not found: {e.args[0]}")
+        except IllegalTransition as e:
+            return error(409, str(e))
+        except ConfigError as e:
+            problems = str(e).split("\n  ")[1:]
+            return error(422, problems[0] if problems else str(e), problems)
+        except Exception as e:  # a bug: say so as JSON, and log it
+            log.error("api_error", path=request.path, error=repr(e))
+            return error(500, f"internal error: {e!r}")
+
+    # -- runs -------------------------------------------------------------------------------
+
+    async def _view(self, run: Any, history: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = run.view()
+        if history:
+            out["history"] = await self.daemon.manager.history(run.id)
+        return out
+
+    async def _list(self, _req: web.Request) -> web.Response:
+        runs = [await self._view(r) for r in self.daemon.manager.runs.values()]
+        return _json({"runs": runs})
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body: models.CreateRun = await _body(request, models.CreateRun)
+        if body.config is not None:
+            text, source = self.daemon.config_text(body.config), f"config:{body.config}"
+        elif body.spec is not None:
+            text, source = orjson.dumps(body.spec).decode(), "inline"
+        else:
+            assert body.yaml is not None
+            text, source = body.yaml, "inline"
+        run = await self.daemon.manager.create(text, source, start=body.start)
+        return _json(await self._view(run), 201)
+
+    async def _inspect(self, request: web.Request) -> web.Response:
+        run = self.daemon.manager.get(request.match_info["run_id"])
+        return _json(await self._view(run, history=True))
+
+    def _action(self, verb: str) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            m = self.daemon.manager
+            run_id = request.match_info["run_id"]
+            fn = {"start": m.start_run, "pause": m.pause, "resume": m.resume, "stop": m.stop}
+            run = await fn[verb](run_id)
+            return _json(await self._view(run))
+
+        return handle
+
+    async def _rate(self, request: web.Request) -> web.Response:
+        body: models.RateChange = await _body(request, models.RateChange)
+        m = self.daemon.manager
+        run = await m.set_rate(
+            request.match_info["run_id"], request.match_info["stream"], body.profile
+        )
+        return _json(await self._view(run))
+
+    async def _chaos(self, request: web.Request) -> web.Response:
+        from datafactory.chaos import parse_steps
+
+        body: models.ChaosChange = await _body(request, models.ChaosChange)
+        m = self.daemon.manager
+        run = m.get(request.match_info["run_id"])
+        if body.steps is not None:
+            parsed, problems = parse_steps(body.steps)
+            if problems:
+                msgs = [f"body.steps.{'.'.join(map(str, loc[1:]))}: {msg}" for loc, msg in problems]
+                return error(422, msgs[0], msgs)
+            steps = [c for _, c in parsed]
+        else:
+            current = (
+                {(c.name or c.step): c for c in run.engine.chaos_configs} if run.engine else {}
+            )
+            unknown = [n for n in body.rates or {} if n not in current]
+            if unknown:
+                return error(
+                    422,
+                    f"body.rates.{unknown[0]}: no chaos step named {unknown[0]!r}; "
+                    f"steps: {', '.join(current) or 'none'}",
+                )
+            steps = [
+                c.model_copy(update={"rate": (body.rates or {}).get(n, c.rate)})
+                for n, c in current.items()
+            ]
+        run = await m.set_chaos(run.id, steps)
+        return _json(await self._view(run))
+
+    # -- catalogue --------------------------------------------------------------------------
+
+    async def _packs(self, _req: web.Request) -> web.Response:
+        from datafactory.pack import registered_packs
+
+        out = []
+        for name, pack in sorted(registered_packs().items()):
+            out.append(
+                {
+                    "pack": name,
+                    "description": pack.description,
+                    "streams": [
+                        {
+                            "name": s.name,
+                            "event_type": s.event_type(name),
+                            "description": s.description,
+                        }
+                        for s in pack.streams.values()
+                    ],
+                    "params": pack.Params.model_json_schema(),
+                }
+            )
+        return _json(out)
+
+    async def _schemas(self, _req: web.Request) -> web.Response:
+        from datafactory.schema import list_schemas
+
+        return _json(list_schemas())
+
+    async def _schema(self, request: web.Request) -> web.Response:
+        from datafactory.schema import load_schema
+
+        try:
+            return _json(load_schema(request.match_info["event_type"]).raw)
+        except KeyError as e:
+            raise NotFound(str(e.args[0])) from None
+
+    async def _configs(self, _req: web.Request) -> web.Response:
+        return _json(self.daemon.config_names())
+
+    async def _reload(self, _req: web.Request) -> web.Response:
+        return _json(await self.daemon.reload_all("api"))
+
+    # -- telemetry --------------------------------------------------------------------------
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        queue = self.daemon.telemetry.subscribe()
+        try:
+            while True:
+                event = await queue.get()
+                await resp.write(b"data: " + orjson.dumps(event) + b"\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.daemon.telemetry.unsubscribe(queue)
+        return resp
+
+    async def _healthz(self, _req: web.Request) -> web.Response:
+        return _json({"status": "ok", "runs": len(self.daemon.manager.runs)})
+
+    async def _readyz(self, _req: web.Request) -> web.Response:
+        ready, why = self.daemon.ready()
+        return _json({"ready": ready, "reason": why}, 200 if ready else 503)
+
+    async def _metrics(self, _req: web.Request) -> web.Response:
+        body = generate_latest(self.daemon.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _openapi(self, _req: web.Request) -> web.Response:
+        return _json(document())
+
+    # -- console ----------------------------------------------------------------------------
+
+    async def _console(self, _req: web.Request) -> web.Response:
+        return await self._static("index.html")
+
+    async def _console_file(self, request: web.Request) -> web.Response:
+        return await self._static(request.match_info["file"])
+
+    async def _static(self, name: str) -> web.Response:
+        types = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+        ext = name[name.rfind(".") :] if "." in name else ""
+        if ext not in types or "/" in name or name.startswith("."):
+            raise NotFound(f"console/{name}")
+        path = resources.files("datafactory.control").joinpath("console", name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"console/{name}") from None
+        return web.Response(body=data, content_type=types[ext])

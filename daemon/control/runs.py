@@ -1,0 +1,368 @@
+"""Runs as a state machine, owned by the daemon, persisted in the ledger.
+
+PENDING -> PROVISIONING -> RUNNING <-> PAUSED -> DRAINING -> COMPLETED | CANCELLED, and FAILED
+from any live state. Illegal transitions raise :class:`IllegalTransition` (HTTP 409). Every
+``checkpoint_interval`` each live run writes, in one transaction, per stream the seq below
+which every event is accounted for and the counters of exactly those events; a daemon that
+restarts (even after ``kill -9``) resumes its live runs from there: events after the mark are
+sent again (duplicates, counted), none is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import uuid
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from datafactory.config import Config, ConfigError, parse_config
+from datafactory.control.ledger import Ledger, RunRecord
+from datafactory.engine.pipeline import Engine
+from datafactory.telemetry.metrics import Metrics
+
+log = structlog.get_logger("datafactory.runs")
+
+
+class State(StrEnum):
+    PENDING = "PENDING"
+    PROVISIONING = "PROVISIONING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    DRAINING = "DRAINING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+ALLOWED: dict[State, set[State]] = {
+    State.PENDING: {State.PROVISIONING, State.CANCELLED, State.FAILED},
+    State.PROVISIONING: {State.RUNNING, State.DRAINING, State.FAILED, State.CANCELLED},
+    State.RUNNING: {State.PAUSED, State.DRAINING, State.FAILED},
+    State.PAUSED: {State.RUNNING, State.DRAINING, State.FAILED},
+    State.DRAINING: {State.COMPLETED, State.CANCELLED, State.FAILED},
+    State.COMPLETED: set(),
+    State.FAILED: set(),
+    State.CANCELLED: set(),
+}
+LIVE = {State.PROVISIONING, State.RUNNING, State.PAUSED, State.DRAINING}
+TERMINAL = {State.COMPLETED, State.FAILED, State.CANCELLED}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, run_id: str, frm: State, to: State, action: str) -> None:
+        super().__init__(f"run {run_id} is {frm}: cannot {action} (would go {frm} -> {to})")
+
+
+class NotFound(KeyError):
+    pass
+
+
+class Run:
+    def __init__(self, record: RunRecord, config: Config) -> None:
+        self.record = record
+        self.config = config
+        self.state = State(record.state)
+        self.engine: Engine | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.cancelled = False
+        self.base: dict[tuple[str, str], dict[str, int]] = {}  # counters before a restart
+        self.errors: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def counters(self, at_mark: bool = False) -> dict[tuple[str, str], dict[str, int]]:
+        live = self.engine.counters(at_mark) if self.engine is not None else {}
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for key in set(live) | set(self.base):
+            b, v = self.base.get(key, {}), live.get(key, {})
+            out[key] = {
+                c: (int(v.get(c, b.get(c, 0))) if c == "generated" else b.get(c, 0) + v.get(c, 0))
+                for c in ("generated", "chaos_dropped", "sent", "acked", "failed", "retried")
+            }
+        return out
+
+    def view(self) -> dict[str, Any]:
+        out = self.record.public()
+        out["state"] = str(self.state)
+        snap = self.engine.snapshot() if self.engine is not None else None
+        out["streams"] = {
+            name: {k: v for k, v in st.items() if k != "done"}
+            for name, st in (snap or {}).get("streams", {}).items()
+        }
+        out["counters"] = [
+            {"stream": st, "sink": sk, **vals} for (st, sk), vals in sorted(self.counters().items())
+        ]
+        out["chaos"] = (snap or {}).get("chaos", {})
+        out["errors"] = self.errors[-20:]
+        return out
+
+
+def config_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RunManager:
+    """Creates, drives and persists runs."""
+
+    def __init__(
+        self, ledger: Ledger, *, owner: str = "", checkpoint_interval: float = 1.0
+    ) -> None:
+        self.ledger = ledger
+        self.owner = owner
+        self.checkpoint_interval = checkpoint_interval
+        self.runs: dict[str, Run] = {}
+        self._checkpointer: asyncio.Task[None] | None = None
+        self.closing = False
+        self.listeners: list[Any] = []  # callables(run, event) for telemetry
+
+    async def start(self) -> list[str]:
+        """Open the ledger; resume this daemon's live runs. Returns the resumed ids."""
+        await self.ledger.open()
+        resumed = []
+        for rec in await self.ledger.runs():
+            if State(rec.state) in TERMINAL or (rec.owner and rec.owner != self.owner):
+                continue
+            try:
+                config = parse_config(rec.config, f"run {rec.id}")
+            except ConfigError as e:
+                await self.ledger.transition(rec.id, rec.state, State.FAILED, "resume", str(e))
+                continue
+            run = Run(rec, config)
+            self.runs[rec.id] = run
+            marks = await self.ledger.checkpoints(rec.id)
+            run.base = await self.ledger.counters(rec.id)
+            if run.state == State.PENDING:
+                continue
+            log.info("run_resuming", run=rec.id, marks={k: v[0] for k, v in marks.items()})
+            paused = run.state == State.PAUSED
+            # the daemon stopped or died under it: provision again, go on from the marks
+            self._launch(run, {k: v[0] for k, v in marks.items()}, paused=paused, resumed=True)
+            resumed.append(rec.id)
+        self._checkpointer = asyncio.create_task(self._checkpoints(), name="checkpoints")
+        return resumed
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop every live run (drain: what was released is written) and checkpoint. The runs
+        stay live in the ledger: the next start of the daemon resumes them."""
+        self.closing = True
+        for run in list(self.runs.values()):
+            if run.engine is not None and run.state in LIVE:
+                run.engine.stop()
+        tasks = [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
+        if drain and tasks:
+            await asyncio.wait(tasks, timeout=25)
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+        await self.ledger.close()
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> Run:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise NotFound(run_id)
+        return run
+
+    async def history(self, run_id: str) -> list[dict[str, Any]]:
+        rec = await self.ledger.get(run_id)
+        return rec.history if rec is not None else []
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def create(self, text: str, source: str, *, start: bool = True) -> Run:
+        """A run from config text (validated: ConfigError on any problem)."""
+        config = parse_config(text, source)
+        now = time.time()
+        rec = RunRecord(
+            id=uuid.uuid4().hex[:12],
+            name=config.run.name,
+            state=State.PENDING,
+            config=text,
+            config_hash=config_hash(text),
+            source=source,
+            created=now,
+            updated=now,
+            owner=self.owner,
+        )
+        await self.ledger.create_run(rec)
+        run = Run(rec, config)
+        self.runs[rec.id] = run
+        log.info("run_created", run=rec.id, name=rec.name, source=source)
+        if start:
+            await self.start_run(rec.id)
+        return run
+
+    async def start_run(self, run_id: str) -> Run:
+        run = self.get(run_id)
+        self._check(run, State.PROVISIONING, "start")
+        self._launch(run, {})
+        return run
+
+    async def pause(self, run_id: str) -> Run:
+        run = self.get(run_id)
+        async with run._lock:
+            self._check(run, State.PAUSED, "pause")
+            assert run.engine is not None
+            run.engine.pause()
+            await self._move(run, State.PAUSED, "api")
+        return run
+
+    async def resume(self, run_id: str) -> Run:
+        run = self.get(run_id)
+        async with run._lock:
+            if run.state != State.PAUSED:
+                raise IllegalTransition(run.id, run.state, State.RUNNING, "resume")
+            assert run.engine is not None
+            run.engine.resume()
+            await self._move(run, State.RUNNING, "api")
+        return run
+
+    async def stop(self, run_id: str) -> Run:
+        run = self.get(run_id)
+        async with run._lock:
+            if run.state == State.PENDING:
+                await self._move(run, State.CANCELLED, "api")
+                return run
+            self._check(run, State.DRAINING, "stop")
+            run.cancelled = True
+            if run.engine is not None:
+                run.engine.stop()
+        return run
+
+    async def set_rate(self, run_id: str, stream: str, profile: Any) -> Run:
+        run = self.get(run_id)
+        if run.engine is None or run.state not in LIVE:
+            raise IllegalTransition(run.id, run.state, run.state, "change a rate")
+        target = next((s for s in run.engine.streams if stream in (s.name, s.plan.stream)), None)
+        if target is None:
+            names = ", ".join(s.name for s in run.engine.streams)
+            raise NotFound(f"stream {stream!r} (streams: {names})")
+        target.bucket.set_profile(profile)
+        log.info("rate_changed", run=run.id, stream=target.name)
+        return run
+
+    async def set_chaos(self, run_id: str, steps: list[Any]) -> Run:
+        run = self.get(run_id)
+        if run.engine is None or run.state not in LIVE:
+            raise IllegalTransition(run.id, run.state, run.state, "change chaos")
+        run.engine.set_chaos(steps)
+        log.info("chaos_changed", run=run.id, steps=[s.name or s.step for s in steps])
+        return run
+
+    async def reload(self, run_id: str, text: str) -> dict[str, Any]:
+        """Apply a new version of a run's config live (chaos, rates); raises ConfigError."""
+        run = self.get(run_id)
+        new = parse_config(text, run.record.source)
+        if run.engine is None or run.state not in LIVE:
+            raise IllegalTransition(run.id, run.state, run.state, "reload")
+        result = run.engine.reload(new)
+        if not result["needs_restart"]:
+            run.config = new
+        return result
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _check(self, run: Run, to: State, action: str) -> None:
+        if to not in ALLOWED[run.state]:
+            raise IllegalTransition(run.id, run.state, to, action)
+
+    async def _move(
+        self, run: Run, to: State, reason: str, error: str = "", force: bool = False
+    ) -> None:
+        frm = run.state
+        if not force and to not in ALLOWED[frm]:
+            raise IllegalTransition(run.id, frm, to, reason)
+        run.state = to
+        run.record.state = to
+        await self.ledger.transition(run.id, frm, to, reason, error)
+        log.info("run_state", run=run.id, frm=str(frm), to=str(to), reason=reason)
+        for listener in self.listeners:
+            listener(run, {"type": "state", "from": str(frm), "to": str(to)})
+
+    def _launch(
+        self, run: Run, marks: dict[str, int], *, paused: bool = False, resumed: bool = False
+    ) -> None:
+        run.task = asyncio.create_task(self._execute(run, marks, paused, resumed), name=run.id)
+
+    async def _execute(self, run: Run, marks: dict[str, int], paused: bool, resumed: bool) -> None:
+        phases: asyncio.Queue[str] = asyncio.Queue()
+        try:
+            if run.state != State.PROVISIONING:
+                await self._move(
+                    run, State.PROVISIONING, "restart" if resumed else "start", force=resumed
+                )
+            engine = Engine(run.config, metrics=Metrics(), resume=marks, on_phase=phases.put_nowait)
+            run.engine = engine
+            if paused:
+                engine.pause()
+            task = asyncio.create_task(engine.run())
+            follower = asyncio.create_task(self._follow(run, phases, paused))
+            try:
+                run.summary = await task
+            finally:
+                await phases.put("")
+                await follower
+            await self._save(run)
+            if self.closing and not run.cancelled and engine.stopping:
+                log.info("run_suspended", run=run.id, marks=engine.marks())
+                return  # the daemon is shutting down: resumed at its next start
+            failed = sum(sum(s["failed"].values()) for s in run.summary["sinks"].values())
+            if run.state != State.DRAINING:
+                await self._move(run, State.DRAINING, "end", force=True)
+            end = State.CANCELLED if run.cancelled else State.COMPLETED
+            note = f"{failed} events failed" if failed > run.summary["failed_intentionally"] else ""
+            await self._move(run, end, "drained", note)
+        except Exception as e:
+            run.errors.append({"at": time.time(), "error": str(e)})
+            log.error("run_failed", run=run.id, error=str(e))
+            with contextlib.suppress(Exception):
+                await self._save(run)
+            if run.state not in TERMINAL:
+                await self._move(run, State.FAILED, "error", str(e), force=True)
+
+    async def _follow(self, run: Run, phases: asyncio.Queue[str], paused: bool) -> None:
+        while True:
+            phase = await phases.get()
+            if phase == "running" and run.state == State.PROVISIONING:
+                await self._move(
+                    run, State.PAUSED if paused else State.RUNNING, "provisioned", force=paused
+                )
+            elif phase == "draining" and run.state in (
+                State.RUNNING,
+                State.PAUSED,
+                State.PROVISIONING,
+            ):
+                why = "stop" if run.cancelled else "shutdown" if self.closing else "end"
+                await self._move(run, State.DRAINING, why)
+            elif phase == "":
+                return
+
+    async def _save(self, run: Run) -> None:
+        if run.engine is None:
+            return
+        await self.ledger.checkpoint(
+            run.id,
+            {k: (m, r) for k, (m, r) in run.engine.marks().items()},
+            run.counters(at_mark=True),
+        )
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_interval)
+            for run in list(self.runs.values()):
+                if run.engine is not None and run.state in LIVE:
+                    try:
+                        await self._save(run)
+                    except Exception as e:  # a ledger hiccup must not stop the runs
+                        log.error("checkpoint_failed", run=run.id, error=repr(e))
