@@ -46,28 +46,27 @@ def _pyd(e: ValidationError, prefix: str = "body") -> list[str]:
     return out
 
 
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = problems or [message]
+
+
 async def _body(request: web.Request, model: type[BaseModel]) -> Any:
     try:
         raw = await request.read()
         data = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError as e:
-        raise web.HTTPBadRequest(
-            body=orjson.dumps({"error": f"body: not JSON: {e}", "problems": [str(e)]}),
-            content_type="application/json",
-        ) from None
+        raise ApiError(400, f"body: not JSON: {e}") from None
     if not isinstance(data, dict):
-        raise web.HTTPUnprocessableEntity(
-            body=orjson.dumps({"error": "body: expected a JSON object", "problems": []}),
-            content_type="application/json",
-        )
+        raise ApiError(422, "body: expected a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as e:
         problems = _pyd(e)
-        raise web.HTTPUnprocessableEntity(
-            body=orjson.dumps({"error": problems[0], "problems": problems}),
-            content_type="application/json",
-        ) from None
+        raise ApiError(422, problems[0], problems) from None
 
 
 class AdminApi:
@@ -113,9 +112,9 @@ class AdminApi:
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
+        except ApiError as e:
+            return error(e.status, e.message, e.problems)
         except web.HTTPException as e:
-            if e.content_type == "application/json":
-                raise
             return error(e.status, e.reason or "error")
         except NotFound as e:
             return error(404, f"not found: {e.args[0]}")
@@ -292,7 +291,7 @@ class AdminApi:
         ext = name[name.rfind(".") :] if "." in name else ""
         if ext not in types or "/" in name or name.startswith("."):
             raise NotFound(f"console/{name}")
-        path = resources.files("datafactory.control").joinpath("console", name)
+        path = resources.files("datafactory.control").joinpath(f"console/{name}")
         try:
             data = path.read_bytes()
         except FileNotFoundError:
