@@ -77,8 +77,8 @@ async def client(daemon: Daemon) -> AsyncIterator[Client]:
         yield Client(daemon, s)
 
 
-async def wait_state(c: Client, run_id: str, *states: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_state(c: Client, run_id: str, *states: str, within: float = 20) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         status, view = await c.call("GET", f"/v1/runs/{run_id}")
         assert status == 200
@@ -287,6 +287,6 @@ async def test_sse_streams_rates_per_run_stream_and_sink(client: Client) -> None
 
 
 def test_non_loopback_bind_needs_a_token(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="refusing to listen on 0.0.0.0 without a token"):
+    with pytest.raises(ValueError, match=r"refusing to listen on 0\.0\.0\.0 without a token"):
         Daemon(listen="0.0.0.0:0", ledger=f"sqlite:///{tmp_path}/l.db", token=None)
     Daemon(listen="0.0.0.0:0", ledger=f"sqlite:///{tmp_path}/l.db", token="x")
