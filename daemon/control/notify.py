@@ -27,9 +27,11 @@ class Notifier:
         target = "\0" + addr[1:] if addr.startswith("@") else addr
         if self._sock is None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # never block the event loop on a peer that does not read (a full buffer)
+            self._sock.setblocking(False)
         try:
             self._sock.sendto("\n".join(fields).encode(), target)
-        except OSError:
+        except OSError:  # BlockingIOError included: a dropped ping, not a stalled daemon
             return False
         return True
 
