@@ -308,7 +308,7 @@ async def test_rates_change_live_while_the_run_streams(tmp_path: Path) -> None:
     assert stream.chaos is not None
     stream.chaos.report = spy
     task = asyncio.create_task(engine.run())
-    while stream.released < 8000:  # noqa: ASYNC110 - polling the engine's own counter
+    while stream.released < 8000:
         await asyncio.sleep(0)
     switch = stream.released
     engine.set_chaos(steps([{"step": "drop", "rate": 0.5}]))  # same step: updated in place
