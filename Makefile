@@ -7,8 +7,12 @@ PYTEST_ARGS ?=
 
 NPM_DIR := build/npm
 KINESIS_MOCK := $(NPM_DIR)/node_modules/kinesis-local/main.js
+# Debian packages the tests drive: chromium (the console test, through Playwright; Playwright's
+# own browser download does not work here) and systemd (systemd-analyze verify of the unit)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
 
-.PHONY: install run test test-unit test-integration lint bench clean
+.PHONY: install run test test-unit test-integration lint bench clean system-deps
 
 $(BIN)/datafactory: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +31,21 @@ run: install          ## the daemon: runs config/default.yaml; API + console on 
 	DATAFACTORY_TOKEN=$${DATAFACTORY_TOKEN:-dev} $(BIN)/datafactory serve --configs config \
 	  --run default --ledger sqlite:///./.datafactory/ledger.db
 
-test: install $(KINESIS_MOCK)  ## the whole default suite (unit + integration), as CI runs it
+/usr/bin/chromium:
+	$(APT_INSTALL) chromium || ($(SUDO) apt-get update && $(APT_INSTALL) chromium)
+
+/usr/bin/systemd-analyze:
+	$(APT_INSTALL) systemd || ($(SUDO) apt-get update && $(APT_INSTALL) systemd)
+
+system-deps: /usr/bin/chromium /usr/bin/systemd-analyze
+
+test: install $(KINESIS_MOCK) system-deps  ## the whole default suite (unit + integration), as CI runs it
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install $(KINESIS_MOCK)
+test-integration: install $(KINESIS_MOCK) system-deps
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 # mypy cannot follow pyproject's folder -> package mapping (daemon/ is `datafactory`,

@@ -63,7 +63,7 @@ async def _body(request: web.Request, model: type[BaseModel]) -> Any:
     if not isinstance(data, dict):
         raise ApiError(422, "body: expected a JSON object")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)  # no coercion: what the schema says
     except ValidationError as e:
         problems = _pyd(e)
         raise ApiError(422, problems[0], problems) from None
@@ -115,7 +115,10 @@ class AdminApi:
         except ApiError as e:
             return error(e.status, e.message, e.problems)
         except web.HTTPException as e:
-            return error(e.status, e.reason or "error")
+            resp = error(e.status, e.reason or "error")
+            if "Allow" in e.headers:  # 405 says which methods are allowed (RFC 9110)
+                resp.headers["Allow"] = e.headers["Allow"]
+            return resp
         except NotFound as e:
             return error(404, f"not found: {e.args[0]}")
         except IllegalTransition as e:

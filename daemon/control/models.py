@@ -3,7 +3,7 @@ OpenAPI document's schemas)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -12,22 +12,47 @@ from datafactory.engine.rate import RateProfile
 _STRICT = ConfigDict(extra="forbid")
 
 
+def _one_of(*names: str) -> Any:
+    """Schema: exactly one of ``names``, each non-null when given (pydantic would document
+    them as nullable, since they default to None)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["oneOf"] = [{"required": [n]} for n in names]
+        for n in names:
+            prop = schema["properties"][n]
+            alts = [a for a in prop.pop("anyOf", []) if a.get("type") != "null"]
+            if alts:
+                prop.update(alts[0])
+            prop.pop("default", None)
+
+    return extra
+
+
+def _exactly_one(data: Any, names: tuple[str, ...]) -> Any:
+    if isinstance(data, dict):
+        for n in names:
+            if n in data and data[n] is None:
+                raise ValueError(f"{n} must not be null (leave it out)")
+        given = [n for n in names if n in data]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(names)}")
+    return data
+
+
 class CreateRun(BaseModel):
     """Exactly one of ``config`` (a named config file), ``spec`` (a config as an object) or
     ``yaml`` (a config as YAML text)."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of("config", "spec", "yaml"))
     config: str | None = Field(None, description="name of a config in the configs folder")
     spec: dict[str, Any] | None = Field(None, description="an inline config (run, packs, sinks...)")
     yaml: str | None = Field(None, description="an inline config as YAML text")
     start: bool = Field(True, description="start it now (else it stays PENDING)")
 
-    @model_validator(mode="after")
-    def _one(self) -> CreateRun:
-        given = [k for k in ("config", "spec", "yaml") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of config, spec, yaml")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _one(cls, data: Any) -> Any:
+        return _exactly_one(data, ("config", "spec", "yaml"))
 
 
 class RateChange(BaseModel):
@@ -38,18 +63,16 @@ class RateChange(BaseModel):
 class ChaosChange(BaseModel):
     """``steps`` replaces the chain; ``rates`` changes the rates of steps by name."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of("steps", "rates"))
     steps: list[dict[str, Any]] | None = Field(None, description="the whole chaos list")
-    rates: dict[str, float] | None = Field(None, description="step name -> new rate (0..1)")
+    rates: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
+        None, description="step name -> new rate (0..1)"
+    )
 
-    @model_validator(mode="after")
-    def _one(self) -> ChaosChange:
-        if (self.steps is None) == (self.rates is None):
-            raise ValueError("give exactly one of steps, rates")
-        for name, rate in (self.rates or {}).items():
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"rates.{name}: must be between 0 and 1")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _one(cls, data: Any) -> Any:
+        return _exactly_one(data, ("steps", "rates"))
 
 
 class Error(BaseModel):

@@ -66,12 +66,36 @@ _RUN = {"200": {"description": "the run", "content": _json(_ref("RunView"))}}
 _ANY = {"type": "object", "additionalProperties": True}
 
 
+def _require_discriminators(schemas: dict[str, Any]) -> None:
+    """A tagged union's tag is required in every variant (the handler needs it to pick one,
+    even where the model gives it a default)."""
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            disc = node.get("discriminator")
+            if isinstance(disc, dict):
+                for ref in disc.get("mapping", {}).values():
+                    target = schemas.get(ref.rsplit("/", 1)[-1])
+                    if target is not None:
+                        req = target.setdefault("required", [])
+                        if disc["propertyName"] not in req:
+                            req.append(disc["propertyName"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schemas)
+
+
 def document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     for m in _MODELS:
         s = m.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(s.pop("$defs", {}))
         schemas[m.__name__] = s
+    _require_discriminators(schemas)
     action = {
         verb: {
             "post": _op(

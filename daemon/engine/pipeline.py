@@ -542,6 +542,10 @@ class Engine:
                     wait = bucket.acquire(n)
                 if n == 0 or (wait > 0 and not last):
                     break
+                if not self._running.is_set():  # paused while waiting: hold what was earned
+                    await self._running.wait()
+                    if self._stop.is_set():
+                        break
                 now = clock.now_us()
                 piece = block.take(slice(pos, pos + n))
                 end_seq = int(piece.seq[-1]) + 1
