@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-CONFIG ?= config/default.yaml
+CONFIGS ?= config
+RUN ?= default
 PYTEST_ARGS ?=
 
 NPM_DIR := build/npm
@@ -28,8 +29,8 @@ $(KINESIS_MOCK):
 	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) kinesis-local@0.6.2
 
 run: install          ## the daemon: runs config/default.yaml; API + console on http://127.0.0.1:9400
-	DATAFACTORY_TOKEN=$${DATAFACTORY_TOKEN:-dev} $(BIN)/datafactory serve --configs config \
-	  --run default --ledger sqlite:///./.datafactory/ledger.db
+	DATAFACTORY_TOKEN=$${DATAFACTORY_TOKEN:-dev} $(BIN)/datafactory serve --configs $(CONFIGS) \
+	  --run $(RUN) --ledger sqlite:///./.datafactory/ledger.db
 
 /usr/bin/chromium:
 	$(APT_INSTALL) chromium || ($(SUDO) apt-get update && $(APT_INSTALL) chromium)

@@ -199,6 +199,13 @@ def test_sigterm_at_load_drains_and_exits_0_with_every_event_accounted_for(
             rid,
             lambda v: v["streams"].get("retail.pos_transaction", {}).get("released", 0) > 40_000,
         )
+        # SIGHUP re-reads the configs folder and applies the change live (systemctl reload)
+        (d.configs / "load.yaml").write_text(
+            FILES.format(out=tmp_path / "out").replace("base: 20000", "base: 15000")
+        )
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait(rid, lambda v: v["streams"]["retail.pos_transaction"]["target_rate"] == 15000, 10)
         t0 = time.monotonic()
         assert d.stop(signal.SIGTERM) == 0
         assert time.monotonic() - t0 < 30
@@ -211,6 +218,8 @@ def test_sigterm_at_load_drains_and_exits_0_with_every_event_accounted_for(
             d.proc.kill()
     # pinged from the event loop all along (also while streaming 20k events/s), then STOPPING
     assert messages.count("WATCHDOG=1") >= 3 and messages[-1].startswith("STOPPING=1")
+    logs = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+    assert "reload_applied" in logs and TOKEN not in logs  # the token is never logged
     db = sqlite3.connect(tmp_path / "ledger.db")
     (mark, released) = db.execute(
         "SELECT seq, released FROM checkpoints WHERE run_id = ?", (rid,)
