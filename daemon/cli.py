@@ -21,6 +21,7 @@ from datafactory.config import Config, ConfigError, load_config
 from datafactory.units import parse_duration
 
 EXIT_CONFIG = 2
+_BACKGROUND: set[asyncio.Future[None]] = set()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -210,8 +211,14 @@ def _reload(engine: Any, path: str, overrides: dict[str, Any]) -> None:
     except ConfigError as e:
         logger.error("reload_rejected", error=str(e))
         return
-    result = engine.reload(new)
-    logger.info("reload_applied", **result)
+
+    async def apply() -> None:
+        result = await engine.reload(new)
+        logger.info("reload_applied", **result)
+
+    task = asyncio.ensure_future(apply())
+    _BACKGROUND.add(task)  # keep a reference until it is done
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 async def _serve_run(

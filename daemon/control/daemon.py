@@ -280,6 +280,10 @@ class Daemon:
         self.notifier.send("READY=1", f"STATUS=serving on {self.host}:{self.port}")
         log.info("daemon_ready", listen=f"{self.host}:{self.port}", auth=bool(self.token))
 
+    def _sighup(self) -> None:
+        task = asyncio.ensure_future(self.reload_all("sighup"))
+        self._tasks.append(task)  # kept (and cancelled at shutdown)
+
     async def _watchdog(self, interval: float) -> None:
         # pinged from the event loop: a blocked loop misses pings and systemd restarts us
         while True:
@@ -303,9 +307,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(
-            signal.SIGHUP, lambda: asyncio.ensure_future(self.reload_all("sighup"))
-        )
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
         await self.start()
         try:
             await self._stop.wait()

@@ -122,6 +122,13 @@ class Ledger(ABC):
             ]
         )
 
+    async def set_config(self, run_id: str, text: str, digest: str) -> None:
+        """A live reload changed the run's config: a restart resumes with the new one."""
+        await self._execute(
+            "UPDATE runs SET config = ?, config_hash = ?, updated = ? WHERE id = ?",
+            (text, digest, time.time(), run_id),
+        )
+
     async def set_owner(self, run_id: str, owner: str) -> None:
         await self._execute("UPDATE runs SET owner = ? WHERE id = ?", (owner, run_id))
 

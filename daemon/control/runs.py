@@ -266,9 +266,11 @@ class RunManager:
         new = parse_config(text, run.record.source)
         if run.engine is None or run.state not in LIVE:
             raise IllegalTransition(run.id, run.state, run.state, "reload")
-        result = run.engine.reload(new)
+        result = await run.engine.reload(new)
         if not result["needs_restart"]:
             run.config = new
+            run.record.config, run.record.config_hash = text, config_hash(text)
+            await self.ledger.set_config(run.id, text, run.record.config_hash)
         return result
 
     # -- internals --------------------------------------------------------------------------

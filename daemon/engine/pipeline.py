@@ -87,6 +87,7 @@ class StreamRuntime:
     seq_next: int = 0
     done: bool = False
     rate_now: float = 0.0
+    removed: bool = False  # stopped live by a reload
     # checkpointing: every event below `mark` is acknowledged or counted failed by every sink
     mark: int = 0
     # slice id -> [sinks left, end seq, {sink: [acked, failed, retried]}]
@@ -155,35 +156,14 @@ class Engine:
         self.packs: dict[str, Pack] = {
             p: pack_types[p](params, self.seeds) for p, params in config.pack_params.items()
         }
-        simulated = config.run.clock == "simulated"
-        t0 = config.run.start_epoch() if simulated else None
+        self._wall_clock = wall_clock
+        self._streaming = False
         self.streams: list[StreamRuntime] = []
         for plan in config.streams:
-            pack = self.packs[plan.pack]
-            clock: Clock = SimulatedClock(t0 or 0.0) if simulated else (wall_clock or WallClock())
-            bucket = TokenBucket(plan.rate, clock, burst=max(eng.pacing_interval * 2, 0.1))
-            q2: BoundedQueue[Any] = BoundedQueue(
-                eng.queue_blocks, f"gen:{plan.event_type}", self.metrics
-            )
-            targets = [self.sinks[s] for s in plan.sinks]
-            rt = StreamRuntime(plan, pack, pack.stream(plan.stream), clock, bucket, q2, targets)
-            start = (resume or {}).get(rt.name, 0)  # a resumed run goes on from its checkpoint
-            rt.seq_next = rt.mark = rt.generated = rt.released = start
-            for s in targets:
-                fmt = s.sink.config.format
-                s.encoders[rt.name] = build_encoder(
-                    fmt, rt.gen.schema, config.run.seed, single_object=s.sink.message_oriented
-                )
-                s.render[rt.name] = RenderContext(
-                    fmt,
-                    rt.gen.schema,
-                    fmt == "avro" and s.sink.message_oriented,
-                    s.sink.max_record_bytes,
-                )
-                s.sent[rt.name] = 0
-                s.failed[rt.name] = 0
-                s.retried[rt.name] = 0
-            self.streams.append(rt)
+            # a resumed run goes on from its checkpoint
+            self.streams.append(self._build_stream(plan, (resume or {}).get(plan.event_type, 0)))
+        self._pacers: set[asyncio.Task[None]] = set()
+        self._generators: set[asyncio.Task[None]] = set()
 
         # chaos: one chain per stream; faults go to the metrics and the manifest
         self.chaos_counts: dict[tuple[str, str, str], int] = {}
@@ -201,6 +181,72 @@ class Engine:
                 lambda: {s.name: s.released for s in self.streams},
             )
         self.set_chaos(list(config.chaos))
+
+    def _build_stream(self, plan: StreamPlan, start: int) -> StreamRuntime:
+        config, eng = self.config, self.config.model.engine
+        pack = self.packs[plan.pack]
+        simulated = config.run.clock == "simulated"
+        clock: Clock = (
+            SimulatedClock(config.run.start_epoch())
+            if simulated
+            else (self._wall_clock or WallClock())
+        )
+        bucket = TokenBucket(plan.rate, clock, burst=max(eng.pacing_interval * 2, 0.1))
+        q2: BoundedQueue[Any] = BoundedQueue(
+            eng.queue_blocks, f"gen:{plan.event_type}", self.metrics
+        )
+        targets = [self.sinks[s] for s in plan.sinks]
+        rt = StreamRuntime(plan, pack, pack.stream(plan.stream), clock, bucket, q2, targets)
+        rt.seq_next = rt.mark = rt.generated = rt.released = start
+        for s in targets:
+            fmt = s.sink.config.format
+            s.encoders[rt.name] = build_encoder(
+                fmt, rt.gen.schema, config.run.seed, single_object=s.sink.message_oriented
+            )
+            s.render[rt.name] = RenderContext(
+                fmt,
+                rt.gen.schema,
+                fmt == "avro" and s.sink.message_oriented,
+                s.sink.max_record_bytes,
+            )
+            s.sent.setdefault(rt.name, 0)
+            s.failed.setdefault(rt.name, 0)
+            s.retried.setdefault(rt.name, 0)
+        return rt
+
+    def _start_stream(self, s: StreamRuntime) -> None:
+        s.bucket.restart(s.clock.now())  # the profile starts when the stream starts
+        if s.chaos is not None:
+            s.chaos.start(int(s.bucket.t0 * 1_000_000))
+        if self.config.run.duration is not None:
+            s.end_time = s.bucket.t0 + self.config.run.duration
+        gen = asyncio.create_task(self._generate(s), name=f"gen:{s.name}")
+        pace = asyncio.create_task(self._pace(s), name=f"pace:{s.name}")
+        self._generators.add(gen)
+        self._pacers.add(pace)
+
+    async def add_stream(self, plan: StreamPlan) -> None:
+        """Start a new stream of an existing pack into existing sinks, live."""
+        if any(s.name == plan.event_type for s in self.streams):
+            return
+        s = self._build_stream(plan, 0)
+        chain = build_chain(
+            self.chaos_configs, s.name, s.gen.schema, self.config.run.seed, self._faults
+        )
+        s.chaos = chain
+        for k in s.sinks:  # its topic / stream must exist before the first event
+            await k.sink.provision([s.name])
+        self.streams.append(s)
+        if self._streaming:
+            self._start_stream(s)
+        log.info("stream_added", stream=s.name, sinks=[k.name for k in s.sinks])
+
+    def remove_stream(self, name: str) -> None:
+        """Stop releasing one stream, live; what it released is still written."""
+        for s in self.streams:
+            if s.name == name:
+                s.removed = True
+                log.info("stream_removed", stream=name)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -230,30 +276,56 @@ class Engine:
             s.chaos = new
         self.chaos_configs = list(configs)
 
-    def reload(self, new: Config) -> dict[str, Any]:
-        """Apply what can change while running (chaos steps, stream rates); say what needs a
-        restart. ``new`` is already validated; the running config keeps running otherwise."""
-        applied: list[str] = []
-        restart: list[str] = []
+    def reload_plan(self, new: Config) -> list[str]:
+        """What of ``new`` cannot be applied live (needs the run drained and rebuilt)."""
         old = self.config
-        if list(new.chaos) != list(self.chaos_configs):
-            self.set_chaos(list(new.chaos))
-            applied.append("chaos")
-        plans = {p.event_type: p for p in new.streams}
-        for s in self.streams:
-            plan = plans.get(s.name)
-            if plan is not None and plan.rate != s.plan.rate:
-                s.bucket.set_profile(plan.rate)
-                s.plan = plan
-                applied.append(f"rate:{s.name}")
-        if {p.event_type for p in new.streams} != {s.name for s in self.streams}:
-            restart.append("streams")
+        restart: list[str] = []
         for section in ("sinks", "pack_params"):
             if getattr(new, section) != getattr(old, section):
                 restart.append(section)
         if new.model.manifest != old.model.manifest:
             restart.append("manifest")
-        return {"applied": applied, "needs_restart": restart}
+        if new.run != old.run:
+            restart.append("run")
+        live = {s.name: s for s in self.streams if not s.removed}
+        for p in new.streams:
+            s = live.get(p.event_type)
+            if s is not None and (s.plan.sinks != p.sinks or s.plan.max_events != p.max_events):
+                restart.append(f"streams.{p.event_type}")
+        return restart
+
+    async def reload(self, new: Config) -> dict[str, Any]:
+        """Apply what can change while running: chaos steps, stream rates, streams added or
+        removed. Says what needs a restart instead (and then changes nothing). ``new`` is
+        already validated; the running config keeps running otherwise."""
+        restart = self.reload_plan(new)
+        if restart:
+            return {"applied": [], "needs_restart": restart}
+        applied: list[str] = []
+        if list(new.chaos) != list(self.chaos_configs):
+            self.set_chaos(list(new.chaos))
+            applied.append("chaos")
+        plans = {p.event_type: p for p in new.streams}
+        for s in self.streams:
+            if s.removed:
+                continue
+            plan = plans.get(s.name)
+            if plan is None:
+                self.remove_stream(s.name)
+                applied.append(f"removed:{s.name}")
+            elif plan.rate != s.plan.rate:
+                s.bucket.set_profile(plan.rate)
+                s.plan = plan
+                applied.append(f"rate:{s.name}")
+        live = {s.name for s in self.streams if not s.removed}
+        for p in new.streams:
+            if p.event_type not in live:
+                if any(s.name == p.event_type for s in self.streams):
+                    return {"applied": applied, "needs_restart": [f"streams.{p.event_type}"]}
+                await self.add_stream(p)
+                applied.append(f"added:{p.event_type}")
+        self.config = new
+        return {"applied": applied, "needs_restart": []}
 
     def _faults(self, faults: FaultLog) -> None:
         if not faults.items:
@@ -386,12 +458,6 @@ class Engine:
         if self.manifest is not None:
             await self.manifest.sink.connect()
         run = self.config.run
-        for s in self.streams:
-            s.bucket.restart(s.clock.now())  # the profile starts when the stream starts
-            if s.chaos is not None:
-                s.chaos.start(int(s.bucket.t0 * 1_000_000))
-            if run.duration is not None:
-                s.end_time = s.bucket.t0 + run.duration
         log.info(
             "run_started",
             run=run.name,
@@ -402,10 +468,9 @@ class Engine:
         )
         if self.on_phase is not None:
             self.on_phase("running")
-        generators = [
-            asyncio.create_task(self._generate(s), name=f"gen:{s.name}") for s in self.streams
-        ]
-        pacers = [asyncio.create_task(self._pace(s), name=f"pace:{s.name}") for s in self.streams]
+        self._streaming = True
+        for s in self.streams:
+            self._start_stream(s)
         writers = [
             asyncio.create_task(self._write(k), name=f"sink:{k.name}") for k in self.sinks.values()
         ]
@@ -418,7 +483,13 @@ class Engine:
         streaming_since = time.monotonic()
         streaming_seconds = 0.0
         try:
-            await asyncio.gather(*pacers)
+            while True:  # streams added live join the wait
+                pending = [t for t in self._pacers if not t.done()]
+                if not pending:
+                    break
+                await asyncio.wait(pending)
+            for t in self._pacers:
+                t.result()  # a pacer's failure is the run's
             if self.on_phase is not None:
                 self.on_phase("draining")
             for k in self.sinks.values():
@@ -427,11 +498,10 @@ class Engine:
             streaming_seconds = time.monotonic() - streaming_since
         finally:
             extra = [manifest_loop] if manifest_loop is not None else []
-            for t in [*generators, sampler, *pacers, *writers, *extra]:
+            tasks = [*self._generators, sampler, *self._pacers, *writers, *extra]
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(
-                *generators, sampler, *pacers, *writers, *extra, return_exceptions=True
-            )
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self.manifest is not None:
                 try:
                     await self.manifest.flush(final=True)
@@ -515,7 +585,7 @@ class Engine:
         block: RecordBlock | None = None
         pos = 0
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not s.removed:
                 if not self._running.is_set():
                     await self._running.wait()
                     continue
@@ -531,7 +601,7 @@ class Engine:
                 n = max(1, min(int(bucket.rate() * interval), eng.batch_max, len(block) - pos))
                 wait = bucket.acquire(n)
                 last = False
-                while wait > 0 and not self._stop.is_set():
+                while wait > 0 and not self._stop.is_set() and not s.removed:
                     if s.end_time is not None and clock.now() + wait > s.end_time:
                         # the end falls inside this wait: release what was earned by then
                         await clock.sleep(max(0.0, s.end_time - clock.now()))
@@ -546,6 +616,8 @@ class Engine:
                     await self._running.wait()
                     if self._stop.is_set():
                         break
+                if s.removed:
+                    break
                 now = clock.now_us()
                 piece = block.take(slice(pos, pos + n))
                 end_seq = int(piece.seq[-1]) + 1
@@ -599,16 +671,7 @@ class Engine:
 
     async def _write(self, k: SinkRuntime) -> None:
         m = self.metrics
-        children = {
-            s.name: (
-                m.sent.labels(s.name, k.name),
-                m.sent_bytes.labels(s.name, k.name),
-                m.failed.labels(s.name, k.name),
-                m.retried.labels(s.name, k.name),
-            )
-            for s in self.streams
-            if k in s.sinks
-        }
+        children = _SinkChildren(m, k.name)
         timer = m.write_seconds.labels(k.name)
         # encode the next slice while the sink writes this one (a two-stage pipeline)
         encoded: BoundedQueue[tuple[StreamRuntime, Any, int] | None] = BoundedQueue(
@@ -659,7 +722,7 @@ class Engine:
         self,
         k: SinkRuntime,
         encoded: BoundedQueue[tuple[StreamRuntime, Any, int] | None],
-        children: dict[str, Any],
+        children: _SinkChildren,
         timer: Any,
     ) -> None:
         """Deliver encoded batches, up to the sink's ``max_in_flight`` at once."""
@@ -668,7 +731,7 @@ class Engine:
 
         async def one(s: StreamRuntime, batch: EncodedBatch, sid: int) -> None:
             try:
-                sent, sent_bytes, failed, retried = children[s.name]
+                sent, sent_bytes, failed, retried = children.of(s.name)
                 t = time.perf_counter()
                 ok, lost, again = await self._deliver(k, batch)
                 timer.observe(time.perf_counter() - t)
@@ -750,3 +813,24 @@ class Engine:
                 last[s.name] = (s.released, now)
                 m.actual_rate.labels(s.name).set(s.rate_now)
                 m.target_rate.labels(s.name).set(s.bucket.rate())
+
+
+class _SinkChildren:
+    """A sink's metric children per stream, made on first use (streams may be added live)."""
+
+    def __init__(self, m: Metrics, sink: str) -> None:
+        self.m = m
+        self.sink = sink
+        self.cache: dict[str, tuple[Any, Any, Any, Any]] = {}
+
+    def of(self, stream: str) -> tuple[Any, Any, Any, Any]:
+        c = self.cache.get(stream)
+        if c is None:
+            m, k = self.m, self.sink
+            c = self.cache[stream] = (
+                m.sent.labels(stream, k),
+                m.sent_bytes.labels(stream, k),
+                m.failed.labels(stream, k),
+                m.retried.labels(stream, k),
+            )
+        return c
