@@ -389,7 +389,10 @@ def _packs(args: argparse.Namespace) -> int:
                         "stream": s,
                         "event_type": spec.event_type(name),
                         "description": spec.description,
-                        "default_rate": spec.default_rate.model_dump(),
+                        "default_rate": (
+                            spec.default_rate.model_dump() if spec.default_rate else None
+                        ),
+                        "driven": spec.driven,
                     }
                     for s, spec in pack.streams.items()
                 ],

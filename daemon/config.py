@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from datafactory.engine.rate import RateProfile
+from datafactory.engine.rate import ConstantProfile, RateProfile
 from datafactory.units import Duration
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -139,6 +139,7 @@ class StreamPlan:
     rate: Any
     sinks: tuple[str, ...]
     max_events: int | None
+    driven: bool = False
 
     @property
     def event_type(self) -> str:
@@ -381,15 +382,26 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
                             f"no sink named {t!r}; sinks: {', '.join(sorted(model.sinks))}",
                         )
                     )
-            rate = ssec.rate or pack.streams[sname].default_rate
-            streams.append(StreamPlan(pname, sname, rate, targets, ssec.max_events))
+            spec = pack.streams[sname]
+            if spec.driven and ssec.rate is not None:
+                problems.append(
+                    (
+                        (*sloc, "rate"),
+                        f"stream {sname!r} is driven by the pack's simulation "
+                        "(it follows the pack's other streams): it has no rate",
+                    )
+                )
+            rate = ssec.rate or spec.default_rate or ConstantProfile(base=0)
+            streams.append(
+                StreamPlan(pname, sname, rate, targets, ssec.max_events, driven=spec.driven)
+            )
     if not problems and not streams:
         problems.append((("packs",), "no stream is enabled"))
     run = model.run
     if (
         run.clock == "simulated"
         and run.duration is None
-        and any(s.max_events is None for s in streams)
+        and any(s.max_events is None for s in streams if not s.driven)
     ):
         problems.append(
             (

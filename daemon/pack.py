@@ -31,7 +31,10 @@ class StreamSpec:
 
     name: str
     description: str
-    default_rate: RateProfile
+    default_rate: RateProfile | None = None
+    # driven: events the pack's simulation makes (from what its paced streams released, or
+    # from the passing of time), released in event-time order, with no rate of their own
+    driven: bool = False
 
     def event_type(self, pack: str) -> str:
         return f"{pack}.{self.name}"
@@ -42,10 +45,21 @@ class StreamGenerator(ABC):
 
     schema: EventSchema
 
-    @abstractmethod
     def generate(self, n: int, seq_start: int, t_start_us: int, t_end_us: int) -> RecordBlock:
-        """``n`` events with seq ``seq_start..seq_start+n-1`` and event times spread over
-        ``[t_start_us, t_end_us)``; advances the pack's state to ``t_end_us``."""
+        """Paced streams: ``n`` events with seq ``seq_start..seq_start+n-1`` and event times
+        spread over ``[t_start_us, t_end_us)``; advances the pack's state to ``t_end_us``."""
+        raise NotImplementedError(f"{type(self).__name__} is driven: it has no generate()")
+
+    def released(self, block: RecordBlock) -> None:  # noqa: B027 - optional hook
+        """Paced streams: the engine released ``block`` with these event times (pack lock
+        held). Packs derive the events of their driven streams from it."""
+
+    def poll(self, until_us: int | None, seq_start: int, limit: int) -> RecordBlock | None:
+        """Driven streams: at most ``limit`` pending events with ``event_time <= until_us``
+        (the time every paced stream of the pack has reached), in time order, with seq from
+        ``seq_start``; the pack advances its time-driven state to ``until_us`` first. None or
+        an empty block: nothing is due yet. (Pack lock held.)"""
+        raise NotImplementedError(f"{type(self).__name__} is paced: it has no poll()")
 
 
 class Pack(ABC):

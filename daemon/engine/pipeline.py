@@ -88,6 +88,14 @@ class StreamRuntime:
     done: bool = False
     rate_now: float = 0.0
     removed: bool = False  # stopped live by a reload
+    # the event time of the last release (paced streams); what driven streams follow
+    released_until_us: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # driven: sources moved on
+
+    @property
+    def driven(self) -> bool:
+        return self.plan.driven
+
     # checkpointing: every event below `mark` is acknowledged or counted failed by every sink
     mark: int = 0
     # slice id -> [sinks left, end seq, {sink: [acked, failed, retried]}]
@@ -220,6 +228,10 @@ class Engine:
             s.chaos.start(int(s.bucket.t0 * 1_000_000))
         if self.config.run.duration is not None:
             s.end_time = s.bucket.t0 + self.config.run.duration
+        s.released_until_us = int(s.bucket.t0 * 1_000_000)
+        if s.driven:
+            self._pacers.add(asyncio.create_task(self._pace_driven(s), name=f"pace:{s.name}"))
+            return
         gen = asyncio.create_task(self._generate(s), name=f"gen:{s.name}")
         pace = asyncio.create_task(self._pace(s), name=f"pace:{s.name}")
         self._generators.add(gen)
@@ -629,6 +641,13 @@ class Engine:
                 t_prev = now
                 s.released += n
                 released.inc(n)
+                s.released_until_us = now
+                if self._driven_by(s):  # the pack derives its driven streams' events
+                    if len(piece) > 512:
+                        await asyncio.to_thread(self._released, s, piece)
+                    else:
+                        self._released(s, piece)
+                    self._wake_driven(s)
                 if piece.labels:  # the pack's own domain errors: ground truth too
                     domain = FaultLog()
                     domain.add_labels(s.pack.name, piece)
@@ -649,6 +668,72 @@ class Engine:
             rest = s.chaos.flush() if s.chaos is not None else None
             if self._late:
                 rest = self._take_late(s, rest)
+            if rest is not None and len(rest):
+                await self._send(s, rest, s.released)
+        finally:
+            s.done = True
+            self._wake_driven(s)
+
+    def _driven_by(self, s: StreamRuntime) -> list[StreamRuntime]:
+        return [x for x in self.streams if x.driven and x.pack is s.pack and not x.removed]
+
+    def _released(self, s: StreamRuntime, piece: RecordBlock) -> None:
+        with s.pack.lock:
+            s.gen.released(piece)
+
+    def _wake_driven(self, s: StreamRuntime) -> None:
+        for x in self._driven_by(s):
+            x.wake.set()
+
+    async def _pace_driven(self, s: StreamRuntime) -> None:
+        """A driven stream: release what the pack's simulation made, in event-time order, up
+        to the time every paced stream of the pack has reached; when they are all done,
+        what is due by the last of them, then end (later events have not happened yet)."""
+        batch_max = self.config.model.engine.batch_max
+        released = self.metrics.released.labels(s.name)
+        generated = self.metrics.generated.labels(s.name)
+        limit_total = s.plan.max_events
+        gen, lock = s.gen, s.pack.lock
+
+        def poll(until: int, seq: int, limit: int) -> RecordBlock | None:
+            with lock:
+                return gen.poll(until, seq, limit)
+
+        try:
+            while not s.removed:
+                if not self._running.is_set():
+                    await self._running.wait()
+                s.wake.clear()  # a release from now on wakes us, even during the poll
+                sources = [x for x in self.streams if x.pack is s.pack and not x.driven]
+                live = [x for x in sources if not x.done]
+                until = (
+                    min(x.released_until_us for x in live)
+                    if live
+                    else max((x.released_until_us for x in sources), default=0)
+                )
+                limit = batch_max
+                if limit_total is not None:
+                    limit = min(limit, limit_total - s.seq_next)
+                    if limit <= 0:
+                        break
+                block = await asyncio.to_thread(poll, until, s.seq_next, limit)
+                if block is not None and len(block):
+                    n = len(block)
+                    s.seq_next += n
+                    s.generated += n
+                    s.released += n
+                    generated.inc(n)
+                    released.inc(n)
+                    s.released_until_us = int(block.event_time[-1])
+                    if s.chaos is not None:
+                        block, faults = s.chaos.apply(block)
+                        self._faults(faults)
+                    await self._send(s, block, s.seq_next)
+                    continue  # there may be more due already
+                if not live:
+                    break  # every source ended and nothing more is due
+                await s.wake.wait()
+            rest = s.chaos.flush() if s.chaos is not None else None
             if rest is not None and len(rest):
                 await self._send(s, rest, s.released)
         finally:
