@@ -33,7 +33,7 @@ from datafactory.encoders import build_encoder
 from datafactory.encoders.base import EncodedBatch, Encoder, PartialDeliveryError
 from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
-from datafactory.engine.rate import TokenBucket
+from datafactory.engine.rate import ConstantProfile, TokenBucket
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.manager import Lifecycle
 from datafactory.pack import Pack, StreamGenerator, registered_packs, registered_sinks
@@ -45,6 +45,10 @@ log = structlog.get_logger("datafactory.engine")
 T = TypeVar("T")
 # simulated clock: the most event time one slice may span (batch_max bounds it too)
 SIMULATED_SLICE = 60.0
+# ... unless the rate is so low that a slice would hold few events: then up to an hour
+SIMULATED_SLICE_MAX = 3600.0
+# points of the rate's integral per slice, to place event times along the profile
+WARP_POINTS = 33
 # encoded batches waiting for a sink, per sink
 ENCODE_AHEAD = 2
 
@@ -199,7 +203,13 @@ class Engine:
             if simulated
             else (self._wall_clock or WallClock())
         )
-        bucket = TokenBucket(plan.rate, clock, burst=max(eng.pacing_interval * 2, 0.1))
+        # simulated time jumps: one wait may be long (a quiet night), wall time stays responsive
+        bucket = TokenBucket(
+            plan.rate,
+            clock,
+            burst=max(eng.pacing_interval * 2, 0.1),
+            max_wait=SIMULATED_SLICE_MAX if simulated else 1.0,
+        )
         q2: BoundedQueue[Any] = BoundedQueue(
             eng.queue_blocks, f"gen:{plan.event_type}", self.metrics
         )
@@ -609,7 +619,11 @@ class Engine:
                     if block is None:
                         break
                 # wall clock: small slices keep the rate smooth; simulated: bigger ones are free
-                interval = SIMULATED_SLICE if clock.simulated else eng.pacing_interval
+                if clock.simulated:
+                    rate = max(bucket.rate(), 1e-9)
+                    interval = min(max(SIMULATED_SLICE, eng.batch_max / rate), SIMULATED_SLICE_MAX)
+                else:
+                    interval = eng.pacing_interval
                 n = max(1, min(int(bucket.rate() * interval), eng.batch_max, len(block) - pos))
                 wait = bucket.acquire(n)
                 last = False
@@ -634,10 +648,9 @@ class Engine:
                 piece = block.take(slice(pos, pos + n))
                 end_seq = int(piece.seq[-1]) + 1
                 pos += n
-                # spread the slice's event times over the interval since the last release
-                piece.event_time = (
-                    t_prev + (np.arange(1, n + 1, dtype=np.int64) * (now - t_prev)) // n
-                )
+                # spread the slice's event times over the interval since the last release,
+                # along the rate profile (uniform for a constant rate)
+                piece.event_time = _event_times(bucket, t_prev, now, n)
                 t_prev = now
                 s.released += n
                 released.inc(n)
@@ -919,3 +932,24 @@ class _SinkChildren:
                 m.retried.labels(stream, k),
             )
         return c
+
+
+def _event_times(bucket: TokenBucket, t_prev_us: int, now_us: int, n: int) -> Any:
+    """``n`` event times in ``(t_prev, now]`` placed where the profile puts events: the
+    k-th at the time its share of the slice's integral is reached (piecewise-linear inverse
+    of the integral on a small grid). Exact for a constant rate; big simulated slices keep
+    the profile's shape inside them."""
+    k = np.arange(1, n + 1, dtype=np.int64)
+    span = now_us - t_prev_us
+    if span <= 0 or n == 1 or isinstance(bucket.profile, ConstantProfile):
+        return t_prev_us + (k * span) // n
+    grid = np.linspace(t_prev_us / 1e6, now_us / 1e6, WARP_POINTS)
+    t0 = bucket.t0
+    cum = np.array([bucket.profile.cumulative(float(t), t0) for t in grid])
+    cum -= cum[0]
+    if cum[-1] <= 0:
+        return t_prev_us + (k * span) // n
+    times = np.interp(k / n * cum[-1], cum, grid)
+    out = np.minimum((times * 1e6).astype(np.int64), now_us)
+    out = np.maximum(out, t_prev_us + 1)
+    return np.maximum.accumulate(out)  # never decreasing within the slice

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from datetime import date as _date
 from typing import Annotated, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -187,10 +188,137 @@ class HourlyProfile(BaseModel):
         return self._prim(t) - self._prim(t0)
 
 
-RateProfile: TypeAlias = Annotated[
-    ConstantProfile | RampProfile | DiurnalProfile | SpikeProfile | HourlyProfile,
-    Field(discriminator="profile"),
-]
+class Holiday(BaseModel):
+    model_config = _FROZEN
+    date: str = Field(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$", examples=["12-24"])
+    factor: float = Field(ge=0, description="multiplies the whole day (2.0: twice the sales)")
+
+
+class WeeklyProfile(BaseModel):
+    """``base`` shaped by hour of day, day of week (UTC) and holidays (month-day, every year).
+
+    ``strength`` blends the shape with a flat line (0: flat, 1: the full shape). The weights
+    are normalised so an ordinary week averages ``base``.
+    """
+
+    model_config = _FROZEN
+    profile: Literal["weekly"]
+    base: float = Field(ge=0, description="mean events per second over an ordinary week")
+    hourly: tuple[float, ...] = Field(description="24 relative weights, hour 0 first")
+    weekday: tuple[float, ...] = Field((1.0,) * 7, description="7 relative weights, Monday first")
+    holidays: tuple[Holiday, ...] = Field((), description="days scaled by a factor")
+    strength: float = Field(1.0, ge=0, le=1, description="how much of the shape applies")
+
+    @model_validator(mode="after")
+    def _check(self) -> WeeklyProfile:
+        if len(self.hourly) != 24:
+            raise ValueError(f"`hourly` needs 24 values, got {len(self.hourly)}")
+        if len(self.weekday) != 7:
+            raise ValueError(f"`weekday` needs 7 values (Monday first), got {len(self.weekday)}")
+        for name, ws in (("hourly", self.hourly), ("weekday", self.weekday)):
+            if any(w < 0 for w in ws) or sum(ws) <= 0:
+                raise ValueError(f"`{name}` must be >= 0 and not all 0")
+        return self
+
+    @functools.cached_property
+    def _hour_rates(self) -> list[float]:
+        """Per hour of an ordinary day with weekday weight 1: events/s (blended)."""
+        mean_h = sum(self.hourly) / 24
+        mean_d = sum(self.weekday) / 7
+        s = self.strength
+        # rate(t) = base * ((1 - s) + s * hourly[h]/mean_h * weekday[d]/mean_d * holiday)
+        return [self.base * s * w / mean_h / mean_d for w in self.hourly]
+
+    @functools.cached_property
+    def _day_shape(self) -> list[float]:
+        """Events from 00:00 to the start of each hour of the shaped part (25 entries)."""
+        acc = [0.0]
+        for r in self._hour_rates:
+            acc.append(acc[-1] + r * 3600)
+        return acc
+
+    @functools.cached_property
+    def _holidays(self) -> dict[tuple[int, int], float]:
+        return {(int(h.date[:2]), int(h.date[3:])): h.factor for h in self.holidays}
+
+    def _day_factor(self, day: int) -> float:
+        """weekday weight x holiday factor of day ``day`` (days since 1970-01-01)."""
+        w = self.weekday[(day + 3) % 7]  # 1970-01-01 was a Thursday
+        if self._holidays:
+            d = _date.fromordinal(_EPOCH_ORDINAL + day)
+            w *= self._holidays.get((d.month, d.day), 1.0)
+        return w
+
+    def rate(self, t: float, t0: float) -> float:
+        day, rem = divmod(t, 86400.0)
+        flat = self.base * (1 - self.strength)
+        return flat + self._hour_rates[int(rem // 3600)] * self._day_factor(int(day))
+
+    @functools.cached_property
+    def _plain_week(self) -> float:
+        return self._day_shape[24] * sum(self.weekday)
+
+    def _year_extra(self, year: int) -> float:
+        """Shaped events holidays add (or remove) in ``year``, over its plain weekdays."""
+        extra = 0.0
+        for (month, dom), factor in self._holidays.items():
+            try:
+                day = _date(year, month, dom).toordinal() - _EPOCH_ORDINAL
+            except ValueError:  # 02-29 in a common year
+                continue
+            extra += (factor - 1.0) * self.weekday[(day + 3) % 7] * self._day_shape[24]
+        return extra
+
+    @functools.cached_property
+    def _extra_cache(self) -> dict[int, float]:
+        return {1970: 0.0}
+
+    def _extra_before_year(self, year: int) -> float:
+        """Holiday extras of every year from 1970 up to ``year`` (memoised, no recursion)."""
+        cache = self._extra_cache
+        if year in cache:
+            return cache[year]
+        known = max(y for y in cache if y < year) if year > 1970 else 1970
+        acc = cache[known]
+        for y in range(known, year):
+            acc += self._year_extra(y)
+            cache[y + 1] = acc
+        return cache[year] if year > 1970 else 0.0
+
+    def _prim(self, t: float) -> float:
+        day_f, rem = divmod(t, 86400.0)
+        day = int(day_f)
+        weeks, wd = divmod(day, 7)
+        # shaped part: whole weeks, the days of this week before today, today so far
+        shaped = weeks * self._plain_week
+        start = weeks * 7
+        shaped += sum(self.weekday[(start + k + 3) % 7] for k in range(wd)) * self._day_shape[24]
+        if self._holidays:
+            d = _date.fromordinal(_EPOCH_ORDINAL + day)
+            shaped += self._extra_before_year(d.year)
+            year_start = _date(d.year, 1, 1).toordinal() - _EPOCH_ORDINAL
+            for (month, dom), factor in self._holidays.items():  # this year's, before today
+                try:
+                    hday = _date(d.year, month, dom).toordinal() - _EPOCH_ORDINAL
+                except ValueError:
+                    continue
+                if year_start <= hday < day:
+                    shaped += (factor - 1.0) * self.weekday[(hday + 3) % 7] * self._day_shape[24]
+        hour = min(int(rem // 3600), 23)
+        today = self._day_shape[hour] + self._hour_rates[hour] * (rem - hour * 3600)
+        shaped += today * self._day_factor(day)
+        return shaped + self.base * (1 - self.strength) * t
+
+    def cumulative(self, t: float, t0: float) -> float:
+        return self._prim(t) - self._prim(t0)
+
+
+_EPOCH_ORDINAL = _date(1970, 1, 1).toordinal()
+
+AnyProfile: TypeAlias = (
+    ConstantProfile | RampProfile | DiurnalProfile | SpikeProfile | HourlyProfile | WeeklyProfile
+)
+RateProfile: TypeAlias = Annotated[AnyProfile, Field(discriminator="profile")]
 
 
 class TokenBucket:
@@ -204,7 +332,7 @@ class TokenBucket:
 
     def __init__(
         self,
-        profile: ConstantProfile | RampProfile | DiurnalProfile | SpikeProfile | HourlyProfile,
+        profile: AnyProfile,
         clock: Clock,
         *,
         burst: float = 0.1,
@@ -239,9 +367,7 @@ class TokenBucket:
         self._cum_last = cum
         self._last = now
 
-    def set_profile(
-        self, profile: ConstantProfile | RampProfile | DiurnalProfile | SpikeProfile | HourlyProfile
-    ) -> None:
+    def set_profile(self, profile: AnyProfile) -> None:
         """Change the shape live; tokens earned so far are kept."""
         self._refill(self.clock.now(), 0)
         self.profile = profile

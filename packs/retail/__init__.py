@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
-from datafactory.engine.rate import HourlyProfile
+from datafactory.engine.rate import WeeklyProfile
 from datafactory.engine.sampling import AliasTable
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
@@ -25,6 +25,28 @@ SALES_BY_HOUR: tuple[float, ...] = (
     0.05, 0.03, 0.02, 0.02, 0.03, 0.10, 0.30, 0.60, 0.90, 1.10, 1.30, 1.50,
     1.70, 1.60, 1.40, 1.30, 1.40, 1.60, 1.70, 1.50, 1.10, 0.70, 0.35, 0.15,
 )  # fmt: skip
+
+# Relative sales by day of week (Monday first): the weekend shop.
+SALES_BY_WEEKDAY: tuple[float, ...] = (0.85, 0.85, 0.9, 0.95, 1.15, 1.45, 0.85)
+# Days that sell differently every year (month-day, factor).
+HOLIDAYS: tuple[tuple[str, float], ...] = (
+    ("11-28", 2.2),  # around Black Friday
+    ("12-23", 1.5),
+    ("12-24", 1.7),
+    ("12-25", 0.1),
+    ("12-26", 1.3),
+    ("12-31", 1.2),
+    ("01-01", 0.3),
+)
+DEFAULT_RATE = WeeklyProfile.model_validate(
+    {
+        "profile": "weekly",
+        "base": 200.0,
+        "hourly": SALES_BY_HOUR,
+        "weekday": SALES_BY_WEEKDAY,
+        "holidays": [{"date": d, "factor": f} for d, f in HOLIDAYS],
+    }
+)
 
 CHANNELS = ("store", "online", "click_and_collect")
 PAYMENTS = ("card", "cash", "mobile_wallet", "gift_card")
@@ -76,7 +98,7 @@ class RetailPack(Pack):
         "pos_transaction": StreamSpec(
             "pos_transaction",
             "A paid basket at a register, online or click & collect.",
-            HourlyProfile(profile="hourly", base=200.0, weights=SALES_BY_HOUR),
+            DEFAULT_RATE,
         ),
     }
 

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from datafactory.config import ConfigError, load_config, parse_config
-from datafactory.engine.rate import ConstantProfile, HourlyProfile
+from datafactory.engine.rate import ConstantProfile, WeeklyProfile
 
 GOOD = """
 run: {name: t, seed: 3}
@@ -39,7 +39,9 @@ def test_good_config_resolves() -> None:
 def test_default_streams_and_rates_come_from_the_pack() -> None:
     cfg = parse_config("packs: {retail: {}}\nsinks: {o: {type: stdout}}\n")
     (s,) = cfg.streams
-    assert isinstance(s.rate, HourlyProfile)
+    from datafactory.packs.retail import DEFAULT_RATE
+
+    assert isinstance(s.rate, WeeklyProfile) and s.rate == DEFAULT_RATE
 
 
 def test_unknown_key_is_named_with_its_line() -> None:

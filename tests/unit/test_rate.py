@@ -16,6 +16,7 @@ from datafactory.engine.rate import (
     RateProfile,
     SpikeProfile,
     TokenBucket,
+    WeeklyProfile,
 )
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -93,6 +94,16 @@ PROFILES = [
     DiurnalProfile(profile="diurnal", base=1000, amplitude=0.6, period=86400, phase=50400),
     SpikeProfile(profile="spike", base=10, peak=500, start=300, duration=60, every=900),
     HourlyProfile(profile="hourly", base=100, weights=tuple(float(h % 7 + 1) for h in range(24))),
+    WeeklyProfile.model_validate(
+        {
+            "profile": "weekly",
+            "base": 100,
+            "hourly": [float(h % 5 + 1) for h in range(24)],
+            "weekday": [1, 1, 1, 1, 1.2, 1.5, 0.5],
+            "holidays": [{"date": "12-24", "factor": 1.8}, {"date": "01-01", "factor": 0.3}],
+            "strength": 0.8,
+        }
+    ),
 ]
 
 
@@ -167,3 +178,30 @@ def test_durations_parse() -> None:
     assert isinstance(p, DiurnalProfile)
     assert (p.period, p.phase) == (43200.0, 5400.0)
     assert math.isclose(p.rate(T0 + 5400, T0), 1.1)
+
+
+def test_weekly_shape_weekdays_and_holidays() -> None:
+    import datetime as dt
+
+    p = PROFILES[-1]
+    assert isinstance(p, WeeklyProfile)
+
+    def at(y: int, m: int, d: int, h: int = 0) -> float:
+        return dt.datetime(y, m, d, h, tzinfo=dt.UTC).timestamp()
+
+    # an ordinary week averages `base`; a Saturday (1.5) outsells a Sunday (0.5) threefold
+    monday = at(2026, 3, 2)
+    assert p.cumulative(monday + 7 * 86400, monday) / (7 * 86400) == pytest.approx(100)
+    sat = p.cumulative(at(2026, 3, 8), at(2026, 3, 7)) - 0.2 * 100 * 86400
+    sun = p.cumulative(at(2026, 3, 9), at(2026, 3, 8)) - 0.2 * 100 * 86400
+    assert sat == pytest.approx(3 * sun)
+    # Christmas Eve 2026 (a Thursday) is 1.8 x an ordinary Thursday; across years it holds
+    for year in (2026, 2031):
+        eve = at(year, 12, 24)
+        before = eve - 7 * 86400
+        shaped_eve = p.cumulative(eve + 86400, eve) - 0.2 * 100 * 86400
+        shaped_before = p.cumulative(before + 86400, before) - 0.2 * 100 * 86400
+        assert shaped_eve == pytest.approx(1.8 * shaped_before)
+    # the integral over a long span is the sum of its parts (holidays counted once)
+    a, b, c = at(2025, 12, 1), at(2026, 1, 15, 13), at(2027, 2, 1)
+    assert p.cumulative(c, a) == pytest.approx(p.cumulative(b, a) + p.cumulative(c, b))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -68,3 +70,41 @@ def test_invalid_params_name_the_parameter() -> None:
     with pytest.raises(ValidationError) as e:
         RetailParams.model_validate({"online_share": 0.9, "click_collect_share": 0.2})
     assert "online_share + click_collect_share" in str(e.value)
+
+
+async def test_hourly_volume_follows_the_default_seasonality(tmp_path: Path) -> None:
+    """A simulated week on the pack's default profile (scaled to 0.5 events/s): sales per hour
+    of the week correlate with the curve (> 0.9), and Saturday outsells Monday."""
+    import datetime as dt
+
+    import orjson
+
+    from datafactory.config import parse_config
+    from datafactory.engine.pipeline import Engine
+    from datafactory.packs.retail import DEFAULT_RATE
+
+    rate = {**DEFAULT_RATE.model_dump(), "base": 0.5}
+    cfg = parse_config(
+        orjson.dumps(
+            {
+                "run": {"name": "week", "seed": 5, "clock": "simulated",
+                        "start": "2026-03-02T00:00:00Z", "duration": 7 * 86400},
+                "packs": {"retail": {"streams": {"pos_transaction": {"rate": rate}}}},
+                "sinks": {"out": {"type": "file", "path": str(tmp_path)}},
+                "telemetry": {"enabled": False},
+            }
+        ).decode()
+    )  # fmt: skip
+    await Engine(cfg).run()
+    counts = np.zeros(168)
+    start = dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp()
+    for f in tmp_path.rglob("*.jsonl"):
+        for line in f.read_bytes().splitlines():
+            t = dt.datetime.fromisoformat(orjson.loads(line)["event_time"].replace("Z", "+00:00"))
+            hour = int((t.timestamp() - start) // 3600)
+            if hour < 168:
+                counts[hour] += 1
+    expected = np.array([DEFAULT_RATE.rate(start + h * 3600 + 1800, 0) for h in range(168)])
+    assert counts.sum() > 250_000
+    assert np.corrcoef(counts, expected)[0, 1] > 0.9
+    assert counts[120:144].sum() > 1.5 * counts[0:24].sum()  # Saturday vs Monday
