@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from datafactory import __version__
@@ -416,6 +417,33 @@ def _packs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_driven(pack: Any, gen: Any, n: int, now: int) -> Any:
+    """A driven stream's first ``n`` events: run the pack's paced streams an hour at a time
+    (a simulated month at most) and collect what the simulation derives."""
+    hour = 3_600_000_000
+    sources = [pack.stream(name) for name, spec in pack.streams.items() if not spec.driven]
+    got: list[Any] = []
+    count = 0
+    t = now - 30 * 24 * hour
+    for _ in range(30 * 24):
+        for src in sources:
+            block = src.generate(64, 0, t, t)
+            block.event_time = t + np.arange(1, len(block) + 1, dtype=np.int64) * (hour // 64)
+            src.released(block)
+        t += hour
+        block = gen.poll(t, count, n - count)
+        if block is not None and len(block):
+            got.append(block)
+            count += len(block)
+            if count >= n:
+                break
+    if not got:
+        return None
+    from datafactory.engine.blocks import concat
+
+    return concat(got)
+
+
 def _sample(args: argparse.Namespace) -> int:
     from datafactory.encoders import build_encoder
     from datafactory.engine.seeding import SeedTree
@@ -441,7 +469,13 @@ def _sample(args: argparse.Namespace) -> int:
     pack = cls(cls.Params(), SeedTree(args.seed))
     gen = pack.stream(stream)
     now = time.time_ns() // 1000
-    block = gen.generate(args.n, 0, now - args.n * 1_000_000, now)
+    if cls.streams[stream].driven:
+        block = _sample_driven(pack, gen, args.n, now)
+        if block is None:
+            print(f"datafactory: {args.stream}: nothing happened in 30 simulated days")
+            return 1
+    else:
+        block = gen.generate(args.n, 0, now - args.n * 1_000_000, now)
     batch = build_encoder(args.format, gen.schema, args.seed).encode(block)
     data = bytes(batch.contiguous())
     if args.format == "avro":

@@ -47,6 +47,10 @@ T = TypeVar("T")
 SIMULATED_SLICE = 60.0
 # ... unless the rate is so low that a slice would hold few events: then up to an hour
 SIMULATED_SLICE_MAX = 3600.0
+# a generated block holds at most this much event time at the current rate (and >= 16)
+GEN_HORIZON_WALL = 10.0
+GEN_HORIZON_SIMULATED = 3600.0
+GEN_MIN_BLOCK = 16
 # points of the rate's integral per slice, to place event times along the profile
 WARP_POINTS = 33
 # encoded batches waiting for a sink, per sink
@@ -588,8 +592,14 @@ class Engine:
             with lock:
                 return gen.generate(n, seq, t, t)
 
+        # blocks hold at most a horizon's worth of events at the current rate: at low rates
+        # the pack's state never runs far ahead of what has been released
+        horizon = GEN_HORIZON_SIMULATED if s.clock.simulated else GEN_HORIZON_WALL
         while True:
-            n = size if limit is None else min(size, limit - s.seq_next)
+            by_time = max(GEN_MIN_BLOCK, int(s.bucket.rate() * horizon))
+            n = min(size, by_time)
+            if limit is not None:
+                n = min(n, limit - s.seq_next)
             if n <= 0:
                 break
             block = await asyncio.to_thread(make, n, s.seq_next, s.clock.now_us())

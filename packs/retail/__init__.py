@@ -18,6 +18,7 @@ from datafactory.engine.rate import WeeklyProfile
 from datafactory.engine.sampling import AliasTable
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
+from datafactory.packs.retail.customers import BASKET_FACTOR, EVENT_TYPES, SEGMENTS, Customers
 
 # Relative sales by hour of day (store-local time, taken as UTC): quiet nights, a lunch peak,
 # an after-work peak.
@@ -82,6 +83,18 @@ class RetailParams(BaseModel):
         0.05, ge=0, le=1, description="share of sales ordered online, collected in store"
     )
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code")
+    churn_rate: float = Field(
+        0.2, ge=0, lt=1, description="share of active customers who churn in a year"
+    )
+    winback_rate: float = Field(
+        0.1, ge=0, lt=1, description="share of churned customers won back in a year"
+    )
+    acquisition_rate: float = Field(
+        0.25, ge=0, le=100, description="new customers per year, as a share of `customers`"
+    )
+    customer_update_rate: float = Field(
+        0.5, ge=0, le=365, description="profile updates (home store moves) per customer-year"
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> RetailParams:
@@ -99,6 +112,11 @@ class RetailPack(Pack):
             "pos_transaction",
             "A paid basket at a register, online or click & collect.",
             DEFAULT_RATE,
+        ),
+        "customer_event": StreamSpec(
+            "customer_event",
+            "A customer created, updated, churned or reactivated (follows the sales).",
+            driven=True,
         ),
     }
 
@@ -124,12 +142,19 @@ class RetailPack(Pack):
         self.sku_sampler = AliasTable(self.sku_popularity)
         promo = rng.random(p.skus) < p.promo_share
         self.sku_discount_bp = np.where(promo, round(p.promo_discount * 10_000), 0).astype(np.int64)
-        self.customer_ids = tuple(f"C{i + 1:08d}" for i in range(p.customers))
+        self.customers = Customers(p, seeds.rng("retail", "customers"), p.stores)
         self.currency_pool = (p.currency,)
+
+    def advance(self, now_us: int) -> None:
+        """Time-driven state (customers) up to the generation edge."""
+        self.customers.advance(now_us)
 
     def stream(self, name: str) -> StreamGenerator:
         if name == "pos_transaction":
             return PosTransactions(self)
+        if name == "customer_event":
+            self.customers.emit = True
+            return CustomerEvents(self)
         raise KeyError(f"retail has no stream {name!r}; streams: {sorted(self.streams)}")
 
 
@@ -147,6 +172,7 @@ class PosTransactions(StreamGenerator):
 
     def generate(self, n: int, seq_start: int, t_start_us: int, t_end_us: int) -> RecordBlock:
         pk, p, rng = self.pack, self.pack.p, self.rng
+        pk.advance(t_start_us)
         seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
         span = max(t_end_us - t_start_us, 0)
         event_time = t_start_us + (np.arange(n, dtype=np.int64) * span) // max(n, 1)
@@ -163,9 +189,13 @@ class PosTransactions(StreamGenerator):
         np.clip(payment, 0, len(PAYMENTS) - 1, out=payment)
         # online orders always carry the account; in store only loyalty members are named
         known = (channel != 0) | (rng.random(n) < p.loyalty_share)
-        customer = rng.integers(0, p.customers, n).astype(np.int32)
+        people = pk.customers
+        customer = np.zeros(n, dtype=np.int64)
+        customer[known] = people.pick(int(known.sum()), seq[known])
+        # a named customer's basket follows their segment
+        factor = np.where(known, BASKET_FACTOR[people.segment[customer]], 1.0)
 
-        sizes = 1 + rng.poisson(p.basket_mean - 1, n)
+        sizes = 1 + rng.poisson(np.maximum(p.basket_mean * factor - 1, 0), n)
         np.minimum(sizes, 60, out=sizes)
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(sizes, out=offsets[1:])
@@ -200,7 +230,7 @@ class PosTransactions(StreamGenerator):
                 "transaction_id": seq + 1_000_000_001,
                 "store_id": DictColumn(store, pk.store_ids),
                 "register_id": register,
-                "customer_id": DictColumn(customer, pk.customer_ids),
+                "customer_id": DictColumn(customer.astype(np.int32), people.pool),
                 "channel": DictColumn(channel, CHANNELS),
                 "payment_method": DictColumn(payment, PAYMENTS),
                 "currency": DictColumn(np.zeros(n, dtype=np.int32), pk.currency_pool),
@@ -210,4 +240,44 @@ class PosTransactions(StreamGenerator):
                 "total": subtotal + tax,
             },
             nulls={"customer_id": ~known},
+        )
+
+    def released(self, block: RecordBlock) -> None:
+        col = block.columns["customer_id"]
+        assert isinstance(col, DictColumn)
+        named = ~block.nulls["customer_id"]
+        self.pack.customers.released(
+            col.codes[named].astype(np.int64), block.event_time[named], int(block.seq[-1]) + 1
+        )
+
+
+class CustomerEvents(StreamGenerator):
+    """``customer_event``: driven by the customer model's daily steps."""
+
+    def __init__(self, pack: RetailPack) -> None:
+        self.pack = pack
+        self.schema = pack.schema_for("customer_event")
+
+    def poll(self, until_us: int | None, seq_start: int, limit: int) -> RecordBlock | None:
+        people = self.pack.customers
+        # only days the model has finished: their events are all known, so time order holds
+        horizon = people.t_us if people.t_us is not None else 0
+        ev = people.take_events(min(until_us if until_us is not None else 0, horizon), limit)
+        if ev is None:
+            return None
+        n = len(ev["t"])
+        seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
+        return RecordBlock(
+            stream="retail.customer_event",
+            seq=seq,
+            event_time=ev["t"],
+            key=ev["customer"],
+            columns={
+                "customer_id": DictColumn(ev["customer"].astype(np.int32), people.pool),
+                "event_type": DictColumn(ev["type"], EVENT_TYPES),
+                "segment": DictColumn(ev["segment"], SEGMENTS),
+                "loyalty_member": ev["loyalty"],
+                "home_store_id": DictColumn(ev["store"], self.pack.store_ids),
+                "days_inactive": np.maximum(ev["inactive_days"], 0),
+            },
         )

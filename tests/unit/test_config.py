@@ -38,7 +38,8 @@ def test_good_config_resolves() -> None:
 
 def test_default_streams_and_rates_come_from_the_pack() -> None:
     cfg = parse_config("packs: {retail: {}}\nsinks: {o: {type: stdout}}\n")
-    (s,) = cfg.streams
+    s, driven = cfg.streams
+    assert driven.stream == "customer_event" and driven.driven
     from datafactory.packs.retail import DEFAULT_RATE
 
     assert isinstance(s.rate, WeeklyProfile) and s.rate == DEFAULT_RATE
