@@ -431,7 +431,7 @@ def _sample_driven(pack: Any, gen: Any, n: int, now: int) -> Any:
             block.event_time = t + np.arange(1, len(block) + 1, dtype=np.int64) * (hour // 64)
             src.released(block)
         t += hour
-        block = gen.poll(t, count, n - count)
+        block = gen.poll(t, count, n - count, False)
         if block is not None and len(block):
             got.append(block)
             count += len(block)

@@ -54,11 +54,14 @@ class StreamGenerator(ABC):
         """Paced streams: the engine released ``block`` with these event times (pack lock
         held). Packs derive the events of their driven streams from it."""
 
-    def poll(self, until_us: int | None, seq_start: int, limit: int) -> RecordBlock | None:
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
         """Driven streams: at most ``limit`` pending events with ``event_time <= until_us``
         (the time every paced stream of the pack has reached), in time order, with seq from
-        ``seq_start``; the pack advances its time-driven state to ``until_us`` first. None or
-        an empty block: nothing is due yet. (Pack lock held.)"""
+        ``seq_start``. ``final``: the paced streams have ended; release what happened by
+        ``until_us`` even where the pack's own day is not complete. None or an empty block:
+        nothing is due yet. (Pack lock held.)"""
         raise NotImplementedError(f"{type(self).__name__} is paced: it has no poll()")
 
 

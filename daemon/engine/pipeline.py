@@ -595,18 +595,22 @@ class Engine:
         # blocks hold at most a horizon's worth of events at the current rate: at low rates
         # the pack's state never runs far ahead of what has been released
         horizon = GEN_HORIZON_SIMULATED if s.clock.simulated else GEN_HORIZON_WALL
-        while True:
-            by_time = max(GEN_MIN_BLOCK, int(s.bucket.rate() * horizon))
-            n = min(size, by_time)
-            if limit is not None:
-                n = min(n, limit - s.seq_next)
-            if n <= 0:
-                break
-            block = await asyncio.to_thread(make, n, s.seq_next, s.clock.now_us())
-            s.seq_next += n
-            s.generated += n
-            counter.inc(n)
-            await s.queue.put(block)
+        try:
+            while True:
+                by_time = max(GEN_MIN_BLOCK, int(s.bucket.rate() * horizon))
+                n = min(size, by_time)
+                if limit is not None:
+                    n = min(n, limit - s.seq_next)
+                if n <= 0:
+                    break
+                block = await asyncio.to_thread(make, n, s.seq_next, s.clock.now_us())
+                s.seq_next += n
+                s.generated += n
+                counter.inc(n)
+                await s.queue.put(block)
+        except Exception as e:  # the pacer raises it: the run fails with the pack's message
+            await s.queue.put(e)  # type: ignore[arg-type]
+            return
         await s.queue.put(None)
 
     async def _pace(self, s: StreamRuntime) -> None:
@@ -614,6 +618,7 @@ class Engine:
         clock, bucket = s.clock, s.bucket
         released = self.metrics.released.labels(s.name)
         t_prev = clock.now_us()
+        has_hook = type(s.gen).released is not StreamGenerator.released
         block: RecordBlock | None = None
         pos = 0
         try:
@@ -626,6 +631,8 @@ class Engine:
                 if block is None or pos >= len(block):
                     block = await s.queue.get()
                     pos = 0
+                    if isinstance(block, Exception):
+                        raise RuntimeError(f"stream {s.name}: {block}") from block
                     if block is None:
                         break
                 # wall clock: small slices keep the rate smooth; simulated: bigger ones are free
@@ -664,13 +671,15 @@ class Engine:
                 t_prev = now
                 s.released += n
                 released.inc(n)
-                s.released_until_us = now
-                if self._driven_by(s):  # the pack derives its driven streams' events
+                # the pack learns what was released (its state, its driven streams' events)
+                if has_hook:
                     if len(piece) > 512:
                         await asyncio.to_thread(self._released, s, piece)
                     else:
                         self._released(s, piece)
-                    self._wake_driven(s)
+                # only now: a driven stream may release up to here once the pack knows
+                s.released_until_us = now
+                self._wake_driven(s)
                 if piece.labels:  # the pack's own domain errors: ground truth too
                     domain = FaultLog()
                     domain.add_labels(s.pack.name, piece)
@@ -718,9 +727,9 @@ class Engine:
         limit_total = s.plan.max_events
         gen, lock = s.gen, s.pack.lock
 
-        def poll(until: int, seq: int, limit: int) -> RecordBlock | None:
+        def poll(until: int, seq: int, limit: int, final: bool) -> RecordBlock | None:
             with lock:
-                return gen.poll(until, seq, limit)
+                return gen.poll(until, seq, limit, final)
 
         try:
             while not s.removed:
@@ -739,7 +748,7 @@ class Engine:
                     limit = min(limit, limit_total - s.seq_next)
                     if limit <= 0:
                         break
-                block = await asyncio.to_thread(poll, until, s.seq_next, limit)
+                block = await asyncio.to_thread(poll, until, s.seq_next, limit, not live)
                 if block is not None and len(block):
                     n = len(block)
                     s.seq_next += n

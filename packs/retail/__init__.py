@@ -19,6 +19,7 @@ from datafactory.engine.sampling import AliasTable
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
 from datafactory.packs.retail.customers import BASKET_FACTOR, EVENT_TYPES, SEGMENTS, Customers
+from datafactory.packs.retail.inventory import MOVEMENTS, REASONS, Inventory
 
 # Relative sales by hour of day (store-local time, taken as UTC): quiet nights, a lunch peak,
 # an after-work peak.
@@ -95,11 +96,29 @@ class RetailParams(BaseModel):
     customer_update_rate: float = Field(
         0.5, ge=0, le=365, description="profile updates (home store moves) per customer-year"
     )
+    expected_daily_transactions: float = Field(
+        17_280_000,
+        gt=0,
+        description="sizes opening stock and the first demand forecast (the default rate's day)",
+    )
+    initial_stock_days: float = Field(10, gt=0, le=365, description="opening stock, in days")
+    shrinkage_rate: float = Field(
+        0.015, ge=0, lt=1, description="share of stock lost unseen per year (theft, spoilage)"
+    )
+    lead_time_days: int = Field(2, ge=0, le=90, description="days from order to delivery")
+    safety_days: float = Field(3, ge=0, le=90, description="reorder below this much cover")
+    cover_days: float = Field(7, gt=0, le=365, description="order up to this much cover")
+    cycle_count_days: int = Field(30, ge=1, le=365, description="every cell counted this often")
 
     @model_validator(mode="after")
     def _shares(self) -> RetailParams:
         if self.online_share + self.click_collect_share > 1:
             raise ValueError("online_share + click_collect_share must be <= 1")
+        if self.initial_stock_days < self.lead_time_days + 1:
+            raise ValueError(
+                "initial_stock_days must be at least lead_time_days + 1: the opening stock has "
+                "to last until the first delivery"
+            )
         return self
 
 
@@ -112,6 +131,11 @@ class RetailPack(Pack):
             "pos_transaction",
             "A paid basket at a register, online or click & collect.",
             DEFAULT_RATE,
+        ),
+        "inventory_movement": StreamSpec(
+            "inventory_movement",
+            "Stock movements per store and SKU: sales, receipts, cycle-count adjustments.",
+            driven=True,
         ),
         "customer_event": StreamSpec(
             "customer_event",
@@ -143,15 +167,23 @@ class RetailPack(Pack):
         promo = rng.random(p.skus) < p.promo_share
         self.sku_discount_bp = np.where(promo, round(p.promo_discount * 10_000), 0).astype(np.int64)
         self.customers = Customers(p, seeds.rng("retail", "customers"), p.stores)
+        mean_units = p.basket_mean * (1 / 0.65)  # quantities are geometric(0.65)
+        self.inventory = Inventory(
+            p, seeds.rng("retail", "inventory"), self.store_weight, self.sku_popularity, mean_units
+        )
         self.currency_pool = (p.currency,)
 
     def advance(self, now_us: int) -> None:
         """Time-driven state (customers) up to the generation edge."""
         self.customers.advance(now_us)
+        self.inventory.advance(now_us)
 
     def stream(self, name: str) -> StreamGenerator:
         if name == "pos_transaction":
             return PosTransactions(self)
+        if name == "inventory_movement":
+            self.inventory.emit = True
+            return InventoryMovements(self)
         if name == "customer_event":
             self.customers.emit = True
             return CustomerEvents(self)
@@ -200,21 +232,56 @@ class PosTransactions(StreamGenerator):
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(sizes, out=offsets[1:])
         m = int(offsets[-1])
-        sku = pk.sku_sampler.sample(rng, m)
+        sku = pk.sku_sampler.sample(rng, m).astype(np.int64)
         qty = np.minimum(rng.geometric(0.65, m), 12).astype(np.int64)
+        # stock: a line sells what the shelf has; an empty shelf is a lost sale
+        line_store = np.repeat(store, sizes).astype(np.int64)
+        inv = pk.inventory
+        sold = inv.take(line_store * inv.n_skus + sku, qty)
+        keep = sold > 0
+        empty = np.add.reduceat(keep.astype(np.int64), offsets[:-1]) == 0 if n else keep[:0]
+        if empty.any():  # a basket needs a line: one unit of the best-stocked SKU, in its
+            # own store, else (bare shelves) ordered online from the best-stocked store; one
+            # basket at a time, since each takes from the shelves (rare)
+            shelves = inv.actual.reshape(-1, inv.n_skus)
+            for row in np.flatnonzero(empty).tolist():
+                if shelves[store[row]].max() <= 0:
+                    store[row], channel[row], register[row] = (
+                        int(shelves.sum(axis=1).argmax()),
+                        1,
+                        0,
+                    )
+                at = int(offsets[row])
+                line_store[at] = store[row]
+                sku[at] = int(shelves[store[row]].argmax())
+                qty[at] = 1
+                sold[at] = inv.take(
+                    line_store[at : at + 1] * inv.n_skus + sku[at : at + 1], qty[at : at + 1]
+                )[0]
+                keep[at] = sold[at] > 0
+        sizes = np.add.reduceat(keep.astype(np.int64), offsets[:-1]) if n else sizes
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(sizes, out=offsets[1:])
+        m = int(offsets[-1])
+        sku, qty = sku[keep], sold[keep]
         unit = pk.sku_price[sku]
         gross = qty * unit
         discount = (gross * pk.sku_discount_bp[sku] + 5_000) // 10_000
         line_total = gross - discount
         line = (np.arange(m, dtype=np.int32) - np.repeat(offsets[:-1], sizes) + 1).astype(np.int32)
 
+        if (sizes == 0).any():
+            raise RuntimeError(
+                "retail: every store is out of stock; raise initial_stock_days or "
+                "expected_daily_transactions, or lower shrinkage_rate"
+            )
         subtotal = np.add.reduceat(line_total, offsets[:-1]) if n else np.zeros(0, np.int64)
         tax = (subtotal * pk.store_tax_bp[store] + 5_000) // 10_000
         items = ListColumn(
             offsets,
             {
                 "line": line,
-                "sku": DictColumn(sku, pk.sku_ids),
+                "sku": DictColumn(sku.astype(np.int32), pk.sku_ids),
                 "quantity": qty.astype(np.int32),
                 "unit_price": unit,
                 "discount": discount,
@@ -249,6 +316,16 @@ class PosTransactions(StreamGenerator):
         self.pack.customers.released(
             col.codes[named].astype(np.int64), block.event_time[named], int(block.seq[-1]) + 1
         )
+        inv = self.pack.inventory
+        if inv.emit:  # one sale movement per line, at the transaction's time
+            items, store = block.columns["items"], block.columns["store_id"]
+            assert isinstance(items, ListColumn) and isinstance(store, DictColumn)
+            sku = items.children["sku"]
+            assert isinstance(sku, DictColumn)
+            lens = np.diff(items.offsets)
+            cell = np.repeat(store.codes.astype(np.int64), lens) * inv.n_skus + sku.codes
+            qty = np.asarray(items.children["quantity"], dtype=np.int64)
+            inv.sales_released(cell, qty, np.repeat(block.event_time, lens))
 
 
 class CustomerEvents(StreamGenerator):
@@ -258,11 +335,15 @@ class CustomerEvents(StreamGenerator):
         self.pack = pack
         self.schema = pack.schema_for("customer_event")
 
-    def poll(self, until_us: int | None, seq_start: int, limit: int) -> RecordBlock | None:
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
         people = self.pack.customers
         # only days the model has finished: their events are all known, so time order holds
-        horizon = people.t_us if people.t_us is not None else 0
-        ev = people.take_events(min(until_us if until_us is not None else 0, horizon), limit)
+        until = until_us if until_us is not None else 0
+        if not final:
+            until = min(until, people.t_us if people.t_us is not None else 0)
+        ev = people.take_events(until, limit)
         if ev is None:
             return None
         n = len(ev["t"])
@@ -279,5 +360,40 @@ class CustomerEvents(StreamGenerator):
                 "loyalty_member": ev["loyalty"],
                 "home_store_id": DictColumn(ev["store"], self.pack.store_ids),
                 "days_inactive": np.maximum(ev["inactive_days"], 0),
+            },
+        )
+
+
+class InventoryMovements(StreamGenerator):
+    """``inventory_movement``: sales (from released POS lines) and the inventory model's
+    receipts and adjustments, in time order, once their day is complete."""
+
+    def __init__(self, pack: RetailPack) -> None:
+        self.pack = pack
+        self.schema = pack.schema_for("inventory_movement")
+
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
+        inv = self.pack.inventory
+        until = until_us if until_us is not None else 0
+        if not final:  # only days the model has finished
+            until = min(until, inv.t_us if inv.t_us is not None else 0)
+        ev = inv.take_events(until, limit)
+        if ev is None:
+            return None
+        n = len(ev["t"])
+        store = (ev["cell"] // inv.n_skus).astype(np.int32)
+        return RecordBlock(
+            stream="retail.inventory_movement",
+            seq=np.arange(seq_start, seq_start + n, dtype=np.int64),
+            event_time=ev["t"],
+            key=store.astype(np.int64),
+            columns={
+                "store_id": DictColumn(store, self.pack.store_ids),
+                "sku": DictColumn((ev["cell"] % inv.n_skus).astype(np.int32), self.pack.sku_ids),
+                "movement_type": DictColumn(ev["type"], MOVEMENTS),
+                "quantity": ev["qty"],
+                "reason": DictColumn(ev["reason"], REASONS),
             },
         )

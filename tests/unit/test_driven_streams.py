@@ -68,7 +68,9 @@ class Shipments(StreamGenerator):
     def __init__(self, pack: ShopPack) -> None:
         self.pack = pack
 
-    def poll(self, until_us: int | None, seq_start: int, limit: int) -> RecordBlock | None:
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
         if not self.pack.pending_ships:
             return None
         times = np.concatenate([t for t, _ in self.pack.pending_ships])
@@ -92,7 +94,9 @@ class Ticks(StreamGenerator):
     def __init__(self) -> None:
         self.next_hour: int | None = None
 
-    def poll(self, until_us: int | None, seq_start: int, limit: int) -> RecordBlock | None:
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
         if until_us is None:
             return None
         if self.next_hour is None:

@@ -1,0 +1,193 @@
+"""Retail inventory: on-hand per store x SKU, drifting away from the books.
+
+Two ledgers per store x SKU: ``actual`` (what is on the shelf) and ``book`` (what the system
+of record believes). A sale takes from both and never exceeds ``actual`` (what is missing is
+a lost sale). Shrinkage (theft, spoilage, damage) takes from ``actual`` only, unseen. A cycle
+count of a cell (every ``cycle_count_days``, a rotating share of cells each day) reveals the
+drift: an ``adjustment`` of exactly minus the shrinkage since the last count. Replenishment:
+each day, where ``book + on order`` is below the reorder point (forecast x (lead time +
+safety days)) an order is placed up to forecast x (lead time + cover days); it arrives
+``lead_time_days`` later as a ``receipt``. The forecast is an exponentially weighted mean of
+daily sales, seeded from ``expected_daily_transactions``.
+
+Like the customer model, daily steps run at the generation edge and their movements are
+released once the day is complete; sales movements come from released POS lines.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+DAY_US = 86_400_000_000
+MOVEMENTS = ("sale", "receipt", "adjustment")
+REASONS = ("sale", "opening_stock", "replenishment", "cycle_count")
+
+
+class Inventory:
+    def __init__(
+        self,
+        p: Any,
+        rng: np.random.Generator,
+        store_weight: npt.NDArray[np.float64],
+        sku_weight: npt.NDArray[np.float64],
+        mean_units_per_tx: float,
+    ) -> None:
+        self.p = p
+        self.rng = rng
+        self.n_skus = len(sku_weight)
+        demand = (
+            p.expected_daily_transactions
+            * mean_units_per_tx
+            * np.outer(store_weight / store_weight.sum(), sku_weight / sku_weight.sum())
+        )
+        self.forecast = demand.ravel()  # units per day per cell (store-major)
+        opening = np.ceil(self.forecast * p.initial_stock_days).astype(np.int64) + 2
+        self.actual = opening.copy()
+        self.book = opening.copy()
+        self.on_order = np.zeros_like(opening)
+        self.sold_today = np.zeros_like(opening)
+        self.demand_today = np.zeros_like(opening)  # asked for, sold or not (uncensored)
+        self.shrink_since_count = np.zeros_like(opening)
+        self.orders: list[tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+        self.daily_shrink = -math.expm1(math.log1p(-p.shrinkage_rate) / 365)
+        self.t_us: int | None = None
+        self.next_day_us = 0
+        self.day_index = 0
+        self.emit = False
+        self.events: list[dict[str, Any]] = []
+        self.lost_units = 0
+        self.shrunk_total = 0
+        self.adjusted_total = 0
+        self._opening = opening
+
+    # -- the POS side -----------------------------------------------------------------------
+
+    def take(
+        self, cell: npt.NDArray[np.int64], qty: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Sell ``qty`` of each line's cell, in line order, never more than is on the shelf;
+        returns what was sold per line (0: a lost sale)."""
+        order = np.argsort(cell, kind="stable")
+        c, q = cell[order], qty[order]
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        cum = np.cumsum(q)
+        before = cum - q - np.repeat(np.r_[0, cum[starts[1:] - 1]], np.diff(np.r_[starts, len(c)]))
+        sold_sorted = np.clip(self.actual[c] - before, 0, q)
+        sold = np.empty_like(sold_sorted)
+        sold[order] = sold_sorted
+        np.subtract.at(self.actual, cell, sold)
+        np.subtract.at(self.book, cell, sold)
+        np.add.at(self.sold_today, cell, sold)
+        np.add.at(self.demand_today, cell, qty)
+        self.lost_units += int((qty - sold).sum())
+        out: npt.NDArray[np.int64] = sold.astype(np.int64)
+        return out
+
+    def sales_released(
+        self, cell: npt.NDArray[np.int64], qty: npt.NDArray[np.int64], times: npt.NDArray[np.int64]
+    ) -> None:
+        if self.emit and len(cell):
+            self._record(
+                times, cell, np.zeros(len(cell), np.int32), -qty, np.zeros(len(cell), np.int32)
+            )
+
+    # -- time -------------------------------------------------------------------------------
+
+    def _record(self, t: Any, cell: Any, kind: Any, qty: Any, reason: Any) -> None:
+        self.events.append(
+            {
+                "t": np.asarray(t, dtype=np.int64),
+                "cell": np.asarray(cell, dtype=np.int64),
+                "type": np.asarray(kind, dtype=np.int32),
+                "qty": np.asarray(qty, dtype=np.int64),
+                "reason": np.asarray(reason, dtype=np.int32),
+            }
+        )
+
+    def advance(self, now_us: int) -> None:
+        if self.t_us is None:
+            self.t_us = now_us
+            self.next_day_us = (now_us // DAY_US + 1) * DAY_US
+            if self.emit:  # the opening stock, so the movements replay to the books
+                cells = np.arange(len(self.book), dtype=np.int64)
+                n = len(cells)
+                self._record(
+                    np.full(n, now_us),
+                    cells,
+                    np.ones(n, np.int32),
+                    self._opening,
+                    np.ones(n, np.int32),
+                )
+            return
+        while self.next_day_us <= now_us:
+            self._day(self.t_us, self.next_day_us)
+            self.t_us = self.next_day_us
+            self.next_day_us += DAY_US
+
+    def _day(self, t0: int, t1: int) -> None:
+        rng, p = self.rng, self.p
+        # arrivals
+        due = [o for o in self.orders if o[0] <= t1]
+        self.orders = [o for o in self.orders if o[0] > t1]
+        for when, cells, qty in due:
+            np.add.at(self.actual, cells, qty)
+            np.add.at(self.book, cells, qty)
+            np.subtract.at(self.on_order, cells, qty)
+            if self.emit:
+                n = len(cells)
+                self._record(
+                    np.full(n, when), cells, np.ones(n, np.int32), qty, np.full(n, 2, np.int32)
+                )
+        # shrinkage: unseen
+        loss = rng.binomial(np.maximum(self.actual, 0), self.daily_shrink * (t1 - t0) / DAY_US)
+        self.actual -= loss
+        self.shrink_since_count += loss
+        self.shrunk_total += int(loss.sum())
+        # cycle counts: a rotating share of cells, every `cycle_count_days`
+        cells = np.arange(len(self.book), dtype=np.int64)
+        counted = cells[(cells + self.day_index) % p.cycle_count_days == 0]
+        delta = self.actual[counted] - self.book[counted]
+        drift = counted[delta != 0]
+        if len(drift):
+            d = self.actual[drift] - self.book[drift]
+            assert np.array_equal(d, -self.shrink_since_count[drift])  # the books' only blind spot
+            self.book[drift] = self.actual[drift]
+            self.adjusted_total += int(d.sum())
+            if self.emit:
+                n = len(drift)
+                times = t0 + (rng.random(n) * (t1 - t0)).astype(np.int64)
+                self._record(times, drift, np.full(n, 2, np.int32), d, np.full(n, 3, np.int32))
+        self.shrink_since_count[counted] = 0
+        # forecast, then replenishment orders
+        # forecast demand, not sales: a stockout must not teach it to order less
+        self.forecast = 0.8 * self.forecast + 0.2 * self.demand_today
+        self.sold_today[:] = 0
+        self.demand_today[:] = 0
+        position = self.book + self.on_order
+        rop = self.forecast * (p.lead_time_days + p.safety_days)
+        need = position < rop
+        if need.any():
+            target = np.ceil(self.forecast[need] * (p.lead_time_days + p.cover_days)).astype(
+                np.int64
+            )
+            qty = np.maximum(target - position[need], 1)
+            cells_n = np.flatnonzero(need)
+            self.on_order[cells_n] += qty
+            self.orders.append((t1 + p.lead_time_days * DAY_US, cells_n, qty))
+        self.day_index += 1
+
+    def take_events(self, until_us: int, limit: int) -> dict[str, Any] | None:
+        if not self.events:
+            return None
+        cols = {k: np.concatenate([e[k] for e in self.events]) for k in self.events[0]}
+        order = np.argsort(cols["t"], kind="stable")
+        cols = {k: v[order] for k, v in cols.items()}
+        due = min(int(np.searchsorted(cols["t"], until_us, side="right")), limit)
+        self.events = [{k: v[due:] for k, v in cols.items()}] if due < len(order) else []
+        if due == 0:
+            return None
+        return {k: v[:due] for k, v in cols.items()}
