@@ -425,9 +425,9 @@ def _sample_driven(pack: Any, gen: Any, n: int, now: int) -> Any:
     got: list[Any] = []
     count = 0
     t = now - 30 * 24 * hour
-    for _ in range(30 * 24):
+    for i in range(30 * 24):
         for src in sources:
-            block = src.generate(64, 0, t, t)
+            block = src.generate(64, i * 64, t, t)
             block.event_time = t + np.arange(1, len(block) + 1, dtype=np.int64) * (hour // 64)
             src.released(block)
         t += hour

@@ -8,7 +8,7 @@ profile. Inventory drift, returns and churn come with the full pack.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -51,6 +51,7 @@ DEFAULT_RATE = WeeklyProfile.model_validate(
 )
 
 CHANNELS = ("store", "online", "click_and_collect")
+RETURN_REASONS = ("damaged", "wrong_size", "not_as_described", "changed_mind")
 PAYMENTS = ("card", "cash", "mobile_wallet", "gift_card")
 # payment mix per channel (no cash online)
 _PAYMENT_P = np.array(
@@ -109,6 +110,10 @@ class RetailParams(BaseModel):
     safety_days: float = Field(3, ge=0, le=90, description="reorder below this much cover")
     cover_days: float = Field(7, gt=0, le=365, description="order up to this much cover")
     cycle_count_days: int = Field(30, ge=1, le=365, description="every cell counted this often")
+    return_rate: float = Field(0.03, ge=0, le=1, description="share of transactions with a return")
+    return_window_days: float = Field(
+        30, gt=0, le=365, description="returns come back within this many days"
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> RetailParams:
@@ -135,6 +140,11 @@ class RetailPack(Pack):
         "inventory_movement": StreamSpec(
             "inventory_movement",
             "Stock movements per store and SKU: sales, receipts, cycle-count adjustments.",
+            driven=True,
+        ),
+        "return": StreamSpec(
+            "return",
+            "Part of a line of an earlier transaction brought back, refunded pro rata.",
             driven=True,
         ),
         "customer_event": StreamSpec(
@@ -172,6 +182,9 @@ class RetailPack(Pack):
             p, seeds.rng("retail", "inventory"), self.store_weight, self.sku_popularity, mean_units
         )
         self.currency_pool = (p.currency,)
+        self.returns_emit = False
+        self.returns_rng = seeds.rng("retail", "returns")
+        self.pending_returns: list[dict[str, Any]] = []
 
     def advance(self, now_us: int) -> None:
         """Time-driven state (customers) up to the generation edge."""
@@ -181,6 +194,9 @@ class RetailPack(Pack):
     def stream(self, name: str) -> StreamGenerator:
         if name == "pos_transaction":
             return PosTransactions(self)
+        if name == "return":
+            self.returns_emit = True
+            return Returns(self)
         if name == "inventory_movement":
             self.inventory.emit = True
             return InventoryMovements(self)
@@ -316,6 +332,8 @@ class PosTransactions(StreamGenerator):
         self.pack.customers.released(
             col.codes[named].astype(np.int64), block.event_time[named], int(block.seq[-1]) + 1
         )
+        if self.pack.returns_emit:
+            self._returns(block)
         inv = self.pack.inventory
         if inv.emit:  # one sale movement per line, at the transaction's time
             items, store = block.columns["items"], block.columns["store_id"]
@@ -326,6 +344,86 @@ class PosTransactions(StreamGenerator):
             cell = np.repeat(store.codes.astype(np.int64), lens) * inv.n_skus + sku.codes
             qty = np.asarray(items.children["quantity"], dtype=np.int64)
             inv.sales_released(cell, qty, np.repeat(block.event_time, lens))
+
+    def _returns(self, block: RecordBlock) -> None:
+        """Some released transactions come back later: part of one line each."""
+        pk = self.pack
+        rng, p = pk.returns_rng, pk.p
+        n = len(block)
+        hit = np.flatnonzero(rng.random(n) < p.return_rate)
+        if not len(hit):
+            return
+        items = block.columns["items"]
+        assert isinstance(items, ListColumn)
+        lens = np.diff(items.offsets)[hit]
+        at = items.offsets[:-1][hit] + (rng.random(len(hit)) * lens).astype(np.int64)
+        qty_line = np.asarray(items.children["quantity"], dtype=np.int64)[at]
+        qty = 1 + (rng.random(len(hit)) * qty_line).astype(np.int64)
+        total = np.asarray(items.children["line_total"], dtype=np.int64)[at]
+        sku = items.children["sku"]
+        store, customer = block.columns["store_id"], block.columns["customer_id"]
+        assert isinstance(sku, DictColumn) and isinstance(store, DictColumn)
+        assert isinstance(customer, DictColumn)
+        window = int(p.return_window_days * 86_400_000_000)
+        delay = 3_600_000_000 + (rng.random(len(hit)) * max(window - 3_600_000_000, 1)).astype(
+            np.int64
+        )
+        pk.pending_returns.append(
+            {
+                "t": block.event_time[hit] + delay,
+                "tx": np.asarray(block.columns["transaction_id"], dtype=np.int64)[hit],
+                "line": np.asarray(items.children["line"], dtype=np.int64)[at],
+                "store": store.codes[hit].astype(np.int32),
+                "sku": sku.codes[at].astype(np.int32),
+                "qty": qty,
+                "refund": total * qty // qty_line,  # pro rata, to the cent (down)
+                "customer": customer.codes[hit].astype(np.int32),
+                "anonymous": block.nulls["customer_id"][hit].copy(),
+                "reason": rng.choice(4, len(hit), p=[0.2, 0.3, 0.15, 0.35]).astype(np.int32),
+            }
+        )
+
+
+class Returns(StreamGenerator):
+    """``return``: derived from released transactions; released when their time comes."""
+
+    def __init__(self, pack: RetailPack) -> None:
+        self.pack = pack
+        self.schema = pack.schema_for("return")
+
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
+        pk = self.pack
+        if not pk.pending_returns or until_us is None:
+            return None
+        cols = {
+            k: np.concatenate([e[k] for e in pk.pending_returns]) for k in pk.pending_returns[0]
+        }
+        order = np.argsort(cols["t"], kind="stable")
+        cols = {k: v[order] for k, v in cols.items()}
+        due = min(int(np.searchsorted(cols["t"], until_us, side="right")), limit)
+        pk.pending_returns = [{k: v[due:] for k, v in cols.items()}] if due < len(order) else []
+        if due == 0:
+            return None
+        c = {k: v[:due] for k, v in cols.items()}
+        return RecordBlock(
+            stream="retail.return",
+            seq=np.arange(seq_start, seq_start + due, dtype=np.int64),
+            event_time=c["t"],
+            key=c["store"].astype(np.int64),
+            columns={
+                "transaction_id": c["tx"],
+                "line": c["line"].astype(np.int32),
+                "store_id": DictColumn(c["store"], pk.store_ids),
+                "sku": DictColumn(c["sku"], pk.sku_ids),
+                "quantity": c["qty"].astype(np.int32),
+                "refund": c["refund"],
+                "customer_id": DictColumn(c["customer"], pk.customers.pool),
+                "reason": DictColumn(c["reason"], RETURN_REASONS),
+            },
+            nulls={"customer_id": c["anonymous"]},
+        )
 
 
 class CustomerEvents(StreamGenerator):

@@ -123,12 +123,13 @@ class Customers:
         frac = (t1 - t0) / DAY_US
         # acquisition
         k = int(rng.poisson(self.acquire_per_day * frac))
+        first_new = self.n  # customers created today are not updated or churned today
         if k:
             times = np.sort(self._times(t0, t1, k))
             idx = self._grow(k, int(times[0]))
             self.last_tx_us[idx] = times
             self._record(0, idx, times)
-        active = np.flatnonzero(self.status == ACTIVE)
+        active = np.flatnonzero(self.status[:first_new] == ACTIVE)
         churned = np.flatnonzero(self.status == CHURNED)  # before today: won back today maybe
         # churn: h * active expected, weighted by inactivity and loyalty, among customers
         # whose transactions are all released
@@ -152,7 +153,7 @@ class Customers:
             when = np.maximum(self._times(t0, t1, len(back)), self.churned_us[back] + 1)
             self._record(3, back, when)
         # updates: a new home store
-        still = np.flatnonzero(self.status == ACTIVE)
+        still = np.flatnonzero(self.status[:first_new] == ACTIVE)
         moved = still[rng.random(len(still)) < self.update_rate * frac]
         if len(moved):
             self.home_store[moved] = rng.integers(0, self.n_stores, len(moved))
