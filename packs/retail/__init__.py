@@ -1,9 +1,14 @@
 """Retail: a store chain selling a catalogue to a customer base.
 
-This first slice simulates point-of-sale transactions: stores with registers and regional tax,
-a catalogue with Zipf-like popularity and promotions, identified (loyalty) and anonymous
-customers, baskets of line items. Volume follows the hour of day through the stream's rate
-profile. Inventory drift, returns and churn come with the full pack.
+Streams: ``pos_transaction`` (paced: baskets at registers, online or click & collect; the
+default rate follows hour of day, day of week and holidays), and, driven by the simulation,
+``customer_event`` (created, updated, churned, reactivated: see ``customers.py``),
+``inventory_movement`` (sales, receipts, cycle-count adjustments: see ``inventory.py``) and
+``return`` (part of a line of an earlier transaction, refunded pro rata).
+
+State evolves in daily steps at the generation edge (``advance``), and from what the engine
+released (``released``); driven events are released in time order once their day is done.
+Catalogue v2 (categories, brands, costs, regional popularity, price changes) is still to come.
 """
 
 from __future__ import annotations
