@@ -171,7 +171,7 @@ class Customers:
         if self._sampler is None:
             raise RuntimeError("no active customer left")
         chosen = self._active_idx[self._sampler.sample(self.rng, n)]
-        np.maximum.at(self.last_pick_seq, chosen, seq)
+        _set_latest(self.last_pick_seq, chosen, seq)
         return chosen
 
     def released(
@@ -179,7 +179,7 @@ class Customers:
     ) -> None:
         """POS transactions up to ``end_seq`` were released; named ones at these times."""
         if len(customers):
-            np.maximum.at(self.last_tx_us, customers, times)
+            _set_latest(self.last_tx_us, customers, times)
         self.released_seq = max(self.released_seq, end_seq)
 
     def take_events(self, until_us: int, limit: int) -> dict[str, Any] | None:
@@ -194,3 +194,15 @@ class Customers:
         if due == 0:
             return None
         return {k: v[:due] for k, v in cols.items()}
+
+
+def _set_latest(
+    target: npt.NDArray[np.int64], idx: npt.NDArray[np.int64], values: npt.NDArray[np.int64]
+) -> None:
+    """``target[i] = max(target[i], values of i)`` for non-decreasing ``values`` (seqs, event
+    times): the last occurrence of each index wins. Cheaper than ``np.maximum.at``."""
+    if not len(idx):
+        return
+    rev = idx[::-1]
+    uniq, first = np.unique(rev, return_index=True)
+    target[uniq] = np.maximum(target[uniq], values[::-1][first])

@@ -79,10 +79,13 @@ class Inventory:
         sold_sorted = np.clip(self.actual[c] - before, 0, q)
         sold = np.empty_like(sold_sorted)
         sold[order] = sold_sorted
-        np.subtract.at(self.actual, cell, sold)
-        np.subtract.at(self.book, cell, sold)
-        np.add.at(self.sold_today, cell, sold)
-        np.add.at(self.demand_today, cell, qty)
+        # per distinct cell (the sort already groups them): cheaper than ufunc.at
+        uniq = c[starts]
+        sums = np.add.reduceat(sold_sorted, starts)
+        self.actual[uniq] -= sums
+        self.book[uniq] -= sums
+        self.sold_today[uniq] += sums
+        self.demand_today[uniq] += np.add.reduceat(q, starts)
         self.lost_units += int((qty - sold).sum())
         out: npt.NDArray[np.int64] = sold.astype(np.int64)
         return out
