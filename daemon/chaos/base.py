@@ -273,6 +273,20 @@ class Holding:
         return out
 
 
+class HoldingStep(Step):
+    """A step that holds events back (delay, delayed duplicates) and releases them when due."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.holding = Holding()
+
+    def due(self, now_us: int | None) -> RecordBlock | None:
+        return self.holding.release(now_us)
+
+    def held(self) -> int:
+        return len(self.holding)
+
+
 def target_fields(
     schema: EventSchema, wanted: list[str] | None, pred: Any = None
 ) -> list[dict[str, Any]]:

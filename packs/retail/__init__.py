@@ -13,7 +13,7 @@ Catalogue v2 (categories, brands, costs, regional popularity, price changes) is 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +22,7 @@ from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
 from datafactory.engine.rate import WeeklyProfile
 from datafactory.engine.sampling import AliasTable
 from datafactory.engine.seeding import SeedTree
+from datafactory.engine.timeline import PendingEvents
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
 from datafactory.packs.retail.customers import BASKET_FACTOR, EVENT_TYPES, SEGMENTS, Customers
 from datafactory.packs.retail.inventory import MOVEMENTS, REASONS, Inventory
@@ -189,7 +190,7 @@ class RetailPack(Pack):
         self.currency_pool = (p.currency,)
         self.returns_emit = False
         self.returns_rng = seeds.rng("retail", "returns")
-        self.pending_returns: list[dict[str, Any]] = []
+        self.pending_returns = PendingEvents()
 
     def advance(self, now_us: int) -> None:
         """Time-driven state (customers) up to the generation edge."""
@@ -373,19 +374,17 @@ class PosTransactions(StreamGenerator):
         delay = 3_600_000_000 + (rng.random(len(hit)) * max(window - 3_600_000_000, 1)).astype(
             np.int64
         )
-        pk.pending_returns.append(
-            {
-                "t": block.event_time[hit] + delay,
-                "tx": np.asarray(block.columns["transaction_id"], dtype=np.int64)[hit],
-                "line": np.asarray(items.children["line"], dtype=np.int64)[at],
-                "store": store.codes[hit].astype(np.int32),
-                "sku": sku.codes[at].astype(np.int32),
-                "qty": qty,
-                "refund": total * qty // qty_line,  # pro rata, to the cent (down)
-                "customer": customer.codes[hit].astype(np.int32),
-                "anonymous": block.nulls["customer_id"][hit].copy(),
-                "reason": rng.choice(4, len(hit), p=[0.2, 0.3, 0.15, 0.35]).astype(np.int32),
-            }
+        pk.pending_returns.add(
+            t=block.event_time[hit] + delay,
+            tx=np.asarray(block.columns["transaction_id"], dtype=np.int64)[hit],
+            line=np.asarray(items.children["line"], dtype=np.int64)[at],
+            store=store.codes[hit].astype(np.int32),
+            sku=sku.codes[at].astype(np.int32),
+            qty=qty,
+            refund=total * qty // qty_line,  # pro rata, to the cent (down)
+            customer=customer.codes[hit].astype(np.int32),
+            anonymous=block.nulls["customer_id"][hit].copy(),
+            reason=rng.choice(4, len(hit), p=[0.2, 0.3, 0.15, 0.35]).astype(np.int32),
         )
 
 
@@ -400,18 +399,12 @@ class Returns(StreamGenerator):
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
     ) -> RecordBlock | None:
         pk = self.pack
-        if not pk.pending_returns or until_us is None:
+        if until_us is None:
             return None
-        cols = {
-            k: np.concatenate([e[k] for e in pk.pending_returns]) for k in pk.pending_returns[0]
-        }
-        order = np.argsort(cols["t"], kind="stable")
-        cols = {k: v[order] for k, v in cols.items()}
-        due = min(int(np.searchsorted(cols["t"], until_us, side="right")), limit)
-        pk.pending_returns = [{k: v[due:] for k, v in cols.items()}] if due < len(order) else []
-        if due == 0:
+        c = pk.pending_returns.take(until_us, limit)  # returns come when their time comes
+        if c is None:
             return None
-        c = {k: v[:due] for k, v in cols.items()}
+        due = len(c["t"])
         return RecordBlock(
             stream="retail.return",
             seq=np.arange(seq_start, seq_start + due, dtype=np.int64),
@@ -442,11 +435,7 @@ class CustomerEvents(StreamGenerator):
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
     ) -> RecordBlock | None:
         people = self.pack.customers
-        # only days the model has finished: their events are all known, so time order holds
-        until = until_us if until_us is not None else 0
-        if not final:
-            until = min(until, people.t_us if people.t_us is not None else 0)
-        ev = people.take_events(until, limit)
+        ev = people.take_due(until_us, limit, final)
         if ev is None:
             return None
         n = len(ev["t"])
@@ -479,10 +468,7 @@ class InventoryMovements(StreamGenerator):
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
     ) -> RecordBlock | None:
         inv = self.pack.inventory
-        until = until_us if until_us is not None else 0
-        if not final:  # only days the model has finished
-            until = min(until, inv.t_us if inv.t_us is not None else 0)
-        ev = inv.take_events(until, limit)
+        ev = inv.take_due(until_us, limit, final)
         if ev is None:
             return None
         n = len(ev["t"])

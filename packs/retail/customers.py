@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from datafactory.engine.sampling import AliasTable
+from datafactory.engine.timeline import DAY_US, DailySteps
 
-DAY_US = 86_400_000_000
 SEGMENTS = ("value", "family", "premium", "occasional")
 SEGMENT_SHARE = np.array([0.35, 0.30, 0.15, 0.20])
 VISIT_WEIGHT = np.array([1.0, 1.5, 0.8, 0.3])  # relative shopping frequency
@@ -33,8 +33,9 @@ EVENT_TYPES = ("created", "updated", "churned", "reactivated")
 ACTIVE, CHURNED = 0, 1
 
 
-class Customers:
+class Customers(DailySteps):
     def __init__(self, p: Any, rng: np.random.Generator, n_stores: int) -> None:
+        super().__init__()
         self.p = p
         self.rng = rng
         self.n_stores = n_stores
@@ -49,13 +50,10 @@ class Customers:
         self.last_pick_seq = np.zeros(0, dtype=np.int64)  # last transaction made for them
         self.pool: tuple[str, ...] = ()
         self.released_seq = 0  # every POS transaction below this seq has been released
-        self.t_us: int | None = None  # simulated up to here
-        self.next_day_us = 0
         self.hazard = -math.log(max(1e-12, 1 - p.churn_rate)) / 365
         self.winback = -math.log(max(1e-12, 1 - p.winback_rate)) / 365
         self.update_rate = p.customer_update_rate / 365
         self.acquire_per_day = p.customers * p.acquisition_rate / 365
-        self.events: list[dict[str, Any]] = []  # pending customer_event columns (batches)
         self.emit = False  # the customer_event stream is enabled
         self._sampler: AliasTable | None = None
         self._active_idx = np.zeros(0, dtype=np.int64)
@@ -87,30 +85,20 @@ class Customers:
 
     def _record(self, kind: int, idx: npt.NDArray[np.int64], times: npt.NDArray[np.int64]) -> None:
         if self.emit and len(idx):
-            self.events.append(
-                {
-                    "t": times,
-                    "customer": idx,
-                    "type": np.full(len(idx), kind, dtype=np.int32),
-                    "segment": self.segment[idx].astype(np.int32),
-                    "loyalty": self.loyalty[idx].copy(),
-                    "store": self.home_store[idx].copy(),
-                    "inactive_days": ((times - self.last_tx_us[idx]) // DAY_US).astype(np.int64),
-                }
+            self.pending.add(
+                t=times,
+                customer=idx,
+                type=np.full(len(idx), kind, dtype=np.int32),
+                segment=self.segment[idx].astype(np.int32),
+                loyalty=self.loyalty[idx].copy(),
+                store=self.home_store[idx].copy(),
+                inactive_days=((times - self.last_tx_us[idx]) // DAY_US).astype(np.int64),
             )
 
-    def advance(self, now_us: int) -> None:
-        """Simulate daily steps up to ``now_us`` (the generation edge)."""
-        if self.t_us is None:  # the run starts: the initial base exists from here
-            self.t_us = now_us
-            self.next_day_us = (now_us // DAY_US + 1) * DAY_US
-            idx = self._grow(self._initial, now_us)
-            self._record(0, idx, np.full(len(idx), now_us, dtype=np.int64))
-            return
-        while self.next_day_us <= now_us:  # whole days only: the rest waits for its end
-            self._day(self.t_us, self.next_day_us)
-            self.t_us = self.next_day_us
-            self.next_day_us += DAY_US
+    def _start(self, now_us: int) -> None:
+        """The run starts: the initial base exists from here."""
+        idx = self._grow(self._initial, now_us)
+        self._record(0, idx, np.full(len(idx), now_us, dtype=np.int64))
 
     def _times(self, lo: npt.NDArray[np.int64] | int, hi: int, k: int) -> npt.NDArray[np.int64]:
         lo_a = np.broadcast_to(np.asarray(lo, dtype=np.int64), (k,))
@@ -181,19 +169,6 @@ class Customers:
         if len(customers):
             _set_latest(self.last_tx_us, customers, times)
         self.released_seq = max(self.released_seq, end_seq)
-
-    def take_events(self, until_us: int, limit: int) -> dict[str, Any] | None:
-        """Pending customer events with time <= ``until_us``, oldest first (at most limit)."""
-        if not self.events:
-            return None
-        cols = {k: np.concatenate([e[k] for e in self.events]) for k in self.events[0]}
-        order = np.argsort(cols["t"], kind="stable")
-        cols = {k: v[order] for k, v in cols.items()}
-        due = min(int(np.searchsorted(cols["t"], until_us, side="right")), limit)
-        self.events = [{k: v[due:] for k, v in cols.items()}] if due < len(order) else []
-        if due == 0:
-            return None
-        return {k: v[:due] for k, v in cols.items()}
 
 
 def _set_latest(

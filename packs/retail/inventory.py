@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-DAY_US = 86_400_000_000
+from datafactory.engine.timeline import DAY_US, DailySteps
+
 MOVEMENTS = ("sale", "receipt", "adjustment")
 REASONS = ("sale", "opening_stock", "replenishment", "cycle_count")
 
 
-class Inventory:
+class Inventory(DailySteps):
     def __init__(
         self,
         p: Any,
@@ -36,6 +37,7 @@ class Inventory:
         sku_weight: npt.NDArray[np.float64],
         mean_units_per_tx: float,
     ) -> None:
+        super().__init__()
         self.p = p
         self.rng = rng
         self.n_skus = len(sku_weight)
@@ -54,11 +56,8 @@ class Inventory:
         self.shrink_since_count = np.zeros_like(opening)
         self.orders: list[tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
         self.daily_shrink = -math.expm1(math.log1p(-p.shrinkage_rate) / 365)
-        self.t_us: int | None = None
-        self.next_day_us = 0
         self.day_index = 0
         self.emit = False
-        self.events: list[dict[str, Any]] = []
         self.lost_units = 0
         self.shrunk_total = 0
         self.adjusted_total = 0
@@ -101,35 +100,25 @@ class Inventory:
     # -- time -------------------------------------------------------------------------------
 
     def _record(self, t: Any, cell: Any, kind: Any, qty: Any, reason: Any) -> None:
-        self.events.append(
-            {
-                "t": np.asarray(t, dtype=np.int64),
-                "cell": np.asarray(cell, dtype=np.int64),
-                "type": np.asarray(kind, dtype=np.int32),
-                "qty": np.asarray(qty, dtype=np.int64),
-                "reason": np.asarray(reason, dtype=np.int32),
-            }
+        self.pending.add(
+            t=np.asarray(t, dtype=np.int64),
+            cell=np.asarray(cell, dtype=np.int64),
+            type=np.asarray(kind, dtype=np.int32),
+            qty=np.asarray(qty, dtype=np.int64),
+            reason=np.asarray(reason, dtype=np.int32),
         )
 
-    def advance(self, now_us: int) -> None:
-        if self.t_us is None:
-            self.t_us = now_us
-            self.next_day_us = (now_us // DAY_US + 1) * DAY_US
-            if self.emit:  # the opening stock, so the movements replay to the books
-                cells = np.arange(len(self.book), dtype=np.int64)
-                n = len(cells)
-                self._record(
-                    np.full(n, now_us),
-                    cells,
-                    np.ones(n, np.int32),
-                    self._opening,
-                    np.ones(n, np.int32),
-                )
-            return
-        while self.next_day_us <= now_us:
-            self._day(self.t_us, self.next_day_us)
-            self.t_us = self.next_day_us
-            self.next_day_us += DAY_US
+    def _start(self, now_us: int) -> None:
+        if self.emit:  # the opening stock, so the movements replay to the books
+            cells = np.arange(len(self.book), dtype=np.int64)
+            n = len(cells)
+            self._record(
+                np.full(n, now_us),
+                cells,
+                np.ones(n, np.int32),
+                self._opening,
+                np.ones(n, np.int32),
+            )
 
     def _day(self, t0: int, t1: int) -> None:
         rng, p = self.rng, self.p
@@ -182,15 +171,3 @@ class Inventory:
             self.on_order[cells_n] += qty
             self.orders.append((t1 + p.lead_time_days * DAY_US, cells_n, qty))
         self.day_index += 1
-
-    def take_events(self, until_us: int, limit: int) -> dict[str, Any] | None:
-        if not self.events:
-            return None
-        cols = {k: np.concatenate([e[k] for e in self.events]) for k in self.events[0]}
-        order = np.argsort(cols["t"], kind="stable")
-        cols = {k: v[order] for k, v in cols.items()}
-        due = min(int(np.searchsorted(cols["t"], until_us, side="right")), limit)
-        self.events = [{k: v[due:] for k, v in cols.items()}] if due < len(order) else []
-        if due == 0:
-            return None
-        return {k: v[:due] for k, v in cols.items()}

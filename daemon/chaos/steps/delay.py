@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from datafactory.chaos.base import FaultLog, Holding, Step, StepConfig
+from datafactory.chaos.base import FaultLog, HoldingStep, StepConfig
 from datafactory.engine.blocks import RecordBlock
 from datafactory.units import Duration
 
@@ -26,13 +26,9 @@ class DelayConfig(StepConfig):
         return self
 
 
-class Delay(Step):
+class Delay(HoldingStep):
     Config = DelayConfig
     rejectable = False
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.holding = Holding()
 
     def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
         rows = self.select(block)
@@ -49,9 +45,3 @@ class Delay(Step):
         keep = np.ones(len(block), dtype=np.bool_)
         keep[rows] = False
         return block.take(np.flatnonzero(keep))
-
-    def due(self, now_us: int | None) -> RecordBlock | None:
-        return self.holding.release(now_us)
-
-    def held(self) -> int:
-        return len(self.holding)

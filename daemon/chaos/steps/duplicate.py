@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from datafactory.chaos.base import FaultLog, Holding, Step, StepConfig
+from datafactory.chaos.base import FaultLog, HoldingStep, StepConfig
 from datafactory.engine.blocks import RecordBlock
 from datafactory.units import Duration
 
@@ -19,13 +19,9 @@ class DuplicateConfig(StepConfig):
     delay: Duration = Field(0.0, ge=0, description="0: right after the original; else this late")
 
 
-class Duplicate(Step):
+class Duplicate(HoldingStep):
     Config = DuplicateConfig
     rejectable = False
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.holding = Holding()
 
     def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
         rows = self.select(block)
@@ -42,9 +38,3 @@ class Duplicate(Step):
         due = block.event_time[copies] + int(cfg.delay * 1_000_000)
         self.holding.add(block.take(copies), due)
         return block
-
-    def due(self, now_us: int | None) -> RecordBlock | None:
-        return self.holding.release(now_us)
-
-    def held(self) -> int:
-        return len(self.holding)
