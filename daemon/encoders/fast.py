@@ -195,7 +195,7 @@ def _array(items: Any, fmt: Fmt) -> FieldCompiler:
     of_records = isinstance(items, dict) and items.get("type") == "record"
 
     def emit(col: ListColumn, _m: object) -> list[Op]:
-        child: Any = (col.children, {}) if of_records else col.children["value"]
+        child: Any = (col.children, col.nulls) if of_records else col.children["value"]
         return [(LIST, np.ascontiguousarray(col.offsets, dtype=np.int32), inner(child, None))]
 
     return emit

@@ -170,7 +170,7 @@ def _array_renderer(items: Any) -> Renderer:
     of_records = isinstance(items, dict) and items.get("type") == "record"
 
     def render(col: ListColumn, _m: object) -> list[Piece]:
-        child: Any = (col.children, {}) if of_records else col.children["value"]
+        child: Any = (col.children, col.nulls) if of_records else col.children["value"]
         rendered = _join(item(child, None))
         lists = pa.ListArray.from_arrays(pa.array(col.offsets), rendered)
         return ["[", pc.binary_join(lists, ","), "]"]

@@ -54,10 +54,12 @@ class ListColumn:
     """A list per row: ``offsets`` (len n+1, int32) over flat child columns.
 
     Lists of records have one child per field; lists of plain values one child, ``value``.
+    ``nulls``: null masks of nullable record fields, by field name, over the flat children.
     """
 
     offsets: npt.NDArray[np.int32]
     children: Mapping[str, Column]
+    nulls: Mapping[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -71,7 +73,9 @@ class ListColumn:
                 lo, hi = int(self.offsets[start]), int(self.offsets[stop])
                 offsets = (self.offsets[start : stop + 1] - lo).astype(np.int32)
                 return ListColumn(
-                    offsets, {k: _take(c, slice(lo, hi)) for k, c in self.children.items()}
+                    offsets,
+                    {k: _take(c, slice(lo, hi)) for k, c in self.children.items()},
+                    {k: m[lo:hi] for k, m in self.nulls.items()},
                 )
         lengths = np.diff(self.offsets)[idx]
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
@@ -79,7 +83,11 @@ class ListColumn:
         starts = self.offsets[:-1][idx]
         # flat child index: for each chosen row, its range of child rows
         flat = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
-        return ListColumn(offsets, {k: _take(c, flat) for k, c in self.children.items()})
+        return ListColumn(
+            offsets,
+            {k: _take(c, flat) for k, c in self.children.items()},
+            {k: m[flat] for k, m in self.nulls.items()},
+        )
 
 
 Column: TypeAlias = "np.ndarray[Any, Any] | DictColumn | ListColumn"
@@ -197,7 +205,18 @@ def _concat_col(cols: list[Column]) -> Column:
             )
             for k in head.children
         }
-        return ListColumn(np.concatenate(offsets), children)
+        nulls = {
+            k: np.concatenate(
+                [
+                    c.nulls[k][int(c.offsets[0]) : int(c.offsets[-1])]
+                    if k in c.nulls
+                    else np.zeros(int(c.offsets[-1] - c.offsets[0]), dtype=np.bool_)
+                    for c in lists
+                ]
+            )
+            for k in {k for c in lists for k in c.nulls}
+        }
+        return ListColumn(np.concatenate(offsets), children, nulls)
     return np.concatenate(cols)  # type: ignore[arg-type]
 
 
@@ -207,6 +226,8 @@ def column_to_list(col: Column) -> list[Any]:
         return col.to_list()
     if isinstance(col, ListColumn):
         kids = {k: column_to_list(c) for k, c in col.children.items()}
+        for k, m in col.nulls.items():
+            kids[k] = [None if null else v for v, null in zip(kids[k], m.tolist(), strict=True)]
         offs = col.offsets.tolist()
         if list(kids) == ["value"]:  # a list of plain values, not of records
             vals = kids["value"]

@@ -6,16 +6,25 @@ default rate follows hour of day, day of week and holidays), and, driven by the 
 ``inventory_movement`` (sales, receipts, cycle-count adjustments: see ``inventory.py``) and
 ``return`` (part of a line of an earlier transaction, refunded pro rata).
 
+``price_change`` (the catalogue listed at the start, then list price changes and promotions
+starting and ending, at midnight: see ``catalogue.py``).
+
+Stores have a region (sales tax, SKU popularity) and a format (size, opening hours). An
+in-store sale never falls outside its store's hours: one that would becomes an online order
+fulfilled by that store (so at night the mix is all online). Prices and the opening hours
+are applied again when the engine says when a sale happened (``released``): a sale is priced
+by the list price and promotion in effect at its own event time.
+
 State evolves in daily steps at the generation edge (``advance``), and from what the engine
 released (``released``); driven events are released in time order once their day is done.
-Catalogue v2 (categories, brands, costs, regional popularity, price changes) is still to come.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
@@ -24,6 +33,13 @@ from datafactory.engine.sampling import AliasTable
 from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
+from datafactory.packs.retail.catalogue import (
+    BRANDS,
+    CATEGORY_NAMES,
+    CHANGE_TYPES,
+    Catalogue,
+    PriceBook,
+)
 from datafactory.packs.retail.customers import BASKET_FACTOR, EVENT_TYPES, SEGMENTS, Customers
 from datafactory.packs.retail.inventory import MOVEMENTS, REASONS, Inventory
 
@@ -65,6 +81,14 @@ _PAYMENT_P = np.array(
 )
 REGIONS = ("north", "south", "east", "west", "central")
 _REGION_TAX_BP = np.array([825, 700, 887, 725, 600])  # sales tax in basis points
+# name, share of stores, size (sales weight), opens, closes (hour of day, store-local = UTC)
+STORE_FORMATS: tuple[tuple[str, float, float, int, int], ...] = (
+    ("hypermarket", 0.15, 3.0, 8, 22),
+    ("supermarket", 0.45, 1.0, 7, 22),
+    ("convenience", 0.30, 0.35, 6, 23),
+    ("superstore_24h", 0.10, 1.5, 0, 24),
+)
+HOUR_US = 3_600_000_000
 
 
 class RetailParams(BaseModel):
@@ -84,8 +108,25 @@ class RetailParams(BaseModel):
         1.07, gt=0, le=5, description="Zipf exponent of SKU popularity (higher: more skewed)"
     )
     basket_mean: float = Field(3.0, ge=1, le=50, description="mean line items per basket")
-    promo_share: float = Field(0.08, ge=0, le=1, description="share of SKUs on promotion")
-    promo_discount: float = Field(0.2, ge=0, lt=1, description="discount of a promoted SKU")
+    regional_variation: float = Field(
+        0.5, ge=0, le=5, description="how differently regions rank SKUs (0: the same order)"
+    )
+    promo_share: float = Field(
+        0.08, ge=0, le=1, description="share of SKUs on promotion at any time"
+    )
+    promo_discount: float = Field(
+        0.2, ge=0, lt=1, description="mean discount of a promotion (each 50-150% of it)"
+    )
+    promo_days: int = Field(14, ge=1, le=365, description="mean length of a promotion, in days")
+    promo_lift: float = Field(
+        3.0, ge=0, le=50, description="demand lift per unit of discount (20% off, 3: x1.6)"
+    )
+    price_change_rate: float = Field(
+        1.0, ge=0, le=365, description="list price changes per SKU per year"
+    )
+    price_change_mean: float = Field(
+        0.03, ge=-0.3, le=0.5, description="mean relative size of a list price change"
+    )
     online_share: float = Field(0.15, ge=0, le=1, description="share of sales made online")
     click_collect_share: float = Field(
         0.05, ge=0, le=1, description="share of sales ordered online, collected in store"
@@ -153,6 +194,11 @@ class RetailPack(Pack):
             "Part of a line of an earlier transaction brought back, refunded pro rata.",
             driven=True,
         ),
+        "price_change": StreamSpec(
+            "price_change",
+            "The catalogue listed at the start; list price changes, promotions starting, ending.",
+            driven=True,
+        ),
         "customer_event": StreamSpec(
             "customer_event",
             "A customer created, updated, churned or reactivated (follows the sales).",
@@ -165,37 +211,51 @@ class RetailPack(Pack):
         p = params if isinstance(params, RetailParams) else RetailParams.model_validate(params)
         self.p = p
         rng = seeds.rng("retail", "entities")
-        # stores: size (sales weight), region, tax
+        # stores: format (size, hours), region (tax, taste)
         self.store_ids = tuple(f"S{i + 1:04d}" for i in range(p.stores))
-        self.store_weight = rng.lognormal(0.0, 0.5, p.stores)
+        share = np.array([f[1] for f in STORE_FORMATS])
+        self.store_format = rng.choice(len(STORE_FORMATS), p.stores, p=share).astype(np.int32)
+        size = np.array([f[2] for f in STORE_FORMATS])[self.store_format]
+        self.store_weight = rng.lognormal(0.0, 0.4, p.stores) * size
         self.store_sampler = AliasTable(self.store_weight)
+        self.store_opens = np.array([f[3] for f in STORE_FORMATS])[self.store_format]
+        self.store_closes = np.array([f[4] for f in STORE_FORMATS])[self.store_format]
         self.store_region = rng.integers(0, len(REGIONS), p.stores)
         self.store_tax_bp = _REGION_TAX_BP[self.store_region]
-        # catalogue: list price in cents (log-normal around $8), Zipf popularity over a
-        # random rank order, promotions
+        # catalogue: categories, brands, prices and costs, each region's popularity order
         self.sku_ids = tuple(f"SKU-{i + 1:07d}" for i in range(p.skus))
-        self.sku_price = np.maximum(
-            49, (np.round(rng.lognormal(np.log(800), 0.9, p.skus) / 10) * 10 - 1)
-        ).astype(np.int64)
-        ranks = rng.permutation(p.skus) + 1
-        self.sku_popularity = ranks.astype(np.float64) ** -p.popularity_skew
-        self.sku_sampler = AliasTable(self.sku_popularity)
-        promo = rng.random(p.skus) < p.promo_share
-        self.sku_discount_bp = np.where(promo, round(p.promo_discount * 10_000), 0).astype(np.int64)
+        self.catalogue = Catalogue(p, seeds.rng("retail", "catalogue"), len(REGIONS))
+        self.prices = PriceBook(p, seeds.rng("retail", "prices"), self.catalogue)
+        self._sku_samplers: list[AliasTable] = []
         self.customers = Customers(p, seeds.rng("retail", "customers"), p.stores)
         mean_units = p.basket_mean * (1 / 0.65)  # quantities are geometric(0.65)
-        self.inventory = Inventory(
-            p, seeds.rng("retail", "inventory"), self.store_weight, self.sku_popularity, mean_units
+        pop = self.catalogue.popularity[self.store_region]  # stores x SKUs
+        cell_share = (self.store_weight / self.store_weight.sum())[:, None] * (
+            pop / pop.sum(axis=1, keepdims=True)
         )
+        self.inventory = Inventory(p, seeds.rng("retail", "inventory"), cell_share, mean_units)
         self.currency_pool = (p.currency,)
         self.returns_emit = False
         self.returns_rng = seeds.rng("retail", "returns")
         self.pending_returns = PendingEvents()
 
     def advance(self, now_us: int) -> None:
-        """Time-driven state (customers) up to the generation edge."""
+        """Time-driven state (prices, customers, stock) up to the generation edge."""
+        self.prices.advance(now_us)
         self.customers.advance(now_us)
         self.inventory.advance(now_us)
+
+    def sku_sampler(self, region: int) -> AliasTable:
+        """SKUs as region ``region`` buys them now: its popularity x promotion lift."""
+        if self.prices.changed or not self._sku_samplers:
+            lift = self.prices.lift()
+            self._sku_samplers = [AliasTable(w * lift) for w in self.catalogue.popularity]
+            self.prices.changed = False
+        return self._sku_samplers[region]
+
+    def is_open(self, store: npt.NDArray[np.int64], t_us: npt.NDArray[np.int64]) -> Any:
+        hour = (t_us // HOUR_US) % 24
+        return (hour >= self.store_opens[store]) & (hour < self.store_closes[store])
 
     def stream(self, name: str) -> StreamGenerator:
         if name == "pos_transaction":
@@ -206,6 +266,9 @@ class RetailPack(Pack):
         if name == "inventory_movement":
             self.inventory.emit = True
             return InventoryMovements(self)
+        if name == "price_change":
+            self.prices.emit = True
+            return PriceChanges(self)
         if name == "customer_event":
             self.customers.emit = True
             return CustomerEvents(self)
@@ -254,10 +317,17 @@ class PosTransactions(StreamGenerator):
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(sizes, out=offsets[1:])
         m = int(offsets[-1])
-        sku = pk.sku_sampler.sample(rng, m).astype(np.int64)
+        # each line from its store's region's taste, promotions lifting demand
+        line_store = np.repeat(store, sizes).astype(np.int64)
+        line_region = pk.store_region[line_store]
+        sku = np.empty(m, dtype=np.int64)
+        for r in range(len(REGIONS)):
+            rows = line_region == r
+            k = int(np.count_nonzero(rows))
+            if k:
+                sku[rows] = pk.sku_sampler(r).sample(rng, k)
         qty = np.minimum(rng.geometric(0.65, m), 12).astype(np.int64)
         # stock: a line sells what the shelf has; an empty shelf is a lost sale
-        line_store = np.repeat(store, sizes).astype(np.int64)
         inv = pk.inventory
         sold = inv.take(line_store * inv.n_skus + sku, qty)
         keep = sold > 0
@@ -286,31 +356,22 @@ class PosTransactions(StreamGenerator):
         np.cumsum(sizes, out=offsets[1:])
         m = int(offsets[-1])
         sku, qty = sku[keep], sold[keep]
-        unit = pk.sku_price[sku]
-        gross = qty * unit
-        discount = (gross * pk.sku_discount_bp[sku] + 5_000) // 10_000
-        line_total = gross - discount
         line = (np.arange(m, dtype=np.int32) - np.repeat(offsets[:-1], sizes) + 1).astype(np.int32)
-
         if (sizes == 0).any():
             raise RuntimeError(
                 "retail: every store is out of stock; raise initial_stock_days or "
                 "expected_daily_transactions, or lower shrinkage_rate"
             )
-        subtotal = np.add.reduceat(line_total, offsets[:-1]) if n else np.zeros(0, np.int64)
-        tax = (subtotal * pk.store_tax_bp[store] + 5_000) // 10_000
         items = ListColumn(
             offsets,
             {
                 "line": line,
                 "sku": DictColumn(sku.astype(np.int32), pk.sku_ids),
+                "category": DictColumn(pk.catalogue.category[sku], CATEGORY_NAMES),
                 "quantity": qty.astype(np.int32),
-                "unit_price": unit,
-                "discount": discount,
-                "line_total": line_total,
             },
         )
-        return RecordBlock(
+        block = RecordBlock(
             stream="retail.pos_transaction",
             seq=seq,
             event_time=event_time,
@@ -324,14 +385,56 @@ class PosTransactions(StreamGenerator):
                 "payment_method": DictColumn(payment, PAYMENTS),
                 "currency": DictColumn(np.zeros(n, dtype=np.int32), pk.currency_pool),
                 "items": items,
-                "subtotal": subtotal,
-                "tax": tax,
-                "total": subtotal + tax,
             },
             nulls={"customer_id": ~known},
         )
+        self._finish(block, exact=False)
+        return block
+
+    def _finish(self, block: RecordBlock, exact: bool) -> None:
+        """What depends on when a sale happens: store hours (an in-store sale when its store
+        is closed becomes an online order it fulfils; guests check out anonymously) and
+        prices (the version in effect at the event time if ``exact``, else the latest: the
+        engine releases events after they are generated and says when they happened)."""
+        pk, cols = self.pack, block.columns
+        store_col, channel = cols["store_id"], cols["channel"]
+        payment, items = cols["payment_method"], cols["items"]
+        assert isinstance(store_col, DictColumn) and isinstance(channel, DictColumn)
+        assert isinstance(payment, DictColumn) and isinstance(items, ListColumn)
+        store = store_col.codes.astype(np.int64)
+        shut = (channel.codes == 0) & ~pk.is_open(store, block.event_time)
+        if shut.any():
+            ch, pay = channel.codes.copy(), payment.codes.copy()
+            register = np.array(cols["register_id"], copy=True)
+            ch[shut], register[shut] = 1, 0
+            pay[shut & (pay == 1)] = 0  # no cash online: card
+            cols["channel"] = DictColumn(ch, CHANNELS)
+            cols["payment_method"] = DictColumn(pay, PAYMENTS)
+            cols["register_id"] = register
+        sizes = np.diff(items.offsets)
+        sku_col = items.children["sku"]
+        assert isinstance(sku_col, DictColumn)
+        sku = sku_col.codes.astype(np.int64)
+        qty = np.asarray(items.children["quantity"], dtype=np.int64)
+        times = np.repeat(block.event_time, sizes) if exact else None
+        unit, bp, promo = pk.prices.at(sku, times)
+        gross = qty * unit
+        discount = (gross * bp + 5_000) // 10_000
+        line_total = gross - discount
+        kids = dict(items.children)
+        kids.update(unit_price=unit, discount=discount, line_total=line_total, promotion_id=promo)
+        cols["items"] = ListColumn(items.offsets, kids, {"promotion_id": promo == 0})
+        n = len(block)
+        subtotal = np.add.reduceat(line_total, items.offsets[:-1]) if n else np.zeros(0, np.int64)
+        tax = (subtotal * pk.store_tax_bp[store] + 5_000) // 10_000
+        cols.update(subtotal=subtotal, tax=tax, total=subtotal + tax)
 
     def released(self, block: RecordBlock) -> None:
+        # a block can outlast the generation edge (the rate fell): days that ended by its
+        # last sale are simulated first, so the prices in effect then are known
+        if len(block):
+            self.pack.advance(int(block.event_time[-1]))
+        self._finish(block, exact=True)
         col = block.columns["customer_id"]
         assert isinstance(col, DictColumn)
         named = ~block.nulls["customer_id"]
@@ -421,6 +524,53 @@ class Returns(StreamGenerator):
                 "reason": DictColumn(c["reason"], RETURN_REASONS),
             },
             nulls={"customer_id": c["anonymous"]},
+        )
+
+
+class PriceChanges(StreamGenerator):
+    """``price_change``: the price book's changes, released once their day is simulated."""
+
+    def __init__(self, pack: RetailPack) -> None:
+        self.pack = pack
+        self.schema = pack.schema_for("price_change")
+
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
+        pk = self.pack
+        ev = pk.prices.take_due(until_us, limit, final)
+        if ev is None:
+            return None
+        n = len(ev["t"])
+        sku = ev["sku"]
+        cat = pk.catalogue
+        no_promo = ev["promo_id"] == 0
+        return RecordBlock(
+            stream="retail.price_change",
+            seq=np.arange(seq_start, seq_start + n, dtype=np.int64),
+            event_time=ev["t"],
+            key=sku.astype(np.int64),
+            columns={
+                "sku": DictColumn(sku, pk.sku_ids),
+                "change_type": DictColumn(ev["type"], CHANGE_TYPES),
+                "product_name": DictColumn(sku, cat.names),
+                "category": DictColumn(cat.category[sku], CATEGORY_NAMES),
+                "brand": DictColumn(cat.brand[sku], BRANDS),
+                "previous_price": ev["old_price"],
+                "list_price": ev["list_price"],
+                "unit_cost": ev["cost"],
+                "promotion_id": ev["promo_id"],
+                "discount_rate": ev["promo_bp"],
+                "promotion_ends_at": ev["promo_end"],
+                "shelf_price": ev["list_price"]
+                - (ev["list_price"] * ev["promo_bp"] + 5_000) // 10_000,
+            },
+            nulls={
+                "previous_price": ev["type"] == 0,
+                "promotion_id": no_promo,
+                "discount_rate": no_promo,
+                "promotion_ends_at": no_promo,
+            },
         )
 
 

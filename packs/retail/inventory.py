@@ -33,19 +33,15 @@ class Inventory(DailySteps):
         self,
         p: Any,
         rng: np.random.Generator,
-        store_weight: npt.NDArray[np.float64],
-        sku_weight: npt.NDArray[np.float64],
+        cell_share: npt.NDArray[np.float64],
         mean_units_per_tx: float,
     ) -> None:
+        """``cell_share``: stores x SKUs, each cell's share of the chain's units (sums to 1)."""
         super().__init__()
         self.p = p
         self.rng = rng
-        self.n_skus = len(sku_weight)
-        demand = (
-            p.expected_daily_transactions
-            * mean_units_per_tx
-            * np.outer(store_weight / store_weight.sum(), sku_weight / sku_weight.sum())
-        )
+        self.n_skus = cell_share.shape[1]
+        demand = p.expected_daily_transactions * mean_units_per_tx * cell_share
         self.forecast = demand.ravel()  # units per day per cell (store-major)
         opening = np.ceil(self.forecast * p.initial_stock_days).astype(np.int64) + 2
         self.actual = opening.copy()

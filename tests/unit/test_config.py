@@ -39,7 +39,12 @@ def test_good_config_resolves() -> None:
 def test_default_streams_and_rates_come_from_the_pack() -> None:
     cfg = parse_config("packs: {retail: {}}\nsinks: {o: {type: stdout}}\n")
     s, *driven = cfg.streams
-    assert [d.stream for d in driven] == ["inventory_movement", "return", "customer_event"]
+    assert [d.stream for d in driven] == [
+        "inventory_movement",
+        "return",
+        "price_change",
+        "customer_event",
+    ]
     assert all(d.driven for d in driven)
     from datafactory.packs.retail import DEFAULT_RATE
 

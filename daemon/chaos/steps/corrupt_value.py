@@ -141,7 +141,7 @@ class CorruptValue(Step):
             kid = np.array(kids[child], copy=True)
             kid[first] = value
             kids[child] = kid
-            cols[name] = col = ListColumn(col.offsets, kids)
+            cols[name] = col = ListColumn(col.offsets, kids, col.nulls)
             changed.append(r)
             details.append({"field": f"{name}[0].{child}", "value": str(bad)})
         out = block.take(slice(None))
