@@ -8,8 +8,10 @@ is reported next to baselines timed in the same process, moments apart:
 * ``orjson-prebuilt``: orjson serialising dicts that already exist (a floor for "one dict per
   record" designs: it does no generation at all).
 
-Cases are single-threaded (events/s per core): generate + encode whole blocks of 8,192.
-The last case runs the real engine (simulated clock, file sink) end to end on both cores.
+Cases are single-threaded (events/s per core): generate + release (the pack prices each sale at
+its event time) + encode whole blocks of 8,192; then each of the five retail streams with all
+of them enabled. The last case runs the real engine (simulated clock, file sink) end to end on
+both cores.
 
     python bench/run.py [--seconds 2] [--json artifacts/bench.json]
 """
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from datafactory.encoders.avro import AvroEncoder
@@ -111,21 +114,106 @@ def orjson_prebuilt_case() -> Callable[[], int]:
     return run
 
 
+T0 = 1_767_787_200_000_000  # a Wednesday noon (UTC): every store open
+
+
+def pos_blocks() -> Callable[[int], Any]:
+    """``next(n)``: the next ``n`` POS transactions as the engine makes them: generated, then
+    released with their event times (the pack prices them and learns from them), 200/s."""
+    gen = RetailPack(RetailParams(), SeedTree(1)).stream("pos_transaction")
+    state = {"seq": 0, "t": T0}
+
+    def next_block(n: int) -> Any:
+        t = state["t"]
+        block = gen.generate(n, state["seq"], t, t)
+        block.event_time = t + (np.arange(1, n + 1, dtype=np.int64) * 5_000)
+        gen.released(block)
+        state["seq"] += n
+        state["t"] = int(block.event_time[-1])
+        return block
+
+    return next_block
+
+
 def pack_case(fmt: str, fast_path: bool) -> Callable[[], int]:
-    pack = RetailPack(RetailParams(), SeedTree(1))
-    gen = pack.stream("pos_transaction")
+    blocks = pos_blocks()
+    schema = RetailPack(RetailParams(), SeedTree(1)).schema_for("pos_transaction")
     enc_cls = JsonEncoder if fmt == "json" else AvroEncoder
-    enc = enc_cls(gen.schema, 1, fast_path=fast_path)
+    enc = enc_cls(schema, 1, fast_path=fast_path)
     n = BLOCK if fast_path or fmt == "json" else 1024  # fastavro is slow: smaller rounds
-    seq = [0]
 
     def run() -> int:
-        block = gen.generate(n, seq[0], 1_767_225_600_000_000, 1_767_225_700_000_000)
-        seq[0] += n
-        enc.encode(block)
+        enc.encode(blocks(n))
         return n
 
     return run
+
+
+RETAIL_STREAMS = ("pos_transaction", "inventory_movement", "return", "customer_event",
+                  "price_change")  # fmt: skip
+
+
+def retail_streams(seconds: float) -> dict[str, dict[str, float]]:
+    """All five retail streams on one core, as the engine drives them: POS blocks generated,
+    released (simulated time: a day per 10 blocks, ~82,000 sales), then every driven stream
+    polled; each stream's events/s is its events over the time spent making and JSON-encoding
+    them, best of rounds, after a simulated month of warm-up (returns reach their steady
+    state). Default catalogue: 50 stores x 5,000 SKUs, 100,000 customers."""
+    per_day = 10
+    pack = RetailPack(RetailParams(expected_daily_transactions=per_day * BLOCK), SeedTree(1))
+    gens = {name: pack.stream(name) for name in RETAIL_STREAMS}
+    encs = {name: JsonEncoder(g.schema, 1, fast_path=True) for name, g in gens.items()}
+    pos = gens["pos_transaction"]
+    step = 86_400_000_000 // (per_day * BLOCK)
+    seqs = dict.fromkeys(RETAIL_STREAMS, 0)
+    clock = [T0]
+
+    def one_block(spent: dict[str, float], made: dict[str, int]) -> None:
+        t = clock[0]
+        t0 = time.perf_counter()
+        block = pos.generate(BLOCK, seqs["pos_transaction"], t, t)
+        block.event_time = t + np.arange(1, BLOCK + 1, dtype=np.int64) * step
+        pos.released(block)
+        encs["pos_transaction"].encode(block)
+        clock[0] = t = int(block.event_time[-1])
+        spent["pos_transaction"] += time.perf_counter() - t0
+        made["pos_transaction"] += BLOCK
+        seqs["pos_transaction"] += BLOCK
+        for name in RETAIL_STREAMS[1:]:
+            t0 = time.perf_counter()
+            while (got := gens[name].poll(t, seqs[name], BLOCK)) is not None and len(got):
+                encs[name].encode(got)
+                seqs[name] += len(got)
+                made[name] += len(got)
+            spent[name] += time.perf_counter() - t0
+
+    warm_spent, warm_made = dict.fromkeys(RETAIL_STREAMS, 0.0), dict.fromkeys(RETAIL_STREAMS, 0)
+    for _ in range(31 * per_day):
+        one_block(warm_spent, warm_made)
+    best: dict[str, float] = {}
+    spent_all = dict.fromkeys(RETAIL_STREAMS, 0.0)
+    made_all = dict.fromkeys(RETAIL_STREAMS, 0)
+    for _ in range(5):
+        spent = dict.fromkeys(RETAIL_STREAMS, 0.0)
+        made = dict.fromkeys(RETAIL_STREAMS, 0)
+        t_end = time.perf_counter() + seconds / 5
+        while time.perf_counter() < t_end:
+            one_block(spent, made)
+        for name in RETAIL_STREAMS:
+            spent_all[name] += spent[name]
+            made_all[name] += made[name]
+            if spent[name] > 0 and made[name]:
+                best[name] = max(best.get(name, 0.0), made[name] / spent[name])
+    total = sum(spent_all.values())
+    sales = made_all["pos_transaction"]
+    return {
+        name: {
+            "events_per_s": best.get(name, 0.0),
+            "per_100_sales": 100 * made_all[name] / sales,
+            "cpu_share": spent_all[name] / total,
+        }
+        for name in RETAIL_STREAMS
+    } | {"all": {"events_per_s": sum(made_all.values()) / total}}
 
 
 CHAIN5 = [
@@ -168,10 +256,10 @@ def chain_case(fmt: str) -> Callable[[], int]:
 
 
 def generate_only() -> Callable[[], int]:
-    gen = RetailPack(RetailParams(), SeedTree(1)).stream("pos_transaction")
+    blocks = pos_blocks()
 
     def run() -> int:
-        gen.generate(BLOCK, 0, 0, 10**9)
+        blocks(BLOCK)
         return BLOCK
 
     return run
@@ -211,7 +299,7 @@ def main() -> int:
     faker = best_rate(faker_case(), args.seconds)
     prebuilt = best_rate(orjson_prebuilt_case(), args.seconds)
     cases = {
-        "generate only (retail.pos_transaction)": best_rate(generate_only(), args.seconds),
+        "generate+release (retail.pos_transaction)": best_rate(generate_only(), args.seconds),
         "generate+encode JSON, compiled path": best_rate(pack_case("json", True), args.seconds),
         "generate+encode JSON, Arrow fallback": best_rate(pack_case("json", False), args.seconds),
         "generate+encode Avro, compiled path": best_rate(pack_case("avro", True), args.seconds),
@@ -225,6 +313,7 @@ def main() -> int:
     chain_avro = best_rate(chain_case("avro"), args.seconds)
     cases["... + 5-step chaos chain at 1%, JSON"] = chain_json
     cases["... + 5-step chaos chain at 1%, Avro"] = chain_avro
+    per_stream = retail_streams(args.seconds * 2.5)
     e2e = engine_end_to_end(2_000_000)
     e2e_chaos = engine_end_to_end(2_000_000, chaos=True)
 
@@ -243,6 +332,13 @@ def main() -> int:
         f"{'engine end to end + 5-step chaos at 1%':46s} {e2e_chaos:12,.0f} "
         f"{e2e_chaos / faker:9.1f} {e2e_chaos / prebuilt:18.2f}"
     )
+    print("retail, all five streams on one core (make + JSON encode; per 100 sales; share of CPU):")
+    for name, v in per_stream.items():
+        rate = v["events_per_s"]
+        extra = f"  {v['per_100_sales']:8.1f} {v['cpu_share']:6.0%}" if "cpu_share" in v else ""
+        print(
+            f"  retail.{name:38s} {rate:12,.0f} {rate / faker:9.1f} {rate / prebuilt:18.2f}" + extra
+        )
     print(
         f"chaos chain cost (ratio with / without, target >= 0.8): generate+encode JSON "
         f"{chain_json / plain_json:.2f}, Avro {chain_avro / plain_avro:.2f}; "
@@ -257,6 +353,7 @@ def main() -> int:
         "engine_end_to_end_json_files_chaos": e2e_chaos,
         "baselines": {"faker_json": faker, "orjson_prebuilt": prebuilt},
         "cases": cases,
+        "retail_streams": per_stream,
         "engine_end_to_end_json_files": e2e,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],

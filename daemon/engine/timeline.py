@@ -15,29 +15,78 @@ DAY_US = 86_400_000_000
 
 
 class PendingEvents:
-    """Batches of equal-length columns, one of them ``t`` (event time, µs)."""
+    """Batches of equal-length columns, one of them ``t`` (event time, µs).
+
+    Kept in hour buckets, so taking what is due touches only the buckets that are due, not
+    everything pending (returns wait up to weeks). Ties in ``t`` keep the order they were
+    added in."""
+
+    BUCKET_US = 3_600_000_000
 
     def __init__(self) -> None:
-        self._batches: list[dict[str, Any]] = []
+        self._buckets: dict[int, list[dict[str, Any]]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._batches)
+        return bool(self._buckets)
 
     def add(self, **columns: Any) -> None:
-        self._batches.append(columns)
+        t = np.asarray(columns["t"])
+        if not len(t):
+            return
+        b = t // self.BUCKET_US
+        lo, hi = int(b.min()), int(b.max())
+        if lo == hi:
+            self._put(lo, columns)
+            return
+        order = np.argsort(b, kind="stable")
+        b = b[order]
+        cuts = np.flatnonzero(b[1:] != b[:-1]) + 1
+        starts = np.r_[0, cuts]
+        ends = np.r_[cuts, len(b)]
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            rows = order[s:e]
+            self._put(int(b[s]), {k: v[rows] for k, v in columns.items()})
+
+    def _put(self, bucket: int, columns: dict[str, Any]) -> None:
+        batches = self._buckets.setdefault(bucket, [])
+        batches.append(columns)
+        if len(batches) > 64:  # many small batches (returns): merge them now and then
+            self._buckets[bucket] = [_merge(batches)]
 
     def take(self, until_us: int, limit: int) -> dict[str, Any] | None:
         """At most ``limit`` events with ``t <= until_us``, oldest first; None if none."""
-        if not self._batches:
+        last = until_us // self.BUCKET_US
+        taken: list[dict[str, Any]] = []
+        count = 0
+        for key in sorted(k for k in self._buckets if k <= last):
+            cols = _merge(self._buckets.pop(key))
+            n = len(cols["t"])
+            due = min(int(np.searchsorted(cols["t"], until_us, side="right")), limit - count)
+            if due < n:
+                self._buckets[key] = [{k: v[due:] for k, v in cols.items()}]
+            if due:
+                taken.append({k: v[:due] for k, v in cols.items()})
+                count += due
+            if due < n or count >= limit:
+                break
+        if not taken:
             return None
-        cols = {k: np.concatenate([b[k] for b in self._batches]) for k in self._batches[0]}
-        order = np.argsort(cols["t"], kind="stable")
+        if len(taken) == 1:
+            return taken[0]
+        return {k: np.concatenate([c[k] for c in taken]) for k in taken[0]}
+
+
+def _merge(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """One batch sorted by ``t`` (stable: ties in the order added)."""
+    if len(batches) == 1:
+        cols = batches[0]
+    else:
+        cols = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    t = cols["t"]
+    if len(t) > 1 and (np.diff(t) < 0).any():
+        order = np.argsort(t, kind="stable")
         cols = {k: v[order] for k, v in cols.items()}
-        due = min(int(np.searchsorted(cols["t"], until_us, side="right")), limit)
-        self._batches = [{k: v[due:] for k, v in cols.items()}] if due < len(order) else []
-        if due == 0:
-            return None
-        return {k: v[:due] for k, v in cols.items()}
+    return cols
 
 
 class DailySteps:
