@@ -391,7 +391,9 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
                         "(it follows the pack's other streams): it has no rate",
                     )
                 )
-            rate = ssec.rate or spec.default_rate or ConstantProfile(base=0)
+            rate = (
+                ssec.rate or pack.default_rate(sname, params.get(pname)) or ConstantProfile(base=0)
+            )
             streams.append(
                 StreamPlan(pname, sname, rate, targets, ssec.max_events, driven=spec.driven)
             )

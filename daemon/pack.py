@@ -84,6 +84,12 @@ class Pack(ABC):
         """The generator for one of ``streams``."""
 
     @classmethod
+    def default_rate(cls, stream: str, params: BaseModel | None) -> RateProfile | None:
+        """A stream's rate when its config gives none: the spec's, unless a pack shapes it by
+        its params (``params`` is None when they were invalid)."""
+        return cls.streams[stream].default_rate
+
+    @classmethod
     def schema_for(cls, stream: str) -> EventSchema:
         return load_schema(f"{cls.name}.{stream}")
 

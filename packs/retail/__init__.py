@@ -127,9 +127,17 @@ class RetailParams(BaseModel):
     price_change_mean: float = Field(
         0.03, ge=-0.3, le=0.5, description="mean relative size of a list price change"
     )
-    online_share: float = Field(0.15, ge=0, le=1, description="share of sales made online")
+    online_share: float = Field(
+        0.15, ge=0, le=1, description="share of sales made online while stores are open"
+    )
     click_collect_share: float = Field(
         0.05, ge=0, le=1, description="share of sales ordered online, collected in store"
+    )
+    seasonality_strength: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="how much of the hour/weekday/holiday curve the default rate follows (0: flat)",
     )
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code")
     churn_rate: float = Field(
@@ -176,7 +184,9 @@ class RetailParams(BaseModel):
 
 class RetailPack(Pack):
     name = "retail"
-    description = "Store chain: POS transactions with baskets, promotions, loyalty customers."
+    description = (
+        "Store chain: sales, stock, returns, customers and prices that agree with each other."
+    )
     Params = RetailParams
     streams: ClassVar[dict[str, StreamSpec]] = {
         "pos_transaction": StreamSpec(
@@ -205,6 +215,13 @@ class RetailPack(Pack):
             driven=True,
         ),
     }
+
+    @classmethod
+    def default_rate(cls, stream: str, params: BaseModel | None) -> Any:
+        rate = super().default_rate(stream, params)
+        if stream == "pos_transaction" and isinstance(params, RetailParams):
+            return DEFAULT_RATE.model_copy(update={"strength": params.seasonality_strength})
+        return rate
 
     def __init__(self, params: BaseModel, seeds: SeedTree) -> None:
         super().__init__(params, seeds)
@@ -253,7 +270,7 @@ class RetailPack(Pack):
             self.prices.changed = False
         return self._sku_samplers[region]
 
-    def is_open(self, store: npt.NDArray[np.int64], t_us: npt.NDArray[np.int64]) -> Any:
+    def is_open(self, store: npt.NDArray[Any], t_us: npt.NDArray[np.int64]) -> Any:
         hour = (t_us // HOUR_US) % 24
         return (hour >= self.store_opens[store]) & (hour < self.store_closes[store])
 
@@ -304,7 +321,10 @@ class PosTransactions(StreamGenerator):
         payment = np.searchsorted(self.payment_cdf, u, side="right").astype(np.int32)
         payment -= channel * len(PAYMENTS)
         np.clip(payment, 0, len(PAYMENTS) - 1, out=payment)
-        # online orders always carry the account; in store only loyalty members are named
+        # the store is closed at that hour: an online order (as far as generation can tell
+        # the time; the release checks again with the real one)
+        _close_shop(pk.is_open(store, event_time), channel, register, payment)
+        # online orders carry the account; in store only loyalty members are named
         known = (channel != 0) | (rng.random(n) < p.loyalty_share)
         people = pk.customers
         customer = np.zeros(n, dtype=np.int64)
@@ -393,7 +413,8 @@ class PosTransactions(StreamGenerator):
 
     def _finish(self, block: RecordBlock, exact: bool) -> None:
         """What depends on when a sale happens: store hours (an in-store sale when its store
-        is closed becomes an online order it fulfils; guests check out anonymously) and
+        is closed becomes an online order it fulfils; if the customer had no loyalty card,
+        a guest checkout) and
         prices (the version in effect at the event time if ``exact``, else the latest: the
         engine releases events after they are generated and says when they happened)."""
         pk, cols = self.pack, block.columns
@@ -402,12 +423,11 @@ class PosTransactions(StreamGenerator):
         assert isinstance(store_col, DictColumn) and isinstance(channel, DictColumn)
         assert isinstance(payment, DictColumn) and isinstance(items, ListColumn)
         store = store_col.codes.astype(np.int64)
-        shut = (channel.codes == 0) & ~pk.is_open(store, block.event_time)
-        if shut.any():
+        is_open = pk.is_open(store, block.event_time)
+        if ((channel.codes == 0) & ~is_open).any():
             ch, pay = channel.codes.copy(), payment.codes.copy()
             register = np.array(cols["register_id"], copy=True)
-            ch[shut], register[shut] = 1, 0
-            pay[shut & (pay == 1)] = 0  # no cash online: card
+            _close_shop(is_open, ch, register, pay)
             cols["channel"] = DictColumn(ch, CHANNELS)
             cols["payment_method"] = DictColumn(pay, PAYMENTS)
             cols["register_id"] = register
@@ -489,6 +509,13 @@ class PosTransactions(StreamGenerator):
             anonymous=block.nulls["customer_id"][hit].copy(),
             reason=rng.choice(4, len(hit), p=[0.2, 0.3, 0.15, 0.35]).astype(np.int32),
         )
+
+
+def _close_shop(is_open: Any, channel: Any, register: Any, payment: Any) -> None:
+    """In-store sales where the store is closed become online orders it fulfils (in place)."""
+    shut = (channel == 0) & ~is_open
+    channel[shut], register[shut] = 1, 0
+    payment[shut & (payment == 1)] = 0  # no cash online: card
 
 
 class Returns(StreamGenerator):

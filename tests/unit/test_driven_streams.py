@@ -203,3 +203,35 @@ async def test_driven_streams_take_max_events_and_refuse_a_rate(tmp_path: Path) 
     assert len(_rows(out, "shipment")) == 100
     with pytest.raises(ConfigError, match=r"shipment.*driven by the pack's simulation"):
         parse_config(CFG.format(n=10, ship="rate: {profile: constant, base: 5}", out=out))
+
+
+def test_pending_events_come_out_in_time_order_ties_as_added() -> None:
+    """Batches spanning many hour buckets, added out of order, taken in small pieces: the
+    pieces join up to a stable sort of everything by time (ties in the order added), and
+    nothing later than ``until`` comes out."""
+    from datafactory.engine.timeline import PendingEvents
+
+    rng = np.random.default_rng(3)
+    pending = PendingEvents()
+    all_t, all_id = [], []
+    next_id = 0
+    for _ in range(40):
+        k = int(rng.integers(0, 300))
+        t = rng.integers(0, 30 * 24, k) * (HOUR // 4)  # ties on purpose (quarter hours)
+        ids = np.arange(next_id, next_id + k)
+        next_id += k
+        pending.add(t=t, id=ids)
+        all_t.append(t)
+        all_id.append(ids)
+    t_all, id_all = np.concatenate(all_t), np.concatenate(all_id)
+    order = np.argsort(t_all, kind="stable")
+    got_t, got_id = [], []
+    until = 0
+    while pending:
+        until += 5 * HOUR
+        while (c := pending.take(until, 97)) is not None:
+            assert (c["t"] <= until).all() and len(c["t"]) <= 97
+            got_t.append(c["t"])
+            got_id.append(c["id"])
+    assert np.array_equal(np.concatenate(got_t), t_all[order])
+    assert np.array_equal(np.concatenate(got_id), id_all[order])

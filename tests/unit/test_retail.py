@@ -237,6 +237,27 @@ def test_price_change_stream_replays_to_the_price_book() -> None:
     assert (block.columns["unit_cost"] < block.columns["list_price"]).all()
 
 
+def test_seasonality_strength_shapes_the_default_rate() -> None:
+    from datafactory.config import ConfigError, parse_config
+
+    def rates(strength: float) -> tuple[float, float]:
+        cfg = parse_config(
+            f"packs: {{retail: {{params: {{seasonality_strength: {strength}}}}}}}\n"
+            "sinks: {o: {type: stdout}}\n"
+        )
+        rate = cfg.streams[0].rate
+        night, noon = (NOON - 9 * HOUR) / 1e6, NOON / 1e6
+        return rate.rate(night, 0), rate.rate(noon, 0)
+
+    night, noon = rates(1.0)
+    assert noon > 20 * night
+    night, noon = rates(0.0)
+    assert night == pytest.approx(noon)
+    with pytest.raises(ConfigError) as e:
+        rates(1.5)
+    assert "seasonality_strength" in str(e.value)
+
+
 def test_invalid_params_name_the_parameter() -> None:
     with pytest.raises(ValidationError) as e:
         RetailParams.model_validate({"stores": 0})
