@@ -7,7 +7,9 @@ Per sink, a *writer* task encodes slices and calls ``write_batch``. Every queue 
 a slow sink stalls its pacers, whose queues then stall the generators: memory stays bounded.
 
 With a simulated clock each stream keeps its own time, which moves only when the pacer
-"sleeps" — the same code then runs as fast as the machine allows, deterministically.
+"sleeps" — the same code then runs as fast as the machine allows, deterministically: blocks
+are generated on demand (block k once block k-1 is released), so a pack whose state follows
+what was released changes it in the same order every run.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class StreamRuntime:
     # the event time of the last release (paced streams); what driven streams follow
     released_until_us: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # driven: sources moved on
+    # simulated clock: the pacer asks for each block once it has released the one before
+    want: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def driven(self) -> bool:
@@ -595,8 +599,15 @@ class Engine:
         # blocks hold at most a horizon's worth of events at the current rate: at low rates
         # the pack's state never runs far ahead of what has been released
         horizon = GEN_HORIZON_SIMULATED if s.clock.simulated else GEN_HORIZON_WALL
+        # a simulated clock generates on demand: the pack's state then changes in one order
+        # (generate block k only after block k-1's releases), so the same seed gives the same
+        # data even where a pack's state depends on what was released (driven streams)
+        on_demand = s.clock.simulated
         try:
             while True:
+                if on_demand:
+                    await s.want.wait()
+                    s.want.clear()
                 by_time = max(GEN_MIN_BLOCK, int(s.bucket.rate() * horizon))
                 n = min(size, by_time)
                 if limit is not None:
@@ -629,6 +640,7 @@ class Engine:
                 if s.end_time is not None and clock.now() >= s.end_time:
                     break
                 if block is None or pos >= len(block):
+                    s.want.set()
                     block = await s.queue.get()
                     pos = 0
                     if isinstance(block, Exception):
