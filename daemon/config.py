@@ -403,7 +403,11 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
     if (
         run.clock == "simulated"
         and run.duration is None
-        and any(s.max_events is None for s in streams if not s.driven)
+        and any(
+            s.max_events is None
+            for s in streams
+            if not s.driven or (s.pack in packs and packs[s.pack].clock_driven)
+        )
     ):
         problems.append(
             (

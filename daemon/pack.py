@@ -72,6 +72,9 @@ class Pack(ABC):
     description: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     streams: ClassVar[dict[str, StreamSpec]]
+    # every stream driven, following the clock: ``poll(until=now)`` (a simulated clock moves
+    # in steps; the run's duration or max_events ends it)
+    clock_driven: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel, seeds: SeedTree) -> None:
         self.params = params

@@ -53,6 +53,10 @@ SIMULATED_SLICE_MAX = 3600.0
 GEN_HORIZON_WALL = 10.0
 GEN_HORIZON_SIMULATED = 3600.0
 GEN_MIN_BLOCK = 16
+# packs whose driven streams follow the clock (no paced stream): how far a simulated clock
+# jumps when nothing is due, and how often the wall clock is looked at
+CLOCK_DRIVEN_STEP = 60.0
+CLOCK_DRIVEN_POLL = 0.2
 # points of the rate's integral per slice, to place event times along the profile
 WARP_POINTS = 33
 # encoded batches waiting for a sink, per sink
@@ -743,6 +747,7 @@ class Engine:
             with lock:
                 return gen.poll(until, seq, limit, final)
 
+        clock = s.clock
         try:
             while not s.removed:
                 if not self._running.is_set():
@@ -750,17 +755,25 @@ class Engine:
                 s.wake.clear()  # a release from now on wakes us, even during the poll
                 sources = [x for x in self.streams if x.pack is s.pack and not x.driven]
                 live = [x for x in sources if not x.done]
-                until = (
-                    min(x.released_until_us for x in live)
-                    if live
-                    else max((x.released_until_us for x in sources), default=0)
-                )
+                by_clock = not sources and type(s.pack).clock_driven
+                ended = by_clock and s.end_time is not None and clock.now() >= s.end_time
+                if by_clock:  # the pack's own time: up to now (the run's end at the latest)
+                    until = clock.now_us()
+                    if s.end_time is not None:
+                        until = min(until, round(s.end_time * 1_000_000))
+                else:
+                    until = (
+                        min(x.released_until_us for x in live)
+                        if live
+                        else max((x.released_until_us for x in sources), default=0)
+                    )
+                final = ended if by_clock else not live
                 limit = batch_max
                 if limit_total is not None:
                     limit = min(limit, limit_total - s.seq_next)
                     if limit <= 0:
                         break
-                block = await asyncio.to_thread(poll, until, s.seq_next, limit, not live)
+                block = await asyncio.to_thread(poll, until, s.seq_next, limit, final)
                 if block is not None and len(block):
                     n = len(block)
                     s.seq_next += n
@@ -768,12 +781,27 @@ class Engine:
                     s.released += n
                     generated.inc(n)
                     released.inc(n)
-                    s.released_until_us = int(block.event_time[-1])
+                    s.released_until_us = until if by_clock else int(block.event_time[-1])
+                    if block.labels:  # the pack's own ground truth (incidents, outages)
+                        domain = FaultLog()
+                        domain.add_labels(s.pack.name, block)
+                        self._faults(domain)
+                        block.labels = ()
                     if s.chaos is not None:
                         block, faults = s.chaos.apply(block)
                         self._faults(faults)
                     await self._send(s, block, s.seq_next)
                     continue  # there may be more due already
+                if by_clock:
+                    s.released_until_us = until
+                    if ended:
+                        break
+                    # let time pass: a simulated clock jumps a step, the wall clock is awaited
+                    if clock.simulated:
+                        await clock.sleep(CLOCK_DRIVEN_STEP)
+                    else:
+                        await asyncio.sleep(CLOCK_DRIVEN_POLL)
+                    continue
                 if not live:
                     break  # every source ended and nothing more is due
                 await s.wake.wait()

@@ -89,36 +89,58 @@ def _merge(batches: list[dict[str, Any]]) -> dict[str, Any]:
     return cols
 
 
-class DailySteps:
-    """A model that changes in whole days: ``_start`` at the first ``advance``, then ``_day``
-    for every day that ended by ``now``; its events go to ``pending``."""
+class Steps:
+    """A model that changes in whole steps of ``step_us`` (aligned to multiples of it):
+    ``_start`` at the first ``advance``, then ``_step`` for every step that ended by ``now``;
+    its events go to ``pending`` (or to several buffers, one per stream)."""
 
-    def __init__(self) -> None:
-        self.t_us: int | None = None  # simulated up to here (a midnight after the start)
-        self.next_day_us = 0
+    def __init__(self, step_us: int) -> None:
+        self.step_us = step_us
+        self.t_us: int | None = None  # simulated up to here (a step boundary after the start)
+        self.next_step_us = 0
         self.pending = PendingEvents()
 
     def advance(self, now_us: int) -> None:
         if self.t_us is None:
             self.t_us = now_us
-            self.next_day_us = (now_us // DAY_US + 1) * DAY_US
+            self.next_step_us = (now_us // self.step_us + 1) * self.step_us
             self._start(now_us)
             return
-        while self.next_day_us <= now_us:  # whole days only: the rest waits for its end
-            self._day(self.t_us, self.next_day_us)
-            self.t_us = self.next_day_us
-            self.next_day_us += DAY_US
+        while self.next_step_us <= now_us:  # whole steps only: the rest waits for its end
+            self._step(self.t_us, self.next_step_us)
+            self.t_us = self.next_step_us
+            self.next_step_us += self.step_us
 
     def _start(self, now_us: int) -> None:
         """The run starts at ``now_us``."""
 
-    def _day(self, t0: int, t1: int) -> None:
+    def _step(self, t0: int, t1: int) -> None:
         raise NotImplementedError
 
-    def take_due(self, until_us: int | None, limit: int, final: bool) -> dict[str, Any] | None:
-        """Events a driven stream may release: up to ``until_us``, and (unless the run ended)
-        only from days already simulated, so every earlier event is known."""
+    def take_due(
+        self,
+        until_us: int | None,
+        limit: int,
+        final: bool,
+        pending: PendingEvents | None = None,
+    ) -> dict[str, Any] | None:
+        """Events a driven stream may release (from ``pending``, by default the model's own):
+        up to ``until_us``, and (unless the run ended) only from steps already simulated, so
+        every earlier event is known."""
         until = until_us if until_us is not None else 0
         if not final:
             until = min(until, self.t_us if self.t_us is not None else 0)
-        return self.pending.take(until, limit)
+        return (self.pending if pending is None else pending).take(until, limit)
+
+
+class DailySteps(Steps):
+    """A model that changes in whole days (``_day``)."""
+
+    def __init__(self) -> None:
+        super().__init__(DAY_US)
+
+    def _step(self, t0: int, t1: int) -> None:
+        self._day(t0, t1)
+
+    def _day(self, t0: int, t1: int) -> None:
+        raise NotImplementedError
