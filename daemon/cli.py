@@ -398,7 +398,10 @@ def _packs(args: argparse.Namespace) -> int:
                     for s, spec in pack.streams.items()
                 ],
                 "params": {
-                    k: {"default": f.default, "description": f.description}
+                    k: {
+                        "default": f.get_default(call_default_factory=True),
+                        "description": f.description,
+                    }
                     for k, f in pack.Params.model_fields.items()
                 },
             }

@@ -28,6 +28,7 @@ from datafactory.packs.iot.fleet import (
     INCIDENTS,
     MODELS,
     OUTAGE_CAUSES,
+    REGIONS,
     STATUSES,
     TYPE_NAMES,
     TYPES,
@@ -82,7 +83,9 @@ class IotParams(BaseModel):
     step_seconds: float = Field(
         10, ge=1, le=600, description="simulation step (the most a reading waits to be sent)"
     )
-    heartbeat_seconds: float = Field(60, ge=1, le=86_400, description="heartbeat interval")
+    heartbeat_scale: float = Field(
+        1.0, gt=0, le=1000, description="multiplies every type's heartbeat interval"
+    )
     offline_after_missed: int = Field(
         3, ge=1, le=100, description="offline after this many heartbeat intervals of silence"
     )
@@ -113,8 +116,11 @@ class IotParams(BaseModel):
 
     @model_validator(mode="after")
     def _steps(self) -> IotParams:
-        if self.step_seconds > self.heartbeat_seconds:
-            raise ValueError("step_seconds must be <= heartbeat_seconds")
+        shortest = min(t.heartbeat_s for t in TYPES) * self.heartbeat_scale
+        if self.step_seconds > shortest:
+            raise ValueError(
+                f"step_seconds must be <= the shortest heartbeat interval ({shortest:g} s)"
+            )
         for i, inc in enumerate(self.incidents):
             if inc.device is not None and int(inc.device[1:]) > self.devices:
                 raise ValueError(
@@ -310,10 +316,12 @@ class DeviceStatus(_Driven):
             key=dev.astype(np.int64),
             columns={
                 **self.device_columns(dev),
-                "status": DictColumn(status, STATUSES),
+                "event_type": DictColumn(status, STATUSES),
+                "region": DictColumn(f.site_region[f.site[dev]], REGIONS),
                 "device_type": DictColumn(f.type[dev], TYPE_NAMES),
                 "model": DictColumn(f.model[dev], MODELS),
                 "firmware": DictColumn(f.firmware[dev], FIRMWARE),
+                "installed_at": f.installed_us[dev],
                 "last_heartbeat_at": ev["last_hb"],
             },
             nulls={"last_heartbeat_at": never},

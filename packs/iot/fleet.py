@@ -6,17 +6,18 @@
 the device's previous reading; the ambient is an OU process per site (shared by its devices,
 so readings of one site correlate).
 
-**Heartbeats** every ``heartbeat_seconds``, sent while the device is up and its site
-connected. **Outages**: a device goes down (hardware fault, or its battery runs flat and is
-replaced) and a site loses its network, at Poisson rates with log-normal durations. During a
-site outage devices keep measuring: with ``flush_probability`` a device keeps up to
-``buffer_readings`` readings and sends them when the network is back (their ``event_time`` is
-when they were measured, ``sent_at`` the reconnect), otherwise they are lost.
+**Heartbeats** at the type's interval (x ``heartbeat_scale``), sent while the device is up
+and its site connected. **Outages**: a device goes down (hardware fault, or its battery runs
+flat and is replaced) and a site loses its network, at Poisson rates with log-normal
+durations. During a site outage devices keep measuring: with ``flush_probability`` a device
+keeps up to ``buffer_readings`` readings and sends them when the network is back (their
+``event_time`` is when they were measured, ``sent_at`` the reconnect); otherwise they are
+lost.
 
-**device_status** follows from heartbeats alone: ``offline`` at ``last heartbeat +
-offline_after_missed * heartbeat_seconds`` when no heartbeat came in that window (a heartbeat
-exactly at that time still counts), ``online`` at the first heartbeat after that; every
-device is ``online`` (registered) when the run starts.
+**device_status** follows from heartbeats alone: ``device_offline`` at ``last heartbeat +
+offline_after_missed * interval`` when no heartbeat came in that window (a heartbeat
+exactly at that time still counts), ``device_online`` at the first heartbeat after that; every
+device is ``device_online`` (registered) when the run starts.
 
 **Alerts** (the documented rule, applied to each device's readings in measurement order, over
 exactly the readings that reach the telemetry stream): ``alert_raised`` at the
@@ -51,6 +52,7 @@ class DeviceType:
     unit: str
     share: float
     interval_s: float
+    heartbeat_s: float
     set_point: float
     sd: float  # stationary sd of the OU part
     theta: float  # mean reversion, 1/s
@@ -64,13 +66,13 @@ class DeviceType:
 
 
 TYPES = (
-    DeviceType("thermal", "temperature_c", "C", 0.35, 30, 45.0, 2.0, 1 / 600, 3.0, 1.0, 0.2,
+    DeviceType("thermal", "temperature_c", "C", 0.35, 30, 60, 45.0, 2.0, 1 / 600, 3.0, 2.0, 0.2,
                0.1, 70.0, 65.0, 90.0),
-    DeviceType("vibration", "vibration_mm_s", "mm/s", 0.25, 10, 2.5, 0.8, 1 / 120, 0.3, 0.05,
+    DeviceType("vibration", "vibration_mm_s", "mm/s", 0.25, 10, 30, 2.5, 0.8, 1 / 120, 0.3, 0.05,
                0.1, 0.01, 5.0, 4.5, math.inf),
-    DeviceType("power", "power_kw", "kW", 0.25, 15, 12.0, 2.5, 1 / 900, 4.0, 0.5, 0.1, 0.01,
+    DeviceType("power", "power_kw", "kW", 0.25, 15, 60, 12.0, 2.5, 1 / 900, 4.0, 0.5, 0.1, 0.01,
                20.0, 18.0, math.inf),
-    DeviceType("humidity", "humidity_pct", "%", 0.15, 60, 45.0, 5.0, 1 / 1800, 8.0, 2.0, 0.5,
+    DeviceType("humidity", "humidity_pct", "%", 0.15, 60, 120, 45.0, 5.0, 1 / 1800, 8.0, 2.0, 0.5,
                0.1, 75.0, 70.0, math.inf),
 )  # fmt: skip
 TYPE_NAMES = tuple(t.name for t in TYPES)
@@ -79,7 +81,8 @@ _TYPE_MODELS = ((0, 1), (2,), (3,), (4,))
 FIRMWARE = ("1.4.2", "1.5.0", "2.0.1", "2.1.0")
 INCIDENTS = ("thermal_runaway", "stuck_at", "drift", "clock_skew")
 # device_status values and what a label says an outage was
-STATUSES = ("online", "offline")
+STATUSES = ("device_online", "device_offline")
+REGIONS = ("eu-west", "eu-central", "us-east", "us-west", "ap-south")
 OUTAGE_CAUSES = ("hardware_fault", "battery", "site_network", "failed")
 UP, FAILED = 0, 2
 
@@ -111,8 +114,10 @@ class Fleet(Steps):
         )  # fmt: skip
         self.firmware = rng.choice(len(FIRMWARE), n, p=[0.1, 0.2, 0.4, 0.3]).astype(np.int32)
         self.install_days = rng.integers(30, 5 * 365, n)  # days before the run's start
+        self.installed_us = np.zeros(n, dtype=np.int64)
         self.device_ids = tuple(f"D{i + 1:06d}" for i in range(n))
         self.site_ids = tuple(f"SITE-{i + 1:03d}" for i in range(p.sites))
+        self.site_region = rng.integers(0, len(REGIONS), p.sites).astype(np.int32)
         t = self.type
 
         def pick(attr: str) -> npt.NDArray[np.float64]:
@@ -120,6 +125,7 @@ class Fleet(Steps):
             return out
 
         self.interval_us = np.round(pick("interval_s") * p.interval_scale * S).astype(np.int64)
+        self.hb_us = np.round(pick("heartbeat_s") * p.heartbeat_scale * S).astype(np.int64)
         self.set_point, self.sd, self.theta = pick("set_point"), pick("sd"), pick("theta")
         self.daily_amp = pick("daily_amp") * p.daily_cycle
         self.ambient_k, self.noise = pick("ambient"), pick("noise")
@@ -170,10 +176,10 @@ class Fleet(Steps):
 
     def _start(self, now_us: int) -> None:
         n, rng = self.p.devices, self.rng
+        self.installed_us = (now_us // (86_400 * S) - self.install_days) * 86_400 * S
         # phases: each device's first reading and heartbeat somewhere in its first interval
         self.next_read_us[:] = now_us + (rng.random(n) * self.interval_us).astype(np.int64) + 1
-        hb = int(self.p.heartbeat_seconds * S)
-        self.next_hb_us[:] = now_us + (rng.random(n) * hb).astype(np.int64) + 1
+        self.next_hb_us[:] = now_us + (rng.random(n) * self.hb_us).astype(np.int64) + 1
         if self.emit["device_status"]:  # registered: online, no heartbeat yet
             idx = np.arange(n, dtype=np.int64)
             self._status(np.full(n, now_us), idx, 0, np.full(n, -1, dtype=np.int8))
@@ -411,11 +417,10 @@ class Fleet(Steps):
     # -- heartbeats and status --------------------------------------------------------------
 
     def _heartbeats(self, t0: int, t1: int) -> None:
-        hb_us = int(self.p.heartbeat_seconds * S)
-        window = self.p.offline_after_missed * hb_us
+        window = self.p.offline_after_missed * self.hb_us
         dev = np.flatnonzero(self.next_hb_us <= t1)  # at most one per step (step <= interval)
         h = self.next_hb_us[dev].copy()
-        self.next_hb_us[dev] += hb_us
+        self.next_hb_us[dev] += self.hb_us[dev]
         sent = ~self._down_at(dev, h) & ~self._site_down_at(dev, h)
         sent &= self.state[dev] != FAILED
         dev, h = dev[sent], h[sent]

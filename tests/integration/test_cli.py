@@ -116,8 +116,9 @@ def test_sample_json_and_avro_and_packs() -> None:
     bad = cli("sample", "retail.nope")
     assert bad.returncode == 2 and b"retail.pos_transaction" in bad.stderr
     packs = cli("packs", "--json")
-    info = orjson.loads(packs.stdout)
-    assert info[0]["pack"] == "retail" and info[0]["streams"][0]["stream"] == "pos_transaction"
+    info = {p["pack"]: p for p in orjson.loads(packs.stdout)}
+    assert info["retail"]["streams"][0]["stream"] == "pos_transaction"
+    assert info["iot"]["params"]["incidents"]["default"] == []
     v = cli("--version")
     assert v.returncode == 0 and v.stdout.startswith(b"datafactory ")
 

@@ -166,7 +166,11 @@ async def test_inline_specs_pending_runs_and_catalogue(client: Client, tmp_path:
     status, runs = await client.call("GET", "/v1/runs")
     assert status == 200 and len(runs["runs"]) == 2
     status, packs = await client.call("GET", "/v1/packs")
-    assert packs[0]["pack"] == "retail" and packs[0]["streams"][0]["name"] == "pos_transaction"
+    by_name = {p["pack"]: p for p in packs}
+    assert by_name["retail"]["streams"][0]["name"] == "pos_transaction"
+    assert {s["name"] for s in by_name["iot"]["streams"]} == {
+        "telemetry", "heartbeat", "alert", "device_status"
+    }  # fmt: skip
     status, schemas = await client.call("GET", "/v1/schemas")
     assert "retail.pos_transaction" in schemas
     status, schema = await client.call("GET", "/v1/schemas/retail.pos_transaction")
