@@ -55,7 +55,7 @@ GEN_HORIZON_SIMULATED = 3600.0
 GEN_MIN_BLOCK = 16
 # packs whose driven streams follow the clock (no paced stream): how far a simulated clock
 # jumps when nothing is due, and how often the wall clock is looked at
-CLOCK_DRIVEN_STEP = 60.0
+CLOCK_DRIVEN_STEP = 900.0
 CLOCK_DRIVEN_POLL = 0.2
 # points of the rate's integral per slice, to place event times along the profile
 WARP_POINTS = 33

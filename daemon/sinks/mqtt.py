@@ -128,13 +128,15 @@ class MqttSink(Sink):
         trim = batch.format == "json"  # a message is the JSON object without its newline
         payloads = [bytes(r[:-1]) if trim else bytes(r) for r in batch.records()]
         topics = self.topics(batch)
+        step = cfg.max_inflight  # no more outstanding than the broker lets us have in flight
         try:
-            await asyncio.gather(
-                *(
-                    self.client.publish(t, p, qos=cfg.qos, retain=cfg.retain)
-                    for t, p in zip(topics, payloads, strict=True)
+            for i in range(0, len(payloads), step):
+                await asyncio.gather(
+                    *(
+                        self.client.publish(t, p, qos=cfg.qos, retain=cfg.retain)
+                        for t, p in zip(topics[i : i + step], payloads[i : i + step], strict=True)
+                    )
                 )
-            )
         except aiomqtt.MqttError as e:
             self.client = None
             raise NotConnectedError(f"sink {self.name}: {e}") from e

@@ -59,6 +59,9 @@ def config(out: Path, prefix: str, topic: str, port: int) -> str:
                 "files": {"type": "file", "path": str(out)},
             },
             "telemetry": {"enabled": False},
+            # Mosquitto queues at most 1000 QoS 1 messages for a subscriber that lags (its
+            # max_queued_messages), then drops: keep bursts below that
+            "engine": {"batch_max": 500},
         }
     ).decode()
 

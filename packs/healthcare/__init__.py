@@ -1,0 +1,123 @@
+"""Healthcare: a patient population, a provider network and payers, and the claims their care
+produces — as FHIR R4 JSON, in event time.
+
+Streams (driven by the care model's own clock, like IoT: volume follows ``patients`` x
+``visits_per_year``): ``claim`` (a FHIR ``Claim`` when it is submitted) and
+``claim_response`` (its ``ClaimResponse`` when adjudicated: paid, partially paid or denied
+with reason codes; some denials come back as a new claim naming the first). Each record is
+the FHIR document itself (``format: json``), the referenced Patient, Practitioner,
+Organizations and Coverage contained in it or beside it in a Bundle (``fhir_packaging``).
+
+Still to come (issue 8): HL7 v2 ADT / DFT streams, ExplanationOfBenefit, and the tunable,
+labelled error kinds.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from datafactory.engine.blocks import DictColumn, RecordBlock
+from datafactory.engine.seeding import SeedTree
+from datafactory.pack import Pack, StreamGenerator, StreamSpec
+from datafactory.packs.healthcare.care import Care, Network
+from datafactory.packs.healthcare.fhir import Renderer, dumps
+
+
+class HealthcareParams(BaseModel):
+    """Parameters of the healthcare pack (all optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    patients: int = Field(20_000, ge=1, le=10_000_000, description="patients in the population")
+    practitioners: int = Field(300, ge=1, le=1_000_000, description="practitioners (NPIs)")
+    organizations: int = Field(40, ge=1, le=100_000, description="clinics, groups, hospitals")
+    visits_per_year: float = Field(4.0, gt=0, le=365, description="encounters per patient per year")
+    resubmit_rate: float = Field(
+        0.4, ge=0, le=1, description="share of denied claims corrected and resubmitted"
+    )
+    fhir_packaging: Literal["contained", "bundle"] = Field(
+        "contained", description="referenced resources contained, or a collection Bundle"
+    )
+
+
+class HealthcarePack(Pack):
+    name = "healthcare"
+    description = "Patients, providers and payers: FHIR R4 claims and their adjudication."
+    Params = HealthcareParams
+    clock_driven = True
+    streams: ClassVar[dict[str, StreamSpec]] = {
+        "claim": StreamSpec("claim", "A FHIR R4 Claim, when it is submitted.", driven=True),
+        "claim_response": StreamSpec(
+            "claim_response", "A FHIR R4 ClaimResponse, when the claim is adjudicated.", driven=True
+        ),
+    }
+
+    def __init__(self, params: BaseModel, seeds: SeedTree) -> None:
+        super().__init__(params, seeds)
+        p = (
+            params
+            if isinstance(params, HealthcareParams)
+            else HealthcareParams.model_validate(params)
+        )
+        self.p = p
+        self.network = Network(p, seeds.rng("healthcare", "network"))
+        self.care = Care(p, seeds.rng("healthcare", "care"), self.network)
+        self.renderer: Renderer | None = None
+
+    def stream(self, name: str) -> StreamGenerator:
+        if name not in self.streams:
+            raise KeyError(f"healthcare has no stream {name!r}; streams: {sorted(self.streams)}")
+        self.care.emit[name] = True
+        return Documents(self, name)
+
+
+class Documents(StreamGenerator):
+    """``claim`` / ``claim_response``: one FHIR document per record."""
+
+    def __init__(self, pack: HealthcarePack, name: str) -> None:
+        self.pack = pack
+        self.name = name
+        self.schema = pack.schema_for(name)
+        self.buffer = pack.care.claims if name == "claim" else pack.care.responses
+
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
+        pk = self.pack
+        care = pk.care
+        if until_us is None:
+            return None
+        if care.t_us is None:  # the population's ages are as of the run's start (midnight)
+            day = 86_400_000_000
+            pk.renderer = Renderer(care, pk.p.fhir_packaging, until_us // day * day)
+        care.advance(until_us)
+        ev = care.take_due(until_us, limit, final, self.buffer)
+        if ev is None:
+            return None
+        assert pk.renderer is not None
+        numbers = ev["claim"]
+        docs = [care.docs[n] for n in numbers.tolist()]
+        render = pk.renderer.claim if self.name == "claim" else pk.renderer.claim_response
+        texts = tuple(dumps(render(d)) for d in docs)
+        n = len(docs)
+        patient = np.array([d["patient"] for d in docs], dtype=np.int64)
+        care.forget(numbers)
+        if self.name == "claim_response":
+            status = [d["outcome"] for d in docs]
+        else:
+            status = ["resubmitted" if d["related"] is not None else "submitted" for d in docs]
+        pool = ("submitted", "resubmitted", "complete", "partial", "denied")
+        return RecordBlock(
+            stream=f"healthcare.{self.name}",
+            seq=np.arange(seq_start, seq_start + n, dtype=np.int64),
+            event_time=ev["t"],
+            key=patient,
+            columns={
+                "claim_id": numbers.astype(np.int64),
+                "patient_id": DictColumn(patient.astype(np.int32), pk.network.patient_ids),
+                "status": DictColumn(np.array([pool.index(s) for s in status], np.int32), pool),
+                "resource": DictColumn(np.arange(n, dtype=np.int32), texts),
+            },
+        )

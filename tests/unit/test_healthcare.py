@@ -1,0 +1,164 @@
+"""Healthcare: FHIR R4 claims and responses that validate (fhir.resources, R4B models), valid
+NPIs, references that resolve, adjudication after submission, totals that reconcile, codes that
+fit the patient — checked on thousands of documents from a simulated run's files."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from datafactory.config import parse_config
+from datafactory.engine.pipeline import Engine
+from datafactory.packs.healthcare import codes
+from datafactory.packs.healthcare.npi import check_digit, is_valid
+
+NPI = "http://hl7.org/fhir/sid/us-npi"
+
+
+def run(out: Path, packaging: str, days: int = 75, seed: int = 3) -> dict[str, list[Any]]:
+    cfg = {
+        "run": {"name": "hc", "seed": seed, "clock": "simulated",
+                "start": "2026-01-05T00:00:00Z", "duration": f"{days}d"},
+        "packs": {"healthcare": {"params": {"patients": 6000, "fhir_packaging": packaging}}},
+        "sinks": {"out": {"type": "file", "path": str(out)}},
+        "telemetry": {"enabled": False},
+    }  # fmt: skip
+    asyncio.run(Engine(parse_config(orjson.dumps(cfg).decode())).run())
+    return {
+        name: [
+            orjson.loads(x)
+            for f in sorted((out / "healthcare" / name).glob("*.jsonl"))
+            for x in f.read_bytes().splitlines()
+        ]
+        for name in ("claim", "claim_response")
+    }
+
+
+@pytest.fixture(scope="module")
+def contained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Any]]:
+    return run(tmp_path_factory.mktemp("contained"), "contained")
+
+
+def _t(s: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def test_npi_check_digits() -> None:
+    assert check_digit("123456789") == 3 and is_valid("1234567893")  # the CMS example
+    assert not is_valid("1234567890") and not is_valid("123456789") and not is_valid("12345678x3")
+
+
+def test_every_document_validates_as_fhir_r4(contained) -> None:  # type: ignore[no-untyped-def]
+    from fhir.resources.R4B.claim import Claim
+    from fhir.resources.R4B.claimresponse import ClaimResponse
+
+    claims, responses = contained["claim"], contained["claim_response"]
+    assert len(claims) > 3000 and len(responses) > 2000
+    for c in claims:
+        Claim.model_validate(c)
+    for r in responses:
+        ClaimResponse.model_validate(r)
+
+
+def test_bundles_validate_and_their_references_resolve(tmp_path: Path) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    got = run(tmp_path, "bundle", days=20)
+    docs = got["claim"] + got["claim_response"]
+    assert len(docs) > 500
+    for b in docs:
+        Bundle.model_validate(b)
+        urls = {e["fullUrl"] for e in b["entry"]}
+        main = b["entry"][0]["resource"]
+        for ref in _references(main):
+            assert ref in urls or ref.startswith(("Claim/", "Encounter/")), ref
+
+
+def _references(node: Any) -> list[str]:
+    out: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "reference":
+                out.append(v)
+            elif k != "contained":
+                out += _references(v)
+    elif isinstance(node, list):
+        for v in node:
+            out += _references(v)
+    return out
+
+
+def test_references_resolve_and_npis_are_valid(contained) -> None:  # type: ignore[no-untyped-def]
+    for doc in contained["claim"] + contained["claim_response"]:
+        ids = {"#" + r["id"]: r for r in doc["contained"]}
+        for ref in _references(doc) + _references(doc["contained"]):
+            assert ref in ids or ref.startswith(("Claim/", "Encounter/")), ref
+        kinds = {r["resourceType"] for r in doc["contained"]}
+        assert {"Patient", "Practitioner", "Organization", "Coverage"} <= kinds
+        for r in doc["contained"]:
+            for ident in r.get("identifier", []):
+                if ident["system"] == NPI:
+                    assert is_valid(ident["value"]), ident["value"]
+
+
+def test_adjudication_follows_submission_and_totals_reconcile(contained) -> None:  # type: ignore[no-untyped-def]
+    claims = {c["id"].removeprefix("claim-"): c for c in contained["claim"]}
+    outcomes = set()
+    for r in contained["claim_response"]:
+        number = r["request"]["reference"].removeprefix("Claim/claim-")
+        c = claims[number]  # every response answers a claim submitted earlier in the run
+        assert _t(c["created"]) < _t(r["created"])
+        assert len(r["item"]) == len(c["item"])
+        totals = {t["category"]["coding"][0]["code"]: Decimal(str(t["amount"]["value"]))
+                  for t in r["total"]}  # fmt: skip
+        sums = dict.fromkeys(("submitted", "eligible", "benefit"), Decimal(0))
+        for it, line in zip(r["item"], c["item"], strict=True):
+            amounts = {a["category"]["coding"][0]["code"]: Decimal(str(a["amount"]["value"]))
+                       for a in it["adjudication"]}  # fmt: skip
+            assert amounts["submitted"] == Decimal(str(line["net"]["value"]))
+            assert amounts["benefit"] <= amounts["eligible"] <= amounts["submitted"]
+            for k in sums:
+                sums[k] += amounts[k]
+        assert totals == sums
+        assert Decimal(str(r["payment"]["amount"]["value"])) == sums["benefit"]
+        outcomes.add(r["outcome"])
+        if r["outcome"] == "error":
+            assert sums["benefit"] == 0 and r["error"]
+    assert outcomes == {"complete", "partial", "error"}
+    for c in contained["claim"]:
+        total = sum(Decimal(str(i["net"]["value"])) for i in c["item"])
+        assert Decimal(str(c["total"]["value"])) == total
+        assert _t(c["billablePeriod"]["end"]) < _t(c["created"])
+    # denied claims come back corrected, naming the first, and are paid
+    resubmitted = [c for c in contained["claim"] if "related" in c]
+    assert resubmitted
+    for c in resubmitted:
+        first = c["related"][0]["claim"]["reference"].removeprefix("Claim/claim-")
+        assert _t(claims[first]["created"]) < _t(c["created"])
+
+
+def test_codes_fit_the_patient(contained) -> None:  # type: ignore[no-untyped-def]
+    dx, px = codes.diagnoses(), codes.procedures()
+    for c in contained["claim"]:
+        patient = next(r for r in c["contained"] if r["resourceType"] == "Patient")
+        sex = "F" if patient["gender"] == "female" else "M"
+        born = dt.date.fromisoformat(patient["birthDate"])
+        age = (dt.date(2026, 1, 5) - born).days // 365
+        for d in c["diagnosis"]:
+            i = dx.code.index(d["diagnosisCodeableConcept"]["coding"][0]["code"])
+            assert dx.sex[i] in ("A", sex) and dx.min_age[i] <= age <= dx.max_age[i]
+        for it in c["item"]:
+            j = px.index(it["productOrService"]["coding"][0]["code"])
+            assert px.sex[j] in ("A", sex) and px.min_age[j] <= age <= px.max_age[j]
+
+
+def test_same_seed_same_documents(tmp_path: Path) -> None:
+    a = run(tmp_path / "a", "contained", days=10)
+    b = run(tmp_path / "b", "contained", days=10)
+    assert a == b and a["claim"]
