@@ -24,6 +24,7 @@ from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
 from datafactory.packs.healthcare.care import Care, Network
 from datafactory.packs.healthcare.fhir import Renderer, dumps
+from datafactory.packs.healthcare.hl7 import Hl7Renderer
 
 
 class HealthcareParams(BaseModel):
@@ -52,6 +53,10 @@ class HealthcarePack(Pack):
         "claim_response": StreamSpec(
             "claim_response", "A FHIR R4 ClaimResponse, when the claim is adjudicated.", driven=True
         ),
+        "adt": StreamSpec(
+            "adt", "HL7 v2.5 ADT: A01 admit / A04 register, A03 discharge.", driven=True
+        ),
+        "dft": StreamSpec("dft", "HL7 v2.5 DFT^P03: an encounter's charges.", driven=True),
     }
 
     def __init__(self, params: BaseModel, seeds: SeedTree) -> None:
@@ -65,12 +70,22 @@ class HealthcarePack(Pack):
         self.network = Network(p, seeds.rng("healthcare", "network"))
         self.care = Care(p, seeds.rng("healthcare", "care"), self.network)
         self.renderer: Renderer | None = None
+        self.hl7: Hl7Renderer | None = None
 
     def stream(self, name: str) -> StreamGenerator:
         if name not in self.streams:
             raise KeyError(f"healthcare has no stream {name!r}; streams: {sorted(self.streams)}")
         self.care.emit[name] = True
+        if name in ("adt", "dft"):
+            return Messages(self, name)
         return Documents(self, name)
+
+    def start(self, until_us: int) -> None:
+        """The renderers, once: ages and birth dates are as of the run's first midnight."""
+        if self.renderer is None:
+            day = 86_400_000_000
+            self.renderer = Renderer(self.care, self.p.fhir_packaging, until_us // day * day)
+            self.hl7 = Hl7Renderer(self.care, until_us // day * day)
 
 
 class Documents(StreamGenerator):
@@ -89,9 +104,7 @@ class Documents(StreamGenerator):
         care = pk.care
         if until_us is None:
             return None
-        if care.t_us is None:  # the population's ages are as of the run's start (midnight)
-            day = 86_400_000_000
-            pk.renderer = Renderer(care, pk.p.fhir_packaging, until_us // day * day)
+        pk.start(until_us)
         care.advance(until_us)
         ev = care.take_due(until_us, limit, final, self.buffer)
         if ev is None:
@@ -119,5 +132,64 @@ class Documents(StreamGenerator):
                 "patient_id": DictColumn(patient.astype(np.int32), pk.network.patient_ids),
                 "status": DictColumn(np.array([pool.index(s) for s in status], np.int32), pool),
                 "resource": DictColumn(np.arange(n, dtype=np.int32), texts),
+            },
+        )
+
+
+TRIGGERS = ("A01", "A04", "A03")
+
+
+class Messages(StreamGenerator):
+    """``adt`` / ``dft``: one HL7 v2.5 message per record."""
+
+    def __init__(self, pack: HealthcarePack, name: str) -> None:
+        self.pack = pack
+        self.name = name
+        self.schema = pack.schema_for(name)
+        self.buffer = pack.care.adt if name == "adt" else pack.care.dft
+
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
+        pk, care = self.pack, self.pack.care
+        if until_us is None:
+            return None
+        pk.start(until_us)
+        care.advance(until_us)
+        ev = care.take_due(until_us, limit, final, self.buffer)
+        if ev is None:
+            return None
+        assert pk.hl7 is not None
+        n = len(ev["t"])
+        seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
+        encs = [care.encounters[e] for e in ev["encounter"].tolist()]
+        if self.name == "adt":
+            kinds = [TRIGGERS[k] for k in ev["trigger"].tolist()]
+            texts = tuple(
+                pk.hl7.adt(e, k, t, f"ADT{s}")
+                for e, k, t, s in zip(encs, kinds, ev["t"].tolist(), seq.tolist(), strict=True)
+            )
+            types = tuple(f"ADT^{k}" for k in kinds)
+        else:
+            texts = tuple(
+                pk.hl7.dft(e, t, f"DFT{s}")
+                for e, t, s in zip(encs, ev["t"].tolist(), seq.tolist(), strict=True)
+            )
+            types = ("DFT^P03",) * n
+        care.sent_encounter(ev["encounter"])
+        patient = np.array([e["patient"] for e in encs], dtype=np.int64)
+        type_pool = tuple(sorted(set(types)))
+        return RecordBlock(
+            stream=f"healthcare.{self.name}",
+            seq=seq,
+            event_time=ev["t"],
+            key=patient,
+            columns={
+                "message_type": DictColumn(
+                    np.array([type_pool.index(x) for x in types], dtype=np.int32), type_pool
+                ),
+                "encounter_id": ev["encounter"].astype(np.int64),
+                "patient_id": DictColumn(patient.astype(np.int32), pk.network.patient_ids),
+                "message": DictColumn(np.arange(n, dtype=np.int32), texts),
             },
         )

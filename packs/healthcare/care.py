@@ -131,7 +131,10 @@ class Care(Steps):
         }  # fmt: skip
         self.claims = PendingEvents()
         self.responses = PendingEvents()
-        self.emit = {"claim": False, "claim_response": False}
+        self.adt = PendingEvents()
+        self.dft = PendingEvents()
+        self.emit = {"claim": False, "claim_response": False, "adt": False, "dft": False}
+        self.encounters: dict[int, dict[str, Any]] = {}  # what the HL7 messages need
         self.next_claim = 1
         self.next_encounter = 1
         self.docs: dict[int, dict[str, Any]] = {}  # claim number -> what its documents need
@@ -203,9 +206,24 @@ class Care(Steps):
         encounter = self.next_encounter
         self.next_encounter += 1
         submitted = end + int(rng.integers(1, 11)) * DAY + int(rng.integers(0, 8 * 3600)) * S
-        self._claim(
+        doc = self._claim(
             submitted, patient, practitioner, klass, encounter, start, end, dxs, items, None
         )
+        sends = 0
+        if self.emit["adt"]:  # admitted (or registered), then discharged
+            self.adt.add(
+                t=np.array([start, end]),
+                encounter=np.array([encounter, encounter]),
+                trigger=np.array([1 if klass == 0 else 0, 2], dtype=np.int8),
+            )
+            sends += 2
+        if self.emit["dft"]:  # the charges, when the encounter ends
+            self.dft.add(t=np.array([end]), encounter=np.array([encounter]))
+            sends += 1
+        if sends:
+            keys = ("patient", "practitioner", "org", "class", "encounter", "start", "end",
+                    "dxs", "items", "charge")  # fmt: skip
+            self.encounters[encounter] = {k: doc[k] for k in keys} | {"sends": sends}
 
     def _claim(
         self,
@@ -219,7 +237,7 @@ class Care(Steps):
         dxs: list[int],
         items: list[str],
         related: int | None,
-    ) -> None:
+    ) -> dict[str, Any]:
         rng, net, px = self.rng, self.net, self.px
         org = int(net.pr_org[practitioner])
         factor = ORG_KINDS[int(net.org_kind[org])][1]
@@ -270,6 +288,15 @@ class Care(Steps):
             self._claim(
                 again, patient, practitioner, klass, encounter, start, end, dxs, items, number
             )
+        return doc
+
+    def sent_encounter(self, numbers: npt.NDArray[np.int64]) -> None:
+        for n in numbers.tolist():
+            e = self.encounters.get(n)
+            if e is not None:
+                e["sends"] -= 1
+                if e["sends"] <= 0:
+                    del self.encounters[n]
 
     def forget(self, numbers: npt.NDArray[np.int64]) -> None:
         """Documents no stream needs any more (both sent, or their stream is off)."""

@@ -30,7 +30,7 @@ def run(out: Path, packaging: str, days: int = 75, seed: int = 3) -> dict[str, l
         "telemetry": {"enabled": False},
     }  # fmt: skip
     asyncio.run(Engine(parse_config(orjson.dumps(cfg).decode())).run())
-    return {
+    got: dict[str, list[Any]] = {
         name: [
             orjson.loads(x)
             for f in sorted((out / "healthcare" / name).glob("*.jsonl"))
@@ -38,6 +38,14 @@ def run(out: Path, packaging: str, days: int = 75, seed: int = 3) -> dict[str, l
         ]
         for name in ("claim", "claim_response")
     }
+    for name in ("adt", "dft"):  # HL7: one message per line, segments split by \r
+        got[name] = [
+            x.decode()
+            for f in sorted((out / "healthcare" / name).glob("*.jsonl"))
+            for x in f.read_bytes().split(b"\n")
+            if x
+        ]
+    return got
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +170,47 @@ def test_same_seed_same_documents(tmp_path: Path) -> None:
     a = run(tmp_path / "a", "contained", days=10)
     b = run(tmp_path / "b", "contained", days=10)
     assert a == b and a["claim"]
+
+
+def _hl7_fields(msg: str, seg: str) -> list[list[str]]:
+    return [s.split("|") for s in msg.split("\r") if s.startswith(seg + "|")]
+
+
+def test_hl7_messages_parse_strictly_as_v2_5(contained) -> None:  # type: ignore[no-untyped-def]
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    adt, dft = contained["adt"], contained["dft"]
+    assert len(adt) > 5000 and len(dft) > 2500
+    kinds = set()
+    for msg in adt[::8] + dft[::4]:  # ~2,000: strict structure and datatype validation
+        m = parse_message(msg, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+        assert m.validate()
+        kinds.add(m.msh.msh_9.value)
+    assert kinds == {"ADT^A01^ADT_A01", "ADT^A04^ADT_A01", "ADT^A03^ADT_A03", "DFT^P03^DFT_P03"}
+    # the validator does fail a broken message: an ADT without its PID segment
+    broken = "\r".join(s for s in adt[0].split("\r") if not s.startswith("PID|"))
+    with pytest.raises(Exception):  # noqa: B017 - hl7apy raises several kinds
+        parse_message(broken, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
+
+
+def test_claims_reference_encounters_that_hl7_announced_and_charges_agree(contained) -> None:  # type: ignore[no-untyped-def]
+    admitted: dict[str, str] = {}
+    for msg in contained["adt"]:
+        msh = _hl7_fields(msg, "MSH")[0]
+        visit = _hl7_fields(msg, "PV1")[0][19]
+        if msh[8].split("^")[1] in ("A01", "A04"):
+            admitted[visit] = msh[6]
+    charges: dict[str, Decimal] = {}
+    for msg in contained["dft"]:
+        visit = _hl7_fields(msg, "PV1")[0][19]
+        assert visit in admitted  # charges only for announced encounters
+        charges[visit] = sum((Decimal(f[11]) for f in _hl7_fields(msg, "FT1")), Decimal(0))
+    for c in contained["claim"]:
+        visit = "V" + c["item"][0]["encounter"][0]["reference"].removeprefix("Encounter/enc-")
+        assert visit in admitted
+        assert dt.datetime.strptime(admitted[visit], "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC) < _t(
+            c["created"]
+        )
+        if visit in charges:
+            assert Decimal(str(c["total"]["value"])) == charges[visit]
