@@ -82,15 +82,23 @@ class Manifest:
         self._seq = 0
         self._files = 0
         self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
         self.schema = load_schema(STREAM)
 
     def add(self, faults: list[Fault]) -> None:
         self.pending += faults
 
     async def loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval)
-            await self.flush(final=False)
+        """Flush every ``flush_interval`` until ``stop``: never cancelled mid-write (a flush
+        takes its entries out of ``pending`` before writing them)."""
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.flush_interval)
+            except TimeoutError:
+                await self.flush(final=False)
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     async def flush(self, final: bool) -> None:
         async with self._lock:

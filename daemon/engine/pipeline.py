@@ -531,8 +531,11 @@ class Engine:
             await asyncio.gather(*writers)
             streaming_seconds = time.monotonic() - streaming_since
         finally:
-            extra = [manifest_loop] if manifest_loop is not None else []
-            tasks = [*self._generators, sampler, *self._pacers, *writers, *extra]
+            if manifest_loop is not None and self.manifest is not None:
+                # let a flush in progress finish: cancelling it would lose what it was writing
+                self.manifest.stop()
+                await asyncio.gather(manifest_loop, return_exceptions=True)
+            tasks = [*self._generators, sampler, *self._pacers, *writers]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

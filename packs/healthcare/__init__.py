@@ -17,14 +17,47 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from datafactory.engine.blocks import DictColumn, RecordBlock
+from datafactory.engine.blocks import DictColumn, Label, RecordBlock
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
-from datafactory.packs.healthcare.care import Care, Network
+from datafactory.packs.healthcare.care import CLAIM_ERRORS, Care, Network
 from datafactory.packs.healthcare.fhir import Renderer, dumps
 from datafactory.packs.healthcare.hl7 import Hl7Renderer
+
+
+class ErrorRates(BaseModel):
+    """Share of records with each error (a claim has at most one; labelled as ground truth)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    invalid_icd10: float = Field(
+        0, ge=0, le=1, description="a diagnosis code that is not ICD-10-CM"
+    )
+    sex_age_mismatch: float = Field(
+        0, ge=0, le=1, description="a diagnosis the patient's sex or age rules out"
+    )
+    invalid_npi: float = Field(0, ge=0, le=1, description="an NPI with a wrong check digit")
+    service_after_submission: float = Field(
+        0, ge=0, le=1, description="a line served after the claim was submitted"
+    )
+    amounts_mismatch: float = Field(
+        0, ge=0, le=1, description="a total that is not the sum of the lines"
+    )
+    duplicate_claim: float = Field(0, ge=0, le=1, description="a claim submitted twice")
+    missing_fhir_element: float = Field(
+        0, ge=0, le=1, description="a required FHIR element left out (Claim.priority)"
+    )
+    malformed_hl7: float = Field(
+        0, ge=0, le=1, description="an HL7 message without its PID segment"
+    )
+
+    @model_validator(mode="after")
+    def _one_per_claim(self) -> ErrorRates:
+        total = sum(getattr(self, k) for k in CLAIM_ERRORS)
+        if total > 1:
+            raise ValueError(f"the claim error rates add up to {total:g}: at most 1")
+        return self
 
 
 class HealthcareParams(BaseModel):
@@ -40,6 +73,9 @@ class HealthcareParams(BaseModel):
     )
     fhir_packaging: Literal["contained", "bundle"] = Field(
         "contained", description="referenced resources contained, or a collection Bundle"
+    )
+    errors: ErrorRates = Field(
+        default_factory=ErrorRates, description="error kinds to inject, by rate (ground truth)"
     )
 
 
@@ -68,7 +104,9 @@ class HealthcarePack(Pack):
         )
         self.p = p
         self.network = Network(p, seeds.rng("healthcare", "network"))
-        self.care = Care(p, seeds.rng("healthcare", "care"), self.network)
+        self.care = Care(
+            p, seeds.rng("healthcare", "care"), self.network, seeds.rng("healthcare", "errors")
+        )
         self.renderer: Renderer | None = None
         self.hl7: Hl7Renderer | None = None
 
@@ -115,6 +153,21 @@ class Documents(StreamGenerator):
         render = pk.renderer.claim if self.name == "claim" else pk.renderer.claim_response
         texts = tuple(dumps(render(d)) for d in docs)
         n = len(docs)
+        labels: list[Label] = []
+        if self.name == "claim":  # ground truth: which record, what kind, which field
+            dup = ev["dup"].tolist()
+            wrong: dict[str, list[int]] = {}
+            for i, d in enumerate(docs):
+                kind = d["error"]
+                if kind is not None and (kind != "duplicate_claim" or dup[i]):
+                    wrong.setdefault(kind, []).append(i)
+            for kind, rows in wrong.items():
+                details = [
+                    {"record_id": f"claim-{docs[i]['number']}", "error": kind,
+                     "field": docs[i]["field"]}
+                    for i in rows
+                ]  # fmt: skip
+                labels.append(Label(kind, np.array(rows, dtype=np.intp), details))
         patient = np.array([d["patient"] for d in docs], dtype=np.int64)
         care.forget(numbers)
         if self.name == "claim_response":
@@ -133,6 +186,7 @@ class Documents(StreamGenerator):
                 "status": DictColumn(np.array([pool.index(s) for s in status], np.int32), pool),
                 "resource": DictColumn(np.arange(n, dtype=np.int32), texts),
             },
+            labels=tuple(labels),
         )
 
 
@@ -177,6 +231,24 @@ class Messages(StreamGenerator):
             )
             types = ("DFT^P03",) * n
         care.sent_encounter(ev["encounter"])
+        bad = np.flatnonzero(ev["bad"])
+        labels: tuple[Label, ...] = ()
+        if len(bad):  # the PID segment left out: a structure error any v2.5 parser reports
+            broken = set(bad.tolist())
+            texts = tuple(
+                "\r".join(x for x in t.split("\r") if not x.startswith("PID|"))
+                if i in broken
+                else t
+                for i, t in enumerate(texts)
+            )
+            labels = (
+                Label(
+                    "malformed_hl7",
+                    bad.astype(np.intp),
+                    [{"record_id": f"{types[i]}:V{int(ev['encounter'][i])}",
+                      "error": "malformed_hl7", "field": "PID"} for i in bad.tolist()],
+                ),
+            )  # fmt: skip
         patient = np.array([e["patient"] for e in encs], dtype=np.int64)
         type_pool = tuple(sorted(set(types)))
         return RecordBlock(
@@ -192,4 +264,5 @@ class Messages(StreamGenerator):
                 "patient_id": DictColumn(patient.astype(np.int32), pk.network.patient_ids),
                 "message": DictColumn(np.arange(n, dtype=np.int32), texts),
             },
+            labels=labels,
         )

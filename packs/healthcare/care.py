@@ -53,6 +53,10 @@ SPECIALTIES = (("208D00000X", "General Practice"), ("207Q00000X", "Family Medici
                ("207X00000X", "Orthopaedic Surgery"), ("2084P0800X", "Psychiatry"))  # fmt: skip
 ORG_KINDS = (("Clinic", 1.8), ("Medical Group", 2.0), ("Hospital", 2.8))
 # adjustment reason codes (X12 CARC) for denied lines
+# what can be wrong with a claim (at most one kind per claim), and with an HL7 message
+CLAIM_ERRORS = ("invalid_icd10", "sex_age_mismatch", "invalid_npi", "service_after_submission",
+                "amounts_mismatch", "duplicate_claim", "missing_fhir_element")  # fmt: skip
+ERROR_KINDS = (*CLAIM_ERRORS, "malformed_hl7")
 DENIALS = (("16", "Claim/service lacks information needed for adjudication"),
            ("50", "Not deemed a medical necessity by the payer"),
            ("97", "Payment included in the allowance for another service"),
@@ -116,9 +120,18 @@ class Network:
 class Care(Steps):
     """Encounters, claims and adjudications in steps of an hour."""
 
-    def __init__(self, p: Any, rng: np.random.Generator, net: Network) -> None:
+    def __init__(
+        self, p: Any, rng: np.random.Generator, net: Network, error_rng: np.random.Generator
+    ) -> None:
+        """``error_rng`` decides the injected errors alone, so the same seed gives the same
+        care with or without them."""
         super().__init__(3600 * S)
         self.p, self.rng, self.net = p, rng, net
+        self.error_rng = error_rng
+        rates = p.errors.model_dump()
+        self.claim_errors = tuple(k for k in CLAIM_ERRORS if rates[k] > 0)
+        self.claim_error_cdf = np.cumsum([rates[k] for k in self.claim_errors])
+        self.hl7_error_rate = rates["malformed_hl7"]
         self.dx = codes.diagnoses()
         self.px = codes.procedures()
         d = self.dx
@@ -210,15 +223,21 @@ class Care(Steps):
             submitted, patient, practitioner, klass, encounter, start, end, dxs, items, None
         )
         sends = 0
+        bad = self.error_rng.random(3) < self.hl7_error_rate if self.hl7_error_rate else [0] * 3
         if self.emit["adt"]:  # admitted (or registered), then discharged
             self.adt.add(
                 t=np.array([start, end]),
                 encounter=np.array([encounter, encounter]),
                 trigger=np.array([1 if klass == 0 else 0, 2], dtype=np.int8),
+                bad=np.array(bad[:2], dtype=np.bool_),
             )
             sends += 2
         if self.emit["dft"]:  # the charges, when the encounter ends
-            self.dft.add(t=np.array([end]), encounter=np.array([encounter]))
+            self.dft.add(
+                t=np.array([end]),
+                encounter=np.array([encounter]),
+                bad=np.array(bad[2:], dtype=np.bool_),
+            )
             sends += 1
         if sends:
             keys = ("patient", "practitioner", "org", "class", "encounter", "start", "end",
@@ -244,14 +263,24 @@ class Care(Steps):
         charge = [round(px.fee_cents[px.index(c)] * factor) for c in items]
         number = self.next_claim
         self.next_claim += 1
-        doc = {
+        doc: dict[str, Any] = {
             "number": number, "patient": patient, "practitioner": practitioner, "org": org,
             "class": klass, "encounter": encounter, "start": start, "end": end, "dxs": dxs,
             "items": items, "charge": charge, "submitted": submitted, "related": related,
         }  # fmt: skip
         self.docs[number] = doc
+        error = None
+        if self.claim_errors:
+            k = int(np.searchsorted(self.claim_error_cdf, self.error_rng.random(), side="right"))
+            error = self.claim_errors[k] if k < len(self.claim_errors) else None
+        doc["error"] = error
+        doc["need"] = self.emit["claim"] + self.emit["claim_response"]
         if self.emit["claim"]:
-            self.claims.add(t=np.array([submitted]), claim=np.array([number]))
+            self.claims.add(t=np.array([submitted]), claim=np.array([number]), dup=np.array([0]))
+            if error == "duplicate_claim":  # sent again, hours later: the copy is the error
+                again = submitted + int(self.error_rng.integers(1, 48 * 3600)) * S
+                self.claims.add(t=np.array([again]), claim=np.array([number]), dup=np.array([1]))
+                doc["need"] += 1
         # adjudication
         payer, plan = int(net.payer[patient]), int(net.plan[patient])
         _, fee_factor, coins = PAYERS[payer][1][plan]
@@ -304,5 +333,5 @@ class Care(Steps):
             d = self.docs.get(n)
             if d is not None:
                 d["sent"] = d.get("sent", 0) + 1
-                if d["sent"] >= self.emit["claim"] + self.emit["claim_response"]:
+                if d["sent"] >= d["need"]:
                     del self.docs[n]

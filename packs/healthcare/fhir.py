@@ -153,8 +153,16 @@ class Renderer:
         dx, px = care.dx, care.px
         klass = doc["class"]
         items = []
+        day = 0
         for i, (code, charge) in enumerate(zip(doc["items"], doc["charge"], strict=True)):
             system = HCPCS if code[0].isalpha() else CPT
+            if code == "99231":  # daily inpatient care: the days after admission
+                day += 1
+            served = (
+                doc["end"]
+                if code == "99238"
+                else doc["start"] + (day * 86_400 * US if code == "99231" else 0)
+            )
             items.append(
                 {
                     "sequence": i + 1,
@@ -163,8 +171,7 @@ class Renderer:
                         "coding": [{"system": system, "code": code,
                                     "display": px.description[px.index(code)]}]
                     },
-                    "servicedDate": _date(doc["start"] + (i if code == "99231" else 0)
-                                          * 86_400 * US),
+                    "servicedDate": _date(served),
                     "quantity": {"value": 1},
                     "unitPrice": _money(charge),
                     "net": _money(charge),
@@ -212,7 +219,43 @@ class Renderer:
                 {"claim": {"reference": f"Claim/claim-{doc['related']}"},
                  "relationship": {"coding": [{"system": RELATED, "code": "prior"}]}}
             ]  # fmt: skip
-        return self._package(claim, doc)
+        refs = self._refs(doc)
+        if doc.get("error") is not None:
+            doc["field"] = self._break(claim, refs, doc)
+        return self._package(claim, doc, refs)
+
+    def _break(self, claim: dict[str, Any], refs: list[dict[str, Any]], doc: dict[str, Any]) -> str:
+        """The claim's one error (its kind in ``doc["error"]``); returns the field it is in."""
+        kind, care = doc["error"], self.care
+        if kind == "invalid_icd10":  # not an ICD-10-CM code at all: a digit where a letter goes
+            coding = claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]
+            coding["code"] = str(doc["number"] % 10) + coding["code"][1:]
+            return "Claim.diagnosis[0].diagnosisCodeableConcept.coding[0].code"
+        if kind == "sex_age_mismatch":  # a real code the patient's sex rules out
+            sex = str(self.net.sex[doc["patient"]])
+            wrong = [i for i, x in enumerate(care.dx.sex) if x not in ("A", sex)]
+            d = wrong[doc["number"] % len(wrong)]
+            claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0].update(
+                code=care.dx.code[d], display=care.dx.description[d]
+            )
+            return "Claim.diagnosis[0].diagnosisCodeableConcept.coding[0].code"
+        if kind == "invalid_npi":  # the practitioner's NPI with a wrong check digit
+            ident = refs[1]["identifier"][0]
+            ident["value"] = ident["value"][:9] + str((int(ident["value"][9]) + 1) % 10)
+            return "Practitioner.identifier[0].value"
+        if kind == "service_after_submission":
+            late = _date(doc["submitted"] + 3 * 86_400 * US)
+            claim["item"][-1]["servicedDate"] = late
+            return f"Claim.item[{len(claim['item']) - 1}].servicedDate"
+        if kind == "amounts_mismatch":  # the total is not the sum of the lines
+            claim["total"] = _money(sum(doc["charge"]) + 1000 + doc["number"] % 5000)
+            return "Claim.total"
+        if kind == "missing_fhir_element":  # Claim.priority is required (1..1)
+            del claim["priority"]
+            return "Claim.priority"
+        if kind == "duplicate_claim":  # the copy is the error; the first is clean
+            return "Claim.identifier"
+        raise ValueError(f"no such claim error {kind!r}")
 
     def claim_response(self, doc: dict[str, Any]) -> dict[str, Any]:
         net = self.net
@@ -269,10 +312,11 @@ class Renderer:
         }  # fmt: skip
         if doc["outcome"] == "denied":
             resp["error"] = [{"code": {"coding": [{"system": CARC, "code": doc["reason"][0]}]}}]
-        return self._package(resp, doc)
+        return self._package(resp, doc, self._refs(doc))
 
-    def _package(self, resource: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-        refs = self._refs(doc)
+    def _package(
+        self, resource: dict[str, Any], doc: dict[str, Any], refs: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         if self.packaging == "contained":
             resource["contained"] = refs
             return resource

@@ -371,3 +371,40 @@ async def test_pack_domain_errors_go_to_the_same_manifest(tmp_path: Path) -> Non
     assert {(r["step"], r["kind"], r["detail"]["code"]) for r in faults} == {
         ("domain", "invalid_code", "X99")
     }
+
+
+async def test_stopping_the_manifest_never_loses_a_flush_in_progress() -> None:
+    """The run ends while a periodic flush is still writing (a slow sink): stop() lets it
+    finish, so every fault reaches the sink (cancelling the loop lost that batch)."""
+    from datafactory.chaos.base import Fault
+    from datafactory.chaos.manifest import Manifest
+    from datafactory.config import SinkBase
+    from datafactory.sinks.base import Sink
+
+    class Slow(Sink):
+        Config = SinkBase
+
+        def __init__(self) -> None:
+            self.rows: list[bytes] = []
+            self.writing = asyncio.Event()
+
+        async def connect(self) -> None: ...
+
+        async def write_batch(self, batch: Any) -> None:
+            self.writing.set()
+            await asyncio.sleep(0.3)
+            self.rows += bytes(batch.contiguous()).splitlines()
+
+        async def close(self) -> None: ...
+
+    sink = Slow()
+    m = Manifest(sink, "jsonl", 0.05, "r", 1, lambda: {"x.y": 10})
+    seqs = np.arange(10, dtype=np.int64)
+    m.add([Fault("drop", "drop", "drop", "x.y", seqs, seqs, None)])
+    loop = asyncio.create_task(m.loop())
+    await sink.writing.wait()  # the periodic flush took the faults and is writing them
+    m.stop()
+    await loop
+    await m.flush(final=True)
+    faults = [orjson.loads(r) for r in sink.rows if b'"fault"' in r]
+    assert sorted(f["seq"] for f in faults) == list(range(10))

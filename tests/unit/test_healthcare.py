@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,102 @@ def test_claims_reference_encounters_that_hl7_announced_and_charges_agree(contai
         )
         if visit in charges:
             assert Decimal(str(c["total"]["value"])) == charges[visit]
+
+
+RATES = {"invalid_icd10": 0.03, "sex_age_mismatch": 0.03, "invalid_npi": 0.03,
+         "service_after_submission": 0.03, "amounts_mismatch": 0.03, "duplicate_claim": 0.03,
+         "missing_fhir_element": 0.03, "malformed_hl7": 0.04}  # fmt: skip
+ICD10 = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")  # the shape of a code
+
+
+def _flags(got: dict[str, list[Any]]) -> dict[str, set[str]]:
+    """What validators and the documented business rules flag, kind by kind, by record id."""
+    from fhir.resources.R4B.claim import Claim
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    dx = codes.diagnoses()
+    flags: dict[str, set[str]] = {k: set() for k in RATES}
+    seen: set[str] = set()
+    for c in got["claim"]:
+        rid = c["id"]
+        if rid in seen:
+            flags["duplicate_claim"].add(rid)
+        seen.add(rid)
+        try:
+            Claim.model_validate(c)
+        except Exception:
+            flags["missing_fhir_element"].add(rid)
+        patient = next(r for r in c["contained"] if r["resourceType"] == "Patient")
+        sex = "F" if patient["gender"] == "female" else "M"
+        age = (dt.date(2026, 1, 5) - dt.date.fromisoformat(patient["birthDate"])).days // 365
+        for d in c["diagnosis"]:
+            code = d["diagnosisCodeableConcept"]["coding"][0]["code"]
+            if not ICD10.match(code) or code not in dx.code:
+                flags["invalid_icd10"].add(rid)
+                continue
+            i = dx.code.index(code)
+            if dx.sex[i] not in ("A", sex) or not dx.min_age[i] <= age <= dx.max_age[i]:
+                flags["sex_age_mismatch"].add(rid)
+        for r in c["contained"]:
+            for ident in r.get("identifier", []):
+                if ident["system"] == NPI and not is_valid(ident["value"]):
+                    flags["invalid_npi"].add(rid)
+        if any(it["servicedDate"] > c["created"][:10] for it in c["item"]):
+            flags["service_after_submission"].add(rid)
+        total = sum(Decimal(str(i["net"]["value"])) for i in c["item"])
+        if Decimal(str(c["total"]["value"])) != total:
+            flags["amounts_mismatch"].add(rid)
+    for msg in got["adt"] + got["dft"]:
+        try:
+            parse_message(msg, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+            ok = "\rPID|" in msg
+        except Exception:
+            ok = False
+        if not ok:
+            msh = msg.split("\r")[0].split("|")
+            pv1 = next(s for s in msg.split("\r") if s.startswith("PV1|")).split("|")
+            kind = "^".join(msh[8].split("^")[:2])
+            flags["malformed_hl7"].add(f"{kind}:{pv1[19]}")
+    return flags
+
+
+def test_labelled_errors_are_exactly_what_validators_flag(tmp_path: Path) -> None:
+    cfg = {
+        "run": {"name": "err", "seed": 9, "clock": "simulated",
+                "start": "2026-01-05T00:00:00Z", "duration": "30d"},
+        "packs": {"healthcare": {"params": {"patients": 5000, "errors": RATES}}},
+        "sinks": {"out": {"type": "file", "path": str(tmp_path)}},
+        "manifest": {"sink": {"type": "file", "path": str(tmp_path / "truth")}},
+        "telemetry": {"enabled": False},
+    }  # fmt: skip
+    asyncio.run(Engine(parse_config(orjson.dumps(cfg).decode())).run())
+    got: dict[str, list[Any]] = {}
+    for name in ("claim", "claim_response", "adt", "dft"):
+        lines = [
+            x for f in sorted((tmp_path / "healthcare" / name).glob("*.jsonl"))
+            for x in f.read_bytes().split(b"\n") if x
+        ]  # fmt: skip
+        got[name] = (
+            [orjson.loads(x) for x in lines]
+            if name.startswith("claim")
+            else [x.decode() for x in lines]
+        )
+    labels: dict[str, set[str]] = {k: set() for k in RATES}
+    for f in (tmp_path / "truth").rglob("*.jsonl"):
+        for x in f.read_bytes().splitlines():
+            r = orjson.loads(x)
+            if r.get("type") == "fault":
+                assert r["detail"]["error"] == r["kind"] and r["detail"]["field"]
+                labels[r["kind"]].add(r["detail"]["record_id"])
+    flags = _flags(got)
+    for kind in RATES:  # precision and recall 1.0, kind by kind
+        assert labels[kind] == flags[kind], kind
+    # observed rates: within 4 standard deviations of the configured ones
+    claims = len({c["id"] for c in got["claim"]})
+    messages = len(got["adt"]) + len(got["dft"])
+    assert claims > 1000
+    for kind, rate in RATES.items():
+        n = messages if kind == "malformed_hl7" else claims
+        sd = (n * rate * (1 - rate)) ** 0.5
+        assert abs(len(labels[kind]) - n * rate) < 4 * sd, (kind, len(labels[kind]), n * rate)
