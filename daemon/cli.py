@@ -377,6 +377,8 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _packs(args: argparse.Namespace) -> int:
+    from pydantic_core import to_jsonable_python
+
     from datafactory.pack import registered_packs
 
     out: list[dict[str, Any]] = []
@@ -399,7 +401,7 @@ def _packs(args: argparse.Namespace) -> int:
                 ],
                 "params": {
                     k: {
-                        "default": f.get_default(call_default_factory=True),
+                        "default": to_jsonable_python(f.get_default(call_default_factory=True)),
                         "description": f.description,
                     }
                     for k, f in pack.Params.model_fields.items()

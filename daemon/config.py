@@ -422,6 +422,10 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
     return Config(model, params, sinks, tuple(streams), source, tuple(chaos), manifest_sink)
 
 
+# chaos steps that work on a record without knowing its fields (x-payload streams)
+PAYLOAD_SAFE_STEPS = ("drop", "duplicate", "delay", "hot_key", "poison_pill", "corrupt_bytes")
+
+
 def _chaos_problems(
     model: ConfigModel, sinks: dict[str, SinkBase], streams: list[StreamPlan], problems: list[Any]
 ) -> tuple[list[Any], SinkBase | None]:
@@ -445,6 +449,16 @@ def _chaos_problems(
             if not applies(cfg, plan.event_type):
                 continue
             schema = packs[plan.pack].schema_for(plan.stream)
+            if schema.raw.get("x-payload") and cfg.step not in PAYLOAD_SAFE_STEPS:
+                problems.append(
+                    (
+                        loc,
+                        f"{plan.event_type}: each record is its own document (FHIR, HL7), so "
+                        f"{cfg.step} has no fields to edit there; on this stream use "
+                        f"{', '.join(PAYLOAD_SAFE_STEPS)}, or limit the step's streams",
+                    )
+                )
+                continue
             try:
                 cls(cfg, plan.event_type, schema, 0)
             except ValueError as e:

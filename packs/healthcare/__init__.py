@@ -89,6 +89,11 @@ class HealthcarePack(Pack):
         "claim_response": StreamSpec(
             "claim_response", "A FHIR R4 ClaimResponse, when the claim is adjudicated.", driven=True
         ),
+        "explanation_of_benefit": StreamSpec(
+            "explanation_of_benefit",
+            "A FHIR R4 ExplanationOfBenefit, when the claim is adjudicated.",
+            driven=True,
+        ),
         "adt": StreamSpec(
             "adt", "HL7 v2.5 ADT: A01 admit / A04 register, A03 discharge.", driven=True
         ),
@@ -133,7 +138,11 @@ class Documents(StreamGenerator):
         self.pack = pack
         self.name = name
         self.schema = pack.schema_for(name)
-        self.buffer = pack.care.claims if name == "claim" else pack.care.responses
+        self.buffer = {
+            "claim": pack.care.claims,
+            "claim_response": pack.care.responses,
+            "explanation_of_benefit": pack.care.eobs,
+        }[name]
 
     def poll(
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
@@ -150,7 +159,11 @@ class Documents(StreamGenerator):
         assert pk.renderer is not None
         numbers = ev["claim"]
         docs = [care.docs[n] for n in numbers.tolist()]
-        render = pk.renderer.claim if self.name == "claim" else pk.renderer.claim_response
+        render = {
+            "claim": pk.renderer.claim,
+            "claim_response": pk.renderer.claim_response,
+            "explanation_of_benefit": pk.renderer.explanation_of_benefit,
+        }[self.name]
         texts = tuple(dumps(render(d)) for d in docs)
         n = len(docs)
         labels: list[Label] = []
@@ -170,7 +183,7 @@ class Documents(StreamGenerator):
                 labels.append(Label(kind, np.array(rows, dtype=np.intp), details))
         patient = np.array([d["patient"] for d in docs], dtype=np.int64)
         care.forget(numbers)
-        if self.name == "claim_response":
+        if self.name != "claim":
             status = [d["outcome"] for d in docs]
         else:
             status = ["resubmitted" if d["related"] is not None else "submitted" for d in docs]

@@ -144,9 +144,16 @@ class Care(Steps):
         }  # fmt: skip
         self.claims = PendingEvents()
         self.responses = PendingEvents()
+        self.eobs = PendingEvents()
         self.adt = PendingEvents()
         self.dft = PendingEvents()
-        self.emit = {"claim": False, "claim_response": False, "adt": False, "dft": False}
+        self.emit = {
+            "claim": False,
+            "claim_response": False,
+            "explanation_of_benefit": False,
+            "adt": False,
+            "dft": False,
+        }
         self.encounters: dict[int, dict[str, Any]] = {}  # what the HL7 messages need
         self.next_claim = 1
         self.next_encounter = 1
@@ -274,7 +281,9 @@ class Care(Steps):
             k = int(np.searchsorted(self.claim_error_cdf, self.error_rng.random(), side="right"))
             error = self.claim_errors[k] if k < len(self.claim_errors) else None
         doc["error"] = error
-        doc["need"] = self.emit["claim"] + self.emit["claim_response"]
+        doc["need"] = (
+            self.emit["claim"] + self.emit["claim_response"] + self.emit["explanation_of_benefit"]
+        )
         if self.emit["claim"]:
             self.claims.add(t=np.array([submitted]), claim=np.array([number]), dup=np.array([0]))
             if error == "duplicate_claim":  # sent again, hours later: the copy is the error
@@ -312,6 +321,8 @@ class Care(Steps):
         )  # fmt: skip
         if self.emit["claim_response"]:
             self.responses.add(t=np.array([decided]), claim=np.array([number]))
+        if self.emit["explanation_of_benefit"]:
+            self.eobs.add(t=np.array([decided]), claim=np.array([number]))
         if outcome == "denied" and related is None and rng.random() < self.p.resubmit_rate:
             again = decided + int(rng.integers(5, 21)) * DAY
             self._claim(

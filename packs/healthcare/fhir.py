@@ -257,12 +257,13 @@ class Renderer:
             return "Claim.identifier"
         raise ValueError(f"no such claim error {kind!r}")
 
-    def claim_response(self, doc: dict[str, Any]) -> dict[str, Any]:
-        net = self.net
-        p = doc["patient"]
-        items = []
-        for i, (charge, allowed, benefit, reason) in enumerate(
-            zip(doc["charge"], doc["allowed"], doc["benefit"], doc["reason"], strict=True)
+    def _adjudication(
+        self, doc: dict[str, Any]
+    ) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]], int]:
+        """Per line (submitted, eligible, benefit; a denial's reason), totals, amount paid."""
+        lines = []
+        for charge, allowed, benefit, reason in zip(
+            doc["charge"], doc["allowed"], doc["benefit"], doc["reason"], strict=True
         ):
             adj: list[dict[str, Any]] = [
                 {"category": {"coding": [{"system": ADJ, "code": "submitted"}]},
@@ -274,9 +275,63 @@ class Renderer:
             ]  # fmt: skip
             if reason is not None:
                 adj[1]["reason"] = {"coding": [{"system": CARC, "code": reason}]}
-            items.append({"itemSequence": i + 1, "adjudication": adj})
-        outcome = {"complete": "complete", "partial": "partial", "denied": "error"}[doc["outcome"]]
+            lines.append(adj)
         paid = sum(doc["benefit"])
+        totals = [
+            {"category": {"coding": [{"system": ADJ, "code": "submitted"}]},
+             "amount": _money(sum(doc["charge"]))},
+            {"category": {"coding": [{"system": ADJ, "code": "eligible"}]},
+             "amount": _money(sum(doc["allowed"]))},
+            {"category": {"coding": [{"system": ADJ, "code": "benefit"}]},
+             "amount": _money(paid)},
+        ]  # fmt: skip
+        return lines, totals, paid
+
+    def explanation_of_benefit(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """What the patient is told: the claim's lines, diagnoses and coverage, adjudicated."""
+        net = self.net
+        p = doc["patient"]
+        lines, totals, paid = self._adjudication(doc)
+        claim = self.claim({**doc, "error": None})
+        main = claim if self.packaging == "contained" else claim["entry"][0]["resource"]
+        items = [
+            {"sequence": it["sequence"], "productOrService": it["productOrService"],
+             "servicedDate": it["servicedDate"], "net": it["net"], "adjudication": adj}
+            for it, adj in zip(main["item"], lines, strict=True)
+        ]  # fmt: skip
+        eob: dict[str, Any] = {
+            "resourceType": "ExplanationOfBenefit",
+            "id": f"eob-{doc['number']}",
+            "identifier": [{"system": "urn:datafactory:eob", "value": str(doc["number"])}],
+            "status": "active",
+            "type": main["type"],
+            "use": "claim",
+            "patient": {"reference": self.ref("Patient", net.patient_ids[p])},
+            "billablePeriod": main["billablePeriod"],
+            "created": _ts(doc["decided"]),
+            "insurer": main["insurer"],
+            "provider": main["provider"],
+            "facility": main["facility"],
+            "claim": {"reference": f"Claim/claim-{doc['number']}"},
+            "claimResponse": {"reference": f"ClaimResponse/cr-{doc['number']}"},
+            "outcome": {"complete": "complete", "partial": "partial",
+                        "denied": "error"}[doc["outcome"]],
+            "diagnosis": main["diagnosis"],
+            "insurance": [  # (no sequence on an EOB's insurance)
+                {"focal": True, "coverage": main["insurance"][0]["coverage"]}
+            ],
+            "item": items,
+            "total": totals,
+            "payment": {"date": _date(doc["decided"]), "amount": _money(paid)},
+        }  # fmt: skip
+        return self._package(eob, doc, self._refs(doc))
+
+    def claim_response(self, doc: dict[str, Any]) -> dict[str, Any]:
+        net = self.net
+        p = doc["patient"]
+        lines, totals, paid = self._adjudication(doc)
+        items = [{"itemSequence": i + 1, "adjudication": adj} for i, adj in enumerate(lines)]
+        outcome = {"complete": "complete", "partial": "partial", "denied": "error"}[doc["outcome"]]
         resp: dict[str, Any] = {
             "resourceType": "ClaimResponse",
             "id": f"cr-{doc['number']}",
@@ -296,14 +351,7 @@ class Renderer:
                             "partial": "Claim partially paid: see denied lines",
                             "denied": "Claim denied"}[doc["outcome"]],
             "item": items,
-            "total": [
-                {"category": {"coding": [{"system": ADJ, "code": "submitted"}]},
-                 "amount": _money(sum(doc["charge"]))},
-                {"category": {"coding": [{"system": ADJ, "code": "eligible"}]},
-                 "amount": _money(sum(doc["allowed"]))},
-                {"category": {"coding": [{"system": ADJ, "code": "benefit"}]},
-                 "amount": _money(paid)},
-            ],
+            "total": totals,
             "payment": {
                 "type": {"coding": [{"system": PAYMENT_TYPE, "code": "complete"}]},
                 "date": _date(doc["decided"]),

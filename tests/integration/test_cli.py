@@ -119,6 +119,7 @@ def test_sample_json_and_avro_and_packs() -> None:
     info = {p["pack"]: p for p in orjson.loads(packs.stdout)}
     assert info["retail"]["streams"][0]["stream"] == "pos_transaction"
     assert info["iot"]["params"]["incidents"]["default"] == []
+    assert info["healthcare"]["params"]["errors"]["default"]["invalid_npi"] == 0
     v = cli("--version")
     assert v.returncode == 0 and v.stdout.startswith(b"datafactory ")
 

@@ -37,7 +37,7 @@ def run(out: Path, packaging: str, days: int = 75, seed: int = 3) -> dict[str, l
             for f in sorted((out / "healthcare" / name).glob("*.jsonl"))
             for x in f.read_bytes().splitlines()
         ]
-        for name in ("claim", "claim_response")
+        for name in ("claim", "claim_response", "explanation_of_benefit")
     }
     for name in ("adt", "dft"):  # HL7: one message per line, segments split by \r
         got[name] = [
@@ -73,6 +73,17 @@ def test_every_document_validates_as_fhir_r4(contained) -> None:  # type: ignore
         Claim.model_validate(c)
     for r in responses:
         ClaimResponse.model_validate(r)
+    # the explanation of benefit: valid, and it tells what the response decided
+    from fhir.resources.R4B.explanationofbenefit import ExplanationOfBenefit
+
+    eobs = contained["explanation_of_benefit"]
+    by_id = {r["id"].removeprefix("cr-"): r for r in responses}
+    assert len(eobs) == len(responses)
+    for e in eobs:
+        ExplanationOfBenefit.model_validate(e)
+        r = by_id[e["id"].removeprefix("eob-")]
+        assert e["total"] == r["total"] and e["created"] == r["created"]
+        assert [i["adjudication"] for i in e["item"]] == [i["adjudication"] for i in r["item"]]
 
 
 def test_bundles_validate_and_their_references_resolve(tmp_path: Path) -> None:
@@ -314,3 +325,17 @@ def test_labelled_errors_are_exactly_what_validators_flag(tmp_path: Path) -> Non
         n = messages if kind == "malformed_hl7" else claims
         sd = (n * rate * (1 - rate)) ** 0.5
         assert abs(len(labels[kind]) - n * rate) < 4 * sd, (kind, len(labels[kind]), n * rate)
+
+
+def test_chaos_that_edits_fields_is_refused_on_document_streams() -> None:
+    from datafactory.config import ConfigError
+
+    base = (
+        "run: {clock: simulated, duration: 1d}\npacks: {healthcare: {}}\n"
+        "sinks: {o: {type: stdout}}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_config(base + "chaos: [{step: corrupt_value, rate: 0.1}]\n")
+    msg = str(e.value)
+    assert "healthcare.claim: each record is its own document" in msg and "chaos.0" in msg
+    parse_config(base + "chaos: [{step: drop, rate: 0.1}, {step: corrupt_bytes, rate: 0.1}]\n")
