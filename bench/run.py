@@ -287,6 +287,42 @@ chaos: {json.dumps(CHAIN5) if chaos else "[]"}
         return events / (time.perf_counter() - t0)
 
 
+def clock_driven_end_to_end(pack: str, params: dict[str, Any], duration: str) -> float:
+    """A clock-driven pack (IoT, healthcare) through the real engine to JSON files, simulated
+    clock: every stream's events per second of wall time."""
+    from datafactory.config import parse_config
+    from datafactory.engine.pipeline import Engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = parse_config(
+            json.dumps(
+                {
+                    "run": {
+                        "name": "bench",
+                        "seed": 1,
+                        "clock": "simulated",
+                        "start": "2026-03-02T00:00:00Z",
+                        "duration": duration,
+                    },
+                    "packs": {pack: {"params": params}},
+                    "sinks": {
+                        "files": {
+                            "type": "file",
+                            "path": tmp,
+                            "format": "json",
+                            "max_bytes": "256MiB",
+                        }
+                    },
+                    "telemetry": {"enabled": False},
+                }
+            )
+        )
+        t0 = time.perf_counter()
+        summary = asyncio.run(Engine(cfg).run())
+        n = sum(v["released"] for v in summary["streams"].values())
+        return n / (time.perf_counter() - t0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0, help="time per case")
@@ -314,6 +350,8 @@ def main() -> int:
     cases["... + 5-step chaos chain at 1%, JSON"] = chain_json
     cases["... + 5-step chaos chain at 1%, Avro"] = chain_avro
     per_stream = retail_streams(args.seconds * 2.5)
+    iot = clock_driven_end_to_end("iot", {"devices": 500, "sites": 10}, "12h")
+    healthcare = clock_driven_end_to_end("healthcare", {"patients": 20_000}, "30d")
     e2e = engine_end_to_end(2_000_000)
     e2e_chaos = engine_end_to_end(2_000_000, chaos=True)
 
@@ -339,6 +377,10 @@ def main() -> int:
         print(
             f"  retail.{name:38s} {rate:12,.0f} {rate / faker:9.1f} {rate / prebuilt:18.2f}" + extra
         )
+    for name, rate in (("iot, all streams (2 cores)", iot),
+                       ("healthcare, FHIR + HL7 (2 cores)", healthcare)):  # fmt: skip
+        print(f"{'engine end to end, ' + name:46s} {rate:12,.0f} {rate / faker:9.1f} "
+              f"{rate / prebuilt:18.2f}")  # fmt: skip
     print(
         f"chaos chain cost (ratio with / without, target >= 0.8): generate+encode JSON "
         f"{chain_json / plain_json:.2f}, Avro {chain_avro / plain_avro:.2f}; "
@@ -354,6 +396,8 @@ def main() -> int:
         "baselines": {"faker_json": faker, "orjson_prebuilt": prebuilt},
         "cases": cases,
         "retail_streams": per_stream,
+        "engine_end_to_end_iot": iot,
+        "engine_end_to_end_healthcare": healthcare,
         "engine_end_to_end_json_files": e2e,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
