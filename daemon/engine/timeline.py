@@ -132,6 +132,19 @@ class Steps:
             until = min(until, self.t_us if self.t_us is not None else 0)
         return (self.pending if pending is None else pending).take(until, limit)
 
+    def due(
+        self,
+        until_us: int | None,
+        limit: int,
+        final: bool,
+        pending: PendingEvents | None = None,
+    ) -> dict[str, Any] | None:
+        """For models that follow the clock: simulate up to ``until_us``, then ``take_due``."""
+        if until_us is None:
+            return None
+        self.advance(until_us)
+        return self.take_due(until_us, limit, final, pending)
+
 
 class DailySteps(Steps):
     """A model that changes in whole days (``_day``)."""

@@ -14,13 +14,14 @@ labelled error kinds.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datafactory.engine.blocks import DictColumn, Label, RecordBlock
 from datafactory.engine.seeding import SeedTree
+from datafactory.engine.timeline import PendingEvents
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
 from datafactory.packs.healthcare.care import CLAIM_ERRORS, Care, Network
 from datafactory.packs.healthcare.fhir import Renderer, dumps
@@ -123,6 +124,14 @@ class HealthcarePack(Pack):
             return Messages(self, name)
         return Documents(self, name)
 
+    def due(
+        self, until_us: int | None, limit: int, final: bool, buffer: PendingEvents
+    ) -> dict[str, Any] | None:
+        """A stream's events due by ``until_us`` (the care model simulated up to it)."""
+        if until_us is not None:
+            self.start(until_us)
+        return self.care.due(until_us, limit, final, buffer)
+
     def start(self, until_us: int) -> None:
         """The renderers, once: ages and birth dates are as of the run's first midnight."""
         if self.renderer is None:
@@ -147,13 +156,8 @@ class Documents(StreamGenerator):
     def poll(
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
     ) -> RecordBlock | None:
-        pk = self.pack
-        care = pk.care
-        if until_us is None:
-            return None
-        pk.start(until_us)
-        care.advance(until_us)
-        ev = care.take_due(until_us, limit, final, self.buffer)
+        pk, care = self.pack, self.pack.care
+        ev = pk.due(until_us, limit, final, self.buffer)
         if ev is None:
             return None
         assert pk.renderer is not None
@@ -219,11 +223,7 @@ class Messages(StreamGenerator):
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
     ) -> RecordBlock | None:
         pk, care = self.pack, self.pack.care
-        if until_us is None:
-            return None
-        pk.start(until_us)
-        care.advance(until_us)
-        ev = care.take_due(until_us, limit, final, self.buffer)
+        ev = pk.due(until_us, limit, final, self.buffer)
         if ev is None:
             return None
         assert pk.hl7 is not None

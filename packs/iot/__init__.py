@@ -192,10 +192,7 @@ class _Driven(StreamGenerator):
     def poll(
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
     ) -> RecordBlock | None:
-        f = self.pack.fleet
-        if until_us is not None:
-            f.advance(until_us)
-        ev = f.take_due(until_us, limit, final, self.buffer)
+        ev = self.pack.fleet.due(until_us, limit, final, self.buffer)
         if ev is None:
             return None
         dev = ev["device"]

@@ -164,7 +164,6 @@ class Fleet(Steps):
         self.inc_frozen = np.full(n, np.nan)
         self.schedule = incidents  # IncidentSpec list (from params)
         self.next_incident = 1
-        self.outages = {"device": 0, "site": 0}
         # one buffer per stream
         self.telemetry = PendingEvents()
         self.heartbeats = PendingEvents()
@@ -217,7 +216,6 @@ class Fleet(Steps):
                 self.booted_us[idx] = self.down_until[idx]  # it reboots when it comes back
                 if cause == 1:
                     self.battery[idx] = 100.0  # a new battery, fitted when it comes back
-                self.outages["device"] += len(idx)
         # site network outages
         ok = np.flatnonzero(self.site_down_until <= t0)
         hit = ok[rng.random(len(ok)) < p.site_outage_rate * dt_s / year_s]
@@ -226,7 +224,6 @@ class Fleet(Steps):
             minutes = _lognormal(rng, p.site_outage_minutes, p.outage_sigma, len(hit))
             self.site_down_from[hit] = start
             self.site_down_until[hit] = start + (minutes * 60 * S).astype(np.int64)
-            self.outages["site"] += len(hit)
             members = np.flatnonzero(np.isin(self.site, hit))
             self.flushes[members] = rng.random(len(members)) < p.flush_probability
             self.buffered[members] = 0
