@@ -65,8 +65,31 @@ class StreamGenerator(ABC):
         raise NotImplementedError(f"{type(self).__name__} is paced: it has no poll()")
 
 
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One of ``count`` independent parts of a pack's population (batch mode runs shards in
+    parallel). Shard 0 of 1 is the whole population, exactly as stream mode builds it."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def tag(self) -> tuple[str | int, ...]:
+        """Seed-path suffix for a shard's own entities: empty for the whole population, so
+        one shard gives the data a stream run gives."""
+        return () if self.count == 1 else ("shard", self.index)
+
+    def range(self, n: int) -> tuple[int, int]:
+        """This shard's slice ``[lo, hi)`` of ``n`` entities (as even as can be)."""
+        return self.index * n // self.count, (self.index + 1) * n // self.count
+
+
 class Pack(ABC):
-    """A behaviour pack instance: its entities are built once per run from params + seeds."""
+    """A behaviour pack instance: its entities are built once per run from params + seeds.
+
+    ``shard``: packs that can split their population (``shardable``) build only their part;
+    entity ids stay unique across shards and shared things (a catalogue) stay identical.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -75,10 +98,17 @@ class Pack(ABC):
     # every stream driven, following the clock: ``poll(until=now)`` (a simulated clock moves
     # in steps; the run's duration or max_events ends it)
     clock_driven: ClassVar[bool] = False
+    # can build one shard of its population (batch mode's parallel partitions)
+    shardable: ClassVar[bool] = False
 
-    def __init__(self, params: BaseModel, seeds: SeedTree) -> None:
+    def __init__(self, params: BaseModel, seeds: SeedTree, shard: Shard | None = None) -> None:
         self.params = params
         self.seeds = seeds
+        self.shard = shard or Shard()
+        if self.shard.count > 1 and not self.shardable:
+            raise ValueError(f"pack {self.name} cannot be split into shards")
+        # this shard's share of the pack's activity: paced rates are scaled by it
+        self.shard_share = 1.0
         # streams of one pack share entity state; generation runs in worker threads
         self.lock = threading.Lock()
 

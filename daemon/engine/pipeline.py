@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import numpy as np
 import structlog
 
 from datafactory.chaos import Chain, StepConfig, applies, build_chain
@@ -35,7 +34,7 @@ from datafactory.encoders import build_encoder
 from datafactory.encoders.base import EncodedBatch, Encoder, PartialDeliveryError
 from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
-from datafactory.engine.rate import ConstantProfile, TokenBucket
+from datafactory.engine.rate import TokenBucket, event_times
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.manager import Lifecycle
 from datafactory.pack import Pack, StreamGenerator, registered_packs, registered_sinks
@@ -58,7 +57,6 @@ GEN_MIN_BLOCK = 16
 CLOCK_DRIVEN_STEP = 900.0
 CLOCK_DRIVEN_POLL = 0.2
 # points of the rate's integral per slice, to place event times along the profile
-WARP_POINTS = 33
 # encoded batches waiting for a sink, per sink
 ENCODE_AHEAD = 2
 
@@ -997,21 +995,4 @@ class _SinkChildren:
 
 
 def _event_times(bucket: TokenBucket, t_prev_us: int, now_us: int, n: int) -> Any:
-    """``n`` event times in ``(t_prev, now]`` placed where the profile puts events: the
-    k-th at the time its share of the slice's integral is reached (piecewise-linear inverse
-    of the integral on a small grid). Exact for a constant rate; big simulated slices keep
-    the profile's shape inside them."""
-    k = np.arange(1, n + 1, dtype=np.int64)
-    span = now_us - t_prev_us
-    if span <= 0 or n == 1 or isinstance(bucket.profile, ConstantProfile):
-        return t_prev_us + (k * span) // n
-    grid = np.linspace(t_prev_us / 1e6, now_us / 1e6, WARP_POINTS)
-    t0 = bucket.t0
-    cum = np.array([bucket.profile.cumulative(float(t), t0) for t in grid])
-    cum -= cum[0]
-    if cum[-1] <= 0:
-        return t_prev_us + (k * span) // n
-    times = np.interp(k / n * cum[-1], cum, grid)
-    out = np.minimum((times * 1e6).astype(np.int64), now_us)
-    out = np.maximum(out, t_prev_us + 1)
-    return np.maximum.accumulate(out)  # never decreasing within the slice
+    return event_times(bucket.profile, bucket.t0, t_prev_us, now_us, n)

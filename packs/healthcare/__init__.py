@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from datafactory.engine.blocks import DictColumn, Label, RecordBlock
 from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
-from datafactory.pack import Pack, StreamGenerator, StreamSpec
+from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory.packs.healthcare.care import CLAIM_ERRORS, Care, Network
 from datafactory.packs.healthcare.fhir import Renderer, dumps
 from datafactory.packs.healthcare.hl7 import Hl7Renderer
@@ -101,8 +101,8 @@ class HealthcarePack(Pack):
         "dft": StreamSpec("dft", "HL7 v2.5 DFT^P03: an encounter's charges.", driven=True),
     }
 
-    def __init__(self, params: BaseModel, seeds: SeedTree) -> None:
-        super().__init__(params, seeds)
+    def __init__(self, params: BaseModel, seeds: SeedTree, shard: Shard | None = None) -> None:
+        super().__init__(params, seeds, shard)
         p = (
             params
             if isinstance(params, HealthcareParams)

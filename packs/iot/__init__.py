@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datafactory.engine.blocks import DictColumn, Label, RecordBlock
 from datafactory.engine.seeding import SeedTree
-from datafactory.pack import Pack, StreamGenerator, StreamSpec
+from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory.packs.iot.fleet import (
     FIRMWARE,
     INCIDENTS,
@@ -150,8 +150,8 @@ class IotPack(Pack):
         ),
     }
 
-    def __init__(self, params: BaseModel, seeds: SeedTree) -> None:
-        super().__init__(params, seeds)
+    def __init__(self, params: BaseModel, seeds: SeedTree, shard: Shard | None = None) -> None:
+        super().__init__(params, seeds, shard)
         p = params if isinstance(params, IotParams) else IotParams.model_validate(params)
         self.p = p
         self.fleet = Fleet(

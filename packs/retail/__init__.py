@@ -32,7 +32,7 @@ from datafactory.engine.rate import WeeklyProfile
 from datafactory.engine.sampling import AliasTable
 from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
-from datafactory.pack import Pack, StreamGenerator, StreamSpec
+from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory.packs.retail.catalogue import (
     BRANDS,
     CATEGORY_NAMES,
@@ -223,15 +223,38 @@ class RetailPack(Pack):
             return DEFAULT_RATE.model_copy(update={"strength": params.seasonality_strength})
         return rate
 
-    def __init__(self, params: BaseModel, seeds: SeedTree) -> None:
-        super().__init__(params, seeds)
+    shardable = True
+
+    def __init__(self, params: BaseModel, seeds: SeedTree, shard: Shard | None = None) -> None:
+        super().__init__(params, seeds, shard)
         p = params if isinstance(params, RetailParams) else RetailParams.model_validate(params)
+        # a shard: its own stores (global ids) with their own customers and stock; the
+        # catalogue and its prices are the chain's, the same in every shard (shard 0 lists
+        # their changes)
+        sh = self.shard
+        lo, hi = sh.range(p.stores)
+        if hi <= lo:
+            raise ValueError(f"retail: {sh.count} shards need at least as many stores")
+        if sh.count > 1:
+            share = (hi - lo) / p.stores
+            c_lo, c_hi = sh.range(p.customers)
+            p = p.model_copy(
+                update={
+                    "stores": hi - lo,
+                    "customers": max(1, c_hi - c_lo),
+                    "expected_daily_transactions": p.expected_daily_transactions * share,
+                }
+            )
+            self.shard_share = share
         self.p = p
-        rng = seeds.rng("retail", "entities")
+        tag = sh.tag
+        rng = seeds.rng("retail", "entities", *tag)
         # stores: format (size, hours), region (tax, taste)
-        self.store_ids = tuple(f"S{i + 1:04d}" for i in range(p.stores))
-        share = np.array([f[1] for f in STORE_FORMATS])
-        self.store_format = rng.choice(len(STORE_FORMATS), p.stores, p=share).astype(np.int32)
+        self.store_ids = tuple(f"S{lo + i + 1:04d}" for i in range(p.stores))
+        format_share = np.array([f[1] for f in STORE_FORMATS])
+        self.store_format = rng.choice(len(STORE_FORMATS), p.stores, p=format_share).astype(
+            np.int32
+        )
         size = np.array([f[2] for f in STORE_FORMATS])[self.store_format]
         self.store_weight = rng.lognormal(0.0, 0.4, p.stores) * size
         self.store_sampler = AliasTable(self.store_weight)
@@ -244,16 +267,23 @@ class RetailPack(Pack):
         self.catalogue = Catalogue(p, seeds.rng("retail", "catalogue"), len(REGIONS))
         self.prices = PriceBook(p, seeds.rng("retail", "prices"), self.catalogue)
         self._sku_samplers: list[AliasTable] = []
-        self.customers = Customers(p, seeds.rng("retail", "customers"), p.stores)
+        self.customers = Customers(
+            p,
+            seeds.rng("retail", "customers", *tag),
+            p.stores,
+            id_prefix="C" if sh.count == 1 else f"C{sh.index:03d}-",
+        )
         mean_units = p.basket_mean * (1 / 0.65)  # quantities are geometric(0.65)
         pop = self.catalogue.popularity[self.store_region]  # stores x SKUs
         cell_share = (self.store_weight / self.store_weight.sum())[:, None] * (
             pop / pop.sum(axis=1, keepdims=True)
         )
-        self.inventory = Inventory(p, seeds.rng("retail", "inventory"), cell_share, mean_units)
+        self.inventory = Inventory(
+            p, seeds.rng("retail", "inventory", *tag), cell_share, mean_units
+        )
         self.currency_pool = (p.currency,)
         self.returns_emit = False
-        self.returns_rng = seeds.rng("retail", "returns")
+        self.returns_rng = seeds.rng("retail", "returns", *tag)
         self.pending_returns = PendingEvents()
 
     def advance(self, now_us: int) -> None:
@@ -284,7 +314,7 @@ class RetailPack(Pack):
             self.inventory.emit = True
             return InventoryMovements(self)
         if name == "price_change":
-            self.prices.emit = True
+            self.prices.emit = self.shard.index == 0
             return PriceChanges(self)
         if name == "customer_event":
             self.customers.emit = True
@@ -296,7 +326,7 @@ class PosTransactions(StreamGenerator):
     def __init__(self, pack: RetailPack) -> None:
         self.pack = pack
         self.schema = pack.schema_for("pos_transaction")
-        self.rng = pack.seeds.rng("retail", "pos_transaction")
+        self.rng = pack.seeds.rng("retail", "pos_transaction", *pack.shard.tag)
         p = pack.p
         self.channel_cdf = np.cumsum(
             [1 - p.online_share - p.click_collect_share, p.online_share, p.click_collect_share]

@@ -34,8 +34,11 @@ ACTIVE, CHURNED = 0, 1
 
 
 class Customers(DailySteps):
-    def __init__(self, p: Any, rng: np.random.Generator, n_stores: int) -> None:
+    def __init__(
+        self, p: Any, rng: np.random.Generator, n_stores: int, id_prefix: str = "C"
+    ) -> None:
         super().__init__()
+        self.id_prefix = id_prefix
         self.p = p
         self.rng = rng
         self.n_stores = n_stores
@@ -79,7 +82,7 @@ class Customers(DailySteps):
         self.last_pick_seq = np.concatenate([self.last_pick_seq, np.full(k, -1, dtype=np.int64)])
         if self.n > len(self.pool):  # ids are rendered once per capacity step
             cap = max(self.n, 2 * len(self.pool), 1024)
-            self.pool = tuple(f"C{i + 1:08d}" for i in range(cap))
+            self.pool = tuple(f"{self.id_prefix}{i + 1:08d}" for i in range(cap))
         self._sampler = None
         return np.arange(start, self.n, dtype=np.int64)
 
