@@ -66,6 +66,7 @@ bench: install        ## throughput figures as ratios to baselines measured in t
 	$(BIN)/pip install --quiet 'confluent-kafka>=2.3'
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/batch.py
 
 clean:
 	rm -rf $(VENV) build data artifacts *.egg-info .pytest_cache .mypy_cache .ruff_cache

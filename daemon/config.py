@@ -116,6 +116,57 @@ class ManifestSection(BaseModel):
     flush: Duration = Field(1.0, gt=0, le=3600, description="write what was injected this often")
 
 
+class BatchSection(BaseModel):
+    """Batch mode (``datafactory batch``): where history goes and how it is cut up. The
+    command line overrides any of these."""
+
+    model_config = _STRICT
+    out: str = Field(
+        "./data/batch",
+        description="a local directory, or s3://bucket/prefix",
+        examples=["s3://lake/raw/", "./history"],
+    )
+    format: Literal["parquet", "jsonl", "avro"] = Field("parquet", description="file format")
+    compression: Literal["zstd", "snappy", "gzip", "none"] | None = Field(
+        None,
+        description="parquet: zstd (default), snappy, gzip, none; jsonl: gzip, zstd, none "
+        "(default); avro: none",
+    )
+    partition: Literal["day", "hour"] = Field(
+        "day", description="Hive partitions: stream=/dt=/ or stream=/dt=/hour=/"
+    )
+    shards: int = Field(
+        4,
+        ge=1,
+        le=4096,
+        description="independent parts of each pack's population (part of the data's "
+        "identity: the same seed and shards give the same files, whatever the workers)",
+    )
+    workers: int = Field(1, ge=1, le=1024, description="worker processes (local engine)")
+    row_group_rows: int = Field(
+        1_000_000, ge=1_000, le=100_000_000, description="Parquet rows per row group (at most)"
+    )
+    part_size: int = Field(
+        16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=5 * 1024**3,
+        description="S3 multipart part size in bytes (files bigger than one part go multipart)",
+    )
+    endpoint_url: str | None = Field(None, description="S3 endpoint (moto, MinIO, LocalStack)")
+    region: str = Field("us-east-1", description="S3 region")
+
+    @field_validator("out")
+    @classmethod
+    def _out(cls, v: str) -> str:
+        if v.startswith("s3://"):
+            bucket = v[5:].split("/", 1)[0]
+            if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
+                raise ValueError(f"not a valid S3 bucket name: {bucket!r}")
+        elif "://" in v:
+            raise ValueError("out must be a local directory or s3://bucket/prefix")
+        return v
+
+
 class ConfigModel(BaseModel):
     model_config = _STRICT
     run: RunSection = Field(default_factory=RunSection)
@@ -130,6 +181,9 @@ class ConfigModel(BaseModel):
     engine: EngineSection = Field(default_factory=EngineSection)
     telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
     log: LogSection = Field(default_factory=LogSection)
+    batch: BatchSection = Field(
+        default_factory=BatchSection, description="batch mode's output (datafactory batch)"
+    )
 
 
 @dataclass(frozen=True)

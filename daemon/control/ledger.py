@@ -36,6 +36,11 @@ _TABLES = [
     """CREATE TABLE IF NOT EXISTS checkpoints (
         run_id TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, released BIGINT NOT NULL,
         at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, stream))""",
+    # batch mode: a (shard, day) partition is written once its files are all in place
+    """CREATE TABLE IF NOT EXISTS batch_partitions (
+        batch_id TEXT NOT NULL, shard INTEGER NOT NULL, chunk INTEGER NOT NULL,
+        rows BIGINT NOT NULL, bytes BIGINT NOT NULL, files TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL, PRIMARY KEY (batch_id, shard, chunk))""",
 ]
 
 
@@ -163,6 +168,29 @@ class Ledger(ABC):
             )
         stmts.append(("UPDATE runs SET updated = ? WHERE id = ?", (now, run_id)))
         await self._many(stmts)
+
+    async def batch_partition_done(
+        self, batch_id: str, shard: int, chunk: int, rows: int, nbytes: int, files: str
+    ) -> None:
+        """A batch partition's files are all written (``files``: their JSON list)."""
+        await self._execute(
+            "INSERT INTO batch_partitions (batch_id, shard, chunk, rows, bytes, files, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id, shard, chunk) DO NOTHING",
+            (batch_id, shard, chunk, rows, nbytes, files, time.time()),
+        )
+
+    async def batch_partitions(
+        self, batch_id: str, shard: int | None = None, with_files: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """(shard, chunk, rows, bytes[, files]) of the finished partitions, in order."""
+        cols = "shard, chunk, rows, bytes" + (", files" if with_files else "")
+        sql = f"SELECT {cols} FROM batch_partitions WHERE batch_id = ?"
+        args: tuple[Any, ...] = (batch_id,)
+        if shard is not None:
+            sql += " AND shard = ?"
+            args = (batch_id, shard)
+        rows = await self._fetch(sql + " ORDER BY shard, chunk", args)
+        return [tuple(r) for r in rows]
 
     def _record(self, row: tuple[Any, ...]) -> RunRecord:
         return RunRecord(

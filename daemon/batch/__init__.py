@@ -1,0 +1,1 @@
+"""Batch mode: years of history as partitioned files, deterministic and resumable."""

@@ -1,0 +1,161 @@
+"""One shard's history, day by day: the packs' behaviour run over simulated time, no pacing.
+
+The same generators as stream mode, driven the way the engine drives them on a simulated
+clock: paced streams get the events their rate profile earns in each slice (scaled by the
+shard's share of the population), with event times placed along the profile; the pack learns
+what was released; driven streams release what is due. Nothing here waits or does I/O.
+
+With one shard, the entities are stream mode's (same seed paths); with more, each shard is
+an independent part of the population (see :class:`datafactory.pack.Shard`) and its seqs
+start at ``shard << SEQ_SHARD_BITS``, so event ids stay unique across shards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from datafactory.config import Config, StreamPlan
+from datafactory.engine.blocks import Label, RecordBlock
+from datafactory.engine.rate import event_times
+from datafactory.engine.seeding import SeedTree
+from datafactory.pack import Pack, Shard, StreamGenerator, registered_packs
+
+SEQ_SHARD_BITS = 40  # a shard has 2**40 seqs per stream
+DAY_US = 86_400_000_000
+SLICE_US = 3_600_000_000  # paced streams advance an hour at a time (at most)
+POLL_LIMIT = 1_000_000
+
+
+@dataclass
+class _Stream:
+    plan: StreamPlan
+    gen: StreamGenerator
+    pack: Pack
+    seq: int
+    driven: bool
+    earned: int = 0  # paced: events earned by the profile since the start
+
+
+@dataclass
+class Chunk:
+    """What one shard released in one day ``[start_us, end_us)``: blocks per event type."""
+
+    index: int
+    start_us: int
+    end_us: int
+    blocks: dict[str, list[RecordBlock]] = field(default_factory=dict)
+    labels: list[tuple[str, RecordBlock]] = field(default_factory=list)  # (pack, labelled)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(b) for bs in self.blocks.values() for b in bs)
+
+
+def day_chunks(start_us: int, end_us: int) -> list[tuple[int, int]]:
+    """The window cut at UTC midnights (the first and last days may be partial)."""
+    out, t = [], start_us
+    while t < end_us:
+        nxt = min((t // DAY_US + 1) * DAY_US, end_us)
+        out.append((t, nxt))
+        t = nxt
+    return out
+
+
+class ShardSimulation:
+    def __init__(self, config: Config, shard: Shard, start_us: int, end_us: int) -> None:
+        self.config = config
+        self.shard = shard
+        self.start_us, self.end_us = start_us, end_us
+        self.t0 = start_us / 1e6  # where rate profiles start
+        seeds = SeedTree(config.run.seed)
+        packs = registered_packs()
+        self.packs: dict[str, Pack] = {}
+        for name in dict.fromkeys(p.pack for p in config.streams):
+            self.packs[name] = packs[name](config.pack_params[name], seeds, shard)
+        base = shard.index << SEQ_SHARD_BITS if shard.count > 1 else 0
+        self.streams: list[_Stream] = []
+        for plan in config.streams:
+            pack = self.packs[plan.pack]
+            driven = plan.driven or type(pack).clock_driven
+            gen = pack.stream(plan.stream)
+            self.streams.append(_Stream(plan, gen, pack, base, driven))
+
+    def chunks(self) -> Iterator[Chunk]:
+        """Day after day, in order (state carries from one to the next)."""
+        days = day_chunks(self.start_us, self.end_us)
+        for i, (a, b) in enumerate(days):
+            chunk = Chunk(i, a, b)
+            t = a
+            while t < b:
+                nxt = min(t + SLICE_US, b)
+                self._slice(chunk, t, nxt)
+                t = nxt
+            if i == len(days) - 1:  # the end: what happened by it, due or not
+                self._poll(chunk, b, final=True)
+            yield chunk
+
+    def _slice(self, chunk: Chunk, a: int, b: int) -> None:
+        for s in self.streams:
+            if not s.driven:
+                self._paced(chunk, s, a, b)
+        self._poll(chunk, b, final=False)
+
+    def _paced(self, chunk: Chunk, s: _Stream, a: int, b: int) -> None:
+        profile = s.plan.rate
+        share = s.pack.shard_share
+        total = math.floor(share * profile.cumulative(b / 1e6, self.t0) + 1e-9)
+        n = total - s.earned
+        if n <= 0:
+            return
+        size = self.config.model.engine.block_size
+        times = event_times(profile, self.t0, a, b, n)
+        times = np.clip(times, a, b - 1)  # [a, b): the day a slice ends belongs to the next
+        for lo in range(0, n, size):
+            k = min(size, n - lo)
+            t_first = int(times[lo])
+            block = s.gen.generate(k, s.seq, t_first, t_first)
+            block.event_time = times[lo : lo + k].astype(np.int64)
+            s.seq += k
+            s.gen.released(block)
+            self._take(chunk, s, block)
+        s.earned = total
+
+    def _poll(self, chunk: Chunk, until_us: int, final: bool) -> None:
+        for s in self.streams:
+            if not s.driven:
+                continue
+            # [a, b) like the paced streams: what happens at b belongs to the next day
+            until = until_us - 1 if not final else until_us
+            while True:
+                block = s.gen.poll(until, s.seq, POLL_LIMIT, final)
+                if block is None or not len(block):
+                    break
+                s.seq += len(block)
+                self._take(chunk, s, block)
+
+    def _take(self, chunk: Chunk, s: _Stream, block: RecordBlock) -> None:
+        if block.labels:
+            chunk.labels.append((s.plan.pack, block.take(slice(None))))
+            block.labels = ()
+        chunk.blocks.setdefault(s.plan.event_type, []).append(block)
+
+
+def labels_rows(pack: str, block: RecordBlock) -> list[dict[str, Any]]:
+    """A labelled block's ground truth as rows (the chaos manifest's ``domain`` entries)."""
+    out: list[dict[str, Any]] = []
+    for label in block.labels:
+        assert isinstance(label, Label)
+        seqs = block.seq[label.rows].tolist()
+        times = block.event_time[label.rows].tolist()
+        details = label.details or [None] * len(seqs)
+        for q, t, d in zip(seqs, times, details, strict=True):
+            out.append(
+                {"pack": pack, "stream": block.stream, "seq": q, "event_time_us": t,
+                 "kind": label.kind, "details": d}
+            )  # fmt: skip
+    return out

@@ -1,0 +1,329 @@
+"""Batch mode end to end: a year of retail history as Hive-partitioned Parquet in a local folder
+and in S3 (moto), read back by DuckDB and pyarrow.dataset; identical files whatever the
+worker count or engine (process pool, Dask LocalCluster); a killed backfill resumed against S3
+without duplicate or missing rows and without open multipart uploads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from datafactory.batch.runner import prepare, run_batch
+from datafactory.lifecycle.local import Moto
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "datafactory"]
+
+RETAIL = """
+run: {{name: hist, seed: 11}}
+packs:
+  retail:
+    params: {{stores: 6, customers: 3000, skus: 400, expected_daily_transactions: {daily}}}
+    streams:
+      pos_transaction: {{rate: {{profile: constant, base: {rate}}}}}
+      inventory_movement: {{}}
+      return: {{}}
+      price_change: {{}}
+      customer_event: {{}}
+sinks: {{none: {{type: stdout}}}}
+{extra}
+"""
+
+
+def write_config(tmp: Path, rate: float = 0.004, extra: str = "") -> Path:
+    path = tmp / "retail.yaml"
+    path.write_text(RETAIL.format(rate=rate, daily=round(rate * 86_400), extra=extra))
+    return path
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+
+
+def batch(cfg: Path, tmp: Path, start: str, end: str, **spec: Any) -> dict[str, Any]:
+    engine = spec.pop("engine", "local")
+    scheduler = spec.pop("scheduler", None)
+    job, config = prepare(str(cfg), start, end, spec, ledger_url=f"sqlite:///{tmp}/ledger.db")
+    return run_batch(job, config, engine=engine, scheduler=scheduler)
+
+
+def local_files(root: Path) -> dict[str, str]:
+    """Data files (not the manifests) by relative path -> sha256."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not str(p.relative_to(root)).startswith("_manifests")
+    }
+
+
+def manifest(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    return json.loads((root / summary["manifest"]).read_text())  # type: ignore[no-any-return]
+
+
+def test_a_year_of_retail_lands_as_typed_partitioned_parquet(tmp_path: Path) -> None:
+    import duckdb
+
+    cfg = write_config(tmp_path)
+    out = tmp_path / "lake"
+    summary = batch(cfg, tmp_path, "2024-01-01", "2024-12-31", out=str(out), shards=2, workers=2)
+    assert summary["partitions"] == 2 * 366
+    m = manifest(out, summary)
+    assert m["partitions"]["finished"] == 2 * 366
+    pos_rows = m["totals"]["streams"]["retail.pos_transaction"]["rows"]
+    # the constant rate earns 0.004/s over 366 days, each shard its share of the stores
+    assert abs(pos_rows - 0.004 * 86_400 * 366) <= 4
+    for f in m["files"]:  # checksums and sizes in the manifest are the files'
+        data = (out / f["key"]).read_bytes()
+        assert len(data) == f["bytes"] and hashlib.sha256(data).hexdigest() == f["sha256"]
+    assert set(m["schemas"]) == {
+        "retail.pos_transaction", "retail.inventory_movement", "retail.return",
+        "retail.price_change", "retail.customer_event",
+    }  # fmt: skip
+
+    con = duckdb.connect()
+    glob = f"{out}/stream=retail.pos_transaction/*/*.parquet"
+    rel = con.sql(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
+    types = dict(zip(rel.columns, [str(t) for t in rel.types], strict=True))
+    assert types["event_time"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["total"] == "DECIMAL(12,2)"
+    assert types["register_id"] == "INTEGER" and types["transaction_id"] == "BIGINT"
+    assert types["items"].startswith("STRUCT(line INTEGER, sku VARCHAR")
+    assert "unit_price DECIMAL(12,2)" in types["items"]
+    n, ids, tx, days, bad_dt, bad_total = con.execute(f"""
+        SELECT count(*), count(DISTINCT event_id), count(DISTINCT transaction_id),
+               count(DISTINCT dt),
+               count(*) FILTER (WHERE CAST(dt AS VARCHAR) <>
+                                strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d')),
+               count(*) FILTER (WHERE subtotal + tax <> total)
+        FROM read_parquet('{glob}', hive_partitioning = true)""").fetchone()  # type: ignore[misc]
+    assert n == pos_rows == ids == tx  # unique across both shards
+    assert days == 366 and bad_dt == 0 and bad_total == 0
+    anonymous = con.execute(
+        f"SELECT count(*) FILTER (WHERE customer_id IS NULL) FROM read_parquet('{glob}')"
+    ).fetchone()[0]  # type: ignore[index]
+    assert 0 < anonymous < n  # guests and cardless sales stay null
+    # the shards' stores are disjoint parts of the chain's six
+    stores = con.execute(f"SELECT DISTINCT store_id FROM read_parquet('{glob}')").fetchall()
+    assert {s for (s,) in stores} <= {f"S{i:04d}" for i in range(1, 7)}
+    # returns refer to transactions of the same history
+    ret = f"{out}/stream=retail.return/*/*.parquet"
+    orphans = con.execute(f"""
+        SELECT count(*) FROM read_parquet('{ret}') r
+        ANTI JOIN read_parquet('{glob}') p USING (transaction_id)""").fetchone()
+    assert orphans == (0,)
+
+    dataset = ds.dataset(out / "stream=retail.inventory_movement", format="parquet",
+                         partitioning="hive")  # fmt: skip
+    table = dataset.to_table()
+    assert table.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+    assert table.num_rows == m["totals"]["streams"]["retail.inventory_movement"]["rows"]
+
+
+def test_same_seed_same_files_with_1_2_4_workers_and_on_dask(tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    cfg = write_config(tmp_path, rate=0.02)
+    trees = {}
+    for workers in (1, 2, 4):
+        out = tmp_path / f"w{workers}"
+        batch(cfg, tmp_path, "2024-02-25", "2024-03-05", out=str(out), shards=4,
+              workers=workers)  # fmt: skip
+        trees[workers] = local_files(out)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:  # fmt: skip
+        out = tmp_path / "dask"
+        batch(cfg, tmp_path, "2024-02-25", "2024-03-05", out=str(out), shards=4,
+              engine="dask", scheduler=cluster.scheduler_address)  # fmt: skip
+        trees["dask"] = local_files(out)
+    assert len(trees[1]) > 40
+    assert trees[1] == trees[2] == trees[4] == trees["dask"]
+    # and a different seed gives different data
+    job, config = prepare(str(cfg), "2024-02-25", "2024-03-05",
+                          {"out": str(tmp_path / "other"), "shards": 4}, seed=12,
+                          ledger_url=f"sqlite:///{tmp_path}/ledger.db")  # fmt: skip
+    run_batch(job, config)
+    other = local_files(tmp_path / "other")
+    assert set(other.values()).isdisjoint(v for k, v in trees[1].items() if "pos_transaction" in k)
+
+
+def test_year_in_s3_matches_the_local_one_and_reruns_write_nothing(
+    tmp_path: Path, moto: Moto, aws_env: None
+) -> None:
+    cfg = write_config(tmp_path, extra=f"batch: {{endpoint_url: '{moto.endpoint}'}}")
+    local = batch(cfg, tmp_path, "2024-01-01", "2024-12-31", out=str(tmp_path / "lake"),
+                  shards=2, workers=2)  # fmt: skip
+    s3 = batch(cfg, tmp_path, "2024-01-01", "2024-12-31", out="s3://history/retail",
+               shards=2, workers=2)  # fmt: skip
+    assert s3["files"] == local["files"] and s3["rows"] == local["rows"]
+    fs = pa.fs.S3FileSystem(endpoint_override=moto.endpoint, scheme="http",
+                            access_key="x", secret_key="x", region="us-east-1")  # fmt: skip
+    with fs.open_input_stream(f"history/retail/{s3['manifest']}") as f:
+        remote = json.loads(f.read())
+    mine = manifest(tmp_path / "lake", local)
+    assert [(x["key"], x["sha256"]) for x in remote["files"]] == [
+        (x["key"], x["sha256"]) for x in mine["files"]
+    ]
+    dataset = ds.dataset("history/retail/stream=retail.pos_transaction", filesystem=fs,
+                         format="parquet", partitioning="hive")  # fmt: skip
+    table = dataset.to_table(columns=["event_time", "total", "dt"])
+    assert table.num_rows == mine["totals"]["streams"]["retail.pos_transaction"]["rows"]
+    assert table.schema.field("total").type == pa.decimal128(12, 2)
+    # a rerun of the same batch: every partition is in the ledger, nothing is written again
+    again = batch(cfg, tmp_path, "2024-01-01", "2024-12-31", out="s3://history/retail",
+                  shards=2, workers=2)  # fmt: skip
+    assert again["written_now"]["files"] == 0 and again["replayed_partitions"] == 2 * 366
+    assert again["rows"] == s3["rows"]
+
+
+def _ledger_done(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as c:
+            return int(c.execute("SELECT count(*) FROM batch_partitions").fetchone()[0])
+    except sqlite3.OperationalError:  # the table is not there yet
+        return 0
+
+
+def test_killed_backfill_resumes_without_duplicates_gaps_or_open_uploads(
+    tmp_path: Path, moto: Moto, aws_env: None
+) -> None:
+    import boto3
+
+    # JSON lines of ~12 MiB per shard and day: every POS file goes up in 5 MiB parts
+    cfg = write_config(
+        tmp_path, rate=0.3, extra=f"batch: {{endpoint_url: '{moto.endpoint}', "
+        "part_size: 5242880, format: jsonl}",
+    )  # fmt: skip
+    args = [*CLI, "batch", str(cfg), "--start", "2024-03-01", "--end", "2024-03-12",
+            "--shards", "2", "--workers", "2", "--no-progress",
+            "--ledger", f"sqlite:///{tmp_path}/run.db"]  # fmt: skip
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as err:
+        killed = subprocess.Popen([*args, "--out", "s3://resume/raw"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=err,
+                                  start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while _ledger_done(tmp_path / "run.db") < 3 and time.monotonic() < deadline:
+        assert killed.poll() is None, log.read_text()
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)  # the CLI and its worker processes, mid-write
+    killed.wait()
+    at_kill = _ledger_done(tmp_path / "run.db")
+    assert 3 <= at_kill < 24, "the kill has to land mid-way for this test to mean anything"
+
+    resumed = subprocess.run([*args, "--out", "s3://resume/raw"], env=env,
+                             capture_output=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    summary = json.loads(resumed.stdout)
+    assert summary["replayed_partitions"] >= at_kill
+    clean = subprocess.run([*args, "--out", "s3://resume/clean"], env=env,
+                           capture_output=True, timeout=300)  # fmt: skip
+    assert clean.returncode == 0, clean.stderr.decode()
+
+    s3 = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1")
+    assert s3.list_multipart_uploads(Bucket="resume").get("Uploads", []) == []
+
+    def objects(prefix: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="resume", Prefix=prefix):
+            for o in page.get("Contents", []):
+                key = o["Key"][len(prefix) :]
+                if not key.startswith("_manifests"):
+                    out[key] = o["ETag"]
+        return out
+
+    resumed_objs, clean_objs = objects("raw/"), objects("clean/")
+    assert resumed_objs.keys() == clean_objs.keys()
+    multipart = [k for k, etag in resumed_objs.items() if re.search(r"-[2-9]$", etag.strip('"'))]
+    assert multipart, "the POS files should have gone up in parts"
+
+    # every row exactly once: event ids of the resumed POS history against the clean one
+    def ids(prefix: str) -> list[str]:
+        out: list[str] = []
+        for key in sorted(k for k in resumed_objs if "pos_transaction" in k):
+            body = s3.get_object(Bucket="resume", Key=prefix + key)["Body"].read()
+            out += [json.loads(line)["event_id"] for line in body.splitlines()]
+        return out
+
+    got, want = ids("raw/"), ids("clean/")
+    assert len(got) == len(set(got)) and sorted(got) == sorted(want)
+    assert len(want) == round(0.3 * 86_400 * 12)
+
+
+def test_bad_requests_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    iot = tmp_path / "iot.yaml"
+    iot.write_text("packs: {iot: {}}\nsinks: {none: {type: stdout}}\n")
+    cases = [
+        ([str(cfg), "--start", "2024-02-01", "--end", "2024-01-01"], "must be after --start"),
+        ([str(cfg), "--start", "yesterday", "--end", "2024-01-01"], "--start/--end"),
+        ([str(iot), "--start", "2024-01-01", "--end", "2024-01-02", "--shards", "2"],
+         "pack 'iot' cannot be split into shards"),
+        ([str(cfg), "--start", "2024-01-01", "--end", "2024-01-02", "--out", "s3://A_B/x"],
+         "not a valid S3 bucket name"),
+        ([str(cfg), "--start", "2024-01-01", "--end", "2024-01-02", "--format", "avro",
+          "--compression", "zstd"], "avro files are written uncompressed"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        out = tmp_path / "never"
+        r = subprocess.run([*CLI, "batch", *argv, "--out" if "--out" not in argv else "--seed",
+                            str(out) if "--out" not in argv else "1",
+                            "--ledger", f"sqlite:///{tmp_path}/l.db"],
+                           capture_output=True, timeout=60)  # fmt: skip
+        assert r.returncode == 2, (argv, r.stderr)
+        assert message in r.stderr.decode(), (argv, r.stderr.decode())
+        assert not out.exists()
+
+
+def test_healthcare_claims_batch_to_json_lines_and_parquet(tmp_path: Path) -> None:
+    import duckdb
+
+    cfg = tmp_path / "hc.yaml"
+    cfg.write_text("""
+run: {seed: 3}
+packs:
+  healthcare:
+    params: {patients: 400, errors: {invalid_icd10: 0.05}}
+sinks: {none: {type: stdout}}
+""")
+    for fmt in ("jsonl", "parquet"):
+        out = tmp_path / fmt
+        summary = batch(cfg, tmp_path, "2025-03-01", "2025-03-20", out=str(out), shards=1,
+                        format=fmt, compression="gzip")  # fmt: skip
+        m = manifest(out, summary)
+        assert m["totals"]["streams"]["healthcare.claim"]["rows"] > 50
+        # the labelled errors go along as ground truth files
+        assert m["totals"]["streams"]["_ground_truth"]["rows"] > 0
+    claims = [
+        json.loads(line)
+        for p in sorted((tmp_path / "jsonl").glob("stream=healthcare.claim/*/*.jsonl.gz"))
+        for line in __import__("gzip").decompress(p.read_bytes()).splitlines()
+    ]
+    assert all(c["resourceType"] in ("Claim", "Bundle") for c in claims)
+    con = duckdb.connect()
+    n = con.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/parquet/stream=healthcare.claim"
+                "/*/*.parquet')").fetchone()  # fmt: skip
+    assert n == (len(claims),)
+    start = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+    assert all(p.name.startswith("dt=2025-03-") for p in
+               (tmp_path / "parquet" / "stream=healthcare.claim").iterdir())  # fmt: skip
+    assert start.year == 2025

@@ -1,0 +1,150 @@
+"""Batch mode's pieces: Avro-typed Arrow conversion, deterministic Parquet bytes, the window,
+retail shards (disjoint stores and customers, one price list, shard 1-of-1 = stream mode)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datafactory.batch.output import FileEncoder, file_key, split_files
+from datafactory.batch.runner import BatchError, window
+from datafactory.encoders.arrow import ArrowConverter
+from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
+from datafactory.engine.seeding import SeedTree
+from datafactory.pack import Shard, registered_packs
+from datafactory.schema import load_schema, make_schema
+
+T0 = 1_709_251_200_000_000  # 2024-03-01T00:00:00Z
+
+
+def _schema() -> object:
+    return make_schema("t.things", {
+        "type": "record", "name": "Thing", "fields": [
+            {"name": "event_id", "type": {"type": "string", "logicalType": "uuid"}},
+            {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+            {"name": "name", "type": "string"},
+            {"name": "note", "type": ["null", "string"], "default": None},
+            {"name": "n", "type": "int"},
+            {"name": "price", "type": {"type": "bytes", "logicalType": "decimal",
+                                       "precision": 12, "scale": 2}},
+            {"name": "tags", "type": {"type": "array", "items": {
+                "type": "record", "name": "Tag", "fields": [
+                    {"name": "k", "type": "string"},
+                    {"name": "v", "type": ["null", "long"], "default": None}]}}},
+        ]})  # fmt: skip
+
+
+def _block() -> RecordBlock:
+    return RecordBlock(
+        stream="t.things",
+        seq=np.arange(3, dtype=np.int64),
+        event_time=np.array([T0, T0 + 1, T0 + 86_400_000_000], dtype=np.int64),
+        key=np.zeros(3, dtype=np.int64),
+        columns={
+            # a pool that repeats a string (two SKUs with one product name)
+            "name": DictColumn(np.array([2, 0, 1], dtype=np.int32), ("a", "b", "a", "zz")),
+            "note": DictColumn(np.array([0, 0, 1], dtype=np.int32), ("x", "y")),
+            "n": np.array([1, 2, 3], dtype=np.int32),
+            "price": np.array([1999, -5, 0], dtype=np.int64),
+            "tags": ListColumn(
+                np.array([0, 2, 2, 3], dtype=np.int32),
+                {
+                    "k": DictColumn(np.array([0, 1, 0], dtype=np.int32), ("p", "q")),
+                    "v": np.array([7, 8, 9], dtype=np.int64),
+                },
+                {"v": np.array([False, True, False])},
+            ),
+        },
+        nulls={"note": np.array([False, True, False])},
+    )
+
+
+def test_arrow_types_and_values_follow_the_avro_schema() -> None:
+    conv = ArrowConverter(_schema(), run_seed=1)  # type: ignore[arg-type]
+    table = pa.Table.from_batches([conv.batch(_block())])
+    rows = table.to_pylist()
+    assert table.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+    assert table.schema.field("price").type == pa.decimal128(12, 2)
+    assert table.schema.field("n").type == pa.int32()
+    assert not table.schema.field("name").nullable and table.schema.field("note").nullable
+    assert [r["name"] for r in rows] == ["a", "a", "b"]
+    assert [r["note"] for r in rows] == ["x", None, "y"]
+    assert [r["price"] for r in rows] == [decimal.Decimal("19.99"), decimal.Decimal("-0.05"), 0]
+    assert rows[0]["tags"] == [{"k": "p", "v": 7}, {"k": "q", "v": None}]
+    assert rows[1]["tags"] == [] and rows[2]["tags"] == [{"k": "p", "v": 9}]
+    assert rows[2]["event_time"] == dt.datetime(2024, 3, 2, tzinfo=dt.UTC)
+    assert len(rows[0]["event_id"]) == 36
+
+
+def test_parquet_bytes_are_the_same_every_time() -> None:
+    enc = FileEncoder(_schema(), "parquet", "zstd", 1, 1_000_000)  # type: ignore[arg-type]
+    digests = {hashlib.sha256(enc.encode(_block(), 0)).hexdigest() for _ in range(5)}
+    assert len(digests) == 1
+    back = pq.read_table(pa.BufferReader(enc.encode(_block(), 0)))
+    assert back.schema.field("name").type == pa.string()  # plain types, not dictionaries
+
+
+def test_json_lines_gzip_is_deterministic_and_files_split_by_day() -> None:
+    schema = load_schema("retail.pos_transaction")
+    pk = registered_packs()["retail"]
+    pack = pk(pk.Params(stores=3, customers=100, skus=50), SeedTree(2))
+    block = pack.stream("pos_transaction").generate(100, 0, T0, T0)
+    block.event_time = T0 + np.arange(100, dtype=np.int64) * 3_600_000_000  # ~4 days
+    parts = split_files([block], "day")
+    assert [p for p, _ in parts] == [f"dt=2024-03-0{d}" for d in (1, 2, 3, 4, 5)]
+    assert sum(len(b) for _, b in parts) == 100
+    assert file_key("retail.pos_transaction", parts[1][0], 3, parts[1][1], "jsonl.gz") == (
+        "stream=retail.pos_transaction/dt=2024-03-02/part-0003-0000000000024-0000000000047.jsonl.gz"
+    )
+    hourly = split_files([block], "hour")
+    assert len(hourly) == 100 and hourly[0][0] == "dt=2024-03-01/hour=00"
+    enc = FileEncoder(schema, "jsonl", "gzip", 2, 1_000_000)
+    assert enc.encode(block, 0) == enc.encode(block, 0)
+
+
+def test_window_dates_are_inclusive_times_exclusive() -> None:
+    a, b = window("2024-01-01", "2024-12-31")
+    assert (b - a) // 86_400_000_000 == 366
+    a, b = window("2024-01-01T06:00:00Z", "2024-01-01T18:00:00")
+    assert b - a == 12 * 3_600_000_000
+    with pytest.raises(BatchError, match="must be after"):
+        window("2024-01-02", "2024-01-01")
+
+
+def test_retail_shards_split_the_chain_and_share_one_catalogue() -> None:
+    pk = registered_packs()["retail"]
+    params = pk.Params(stores=10, customers=1000, skus=200)
+    whole = pk(params, SeedTree(4))
+    one = pk(params, SeedTree(4), Shard(0, 1))
+    assert whole.store_ids == one.store_ids  # one shard is stream mode's population
+    assert np.array_equal(whole.store_weight, one.store_weight)
+    parts = [pk(params, SeedTree(4), Shard(i, 3)) for i in range(3)]
+    ids = [set(p.store_ids) for p in parts]
+    assert set().union(*ids) == set(whole.store_ids) and sum(map(len, ids)) == 10
+    assert abs(sum(p.shard_share for p in parts) - 1) < 1e-12
+    assert sum(p.p.customers for p in parts) == 1000
+    for p in parts:  # the same catalogue and prices everywhere
+        assert np.array_equal(p.catalogue.popularity, whole.catalogue.popularity)
+    pools = [p.customers.pool for p in parts]
+    for p in parts:
+        p.customers.advance(T0)
+    pools = [set(p.customers.pool[: p.customers.n]) for p in parts]
+    assert not pools[0] & pools[1] and not pools[1] & pools[2]
+    # only shard 0 lists the catalogue's prices (the others would repeat them)
+    assert parts[0].stream("price_change") and parts[0].prices.emit
+    parts[1].stream("price_change")
+    assert not parts[1].prices.emit
+    with pytest.raises(ValueError, match="at least as many stores"):
+        pk(pk.Params(stores=2), SeedTree(4), Shard(0, 3))
+
+
+def test_packs_that_cannot_shard_say_so() -> None:
+    iot = registered_packs()["iot"]
+    with pytest.raises(ValueError, match="cannot be split"):
+        iot(iot.Params(), SeedTree(1), Shard(0, 2))
