@@ -1,6 +1,7 @@
-"""Healthcare streams through Kafka (a real Kafka-protocol broker, Tansu) like any other
-stream: each FHIR claim arrives as one message that validates as a FHIR R4 Claim, each HL7
-message as one message that parses strictly, keyed by patient."""
+"""Healthcare streams through Kafka (a real Kafka-protocol broker, Tansu) and Kinesis (moto)
+like any other stream: each FHIR claim arrives as one message that validates as a FHIR R4
+Claim, each HL7 message as one message that parses strictly, keyed by patient. (Batch to
+JSON lines and Parquet: tests/integration/test_batch.py.)"""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 
 from datafactory.config import parse_config
 from datafactory.engine.pipeline import Engine
-from datafactory.lifecycle.local import Tansu
+from datafactory.lifecycle.local import Moto, Tansu
 from tests.integration.conftest import consume
+from tests.integration.test_kinesis import read_stream
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +69,63 @@ async def test_claims_and_hl7_messages_stream_to_kafka(tansu: Tansu) -> None:
     assert len(adt) == n_adt
     for m in adt[::5]:
         parse_message(m.value.decode(), validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+
+
+async def test_claims_and_responses_stream_to_kinesis(
+    moto: Moto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir.resources.R4B.claim import Claim
+    from fhir.resources.R4B.claimresponse import ClaimResponse
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    uid = uuid.uuid4().hex[:8]
+    cfg = parse_config(
+        orjson.dumps(
+            {
+                "run": {
+                    "name": f"hk{uid}",
+                    "seed": 5,
+                    "clock": "simulated",
+                    "start": "2026-03-02T00:00:00Z",
+                    "duration": "20d",
+                },
+                "packs": {
+                    "healthcare": {
+                        "params": {"patients": 2000},
+                        "streams": {"claim": {}, "claim_response": {}},
+                    }
+                },
+                # one call in flight: moto loses records of concurrent PutRecords
+                "sinks": {
+                    "kin": {
+                        "type": "aws_kinesis",
+                        "endpoint_url": moto.endpoint,
+                        "stream": f"hc-{uid}-{{stream}}",
+                        "shards": 2,
+                        "max_in_flight": 1,
+                    }
+                },
+                "telemetry": {"enabled": False},
+            }  # fmt: skip
+        ).decode()
+    )
+    summary = await Engine(cfg).run()
+    sent = summary["sinks"]["kin"]["sent"]
+    assert sent["healthcare.claim"] > 50 and sent["healthcare.claim_response"] > 20
+    claims = await read_stream(moto.endpoint, f"hc-{uid}-claim")
+    responses = await read_stream(moto.endpoint, f"hc-{uid}-claim_response")
+    assert len(claims) == sent["healthcare.claim"]
+    assert len(responses) == sent["healthcare.claim_response"]
+    claim_ids = set()
+    for r in claims:
+        doc = orjson.loads(r["Data"])
+        Claim.model_validate(doc)
+        claim_ids.add(doc["id"])
+        patient = next(x for x in doc["contained"] if x["resourceType"] == "Patient")
+        assert r["PartitionKey"] == str(int(patient["id"].removeprefix("pat-")) - 1)
+    for r in responses:
+        doc = orjson.loads(r["Data"])
+        ClaimResponse.model_validate(doc)
+        # every response answers a claim that went through the same run
+        assert doc["request"]["reference"].split("/")[-1].lstrip("#") in claim_ids
