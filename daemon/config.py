@@ -154,6 +154,13 @@ class BatchSection(BaseModel):
     )
     endpoint_url: str | None = Field(None, description="S3 endpoint (moto, MinIO, LocalStack)")
     region: str = Field("us-east-1", description="S3 region")
+    checkpoint_days: int = Field(
+        30,
+        ge=1,
+        le=3660,
+        description="save each shard's state every this many days (a resumed batch starts "
+        "from the last one) and at the end (a stream run can continue from it)",
+    )
 
     @field_validator("out")
     @classmethod

@@ -112,6 +112,17 @@ class Pack(ABC):
         # streams of one pack share entity state; generation runs in worker threads
         self.lock = threading.Lock()
 
+    # a pack's state pickles (batch mode's checkpoints and its hand-over to a stream run);
+    # the lock is the one thing that does not
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
     @abstractmethod
     def stream(self, name: str) -> StreamGenerator:
         """The generator for one of ``streams``."""

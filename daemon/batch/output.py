@@ -194,16 +194,24 @@ class LocalTarget:
             if sha256(path.read_bytes()) == digest:
                 return False
             raise ExistsDifferentError(f"{path} exists with other content")
+        self._replace(path, data)
+        return True
+
+    async def put_state(self, key: str, data: bytes) -> None:
+        """A state snapshot: overwritten (pickles are not byte-stable across processes)."""
+        await asyncio.to_thread(self._replace, self.root / key, data)
+
+    @staticmethod
+    def _replace(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-        return True
 
     async def read(self, key: str) -> bytes | None:
         path = self.root / key
-        return path.read_bytes() if path.exists() else None
+        return await asyncio.to_thread(lambda: path.read_bytes() if path.exists() else None)
 
     async def abort_incomplete(self) -> int:
         """Temp files of writers that were killed."""
@@ -287,7 +295,12 @@ class S3Target:
         return True
 
     async def _multipart(
-        self, key: str, data: bytes, content_type: str, meta: dict[str, str]
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        meta: dict[str, str],
+        conditional: bool = True,
     ) -> None:
         c = self.client
         up = await c.create_multipart_upload(
@@ -308,7 +321,7 @@ class S3Target:
                 Key=key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
-                IfNoneMatch="*",
+                **({"IfNoneMatch": "*"} if conditional else {}),
             )
             # S3 can answer 200 with an error in the body; botocore raises for those, and a
             # body without the object's ETag is not a completed upload either
@@ -324,6 +337,15 @@ class S3Target:
                 await c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             finally:
                 raise
+
+    async def put_state(self, key: str, data: bytes) -> None:
+        """A state snapshot: overwritten (pickles are not byte-stable across processes);
+        multipart above ``part_size`` like the data."""
+        full = self.prefix + key
+        if len(data) <= self.part_size:
+            await self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
+            return
+        await self._multipart(full, data, "application/octet-stream", {}, conditional=False)
 
     async def read(self, key: str) -> bytes | None:
         from botocore.exceptions import ClientError

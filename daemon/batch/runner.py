@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 
 from datafactory.batch.output import (
     CONTENT_TYPE,
@@ -35,12 +36,13 @@ from datafactory.batch.output import (
     sha256,
     split_files,
 )
-from datafactory.batch.simulate import ShardSimulation, day_chunks, labels_rows
+from datafactory.batch.simulate import ShardSimulation, StateError, day_chunks, labels_rows
 from datafactory.config import BatchSection, Config, load_config
 from datafactory.control.ledger import open_ledger
 from datafactory.pack import Shard, registered_packs
 
 GROUND_TRUTH = "_ground_truth"
+log = structlog.get_logger("datafactory.batch")
 
 
 class BatchError(Exception):
@@ -157,10 +159,17 @@ async def _run_shard(job: BatchJob, index: int) -> dict[str, Any]:
     ledger = open_ledger(job.ledger_url)
     await target.open()
     await ledger.open()
-    stats = {"shard": index, "rows": 0, "bytes": 0, "files": 0, "existing": 0, "replayed": 0}
+    stats: dict[str, Any] = {
+        "shard": index, "rows": 0, "bytes": 0, "files": 0, "existing": 0, "replayed": 0,
+        "restored_from": -1, "state": "",
+    }  # fmt: skip
     try:
-        done = {int(r[1]) for r in await ledger.batch_partitions(job.batch_id, index)}
+        finished = await ledger.batch_partitions(job.batch_id, index)
+        done = {int(r[1]) for r in finished}
         sim = ShardSimulation(config, shard, job.start_us, job.end_us)
+        first = await _restore(sim, target, finished)
+        stats["restored_from"] = first - 1
+        days = day_chunks(job.start_us, job.end_us)
         compression = spec.compression or default_compression(spec.format)
         encoders = {
             s.event_type: FileEncoder(
@@ -172,7 +181,8 @@ async def _run_shard(job: BatchJob, index: int) -> dict[str, Any]:
             )
             for s in config.streams
         }
-        for chunk in sim.chunks():
+        for chunk in sim.chunks(first):
+            last = chunk.index == len(days) - 1
             if chunk.index in done:
                 stats["replayed"] += 1
                 continue
@@ -191,19 +201,52 @@ async def _run_shard(job: BatchJob, index: int) -> dict[str, Any]:
                     )  # fmt: skip
             if chunk.labels:
                 files.append(await _ground_truth(target, chunk, index, spec.partition))
+            state_key = ""
+            if last or (chunk.index + 1) % spec.checkpoint_days == 0:
+                state_key = state_key_for(job.batch_id, index, chunk.index)
+                await target.put_state(state_key, sim.state(chunk))
             rows = sum(f.rows for f in files if f.stream != GROUND_TRUTH)
             nbytes = sum(f.bytes for f in files)
             await ledger.batch_partition_done(
                 job.batch_id, index, chunk.index, rows, nbytes,
-                json.dumps([f.as_dict() for f in files]),
+                json.dumps([f.as_dict() for f in files]), state_key,
             )  # fmt: skip
             stats["rows"] += rows
             stats["bytes"] += nbytes
             stats["files"] += len(files)
+        stats["state"] = state_key_for(job.batch_id, index, len(days) - 1)
     finally:
         await ledger.close()
         await target.close()
     return stats
+
+
+def state_key_for(batch_id: str, shard: int, chunk: int) -> str:
+    """Where a shard's state after day ``chunk`` is saved (beside the data; ``_`` paths are
+    not data to Hive-style readers)."""
+    return f"_state/{batch_id}/shard-{shard:04d}/day-{chunk:06d}.pkl"
+
+
+async def _restore(sim: ShardSimulation, target: Any, finished: list[tuple[Any, ...]]) -> int:
+    """Continue from the last saved state among the finished days (the day to start at):
+    a shard's days finish in order, so the days before it are all written. Without one
+    (or with one this build cannot load), from the start: days are simulated again, not
+    written again."""
+    done = sorted(int(r[1]) for r in finished)
+    prefix = 0
+    while prefix < len(done) and done[prefix] == prefix:
+        prefix += 1
+    states = sorted((int(r[1]), str(r[4])) for r in finished if r[4] and int(r[1]) < prefix)
+    for _chunk, key in reversed(states):
+        data = await target.read(key)
+        if data is None:
+            continue
+        try:
+            return sim.restore(data)
+        except StateError as e:
+            log.warning("batch_state_unusable", key=key, error=str(e))
+            break
+    return 0
 
 
 async def _ground_truth(target: Any, chunk: Any, shard: int, by: str) -> FileInfo:
@@ -361,6 +404,9 @@ def run_batch(
         "bytes": manifest["totals"]["bytes"],
         "written_now": {k: sum(r[k] for r in results) for k in ("rows", "files", "existing")},
         "replayed_partitions": sum(r["replayed"] for r in results),
+        "restored_from_day": [r["restored_from"] for r in results],
+        # where each shard's state at the end was saved: `datafactory run --from-state`
+        "final_states": [r["state"] for r in results],
         "aborted_uploads": aborted,
         "seconds": round(elapsed, 3),
         "rows_per_second": round(sum(r["rows"] for r in results) / max(elapsed, 1e-9)),
@@ -412,7 +458,8 @@ async def _write_manifest(job: BatchJob, config: Config, spec: BatchSection) -> 
         rows = await ledger.batch_partitions(job.batch_id, with_files=True)
     finally:
         await ledger.close()
-    files = sorted((f for r in rows for f in json.loads(r[4])), key=lambda f: f["key"])
+    files = sorted((f for r in rows for f in json.loads(r[5])), key=lambda f: f["key"])
+    days = day_chunks(job.start_us, job.end_us)
     totals: dict[str, Any] = {"rows": 0, "bytes": 0, "streams": {}}
     for f in files:
         s = totals["streams"].setdefault(f["stream"], {"rows": 0, "bytes": 0, "files": 0})
@@ -441,6 +488,9 @@ async def _write_manifest(job: BatchJob, config: Config, spec: BatchSection) -> 
             "finished": len(rows),
         },
         "schemas": schemas,
+        # each shard's state at the end (pickled; this build only): a stream run continues
+        # from it with `datafactory run CONFIG --from-state <out>/<key>`
+        "states": [state_key_for(job.batch_id, k, len(days) - 1) for k in range(spec.shards)],
         "totals": totals,
         "files": files,
         "key": key,

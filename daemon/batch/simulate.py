@@ -12,13 +12,18 @@ start at ``shard << SEQ_SHARD_BITS``, so event ids stay unique across shards.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datafactory import __version__
 from datafactory.config import Config, StreamPlan
 from datafactory.engine.blocks import Label, RecordBlock
 from datafactory.engine.rate import event_times
@@ -85,10 +90,13 @@ class ShardSimulation:
             gen = pack.stream(plan.stream)
             self.streams.append(_Stream(plan, gen, pack, base, driven))
 
-    def chunks(self) -> Iterator[Chunk]:
-        """Day after day, in order (state carries from one to the next)."""
+    def chunks(self, first: int = 0) -> Iterator[Chunk]:
+        """Day after day, in order (state carries from one to the next), from day ``first``
+        (the state must then be the one at its start: see :meth:`restore`)."""
         days = day_chunks(self.start_us, self.end_us)
         for i, (a, b) in enumerate(days):
+            if i < first:
+                continue
             chunk = Chunk(i, a, b)
             t = a
             while t < b:
@@ -98,6 +106,35 @@ class ShardSimulation:
             if i == len(days) - 1:  # the end: what happened by it, due or not
                 self._poll(chunk, b, final=True)
             yield chunk
+
+    # -- state: checkpoints and the hand-over to a stream run ---------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        return {**state_identity(self.config), "shard": [self.shard.index, self.shard.count]}
+
+    def state(self, chunk: Chunk) -> bytes:
+        """Everything the simulation holds after ``chunk`` (packs, generators, seqs), pickled.
+        Valid for this version of datafactory only."""
+        return pickle.dumps(
+            {
+                "version": code_version(),
+                "identity": self.identity(),
+                "next_chunk": chunk.index + 1,
+                "time_us": chunk.end_us,
+                "packs": self.packs,
+                "streams": {s.plan.event_type: (s.gen, s.seq, s.earned) for s in self.streams},
+            },
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    def restore(self, data: bytes) -> int:
+        """Continue from a :meth:`state`; returns the day to go on from."""
+        state = load_state(data, self.identity())
+        self.packs = state["packs"]
+        for s in self.streams:
+            s.gen, s.seq, s.earned = state["streams"][s.plan.event_type]
+            s.pack = self.packs[s.plan.pack]
+        return int(state["next_chunk"])
 
     def _slice(self, chunk: Chunk, a: int, b: int) -> None:
         for s in self.streams:
@@ -143,6 +180,47 @@ class ShardSimulation:
             chunk.labels.append((s.plan.pack, block.take(slice(None))))
             block.labels = ()
         chunk.blocks.setdefault(s.plan.event_type, []).append(block)
+
+
+@functools.cache
+def code_version() -> str:
+    """The release and a digest of the installed code: a pickled state holds our classes'
+    attributes, so only the very same code may load it."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+def state_identity(config: Config) -> dict[str, Any]:
+    """What a state belongs to: it only continues the same packs' params and seed (streams
+    and their rates may differ: "now" need not sell at history's rate)."""
+    packs = config.model.model_dump(mode="json")["packs"]
+    return {"packs": {p: sec["params"] for p, sec in packs.items()}, "seed": config.run.seed}
+
+
+class StateError(Exception):
+    """A saved state that cannot continue this run (another version, config or seed)."""
+
+
+def load_state(data: bytes, identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A pickled simulation state, checked (only our own states are ever loaded: they are
+    written by batch mode to its own output)."""
+    state = pickle.loads(data)
+    if not isinstance(state, dict) or state.get("version") != code_version():
+        found = state.get("version") if isinstance(state, dict) else "?"
+        raise StateError(
+            f"the state was written by another datafactory build ({found}; this is "
+            f"{code_version()}): states only continue the code that made them"
+        )
+    if identity is not None:
+        theirs = state["identity"]
+        for key in ("packs", "seed"):
+            if theirs[key] != identity[key]:
+                raise StateError(f"the state was made with other {key} than this config's")
+    return state
 
 
 def labels_rows(pack: str, block: RecordBlock) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ _TABLES = [
     """CREATE TABLE IF NOT EXISTS batch_partitions (
         batch_id TEXT NOT NULL, shard INTEGER NOT NULL, chunk INTEGER NOT NULL,
         rows BIGINT NOT NULL, bytes BIGINT NOT NULL, files TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT '',
         at DOUBLE PRECISION NOT NULL, PRIMARY KEY (batch_id, shard, chunk))""",
 ]
 
@@ -170,20 +171,28 @@ class Ledger(ABC):
         await self._many(stmts)
 
     async def batch_partition_done(
-        self, batch_id: str, shard: int, chunk: int, rows: int, nbytes: int, files: str
+        self,
+        batch_id: str,
+        shard: int,
+        chunk: int,
+        rows: int,
+        nbytes: int,
+        files: str,
+        state: str = "",
     ) -> None:
-        """A batch partition's files are all written (``files``: their JSON list)."""
+        """A batch partition's files are all written (``files``: their JSON list; ``state``:
+        where the shard's state after it was saved, if it was)."""
         await self._execute(
-            "INSERT INTO batch_partitions (batch_id, shard, chunk, rows, bytes, files, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id, shard, chunk) DO NOTHING",
-            (batch_id, shard, chunk, rows, nbytes, files, time.time()),
+            "INSERT INTO batch_partitions (batch_id, shard, chunk, rows, bytes, files, state, "
+            "at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id, shard, chunk) DO NOTHING",
+            (batch_id, shard, chunk, rows, nbytes, files, state, time.time()),
         )
 
     async def batch_partitions(
         self, batch_id: str, shard: int | None = None, with_files: bool = False
     ) -> list[tuple[Any, ...]]:
-        """(shard, chunk, rows, bytes[, files]) of the finished partitions, in order."""
-        cols = "shard, chunk, rows, bytes" + (", files" if with_files else "")
+        """(shard, chunk, rows, bytes, state[, files]) of the finished partitions, in order."""
+        cols = "shard, chunk, rows, bytes, state" + (", files" if with_files else "")
         sql = f"SELECT {cols} FROM batch_partitions WHERE batch_id = ?"
         args: tuple[Any, ...] = (batch_id,)
         if shard is not None:

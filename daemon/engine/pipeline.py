@@ -150,7 +150,10 @@ class Engine:
         max_attempts: int | None = None,
         resume: dict[str, int] | None = None,
         on_phase: Callable[[str], None] | None = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
+        """``state``: a batch run's final state (``datafactory.batch.simulate.load_state``):
+        the packs go on from it, each stream from the seq after the history's last."""
         self.config = config
         self.metrics = metrics or Metrics()
         self.seeds = SeedTree(config.run.seed)
@@ -176,14 +179,21 @@ class Engine:
 
         pack_types = registered_packs()
         self.packs: dict[str, Pack] = {
-            p: pack_types[p](params, self.seeds) for p, params in config.pack_params.items()
+            p: state["packs"][p] if state is not None else pack_types[p](params, self.seeds)
+            for p, params in config.pack_params.items()
+        }
+        carried: dict[str, tuple[StreamGenerator, int]] = {
+            name: (gen, seq)
+            for name, (gen, seq, _earned) in (state or {}).get("streams", {}).items()
         }
         self._wall_clock = wall_clock
         self._streaming = False
         self.streams: list[StreamRuntime] = []
         for plan in config.streams:
-            # a resumed run goes on from its checkpoint
-            self.streams.append(self._build_stream(plan, (resume or {}).get(plan.event_type, 0)))
+            # a resumed run goes on from its checkpoint; a run after a batch from its history
+            gen, seq = carried.get(plan.event_type, (None, 0))
+            start = (resume or {}).get(plan.event_type, seq)
+            self.streams.append(self._build_stream(plan, start, gen))
         self._pacers: set[asyncio.Task[None]] = set()
         self._generators: set[asyncio.Task[None]] = set()
 
@@ -204,7 +214,9 @@ class Engine:
             )
         self.set_chaos(list(config.chaos))
 
-    def _build_stream(self, plan: StreamPlan, start: int) -> StreamRuntime:
+    def _build_stream(
+        self, plan: StreamPlan, start: int, gen: StreamGenerator | None = None
+    ) -> StreamRuntime:
         config, eng = self.config, self.config.model.engine
         pack = self.packs[plan.pack]
         simulated = config.run.clock == "simulated"
@@ -224,7 +236,8 @@ class Engine:
             eng.queue_blocks, f"gen:{plan.event_type}", self.metrics
         )
         targets = [self.sinks[s] for s in plan.sinks]
-        rt = StreamRuntime(plan, pack, pack.stream(plan.stream), clock, bucket, q2, targets)
+        gen = gen if gen is not None else pack.stream(plan.stream)
+        rt = StreamRuntime(plan, pack, gen, clock, bucket, q2, targets)
         rt.seq_next = rt.mark = rt.generated = rt.released = start
         for s in targets:
             fmt = s.sink.config.format

@@ -65,11 +65,11 @@ def batch(cfg: Path, tmp: Path, start: str, end: str, **spec: Any) -> dict[str, 
 
 
 def local_files(root: Path) -> dict[str, str]:
-    """Data files (not the manifests) by relative path -> sha256."""
+    """Data files (not the manifests, not the pickled states) by relative path -> sha256."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not str(p.relative_to(root)).startswith("_manifests")
+        if p.is_file() and not str(p.relative_to(root)).startswith(("_manifests", "_state"))
     }
 
 
@@ -188,7 +188,8 @@ def test_year_in_s3_matches_the_local_one_and_reruns_write_nothing(
     # a rerun of the same batch: every partition is in the ledger, nothing is written again
     again = batch(cfg, tmp_path, "2024-01-01", "2024-12-31", out="s3://history/retail",
                   shards=2, workers=2)  # fmt: skip
-    assert again["written_now"]["files"] == 0 and again["replayed_partitions"] == 2 * 366
+    # (from the state saved after the last day: nothing is even simulated again)
+    assert again["written_now"]["files"] == 0 and again["restored_from_day"] == [365, 365]
     assert again["rows"] == s3["rows"]
 
 
@@ -247,7 +248,7 @@ def test_killed_backfill_resumes_without_duplicates_gaps_or_open_uploads(
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket="resume", Prefix=prefix):
             for o in page.get("Contents", []):
                 key = o["Key"][len(prefix) :]
-                if not key.startswith("_manifests"):
+                if not key.startswith(("_manifests", "_state")):
                     out[key] = o["ETag"]
         return out
 
@@ -327,3 +328,80 @@ sinks: {none: {type: stdout}}
     assert all(p.name.startswith("dt=2025-03-") for p in
                (tmp_path / "parquet" / "stream=healthcare.claim").iterdir())  # fmt: skip
     assert start.year == 2025
+
+
+def test_a_resumed_batch_starts_from_its_last_saved_state_and_writes_the_same(
+    tmp_path: Path,
+) -> None:
+    cfg = write_config(tmp_path, rate=0.02, extra="batch: {checkpoint_days: 4}")
+    out = tmp_path / "lake"
+    first = batch(cfg, tmp_path, "2024-01-01", "2024-01-20", out=str(out), shards=2)
+    want = local_files(out)
+    assert len(list(out.glob("_state/*/shard-0001/day-*.pkl"))) == 5  # days 4, 8, ... 20
+    # the crash: days 11..20 never happened (no ledger rows, no files)
+    with sqlite3.connect(tmp_path / "ledger.db") as c:
+        c.execute("DELETE FROM batch_partitions WHERE chunk >= 10")
+    for key in want:
+        if any(f"dt=2024-01-{d}" in key for d in range(11, 21)):
+            (out / key).unlink()
+    again = batch(cfg, tmp_path, "2024-01-01", "2024-01-20", out=str(out), shards=2)
+    # from the state after day 8 (index 7): days 9 and 10 simulated again, not written
+    assert again["restored_from_day"] == [7, 7]
+    assert again["replayed_partitions"] == 2 * 2
+    assert local_files(out) == want
+    assert again["rows"] == first["rows"]
+
+
+def test_history_then_now_a_stream_run_continues_the_batch(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, rate=0.02)
+    out = tmp_path / "lake"
+    summary = batch(cfg, tmp_path, "2024-01-01", "2024-01-20", out=str(out), shards=1,
+                    format="jsonl")  # fmt: skip
+    (state,) = summary["final_states"]
+    now = tmp_path / "now.yaml"
+    now.write_text(
+        cfg.read_text()
+        .replace(
+            "run: {name: hist, seed: 11}",
+            "run: {name: now, seed: 11, clock: simulated, duration: 2d}",
+        )
+        .replace(
+            "sinks: {none: {type: stdout}}",
+            f"sinks: {{f: {{type: file, path: '{tmp_path}/now', format: json}}}}\n"
+            "telemetry: {enabled: false}",
+        )
+    )
+    r = subprocess.run([*CLI, "run", str(now), "--from-state", str(out / state)],
+                       capture_output=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+
+    def rows(folder: Path, stream: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for p in sorted(folder.rglob(f"*{stream}*/*.jsonl"))
+                for line in p.read_text().splitlines()]  # fmt: skip
+
+    hist_pos = [json.loads(line) for p in sorted(out.glob("stream=retail.pos_transaction/*/*"))
+                for line in p.read_text().splitlines()]  # fmt: skip
+    now_pos = rows(tmp_path / "now", "pos_transaction")
+    assert len(now_pos) == round(0.02 * 86_400 * 2)
+    # the same history goes on: ids continue, time starts where it ended
+    assert min(p["transaction_id"] for p in now_pos) == max(
+        p["transaction_id"] for p in hist_pos) + 1  # fmt: skip
+    assert min(p["event_time"] for p in now_pos) >= "2024-01-21T00:00:00"
+    assert not {p["event_id"] for p in now_pos} & {p["event_id"] for p in hist_pos}
+    # the customers buying now are the history's (created then) or new ones (created now)
+    created = {
+        e["customer_id"]
+        for e in [*(json.loads(line) for p in out.glob("stream=retail.customer_event/*/*")
+                    for line in p.read_text().splitlines()),
+                  *rows(tmp_path / "now", "customer_event")]
+        if e["event_type"] == "created"
+    }  # fmt: skip
+    buyers = {p["customer_id"] for p in now_pos if p["customer_id"]}
+    assert buyers and buyers <= created
+    assert buyers & {p["customer_id"] for p in hist_pos}  # regulars keep coming back
+
+    # a state only continues its own config: another seed is refused, and says why
+    other = subprocess.run([*CLI, "run", str(now), "--seed", "12", "--from-state",
+                            str(out / state)], capture_output=True, timeout=60)  # fmt: skip
+    assert other.returncode == 2
+    assert "other seed" in other.stderr.decode()

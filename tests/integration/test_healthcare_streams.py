@@ -107,7 +107,7 @@ async def test_claims_and_responses_stream_to_kinesis(
                     }
                 },
                 "telemetry": {"enabled": False},
-            }  # fmt: skip
+            }
         ).decode()
     )
     summary = await Engine(cfg).run()
