@@ -339,3 +339,28 @@ def test_chaos_that_edits_fields_is_refused_on_document_streams() -> None:
     msg = str(e.value)
     assert "healthcare.claim: each record is its own document" in msg and "chaos.0" in msg
     parse_config(base + "chaos: [{step: drop, rate: 0.1}, {step: corrupt_bytes, rate: 0.1}]\n")
+
+
+def test_code_lists_are_well_formed_and_cover_the_population() -> None:
+    """The shipped lists: unique codes of the right shape, every procedure a diagnosis names
+    is listed, age ranges that make sense, and something that fits everyone: each sex at
+    every age has outpatient diagnoses to draw from."""
+    dx, px = codes.diagnoses(), codes.procedures()
+    assert len(set(dx.code)) == len(dx.code) and len(set(px.code)) == len(px.code)
+    assert all(ICD10.match(c) for c in dx.code)
+    cpt_or_hcpcs = re.compile(r"^([0-9]{4}[0-9FTU]|[A-V][0-9]{4})$")
+    assert all(cpt_or_hcpcs.match(c) for c in px.code), [
+        c for c in px.code if not cpt_or_hcpcs.match(c)
+    ]
+    for procs in dx.procedures:
+        for c in procs:
+            px.index(c)  # raises if a diagnosis names a procedure that is not listed
+    assert (dx.min_age <= dx.max_age).all() and (px.min_age <= px.max_age).all()
+    assert (dx.weight > 0).all() and (px.fee_cents > 0).all()
+    for sex in ("F", "M"):
+        for age in range(0, 101):
+            fits = [
+                i for i, s in enumerate(dx.sex)
+                if s in ("A", sex) and dx.min_age[i] <= age <= dx.max_age[i] and "o" in dx.classes[i]
+            ]  # fmt: skip
+            assert len(fits) >= 20, (sex, age, len(fits))
