@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -287,7 +288,14 @@ class _Watcher:
         if bar:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=progress.total, unit="part", dynamic_ncols=True)
+            # a terminal that reports no size (a pty nobody sized) would get no bar at all
+            size = shutil.get_terminal_size((100, 20))
+            self._bar = tqdm(
+                total=progress.total,
+                unit="part",
+                ncols=size.columns if size.columns > 20 else 100,
+                nrows=size.lines if size.lines > 2 else 20,
+            )
         self._thread = threading.Thread(target=self._loop, name="batch-progress", daemon=True)
 
     def start(self) -> None:

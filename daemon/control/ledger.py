@@ -259,9 +259,10 @@ class SqliteLedger(Ledger):
         def connect() -> sqlite3.Connection:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # the timeout first: several processes (batch workers) open one ledger at once
+            db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
             for ddl in _TABLES:
                 db.execute(ddl.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
             return db

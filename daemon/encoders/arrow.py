@@ -162,15 +162,29 @@ def _pool_array(pool: tuple[str, ...]) -> pa.Array | None:
     return arr
 
 
+def _used_codes(
+    codes: npt.NDArray[np.int32], pool_size: int
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """The pool entries in use (ascending) and each row's index among them: a mark per pool
+    entry when the pool is not much bigger than the block (no sort), else ``np.unique``."""
+    if pool_size > 8 * len(codes) + 1024:
+        present, inverse = np.unique(codes, return_inverse=True)
+        return present, inverse.astype(np.int32)
+    mark = np.zeros(pool_size, dtype=np.bool_)
+    mark[codes] = True
+    rank = np.cumsum(mark, dtype=np.int32) - 1
+    return np.flatnonzero(mark), rank[codes]
+
+
 def _string(col: Any) -> pa.Array:
     if isinstance(col, DictColumn):
         # only the pool entries in use (an id pool grows far beyond a block), each distinct
         # string once: Parquet's writer is not deterministic for dictionaries with repeats
-        used, inverse = np.unique(col.codes, return_inverse=True)
+        used, inverse = _used_codes(col.codes, len(col.pool))
         pool_arr = _pool_array(col.pool)
         if pool_arr is not None:
             dictionary = pool_arr.take(pa.array(used))
-            return pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)), dictionary)
+            return pa.DictionaryArray.from_arrays(pa.array(inverse), dictionary)
         pool = col.pool
         first: dict[str, int] = {}
         lut = np.fromiter(

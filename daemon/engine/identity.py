@@ -17,8 +17,8 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-# byte positions of the 32 hex digits inside "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
-_DIGIT_POS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)], dtype=np.intp)
+# each byte value's two hex digits, as a pair of uint8 (one lookup per byte, not per nibble)
+_HEX_PAIRS = np.stack([_HEX[np.arange(256) >> 4], _HEX[np.arange(256) & 0x0F]], axis=1)
 
 
 def stable_hash64(text: str) -> int:
@@ -60,11 +60,15 @@ def event_ids(run_seed: int, stream: str, seq: npt.NDArray[np.int64]) -> npt.NDA
     words[:, 0] = hi
     words[:, 1] = lo
     raw = words.view(np.uint8).reshape(len(seq), 16)
-    nibbles = np.empty((len(seq), 32), dtype=np.uint8)
-    nibbles[:, 0::2] = raw >> 4
-    nibbles[:, 1::2] = raw & 0x0F
-    out = np.full((len(seq), 36), ord("-"), dtype=np.uint8)
-    out[:, _DIGIT_POS] = _HEX[nibbles]
+    digits = _HEX_PAIRS[raw].reshape(len(seq), 32)
+    out = np.empty((len(seq), 36), dtype=np.uint8)
+    # the 8-4-4-4-12 groups, then the dashes
+    out[:, 0:8] = digits[:, 0:8]
+    out[:, 9:13] = digits[:, 8:12]
+    out[:, 14:18] = digits[:, 12:16]
+    out[:, 19:23] = digits[:, 16:20]
+    out[:, 24:36] = digits[:, 20:32]
+    out[:, [8, 13, 18, 23]] = ord("-")
     return out.view("S36").reshape(len(seq))
 
 

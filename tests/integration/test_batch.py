@@ -405,3 +405,56 @@ def test_history_then_now_a_stream_run_continues_the_batch(tmp_path: Path) -> No
                             str(out / state)], capture_output=True, timeout=60)  # fmt: skip
     assert other.returncode == 2
     assert "other seed" in other.stderr.decode()
+
+
+def test_progress_on_a_tty_and_in_metrics(tmp_path: Path) -> None:
+    """A terminal gets a bar (partitions, rows/s, bytes, ETA); --metrics serves the same
+    progress for Prometheus while the batch runs."""
+    import pty
+    import urllib.request
+
+    from datafactory.lifecycle.local import free_port
+
+    cfg = write_config(tmp_path, rate=0.05)
+    port = free_port()
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [*CLI, "batch", str(cfg), "--start", "2024-01-01", "--end", "2024-04-30",
+         "--out", str(tmp_path / "lake"), "--shards", "2", "--metrics", f"127.0.0.1:{port}",
+         "--ledger", f"sqlite:///{tmp_path}/ledger.db"],
+        stdin=secondary, stdout=subprocess.DEVNULL, stderr=secondary,
+    )  # fmt: skip
+    os.close(secondary)
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        for line in text.splitlines():
+            if line.startswith("datafactory_batch_"):
+                name, value = line.rsplit(" ", 1)
+                seen[name] = float(value)
+        if seen.get("datafactory_batch_partitions_done", 0) > 0:
+            break
+        time.sleep(0.1)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the batch ended and closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    proc.wait(timeout=120)
+    os.close(primary)
+    assert proc.returncode == 0
+    assert seen["datafactory_batch_partitions_total"] == 2 * 121
+    assert 0 < seen["datafactory_batch_partitions_done"] <= 2 * 121
+    assert seen["datafactory_batch_rows_written"] > 0
+    text = screen.decode(errors="replace")
+    assert "242/242" in text and "rows/s" in text and "MiB" in text
