@@ -37,6 +37,7 @@ from datafactory.schema import EventSchema
 from datafactory.sinks import ocf
 
 DAY_US = 86_400_000_000
+MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
 HOUR_US = 3_600_000_000
 EXT = {"parquet": "parquet", "jsonl": "jsonl", "avro": "avro"}
 CONTENT_TYPE = {
@@ -307,11 +308,13 @@ class S3Target:
             Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=meta
         )
         upload_id = up["UploadId"]
+        # S3 takes at most 10,000 parts: bigger files get bigger parts
+        size = max(self.part_size, -(-len(data) // MAX_PARTS))
         try:
             parts = []
             view = memoryview(data)
-            for i, off in enumerate(range(0, len(data), self.part_size), start=1):
-                body = bytes(view[off : off + self.part_size])
+            for i, off in enumerate(range(0, len(data), size), start=1):
+                body = bytes(view[off : off + size])
                 r = await c.upload_part(
                     Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=i, Body=body
                 )

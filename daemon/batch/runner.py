@@ -386,6 +386,7 @@ def run_batch(
     days = day_chunks(job.start_us, job.end_us)
     progress = Progress(total=spec.shards * len(days))
     aborted = asyncio.run(_prepare_target(spec))
+    asyncio.run(_create_ledger(job.ledger_url))  # tables and WAL before any worker opens it
     metrics = BatchMetrics(metrics_listen)
     watcher = _Watcher(job, progress, bar, metrics)
     watcher.start()
@@ -420,6 +421,12 @@ def run_batch(
         "rows_per_second": round(sum(r["rows"] for r in results) / max(elapsed, 1e-9)),
         "manifest": manifest["key"],
     }
+
+
+async def _create_ledger(url: str) -> None:
+    ledger = open_ledger(url)
+    await ledger.open()
+    await ledger.close()
 
 
 async def _prepare_target(spec: BatchSection) -> int:

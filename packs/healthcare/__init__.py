@@ -101,6 +101,8 @@ class HealthcarePack(Pack):
         "dft": StreamSpec("dft", "HL7 v2.5 DFT^P03: an encounter's charges.", driven=True),
     }
 
+    shardable = True
+
     def __init__(self, params: BaseModel, seeds: SeedTree, shard: Shard | None = None) -> None:
         super().__init__(params, seeds, shard)
         p = (
@@ -109,9 +111,21 @@ class HealthcarePack(Pack):
             else HealthcareParams.model_validate(params)
         )
         self.p = p
+        # a shard: the care of its part of the patients; the network (patients, practitioners,
+        # organisations, payers) is everyone's, the same in every shard
+        sh = self.shard
+        lo, hi = sh.range(p.patients)
+        if hi <= lo:
+            raise ValueError(f"healthcare: {sh.count} shards need at least as many patients")
+        self.shard_share = (hi - lo) / p.patients
         self.network = Network(p, seeds.rng("healthcare", "network"))
         self.care = Care(
-            p, seeds.rng("healthcare", "care"), self.network, seeds.rng("healthcare", "errors")
+            p,
+            seeds.rng("healthcare", "care", *sh.tag),
+            self.network,
+            seeds.rng("healthcare", "errors", *sh.tag),
+            patients=(lo, hi),
+            number_base=0 if sh.count == 1 else sh.index * 10**12,
         )
         self.renderer: Renderer | None = None
         self.hl7: Hl7Renderer | None = None

@@ -121,8 +121,16 @@ class Care(Steps):
     """Encounters, claims and adjudications in steps of an hour."""
 
     def __init__(
-        self, p: Any, rng: np.random.Generator, net: Network, error_rng: np.random.Generator
+        self,
+        p: Any,
+        rng: np.random.Generator,
+        net: Network,
+        error_rng: np.random.Generator,
+        patients: tuple[int, int] | None = None,
+        number_base: int = 0,
     ) -> None:
+        """``patients``: the range of the network's patients whose care this simulates (a
+        batch shard's); ``number_base``: where its claim and encounter numbers start."""
         """``error_rng`` decides the injected errors alone, so the same seed gives the same
         care with or without them."""
         super().__init__(3600 * S)
@@ -155,18 +163,20 @@ class Care(Steps):
             "dft": False,
         }
         self.encounters: dict[int, dict[str, Any]] = {}  # what the HL7 messages need
-        self.next_claim = 1
-        self.next_encounter = 1
+        self.patients = patients or (0, p.patients)
+        self.next_claim = number_base + 1
+        self.next_encounter = number_base + 1
         self.docs: dict[int, dict[str, Any]] = {}  # claim number -> what its documents need
 
     def _step(self, t0: int, t1: int) -> None:
         p, rng = self.p, self.rng
-        lam = p.patients * p.visits_per_year * (t1 - t0) / YEAR
+        lo, hi = self.patients
+        lam = (hi - lo) * p.visits_per_year * (t1 - t0) / YEAR
         k = int(rng.poisson(lam))
         if not k:
             return
         start = np.sort(t0 + (rng.random(k) * (t1 - t0)).astype(np.int64) + 1)
-        patient = rng.integers(0, p.patients, k)
+        patient = rng.integers(lo, hi, k)
         klass = rng.choice(3, k, p=CLASS_P)
         for i in range(k):
             self._encounter(int(start[i]), int(patient[i]), int(klass[i]))

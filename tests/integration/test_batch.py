@@ -308,8 +308,8 @@ sinks: {none: {type: stdout}}
 """)
     for fmt in ("jsonl", "parquet"):
         out = tmp_path / fmt
-        summary = batch(cfg, tmp_path, "2025-03-01", "2025-03-20", out=str(out), shards=1,
-                        format=fmt, compression="gzip")  # fmt: skip
+        summary = batch(cfg, tmp_path, "2025-03-01", "2025-03-20", out=str(out), shards=2,
+                        workers=2, format=fmt, compression="gzip")  # fmt: skip
         m = manifest(out, summary)
         assert m["totals"]["streams"]["healthcare.claim"]["rows"] > 50
         # the labelled errors go along as ground truth files
@@ -320,6 +320,8 @@ sinks: {none: {type: stdout}}
         for line in __import__("gzip").decompress(p.read_bytes()).splitlines()
     ]
     assert all(c["resourceType"] in ("Claim", "Bundle") for c in claims)
+    # both shards' patients, numbered apart
+    assert {int(c["id"].removeprefix("claim-")) // 10**12 for c in claims} == {0, 1}
     con = duckdb.connect()
     n = con.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/parquet/stream=healthcare.claim"
                 "/*/*.parquet')").fetchone()  # fmt: skip
@@ -458,3 +460,30 @@ def test_progress_on_a_tty_and_in_metrics(tmp_path: Path) -> None:
     assert seen["datafactory_batch_rows_written"] > 0
     text = screen.decode(errors="replace")
     assert "242/242" in text and "rows/s" in text and "MiB" in text
+
+
+def test_avro_and_zstd_json_lines_read_back(tmp_path: Path) -> None:
+    import fastavro
+    import pyarrow as pa
+
+    cfg = write_config(tmp_path, rate=0.02)
+    counts = {}
+    for fmt, compression in (("avro", "none"), ("jsonl", "zstd")):
+        out = tmp_path / fmt
+        summary = batch(cfg, tmp_path, "2024-05-01", "2024-05-03", out=str(out), shards=2,
+                        format=fmt, compression=compression)  # fmt: skip
+        m = manifest(out, summary)
+        want = m["totals"]["streams"]["retail.pos_transaction"]["rows"]
+        rows: list[dict[str, Any]] = []
+        for f in sorted(out.glob("stream=retail.pos_transaction/*/*")):
+            if fmt == "avro":
+                with open(f, "rb") as fh:
+                    rows += list(fastavro.reader(fh))
+            else:
+                assert f.name.endswith(".jsonl.zst")
+                with pa.input_stream(str(f), compression="zstd") as fh:
+                    rows += [json.loads(line) for line in fh.read().splitlines()]
+        assert len(rows) == want > 0
+        assert len({r["event_id"] for r in rows}) == want
+        counts[fmt] = sorted(r["transaction_id"] for r in rows)
+    assert counts["avro"] == counts["jsonl"]  # the same history in both formats

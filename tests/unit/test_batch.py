@@ -148,3 +148,45 @@ def test_packs_that_cannot_shard_say_so() -> None:
     iot = registered_packs()["iot"]
     with pytest.raises(ValueError, match="cannot be split"):
         iot(iot.Params(), SeedTree(1), Shard(0, 2))
+
+
+def test_healthcare_shards_split_the_patients_and_number_claims_apart() -> None:
+    from datafactory.batch.runner import prepare
+    from datafactory.batch.simulate import ShardSimulation
+
+    hc = registered_packs()["healthcare"]
+    params = hc.Params(patients=600)
+    whole, one = hc(params, SeedTree(3)), hc(params, SeedTree(3), Shard(0, 1))
+    assert whole.care.patients == one.care.patients == (0, 600)
+    parts = [hc(params, SeedTree(3), Shard(i, 3)) for i in range(3)]
+    assert [p.care.patients for p in parts] == [(0, 200), (200, 400), (400, 600)]
+    assert all(p.network.patient_ids == whole.network.patient_ids for p in parts)
+    with pytest.raises(ValueError, match="at least as many patients"):
+        hc(hc.Params(patients=2), SeedTree(3), Shard(0, 3))
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "hc.yaml"
+        cfg.write_text(
+            "packs: {healthcare: {params: {patients: 600}, streams: {claim: {}}}}\n"
+            "sinks: {none: {type: stdout}}\n"
+        )
+        job, config = prepare(str(cfg), "2025-01-01", "2025-01-20", {"shards": 3})
+        owners: dict[str, int] = {}
+        for k in range(3):
+            sim = ShardSimulation(config, Shard(k, 3), job.start_us, job.end_us)
+            lo, hi = sim.packs["healthcare"].care.patients
+            for chunk in sim.chunks():
+                for block in chunk.blocks.get("healthcare.claim", []):
+                    for doc in block.columns["resource"].to_list():  # type: ignore[union-attr]
+                        claim = __import__("json").loads(doc)
+                        patient = claim["patient"]["reference"]
+                        number = int(claim["id"].removeprefix("claim-"))
+                        assert claim["id"] not in owners  # unique across shards
+                        owners[claim["id"]] = k
+                        assert number // 10**12 == k
+                        pid = next(r["id"] for r in claim["contained"] if r["id"] in patient)
+                        assert lo < int(pid.removeprefix("pat-")) <= hi
+        assert set(owners.values()) == {0, 1, 2}
