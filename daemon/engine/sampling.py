@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -22,18 +25,14 @@ class AliasTable:
                 "weights must be a non-empty 1-d array of finite values >= 0, not all 0"
             )
         k = len(w)
-        scaled = w * (k / w.sum())
+        scaled = np.ascontiguousarray(w * (k / w.sum()))
         prob = np.ones(k, dtype=np.float64)
         alias = np.arange(k, dtype=np.int32)
-        small = [i for i in range(k) if scaled[i] < 1.0]
-        large = [i for i in range(k) if scaled[i] >= 1.0]
-        s = scaled.tolist()
-        while small and large:
-            lo, hi = small.pop(), large.pop()
-            prob[lo] = s[lo]
-            alias[lo] = hi
-            s[hi] = s[hi] + s[lo] - 1.0
-            (small if s[hi] < 1.0 else large).append(hi)
+        native = _native()
+        if native is not None:  # the same steps in C (catalogues are rebuilt daily)
+            native.alias_fill(scaled, prob, alias)
+        else:
+            _fill(scaled, prob, alias)
         self.prob = prob
         self.alias = alias
         self.k = k
@@ -45,3 +44,29 @@ class AliasTable:
         keep = (u - idx) < self.prob[idx]
         out: npt.NDArray[np.int32] = np.where(keep, idx, self.alias[idx])
         return out
+
+
+def _fill(
+    scaled: npt.NDArray[np.float64], prob: npt.NDArray[np.float64], alias: npt.NDArray[np.int32]
+) -> None:
+    """Vose's loop: small and large stacks, popped from the end."""
+    k = len(scaled)
+    small = [i for i in range(k) if scaled[i] < 1.0]
+    large = [i for i in range(k) if scaled[i] >= 1.0]
+    s = scaled.tolist()
+    while small and large:
+        lo, hi = small.pop(), large.pop()
+        prob[lo] = s[lo]
+        alias[lo] = hi
+        s[hi] = s[hi] + s[lo] - 1.0
+        (small if s[hi] < 1.0 else large).append(hi)
+
+
+def _native() -> Any:
+    if os.environ.get("DATAFACTORY_FAST_PATH", "1") == "0":
+        return None
+    try:
+        from datafactory.encoders import _fastrender  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - installs without a compiler
+        return None
+    return _fastrender if hasattr(_fastrender, "alias_fill") else None

@@ -29,6 +29,26 @@ class PendingEvents:
     def __bool__(self) -> bool:
         return bool(self._buckets)
 
+    # pickled (batch mode's saved states) as one set of columns, not thousands of small
+    # arrays: each bucket merged as ``take`` would merge it, so nothing changes on restore
+    def __getstate__(self) -> dict[str, Any]:
+        keys = sorted(self._buckets)
+        merged = [_merge(self._buckets[k]) for k in keys]
+        if not merged:
+            return {"keys": np.zeros(0, dtype=np.int64), "sizes": np.zeros(0, np.int64), "cols": {}}
+        return {
+            "keys": np.array(keys, dtype=np.int64),
+            "sizes": np.array([len(m["t"]) for m in merged], dtype=np.int64),
+            "cols": {c: np.concatenate([m[c] for m in merged]) for c in merged[0]},
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._buckets = {}
+        start = 0
+        for key, size in zip(state["keys"].tolist(), state["sizes"].tolist(), strict=True):
+            self._buckets[key] = [{c: v[start : start + size] for c, v in state["cols"].items()}]
+            start += size
+
     def add(self, **columns: Any) -> None:
         t = np.asarray(columns["t"])
         if not len(t):
