@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--from-state",
         metavar="PATH",
-        help="continue a batch's history: a shard's final state (file or s3://bucket/key, as "
-        "the batch's manifest lists it); a simulated clock starts where the history ended",
+        help="override run.from_state: continue a batch's history from a shard's saved state "
+        "(file or s3://bucket/key, as the batch's manifest lists it)",
     )
 
     b = sub.add_parser(
@@ -253,15 +253,19 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"datafactory: --duration: {e}", file=sys.stderr)
             return EXIT_CONFIG
+    if args.from_state is not None:
+        overrides.setdefault("run", {})["from_state"] = args.from_state
     cfg = _load(args.config, overrides)
     if cfg is None:
         return EXIT_CONFIG
     state = None
-    if args.from_state:
+    if cfg.run.from_state:
+        from datafactory.batch.simulate import StateError, load_run_state
+
         try:
-            state, cfg = _from_state(args.from_state, args.config, cfg, overrides)
-        except Exception as e:  # unreadable, another build, another config: say which
-            print(f"datafactory: --from-state: {e}", file=sys.stderr)
+            state = asyncio.run(load_run_state(cfg))
+        except StateError as e:  # unreadable, another build, another config: say which
+            print(f"datafactory: {e}", file=sys.stderr)
             return EXIT_CONFIG
     from datafactory.logs import configure_logging
 
@@ -274,41 +278,6 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep a fallback
         runner = asyncio.run
     return int(runner(_serve_run(cfg, progress, args.config, overrides, state)))
-
-
-def _from_state(
-    where: str, path: str, cfg: Config, overrides: dict[str, Any]
-) -> tuple[dict[str, Any], Config]:
-    """A batch's saved state for this config; a simulated clock without a start of its own
-    starts where the history ended."""
-    import datetime as dt
-
-    from datafactory.batch.simulate import load_state, state_identity
-
-    if where.startswith("s3://"):
-        from datafactory.batch.output import S3Target
-
-        bucket, _, key = where[5:].partition("/")
-
-        async def fetch() -> bytes | None:
-            t = S3Target(f"s3://{bucket}/", 5 * 1024**2, None, "us-east-1")
-            await t.open()
-            try:
-                return await t.read(key)
-            finally:
-                await t.close()
-
-        data = asyncio.run(fetch())
-        if data is None:
-            raise FileNotFoundError(f"no object {where}")
-    else:
-        data = Path(where).read_bytes()
-    state = load_state(data, state_identity(cfg))
-    if cfg.run.clock == "simulated" and cfg.run.start is None:
-        start = dt.datetime.fromtimestamp(state["time_us"] / 1e6, dt.UTC).isoformat()
-        overrides = {**overrides, "run": {**overrides.get("run", {}), "start": start}}
-        cfg = load_config(path, overrides)
-    return state, cfg
 
 
 def _reload(engine: Any, path: str, overrides: dict[str, Any]) -> None:

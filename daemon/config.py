@@ -38,6 +38,13 @@ class RunSection(BaseModel):
     duration: Duration | None = Field(
         None, gt=0, description="stop after this long (simulated clocks need it or max_events)"
     )
+    from_state: str | None = Field(
+        None,
+        description="continue a batch's history: a shard's saved state (a path or "
+        "s3://bucket/key, as the batch's manifest lists them); a simulated clock without a "
+        "start starts where the history ended",
+        examples=["./data/history/_state/<batch id>/shard-0000/day-000365.pkl"],
+    )
 
     @field_validator("start")
     @classmethod

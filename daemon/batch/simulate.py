@@ -12,6 +12,7 @@ start at ``shard << SEQ_SHARD_BITS``, so event ids stay unique across shards.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import math
@@ -221,6 +222,34 @@ def load_state(data: bytes, identity: dict[str, Any] | None = None) -> dict[str,
             if theirs[key] != identity[key]:
                 raise StateError(f"the state was made with other {key} than this config's")
     return state
+
+
+async def load_run_state(config: Config) -> dict[str, Any] | None:
+    """The state ``run.from_state`` names, checked against the config (None without one)."""
+    where = config.run.from_state
+    if where is None:
+        return None
+    if where.startswith("s3://"):
+        from datafactory.batch.output import S3Target
+
+        bucket, _, key = where[5:].partition("/")
+        target = S3Target(f"s3://{bucket}/", 5 * 1024**2, None, "us-east-1")
+        await target.open()
+        try:
+            data = await target.read(key)
+        finally:
+            await target.close()
+        if data is None:
+            raise StateError(f"run.from_state: no object {where}")
+    else:
+        try:
+            data = await asyncio.to_thread(Path(where).read_bytes)
+        except OSError as e:
+            raise StateError(f"run.from_state: cannot read {where}: {e.strerror}") from None
+    try:
+        return load_state(data, state_identity(config))
+    except StateError as e:
+        raise StateError(f"run.from_state {where}: {e}") from None
 
 
 def labels_rows(pack: str, block: RecordBlock) -> list[dict[str, Any]]:

@@ -304,7 +304,16 @@ class RunManager:
                 await self._move(
                     run, State.PROVISIONING, "restart" if resumed else "start", force=resumed
                 )
-            engine = Engine(run.config, metrics=Metrics(), resume=marks, on_phase=phases.put_nowait)
+            from datafactory.batch.simulate import load_run_state
+
+            state = await load_run_state(run.config)  # a batch's history to continue
+            engine = Engine(
+                run.config,
+                metrics=Metrics(),
+                resume=marks,
+                on_phase=phases.put_nowait,
+                state=state,
+            )
             run.engine = engine
             if paused:
                 engine.pause()

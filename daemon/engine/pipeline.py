@@ -177,6 +177,12 @@ class Engine:
             q: BoundedQueue[Any] = BoundedQueue(eng.sink_queue, f"sink:{name}", self.metrics)
             self.sinks[name] = SinkRuntime(name, sink, q)
 
+        # a simulated clock starts at run.start, or where a batch's history ended
+        self._sim_start = (
+            state["time_us"] / 1e6
+            if state is not None and config.run.start is None
+            else config.run.start_epoch()
+        )
         pack_types = registered_packs()
         self.packs: dict[str, Pack] = {
             p: state["packs"][p] if state is not None else pack_types[p](params, self.seeds)
@@ -221,9 +227,7 @@ class Engine:
         pack = self.packs[plan.pack]
         simulated = config.run.clock == "simulated"
         clock: Clock = (
-            SimulatedClock(config.run.start_epoch())
-            if simulated
-            else (self._wall_clock or WallClock())
+            SimulatedClock(self._sim_start) if simulated else (self._wall_clock or WallClock())
         )
         # simulated time jumps: one wait may be long (a quiet night), wall time stays responsive
         bucket = TokenBucket(

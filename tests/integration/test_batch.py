@@ -5,6 +5,7 @@ without duplicate or missing rows and without open multipart uploads."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -487,3 +488,64 @@ def test_avro_and_zstd_json_lines_read_back(tmp_path: Path) -> None:
         assert len({r["event_id"] for r in rows}) == want
         counts[fmt] = sorted(r["transaction_id"] for r in rows)
     assert counts["avro"] == counts["jsonl"]  # the same history in both formats
+
+
+async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: Path) -> None:
+    import aiohttp
+
+    from datafactory.control.daemon import Daemon
+
+    cfg = write_config(tmp_path, rate=0.02)
+    out = tmp_path / "lake"
+    summary = await asyncio.to_thread(
+        batch, cfg, tmp_path, "2024-01-01", "2024-01-10", out=str(out), shards=1, format="jsonl"
+    )
+    state = str(out / summary["final_states"][0])
+    d = Daemon(listen="127.0.0.1:0", ledger=f"sqlite:///{tmp_path}/daemon.db", token="tok",
+               configs=None, watch=False)  # fmt: skip
+    await d.start()
+    try:
+        spec = {
+            "run": {"name": "now", "seed": 11, "clock": "simulated", "duration": "1d",
+                    "from_state": state},
+            "packs": {"retail": {"params": {"stores": 6, "customers": 3000, "skus": 400,
+                                            "expected_daily_transactions": 1728},
+                                 "streams": {"pos_transaction": {
+                                     "rate": {"profile": "constant", "base": 0.02}}}}},
+            "sinks": {"out": {"type": "file", "path": str(tmp_path / "now")}},
+        }  # fmt: skip
+        headers = {"Authorization": "Bearer tok"}
+        base = f"http://127.0.0.1:{d.port}/v1/runs"
+        async with aiohttp.ClientSession(headers=headers) as s:
+            async with s.post(base, json={"spec": spec}) as r:
+                assert r.status == 201, await r.text()
+                rid = (await r.json())["id"]
+            for _ in range(200):
+                async with s.get(f"{base}/{rid}") as r:
+                    view = await r.json()
+                if view["state"] in ("COMPLETED", "FAILED"):
+                    break
+                await asyncio.sleep(0.1)
+        assert view["state"] == "COMPLETED", view
+        # a state that is not there: the run fails and says which and why
+        spec["run"]["from_state"] = str(tmp_path / "missing.pkl")  # type: ignore[index]
+        async with aiohttp.ClientSession(headers=headers) as s:
+            async with s.post(base, json={"spec": spec}) as r:
+                rid = (await r.json())["id"]
+            for _ in range(100):
+                async with s.get(f"{base}/{rid}") as r:
+                    bad = await r.json()
+                if bad["state"] == "FAILED":
+                    break
+                await asyncio.sleep(0.1)
+        assert bad["state"] == "FAILED"
+        assert "missing.pkl" in str(bad) and "cannot read" in str(bad)
+    finally:
+        await d.shutdown()
+    hist = [json.loads(line) for p in out.glob("stream=retail.pos_transaction/*/*")
+            for line in p.read_text().splitlines()]  # fmt: skip
+    now = [json.loads(line) for p in (tmp_path / "now").rglob("*.jsonl")
+           for line in p.read_text().splitlines()]  # fmt: skip
+    assert len(now) == round(0.02 * 86_400)
+    assert min(r["transaction_id"] for r in now) == max(r["transaction_id"] for r in hist) + 1
+    assert min(r["event_time"] for r in now) >= "2024-01-11T00:00:00"
