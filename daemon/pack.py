@@ -128,6 +128,11 @@ class Pack(ABC):
         """The generator for one of ``streams``."""
 
     @classmethod
+    def max_shards(cls, params: BaseModel) -> int:
+        """How many shards the population can be split into (1: it cannot)."""
+        return 1
+
+    @classmethod
     def default_rate(cls, stream: str, params: BaseModel | None) -> RateProfile | None:
         """A stream's rate when its config gives none: the spec's, unless a pack shapes it by
         its params (``params`` is None when they were invalid)."""

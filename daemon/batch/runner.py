@@ -117,10 +117,11 @@ def prepare(
     packs = registered_packs()
     if spec.shards > 1:
         for name in dict.fromkeys(s.pack for s in config.streams):
-            if not packs[name].shardable:
+            most = packs[name].max_shards(config.pack_params[name]) if packs[name].shardable else 1
+            if spec.shards > most:
                 raise BatchError(
-                    f"pack {name!r} cannot be split into shards: run it with --shards 1 "
-                    f"(batch.shards is {spec.shards})"
+                    f"pack {name!r} cannot be split into {spec.shards} shards (at most "
+                    f"{most}: a shard needs entities of its own); lower --shards / batch.shards"
                 )
     compression = spec.compression or default_compression(spec.format)
     if spec.format == "avro" and compression != "none":

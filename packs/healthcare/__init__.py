@@ -103,6 +103,10 @@ class HealthcarePack(Pack):
 
     shardable = True
 
+    @classmethod
+    def max_shards(cls, params: BaseModel) -> int:
+        return int(params.patients)  # type: ignore[attr-defined]
+
     def __init__(self, params: BaseModel, seeds: SeedTree, shard: Shard | None = None) -> None:
         super().__init__(params, seeds, shard)
         p = (

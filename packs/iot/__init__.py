@@ -150,17 +150,51 @@ class IotPack(Pack):
         ),
     }
 
+    shardable = True
+
+    @classmethod
+    def max_shards(cls, params: BaseModel) -> int:
+        return int(min(params.devices, params.sites))  # type: ignore[attr-defined]
+
     def __init__(self, params: BaseModel, seeds: SeedTree, shard: Shard | None = None) -> None:
         super().__init__(params, seeds, shard)
         p = params if isinstance(params, IotParams) else IotParams.model_validate(params)
+        # a shard: its own devices and sites (an independent part of the fleet, global ids);
+        # incidents on a named device go to its shard, random ones by share (timed: shard 0)
+        sh = self.shard
+        d_lo, d_hi = sh.range(p.devices)
+        s_lo, s_hi = sh.range(p.sites)
+        if sh.count > 1:
+            if d_hi <= d_lo or s_hi <= s_lo:
+                raise ValueError(f"iot: {sh.count} shards need at least as many devices and sites")
+            share = (d_hi - d_lo) / p.devices
+            mine = []
+            for inc in p.incidents:
+                if inc.device is not None:
+                    if d_lo < int(inc.device[1:]) <= d_hi:
+                        mine.append(inc)
+                elif inc.rate_per_day:
+                    mine.append(inc.model_copy(update={"rate_per_day": inc.rate_per_day * share}))
+                elif sh.index == 0:
+                    mine.append(inc)
+            p = p.model_copy(
+                update={"devices": d_hi - d_lo, "sites": s_hi - s_lo, "incidents": mine}
+            )
+            self.shard_share = share
         self.p = p
         self.fleet = Fleet(
-            p, seeds.rng("iot", "fleet"), seeds.rng("iot", "signals"), list(p.incidents)
+            p,
+            seeds.rng("iot", "fleet", *sh.tag),
+            seeds.rng("iot", "signals", *sh.tag),
+            list(p.incidents),
+            device_offset=d_lo,
+            site_offset=s_lo,
+            number_base=0 if sh.count == 1 else sh.index * 10**12,
         )
         f = self.fleet
         for i, inc in enumerate(p.incidents):
             if inc.kind == "thermal_runaway" and inc.device is not None:
-                t = TYPE_NAMES[f.type[int(inc.device[1:]) - 1]]
+                t = TYPE_NAMES[f.type[f.device_ids.index(inc.device)]]
                 if t != "thermal":
                     raise ValueError(
                         f"incidents[{i}]: thermal_runaway needs a thermal device; "
@@ -228,7 +262,7 @@ class Telemetry(_Driven):
             stream="iot.telemetry",
             seq=seq,
             event_time=ev["event_time"],
-            key=dev.astype(np.int64),
+            key=dev.astype(np.int64) + f.device_offset,  # global across shards
             columns={
                 **self.device_columns(dev),
                 "device_type": DictColumn(kind, TYPE_NAMES),
@@ -251,7 +285,7 @@ class Heartbeats(_Driven):
             stream="iot.heartbeat",
             seq=seq,
             event_time=ev["t"],
-            key=dev.astype(np.int64),
+            key=dev.astype(np.int64) + f.device_offset,  # global across shards
             columns={
                 **self.device_columns(dev),
                 "battery_pct": ev["battery"].astype(np.float64),
@@ -272,7 +306,7 @@ class Alerts(_Driven):
             stream="iot.alert",
             seq=seq,
             event_time=ev["event_time"],
-            key=dev.astype(np.int64),
+            key=dev.astype(np.int64) + f.device_offset,  # global across shards
             columns={
                 "alert_id": ev["alert_id"],
                 "alert_type": DictColumn(
@@ -310,7 +344,7 @@ class DeviceStatus(_Driven):
             stream="iot.device_status",
             seq=seq,
             event_time=ev["t"],
-            key=dev.astype(np.int64),
+            key=dev.astype(np.int64) + f.device_offset,  # global across shards
             columns={
                 **self.device_columns(dev),
                 "event_type": DictColumn(status, STATUSES),

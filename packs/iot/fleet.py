@@ -98,9 +98,14 @@ class Fleet(Steps):
         rng: np.random.Generator,
         signal_rng: np.random.Generator,
         incidents: list[Any],
+        device_offset: int = 0,
+        site_offset: int = 0,
+        number_base: int = 0,
     ) -> None:
         """``rng``: the fleet and its outages; ``signal_rng``: the readings (so which
-        streams are enabled does not change when devices go down)."""
+        streams are enabled does not change when devices go down). A batch shard's fleet:
+        its devices and sites are numbered from the offsets, its alerts and incidents from
+        ``number_base``."""
         super().__init__(int(p.step_seconds * S))
         self.p, self.rng, self.signal_rng = p, rng, signal_rng
         n = p.devices
@@ -115,8 +120,9 @@ class Fleet(Steps):
         self.firmware = rng.choice(len(FIRMWARE), n, p=[0.1, 0.2, 0.4, 0.3]).astype(np.int32)
         self.install_days = rng.integers(30, 5 * 365, n)  # days before the run's start
         self.installed_us = np.zeros(n, dtype=np.int64)
-        self.device_ids = tuple(f"D{i + 1:06d}" for i in range(n))
-        self.site_ids = tuple(f"SITE-{i + 1:03d}" for i in range(p.sites))
+        self.device_ids = tuple(f"D{device_offset + i + 1:06d}" for i in range(n))
+        self.site_ids = tuple(f"SITE-{site_offset + i + 1:03d}" for i in range(p.sites))
+        self.device_offset = device_offset
         self.site_region = rng.integers(0, len(REGIONS), p.sites).astype(np.int32)
         t = self.type
 
@@ -153,7 +159,7 @@ class Fleet(Steps):
         self.reading_seq = np.zeros(n, dtype=np.int64)
         self.beyond = np.zeros(n, dtype=np.int64)  # consecutive readings above the limit
         self.raised = np.zeros(n, dtype=np.bool_)
-        self.next_alert = 1
+        self.next_alert = number_base + 1
         self.booted_us = np.zeros(n, dtype=np.int64)
         # incidents: per device, at most one active (kind, start, end, magnitude, frozen)
         self.inc_kind = np.full(n, -1, dtype=np.int8)
@@ -163,7 +169,7 @@ class Fleet(Steps):
         self.inc_mag = np.zeros(n)
         self.inc_frozen = np.full(n, np.nan)
         self.schedule = incidents  # IncidentSpec list (from params)
-        self.next_incident = 1
+        self.next_incident = number_base + 1
         # one buffer per stream
         self.telemetry = PendingEvents()
         self.heartbeats = PendingEvents()

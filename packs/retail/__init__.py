@@ -225,6 +225,10 @@ class RetailPack(Pack):
 
     shardable = True
 
+    @classmethod
+    def max_shards(cls, params: BaseModel) -> int:
+        return int(params.stores)  # type: ignore[attr-defined]
+
     def __init__(self, params: BaseModel, seeds: SeedTree, shard: Shard | None = None) -> None:
         super().__init__(params, seeds, shard)
         p = params if isinstance(params, RetailParams) else RetailParams.model_validate(params)

@@ -274,12 +274,12 @@ def test_killed_backfill_resumes_without_duplicates_gaps_or_open_uploads(
 def test_bad_requests_are_refused_before_anything_is_written(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     iot = tmp_path / "iot.yaml"
-    iot.write_text("packs: {iot: {}}\nsinks: {none: {type: stdout}}\n")
+    iot.write_text("packs: {iot: {params: {sites: 3}}}\nsinks: {none: {type: stdout}}\n")
     cases = [
         ([str(cfg), "--start", "2024-02-01", "--end", "2024-01-01"], "must be after --start"),
         ([str(cfg), "--start", "yesterday", "--end", "2024-01-01"], "--start/--end"),
-        ([str(iot), "--start", "2024-01-01", "--end", "2024-01-02", "--shards", "2"],
-         "pack 'iot' cannot be split into shards"),
+        ([str(iot), "--start", "2024-01-01", "--end", "2024-01-02", "--shards", "4"],
+         "pack 'iot' cannot be split into 4 shards (at most 3"),
         ([str(cfg), "--start", "2024-01-01", "--end", "2024-01-02", "--out", "s3://A_B/x"],
          "not a valid S3 bucket name"),
         ([str(cfg), "--start", "2024-01-01", "--end", "2024-01-02", "--format", "avro",
@@ -549,3 +549,39 @@ async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: 
     assert len(now) == round(0.02 * 86_400)
     assert min(r["transaction_id"] for r in now) == max(r["transaction_id"] for r in hist) + 1
     assert min(r["event_time"] for r in now) >= "2024-01-11T00:00:00"
+
+
+def test_iot_fleet_batch_in_shards_same_files_whatever_the_workers(tmp_path: Path) -> None:
+    import duckdb
+
+    cfg = tmp_path / "iot.yaml"
+    cfg.write_text("""
+run: {seed: 4}
+packs:
+  iot:
+    params:
+      devices: 60
+      sites: 4
+      incidents: [{kind: stuck_at, device: D000045, at: 7200, duration: 3600}]
+sinks: {none: {type: stdout}}
+""")
+    trees = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        batch(cfg, tmp_path, "2025-06-01", "2025-06-02", out=str(out), shards=2,
+              workers=workers)  # fmt: skip
+        trees.append(local_files(out))
+    assert trees[0] == trees[1] and len(trees[0]) > 8
+    con = duckdb.connect()
+    glob = f"{tmp_path}/w1/stream=iot.telemetry/*/*.parquet"
+    by_file = con.execute(
+        f"SELECT filename LIKE '%part-0000-%' AS first, min(device_id), max(device_id), "
+        f"count(DISTINCT device_id) FROM read_parquet('{glob}', filename = true) GROUP BY 1 "
+        "ORDER BY 1 DESC"
+    ).fetchall()
+    assert by_file == [(True, "D000001", "D000030", 30), (False, "D000031", "D000060", 30)]
+    # the incident on D000045 is shard 1's ground truth
+    truth = [json.loads(line) for p in (tmp_path / "w1").glob("stream=_ground_truth/*/*")
+             for line in p.read_text().splitlines()]  # fmt: skip
+    stuck = [t for t in truth if t["kind"] == "stuck_at"]
+    assert stuck and all(t["details"]["device"] == "D000045" for t in stuck)

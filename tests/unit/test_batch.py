@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -145,9 +146,27 @@ def test_retail_shards_split_the_chain_and_share_one_catalogue() -> None:
 
 
 def test_packs_that_cannot_shard_say_so() -> None:
-    iot = registered_packs()["iot"]
+    from pydantic import BaseModel
+
+    from datafactory.pack import Pack
+
+    class NoParams(BaseModel):
+        pass
+
+    class Whole(Pack):  # a pack that keeps its population whole (the default)
+        name = "whole"
+        description = ""
+        Params = NoParams
+        streams = {}
+
+        def stream(self, name: str) -> Any:
+            raise KeyError(name)
+
+    assert Whole.max_shards(NoParams()) == 1
     with pytest.raises(ValueError, match="cannot be split"):
-        iot(iot.Params(), SeedTree(1), Shard(0, 2))
+        Whole(NoParams(), SeedTree(1), Shard(0, 2))
+    retail = registered_packs()["retail"]
+    assert retail.max_shards(retail.Params(stores=7)) == 7
 
 
 def test_healthcare_shards_split_the_patients_and_number_claims_apart() -> None:
@@ -190,3 +209,35 @@ def test_healthcare_shards_split_the_patients_and_number_claims_apart() -> None:
                         pid = next(r["id"] for r in claim["contained"] if r["id"] in patient)
                         assert lo < int(pid.removeprefix("pat-")) <= hi
         assert set(owners.values()) == {0, 1, 2}
+
+
+def test_iot_shards_are_parts_of_the_fleet_with_global_ids() -> None:
+    iot = registered_packs()["iot"]
+    params = iot.Params(
+        devices=90,
+        sites=6,
+        incidents=[
+            {"kind": "stuck_at", "device": "D000050", "at": 3600},
+            {"kind": "drift", "rate_per_day": 3.0},
+            {"kind": "clock_skew", "at": 7200},
+        ],
+    )
+    whole, one = iot(params, SeedTree(5)), iot(params, SeedTree(5), Shard(0, 1))
+    assert whole.fleet.device_ids == one.fleet.device_ids
+    assert np.array_equal(whole.fleet.type, one.fleet.type)
+    parts = [iot(params, SeedTree(5), Shard(i, 3)) for i in range(3)]
+    devices = [set(p.fleet.device_ids) for p in parts]
+    assert set().union(*devices) == set(whole.fleet.device_ids) and sum(map(len, devices)) == 90
+    sites = [set(p.fleet.site_ids) for p in parts]
+    assert set().union(*sites) == set(whole.fleet.site_ids) and sum(map(len, sites)) == 6
+    # the named device's incident is its shard's; the random one is everyone's, by share;
+    # the timed one with no device is shard 0's
+    named = [[i for i in p.p.incidents if i.device] for p in parts]
+    assert [len(x) for x in named] == [0, 1, 0]
+    rates = [sum(i.rate_per_day for i in p.p.incidents) for p in parts]
+    assert abs(sum(rates) - 3.0) < 1e-9
+    assert [len([i for i in p.p.incidents if i.at and not i.device]) for p in parts] == [1, 0, 0]
+    # partition keys and alert numbers are global too
+    assert parts[1].fleet.device_offset == 30 and parts[2].fleet.next_alert == 2 * 10**12 + 1
+    with pytest.raises(ValueError, match="at least as many devices and sites"):
+        iot(iot.Params(devices=90, sites=2), SeedTree(5), Shard(0, 3))
