@@ -357,6 +357,8 @@ def test_code_lists_are_well_formed_and_cover_the_population() -> None:
             px.index(c)  # raises if a diagnosis names a procedure that is not listed
     assert (dx.min_age <= dx.max_age).all() and (px.min_age <= px.max_age).all()
     assert (dx.weight > 0).all() and (px.fee_cents > 0).all()
+    # descriptions go into HL7 CE text components (DG1-3, FT1-7): at most 199 characters
+    assert max(map(len, dx.description + px.description)) <= 199
     for sex in ("F", "M"):
         for age in range(0, 101):
             fits = [
