@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,11 @@ def local_files(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not str(p.relative_to(root)).startswith(("_manifests", "_state"))
     }
+
+
+def jsonl(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The records of JSON-lines files, file by file in name order."""
+    return [json.loads(line) for p in sorted(paths) for line in p.read_text().splitlines()]
 
 
 def manifest(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -378,13 +384,8 @@ def test_history_then_now_a_stream_run_continues_the_batch(tmp_path: Path) -> No
                        capture_output=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr.decode()
 
-    def rows(folder: Path, stream: str) -> list[dict[str, Any]]:
-        return [json.loads(line) for p in sorted(folder.rglob(f"*{stream}*/*.jsonl"))
-                for line in p.read_text().splitlines()]  # fmt: skip
-
-    hist_pos = [json.loads(line) for p in sorted(out.glob("stream=retail.pos_transaction/*/*"))
-                for line in p.read_text().splitlines()]  # fmt: skip
-    now_pos = rows(tmp_path / "now", "pos_transaction")
+    hist_pos = jsonl(out.glob("stream=retail.pos_transaction/*/*"))
+    now_pos = jsonl((tmp_path / "now").rglob("*pos_transaction*/*.jsonl"))
     assert len(now_pos) == round(0.02 * 86_400 * 2)
     # the same history goes on: ids continue, time starts where it ended
     assert min(p["transaction_id"] for p in now_pos) == max(
@@ -394,9 +395,8 @@ def test_history_then_now_a_stream_run_continues_the_batch(tmp_path: Path) -> No
     # the customers buying now are the history's (created then) or new ones (created now)
     created = {
         e["customer_id"]
-        for e in [*(json.loads(line) for p in out.glob("stream=retail.customer_event/*/*")
-                    for line in p.read_text().splitlines()),
-                  *rows(tmp_path / "now", "customer_event")]
+        for e in [*jsonl(out.glob("stream=retail.customer_event/*/*")),
+                  *jsonl((tmp_path / "now").rglob("*customer_event*/*.jsonl"))]
         if e["event_type"] == "created"
     }  # fmt: skip
     buyers = {p["customer_id"] for p in now_pos if p["customer_id"]}
@@ -542,10 +542,8 @@ async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: 
         assert "missing.pkl" in str(bad) and "cannot read" in str(bad)
     finally:
         await d.shutdown()
-    hist = [json.loads(line) for p in out.glob("stream=retail.pos_transaction/*/*")
-            for line in p.read_text().splitlines()]  # fmt: skip
-    now = [json.loads(line) for p in (tmp_path / "now").rglob("*.jsonl")
-           for line in p.read_text().splitlines()]  # fmt: skip
+    hist = jsonl(out.glob("stream=retail.pos_transaction/*/*"))
+    now = jsonl((tmp_path / "now").rglob("*.jsonl"))
     assert len(now) == round(0.02 * 86_400)
     assert min(r["transaction_id"] for r in now) == max(r["transaction_id"] for r in hist) + 1
     assert min(r["event_time"] for r in now) >= "2024-01-11T00:00:00"
@@ -581,7 +579,6 @@ sinks: {none: {type: stdout}}
     ).fetchall()
     assert by_file == [(True, "D000001", "D000030", 30), (False, "D000031", "D000060", 30)]
     # the incident on D000045 is shard 1's ground truth
-    truth = [json.loads(line) for p in (tmp_path / "w1").glob("stream=_ground_truth/*/*")
-             for line in p.read_text().splitlines()]  # fmt: skip
+    truth = jsonl((tmp_path / "w1").glob("stream=_ground_truth/*/*"))
     stuck = [t for t in truth if t["kind"] == "stuck_at"]
     assert stuck and all(t["details"]["device"] == "D000045" for t in stuck)
