@@ -127,6 +127,11 @@ class Pack(ABC):
     def stream(self, name: str) -> StreamGenerator:
         """The generator for one of ``streams``."""
 
+    def advance(self, now_us: int) -> None:  # noqa: B027 - optional hook
+        """Time-driven state up to ``now_us`` (packs that step their own models at the
+        generation edge). Batch mode calls it at the end of the window, so the window's last
+        day is complete in the history."""
+
     @classmethod
     def max_shards(cls, params: BaseModel) -> int:
         """How many shards the population can be split into (1: it cannot)."""

@@ -104,7 +104,9 @@ class ShardSimulation:
                 nxt = min(t + SLICE_US, b)
                 self._slice(chunk, t, nxt)
                 t = nxt
-            if i == len(days) - 1:  # the end: what happened by it, due or not
+            if i == len(days) - 1:  # the end: the packs' days done, what happened by it
+                for pack in self.packs.values():
+                    pack.advance(b)
                 self._poll(chunk, b, final=True)
             yield chunk
 
@@ -167,8 +169,9 @@ class ShardSimulation:
         for s in self.streams:
             if not s.driven:
                 continue
-            # [a, b) like the paced streams: what happens at b belongs to the next day
-            until = until_us - 1 if not final else until_us
+            # [a, b) like the paced streams: what happens at b belongs to the next day (at the
+            # window's end too: it stays pending in the state, for a run that continues)
+            until = until_us - 1
             while True:
                 block = s.gen.poll(until, s.seq, POLL_LIMIT, final)
                 if block is None or not len(block):

@@ -402,6 +402,13 @@ def test_history_then_now_a_stream_run_continues_the_batch(tmp_path: Path) -> No
     buyers = {p["customer_id"] for p in now_pos if p["customer_id"]}
     assert buyers and buyers <= created
     assert buyers & {p["customer_id"] for p in hist_pos}  # regulars keep coming back
+    # every stream: history inside its window, the continuation after it, nothing twice
+    for stream in ("inventory_movement", "price_change", "customer_event", "return"):
+        then = jsonl(out.glob(f"stream=retail.{stream}/*/*"))
+        later = jsonl((tmp_path / "now").rglob(f"*{stream}*/*.jsonl"))
+        assert then and max(e["event_time"] for e in then) < "2024-01-21T00:00:00", stream
+        assert all(e["event_time"] >= "2024-01-21T00:00:00" for e in later), stream
+        assert not {e["event_id"] for e in then} & {e["event_id"] for e in later}, stream
 
     # a state only continues its own config: another seed is refused, and says why
     other = subprocess.run([*CLI, "run", str(now), "--seed", "12", "--from-state",
