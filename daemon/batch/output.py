@@ -34,12 +34,11 @@ from datafactory.encoders import build_encoder
 from datafactory.encoders.arrow import ArrowConverter
 from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.schema import EventSchema
-from datafactory.sinks import ocf
+from datafactory.sinks import aws, ocf
 
 DAY_US = 86_400_000_000
 MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
 HOUR_US = 3_600_000_000
-EXT = {"parquet": "parquet", "jsonl": "jsonl", "avro": "avro"}
 CONTENT_TYPE = {
     "parquet": "application/vnd.apache.parquet",
     "jsonl": "application/x-ndjson",
@@ -73,20 +72,24 @@ class FileInfo:
         }
 
 
-def default_compression(fmt: str) -> str:
-    return {"parquet": "zstd", "jsonl": "none", "avro": "none"}[fmt]
+def resolve_compression(fmt: str, compression: str | None) -> str:
+    """The codec a format is written with (its default when None); ValueError for a pair
+    that does not go together."""
+    codec = compression or {"parquet": "zstd", "jsonl": "none", "avro": "none"}[fmt]
+    if fmt == "avro" and codec != "none":
+        raise ValueError("avro files are written uncompressed (none)")
+    if fmt == "jsonl" and codec == "snappy":
+        raise ValueError("jsonl takes gzip, zstd or none")
+    return codec
 
 
 class FileEncoder:
     """One stream's rows to file bytes in the batch's format."""
 
-    def __init__(self, schema: EventSchema, fmt: str, compression: str, run_seed: int,
+    def __init__(self, schema: EventSchema, fmt: str, compression: str | None, run_seed: int,
                  row_group_rows: int) -> None:  # fmt: skip
-        if fmt == "avro" and compression != "none":
-            raise ValueError("avro files are written uncompressed (compression: none)")
-        if fmt == "jsonl" and compression == "snappy":
-            raise ValueError("jsonl compression is gzip, zstd or none")
-        self.schema, self.fmt, self.compression = schema, fmt, compression
+        self.schema, self.fmt = schema, fmt
+        self.compression = resolve_compression(fmt, compression)
         self.run_seed = run_seed
         self.row_group_rows = row_group_rows
         if fmt == "parquet":
@@ -96,12 +99,11 @@ class FileEncoder:
 
     @property
     def ext(self) -> str:
-        base = EXT[self.fmt]
         if self.fmt == "jsonl" and self.compression == "gzip":
-            return base + ".gz"
+            return "jsonl.gz"
         if self.fmt == "jsonl" and self.compression == "zstd":
-            return base + ".zst"
-        return base
+            return "jsonl.zst"
+        return self.fmt
 
     def encode(self, block: RecordBlock, shard: int) -> bytes:
         if self.fmt == "parquet":
@@ -176,9 +178,6 @@ class LocalTarget:
     def __init__(self, root: str) -> None:
         self.root = Path(root)
 
-    def describe(self) -> str:
-        return str(self.root)
-
     async def open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -236,16 +235,8 @@ class S3Target:
         self._cm: Any = None
         self.client: Any = None
 
-    def describe(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
-
     async def open(self) -> None:
-        import aiobotocore.session
-
-        kwargs: dict[str, Any] = {"region_name": self.region}
-        if self.endpoint_url:
-            kwargs["endpoint_url"] = self.endpoint_url
-        self._cm = aiobotocore.session.get_session().create_client("s3", **kwargs)
+        self._cm = aws.client("s3", self.region, self.endpoint_url)
         self.client = await self._cm.__aenter__()
 
     async def close(self) -> None:
@@ -259,11 +250,8 @@ class S3Target:
         try:
             await self.client.head_bucket(Bucket=self.bucket)
         except ClientError:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket}
-            if self.region != "us-east-1":
-                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
             try:
-                await self.client.create_bucket(**kwargs)
+                await self.client.create_bucket(**aws.bucket_args(self.bucket, self.region))
             except ClientError as e:
                 code = e.response.get("Error", {}).get("Code")
                 if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -371,13 +359,6 @@ class S3Target:
                 )
                 n += 1
         return n
-
-    async def list_uploads(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            out += page.get("Uploads", [])
-        return out
 
 
 def open_target(out: str, part_size: int, endpoint_url: str | None, region: str) -> Any:

@@ -20,7 +20,7 @@ import json
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -30,19 +30,22 @@ from datafactory.batch.output import (
     CONTENT_TYPE,
     FileEncoder,
     FileInfo,
-    default_compression,
     file_key,
     open_target,
     partition_of,
+    resolve_compression,
     sha256,
     split_files,
 )
-from datafactory.batch.simulate import ShardSimulation, StateError, day_chunks, labels_rows
+from datafactory.batch.simulate import Chunk, ShardSimulation, StateError, day_chunks
+from datafactory.chaos.manifest import fault_rows
 from datafactory.config import BatchSection, Config, load_config
 from datafactory.control.ledger import open_ledger
 from datafactory.pack import Shard, registered_packs
 
 GROUND_TRUTH = "_ground_truth"
+# batch settings that change how fast or through which endpoint, not what is written
+NOT_IDENTITY = ("workers", "endpoint_url")
 log = structlog.get_logger("datafactory.batch")
 
 
@@ -123,11 +126,10 @@ def prepare(
                     f"pack {name!r} cannot be split into {spec.shards} shards (at most "
                     f"{most}: a shard needs entities of its own); lower --shards / batch.shards"
                 )
-    compression = spec.compression or default_compression(spec.format)
-    if spec.format == "avro" and compression != "none":
-        raise BatchError("batch.compression: avro files are written uncompressed (none)")
-    if spec.format == "jsonl" and compression == "snappy":
-        raise BatchError("batch.compression: jsonl takes gzip, zstd or none")
+    try:
+        compression = resolve_compression(spec.format, spec.compression)
+    except ValueError as e:
+        raise BatchError(f"batch.compression: {e}") from None
     spec = spec.model_copy(update={"compression": compression})
     # the data's identity: what it contains and where it goes, not how fast
     identity = {
@@ -135,7 +137,7 @@ def prepare(
         "seed": config.run.seed,
         "block_size": config.model.engine.block_size,
         "window": [start_us, end_us],
-        "batch": spec.model_dump(mode="json", exclude={"workers", "endpoint_url"}),
+        "batch": spec.model_dump(mode="json", exclude=set(NOT_IDENTITY)),
     }
     batch_id = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()
     job = BatchJob(
@@ -172,12 +174,11 @@ async def _run_shard(job: BatchJob, index: int) -> dict[str, Any]:
         first = await _restore(sim, target, finished)
         stats["restored_from"] = first - 1
         days = day_chunks(job.start_us, job.end_us)
-        compression = spec.compression or default_compression(spec.format)
         encoders = {
             s.event_type: FileEncoder(
                 registered_packs()[s.pack].schema_for(s.stream),
                 spec.format,
-                compression,
+                spec.compression,
                 config.run.seed,
                 spec.row_group_rows,
             )
@@ -201,8 +202,8 @@ async def _run_shard(job: BatchJob, index: int) -> dict[str, Any]:
                         FileInfo(key, stream, len(block), len(data), digest,
                                  int(block.seq.min()), int(block.seq.max()))
                     )  # fmt: skip
-            if chunk.labels:
-                files.append(await _ground_truth(target, chunk, index, spec.partition))
+            if chunk.labels.items:
+                files.append(await _ground_truth(target, chunk, index, config))
             state_key = ""
             if last or (chunk.index + 1) % spec.checkpoint_days == 0:
                 state_key = state_key_for(job.batch_id, index, chunk.index)
@@ -251,9 +252,11 @@ async def _restore(sim: ShardSimulation, target: Any, finished: list[tuple[Any, 
     return 0
 
 
-async def _ground_truth(target: Any, chunk: Any, shard: int, by: str) -> FileInfo:
-    """The packs' labelled records of the day (record, error kind, field), JSON lines."""
-    rows = [r for pack, block in chunk.labels for r in labels_rows(pack, block)]
+async def _ground_truth(target: Any, chunk: Chunk, shard: int, config: Config) -> FileInfo:
+    """The packs' labelled records of the day (record, error kind, field), JSON lines in the
+    chaos manifest's shape (``schemas/chaos/manifest.avsc``, step ``domain``), as a stream
+    run writes them."""
+    rows = [r for f in chunk.labels.items for r in fault_rows(f, config.run.name, config.run.seed)]
     rows.sort(key=lambda r: (r["stream"], r["seq"], r["kind"]))
     data = b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in rows)
     part = partition_of(chunk.start_us, "day")
@@ -386,8 +389,7 @@ def run_batch(
     spec = job.section()
     days = day_chunks(job.start_us, job.end_us)
     progress = Progress(total=spec.shards * len(days))
-    aborted = asyncio.run(_prepare_target(spec))
-    asyncio.run(_create_ledger(job.ledger_url))  # tables and WAL before any worker opens it
+    aborted = asyncio.run(_prepare(spec, job.ledger_url))
     metrics = BatchMetrics(metrics_listen)
     watcher = _Watcher(job, progress, bar, metrics)
     watcher.start()
@@ -424,14 +426,12 @@ def run_batch(
     }
 
 
-async def _create_ledger(url: str) -> None:
-    ledger = open_ledger(url)
+async def _prepare(spec: BatchSection, ledger_url: str) -> int:
+    """Before any worker starts: the ledger's tables (and WAL) created, the bucket in place,
+    what killed writers left removed (temp files, open multipart uploads; how many)."""
+    ledger = open_ledger(ledger_url)
     await ledger.open()
     await ledger.close()
-
-
-async def _prepare_target(spec: BatchSection) -> int:
-    """Bucket in place; what killed writers left (temp files, open multipart uploads)."""
     target = open_target(spec.out, spec.part_size, spec.endpoint_url, spec.region)
     await target.open()
     try:
@@ -495,9 +495,7 @@ async def _write_manifest(job: BatchJob, config: Config, spec: BatchSection) -> 
         "seed": config.run.seed,
         "start": dt.datetime.fromtimestamp(job.start_us / 1e6, dt.UTC).isoformat(),
         "end": dt.datetime.fromtimestamp(job.end_us / 1e6, dt.UTC).isoformat(),
-        "spec": {
-            k: v for k, v in asdict(job)["spec"].items() if k not in ("workers", "endpoint_url")
-        },
+        "spec": {k: v for k, v in job.spec.items() if k not in NOT_IDENTITY},
         "partitions": {
             "shards": spec.shards,
             "days": len(day_chunks(job.start_us, job.end_us)),

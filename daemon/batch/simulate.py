@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from datafactory import __version__
+from datafactory.chaos.base import FaultLog
 from datafactory.config import Config, StreamPlan
-from datafactory.engine.blocks import Label, RecordBlock
+from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.rate import event_times
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, Shard, StreamGenerator, registered_packs
@@ -55,7 +56,9 @@ class Chunk:
     start_us: int
     end_us: int
     blocks: dict[str, list[RecordBlock]] = field(default_factory=dict)
-    labels: list[tuple[str, RecordBlock]] = field(default_factory=list)  # (pack, labelled)
+    # the packs' labelled records (domain errors, incidents), as the engine hands them to
+    # the chaos manifest
+    labels: FaultLog = field(default_factory=FaultLog)
 
     @property
     def rows(self) -> int:
@@ -181,7 +184,7 @@ class ShardSimulation:
 
     def _take(self, chunk: Chunk, s: _Stream, block: RecordBlock) -> None:
         if block.labels:
-            chunk.labels.append((s.plan.pack, block.take(slice(None))))
+            chunk.labels.add_labels(s.plan.pack, block)
             block.labels = ()
         chunk.blocks.setdefault(s.plan.event_type, []).append(block)
 
@@ -253,19 +256,3 @@ async def load_run_state(config: Config) -> dict[str, Any] | None:
         return load_state(data, state_identity(config))
     except StateError as e:
         raise StateError(f"run.from_state {where}: {e}") from None
-
-
-def labels_rows(pack: str, block: RecordBlock) -> list[dict[str, Any]]:
-    """A labelled block's ground truth as rows (the chaos manifest's ``domain`` entries)."""
-    out: list[dict[str, Any]] = []
-    for label in block.labels:
-        assert isinstance(label, Label)
-        seqs = block.seq[label.rows].tolist()
-        times = block.event_time[label.rows].tolist()
-        details = label.details or [None] * len(seqs)
-        for q, t, d in zip(seqs, times, details, strict=True):
-            out.append(
-                {"pack": pack, "stream": block.stream, "seq": q, "event_time_us": t,
-                 "kind": label.kind, "details": d}
-            )  # fmt: skip
-    return out

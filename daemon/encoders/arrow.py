@@ -20,7 +20,6 @@ import pyarrow as pa
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
 from datafactory.schema import EventSchema
 
-Mask = "npt.NDArray[np.bool_] | None"
 Convert = Callable[[Any, Any], pa.Array]
 
 
@@ -72,10 +71,6 @@ def _field(f: Mapping[str, Any]) -> pa.Field:
 
 def arrow_schema(schema: EventSchema) -> pa.Schema:
     return pa.schema([_field(f) for f in schema.fields])
-
-
-def _mask(mask: npt.NDArray[np.bool_] | None) -> pa.Array | None:
-    return pa.array(mask, type=pa.bool_()) if mask is not None and mask.any() else None
 
 
 def _with_nulls(arr: pa.Array, mask: npt.NDArray[np.bool_] | None) -> pa.Array:

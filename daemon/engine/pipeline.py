@@ -702,7 +702,7 @@ class Engine:
                 pos += n
                 # spread the slice's event times over the interval since the last release,
                 # along the rate profile (uniform for a constant rate)
-                piece.event_time = _event_times(bucket, t_prev, now, n)
+                piece.event_time = event_times(bucket.profile, bucket.t0, t_prev, now, n)
                 t_prev = now
                 s.released += n
                 released.inc(n)
@@ -1010,7 +1010,3 @@ class _SinkChildren:
                 m.retried.labels(stream, k),
             )
         return c
-
-
-def _event_times(bucket: TokenBucket, t_prev_us: int, now_us: int, n: int) -> Any:
-    return event_times(bucket.profile, bucket.t0, t_prev_us, now_us, n)

@@ -11,6 +11,27 @@ from datafactory.config import SinkBase
 from datafactory.sinks.base import ProvisionedConfig, Sink, SinkContext
 
 
+def client(service: str, region: str, endpoint_url: str | None, local: bool = False) -> Any:
+    """An aiobotocore client (an async context manager) for ``service``; ``local``: a
+    stand-in that takes any credentials (moto)."""
+    import aiobotocore.session
+
+    kwargs: dict[str, Any] = {"region_name": region}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    if local:
+        kwargs.update(aws_access_key_id="x", aws_secret_access_key="x")
+    return aiobotocore.session.get_session().create_client(service, **kwargs)
+
+
+def bucket_args(bucket: str, region: str) -> dict[str, Any]:
+    """CreateBucket's arguments (us-east-1 takes no location constraint)."""
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    if region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    return kwargs
+
+
 class AwsConfig(ProvisionedConfig):
     provider: Literal["external", "local"] = Field(
         "external", description="local: start a moto server for the run"
@@ -42,15 +63,7 @@ class AwsSink(Sink):
 
     async def _ensure_client(self) -> Any:
         if self._client is None:
-            import aiobotocore.session
-
-            kwargs: dict[str, Any] = {"region_name": self.aws.region}
-            if self.endpoint_url:
-                kwargs["endpoint_url"] = self.endpoint_url
-            if self.local:  # moto takes any credentials
-                kwargs.update(aws_access_key_id="x", aws_secret_access_key="x")
-            session = aiobotocore.session.get_session()
-            self._client_cm = session.create_client(self.service, **kwargs)
+            self._client_cm = client(self.service, self.aws.region, self.endpoint_url, self.local)
             self._client = await self._client_cm.__aenter__()
         return self._client
 

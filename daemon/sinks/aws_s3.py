@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from datafactory.config import SinkBase
 from datafactory.encoders.base import EncodedBatch
 from datafactory.sinks import ocf
-from datafactory.sinks.aws import AwsConfig, AwsSink
+from datafactory.sinks.aws import AwsConfig, AwsSink, bucket_args
 from datafactory.sinks.base import NotConnectedError, SinkContext
 
 
@@ -52,10 +52,7 @@ class S3Sink(AwsSink):
         client = await self._ensure_client()
         existing = {b["Name"] for b in (await client.list_buckets()).get("Buckets", [])}
         if self.cfg.bucket not in existing:
-            kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket}
-            if self.cfg.region != "us-east-1":
-                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.cfg.region}
-            await client.create_bucket(**kwargs)
+            await client.create_bucket(**bucket_args(self.cfg.bucket, self.cfg.region))
             self.created.append(self.cfg.bucket)
             with contextlib.suppress(Exception):  # tags are nice to have, not required
                 await client.put_bucket_tagging(

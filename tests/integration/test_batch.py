@@ -588,4 +588,5 @@ sinks: {none: {type: stdout}}
     # the incident on D000045 is shard 1's ground truth
     truth = jsonl((tmp_path / "w1").glob("stream=_ground_truth/*/*"))
     stuck = [t for t in truth if t["kind"] == "stuck_at"]
-    assert stuck and all(t["details"]["device"] == "D000045" for t in stuck)
+    assert stuck and all(t["detail"]["device"] == "D000045" for t in stuck)
+    assert all(t["step"] == "domain" and t["event_id"] for t in truth)  # the manifest's shape
