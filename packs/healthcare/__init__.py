@@ -158,18 +158,26 @@ class HealthcarePack(Pack):
             self.hl7 = Hl7Renderer(self.care, until_us // day * day)
 
 
-class Documents(StreamGenerator):
-    """``claim`` / ``claim_response``: one FHIR document per record."""
+class _Driven(StreamGenerator):
+    """A stream of the care model: what its buffer holds, due by the clock."""
 
     def __init__(self, pack: HealthcarePack, name: str) -> None:
         self.pack = pack
         self.name = name
         self.schema = pack.schema_for(name)
+        care = pack.care
         self.buffer = {
-            "claim": pack.care.claims,
-            "claim_response": pack.care.responses,
-            "explanation_of_benefit": pack.care.eobs,
+            "claim": care.claims,
+            "claim_response": care.responses,
+            "explanation_of_benefit": care.eobs,
+            "adt": care.adt,
+            "dft": care.dft,
         }[name]
+
+
+class Documents(_Driven):
+    """``claim`` / ``claim_response`` / ``explanation_of_benefit``: one FHIR document per
+    record."""
 
     def poll(
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
@@ -228,14 +236,8 @@ class Documents(StreamGenerator):
 TRIGGERS = ("A01", "A04", "A03")
 
 
-class Messages(StreamGenerator):
+class Messages(_Driven):
     """``adt`` / ``dft``: one HL7 v2.5 message per record."""
-
-    def __init__(self, pack: HealthcarePack, name: str) -> None:
-        self.pack = pack
-        self.name = name
-        self.schema = pack.schema_for(name)
-        self.buffer = pack.care.adt if name == "adt" else pack.care.dft
 
     def poll(
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
