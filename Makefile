@@ -49,16 +49,11 @@ test-unit: install
 test-integration: install $(KINESIS_MOCK) system-deps
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# mypy cannot follow pyproject's folder -> package mapping (daemon/ is `datafactory`,
-# packs/ is `datafactory.packs`), so it checks a copy laid out as the installed package.
+# import path = file path (daemon/datafactory, packs/datafactory_*): mypy checks the checkout
 lint: install         ## ruff + mypy --strict
 	$(BIN)/ruff check daemon packs tests bench
 	$(BIN)/ruff format --check daemon packs tests bench
-	rm -rf build/typecheck && mkdir -p build/typecheck
-	cp -r daemon build/typecheck/datafactory
-	cp -r packs build/typecheck/datafactory/packs
-	cp -r schemas build/typecheck/datafactory/schemas
-	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p datafactory
+	$(BIN)/mypy -p datafactory -p datafactory_retail -p datafactory_iot -p datafactory_healthcare
 
 # the Kafka anchor is Debian's kcat (apt-get install kcat) run against the librdkafka that the
 # confluent-kafka wheel bundles; without kcat the Kafka ratio is left out and said so

@@ -36,7 +36,7 @@ import orjson
 from datafactory.encoders.avro import AvroEncoder
 from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.seeding import SeedTree
-from datafactory.packs.retail import RetailPack, RetailParams
+from datafactory_retail import RetailPack, RetailParams
 
 BLOCK = 8192
 

@@ -35,7 +35,7 @@ from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.pipeline import Engine
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.local import Moto, Tansu
-from datafactory.packs.retail import RetailPack, RetailParams
+from datafactory_retail import RetailPack, RetailParams
 
 
 def encoded_records(n: int) -> list[bytes]:

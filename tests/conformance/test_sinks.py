@@ -20,8 +20,8 @@ from datafactory.encoders.base import EncodedBatch
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.local import Moto, Tansu
 from datafactory.pack import registered_sinks
-from datafactory.packs.retail import RetailPack, RetailParams
 from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
+from datafactory_retail import RetailPack, RetailParams
 from tests.integration.conftest import consume
 
 pytestmark = pytest.mark.integration

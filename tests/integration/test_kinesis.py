@@ -147,7 +147,7 @@ async def test_records_that_cannot_fit_go_to_the_side_output(moto: Moto, tmp_pat
     await sink.provision(["retail.pos_transaction"])
     await sink.connect()
     from datafactory.engine.seeding import SeedTree
-    from datafactory.packs.retail import RetailPack, RetailParams
+    from datafactory_retail import RetailPack, RetailParams
 
     block = RetailPack(RetailParams(), SeedTree(1)).stream("pos_transaction").generate(3, 0, 0, 1)
     payload = b"a" * 100 + b"b" * (2**20 + 10) + b"c" * 100

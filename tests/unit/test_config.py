@@ -46,7 +46,7 @@ def test_default_streams_and_rates_come_from_the_pack() -> None:
         "customer_event",
     ]
     assert all(d.driven for d in driven)
-    from datafactory.packs.retail import DEFAULT_RATE
+    from datafactory_retail import DEFAULT_RATE
 
     assert isinstance(s.rate, WeeklyProfile) and s.rate == DEFAULT_RATE
 

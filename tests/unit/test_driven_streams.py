@@ -16,8 +16,8 @@ from datafactory.engine import pipeline
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.rate import ConstantProfile
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
-from datafactory.packs.retail import RetailPack, RetailParams
 from datafactory.schema import EventSchema, load_schema, make_schema
+from datafactory_retail import RetailPack, RetailParams
 
 HOUR = 3_600_000_000
 SHIPMENT = make_schema(

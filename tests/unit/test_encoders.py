@@ -18,9 +18,9 @@ from datafactory.encoders.avro import AvroEncoder, to_avro_records
 from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
 from datafactory.engine.seeding import SeedTree
-from datafactory.packs.retail import RetailPack, RetailParams
 from datafactory.schema import load_schema, make_schema
 from datafactory.sinks import ocf
+from datafactory_retail import RetailPack, RetailParams
 
 
 def ref_value(v: Any, t: Any) -> str:

@@ -10,9 +10,9 @@ import orjson
 from datafactory.encoders.avro import AvroEncoder
 from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.seeding import SeedTree
-from datafactory.packs.retail import RetailPack, RetailParams
 from datafactory.sinks.base import SinkContext
 from datafactory.sinks.file import FileConfig, FileSink
+from datafactory_retail import RetailPack, RetailParams
 
 
 def blocks(n_blocks: int, size: int, span_us: int) -> list:  # type: ignore[type-arg]

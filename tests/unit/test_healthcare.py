@@ -16,8 +16,8 @@ import pytest
 
 from datafactory.config import parse_config
 from datafactory.engine.pipeline import Engine
-from datafactory.packs.healthcare import codes
-from datafactory.packs.healthcare.npi import check_digit, is_valid
+from datafactory_healthcare import codes
+from datafactory_healthcare.npi import check_digit, is_valid
 
 NPI = "http://hl7.org/fhir/sid/us-npi"
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from datafactory.engine.identity import event_id, event_ids
 from datafactory.engine.seeding import SeedTree
-from datafactory.packs.retail import RetailPack, RetailParams
+from datafactory_retail import RetailPack, RetailParams
 
 
 def test_event_ids_are_uuids_v8_unique_and_reproducible() -> None:

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from datafactory.config import ConfigError, parse_config
 from datafactory.engine.pipeline import Engine
 from datafactory.engine.seeding import SeedTree
-from datafactory.packs.iot import IotPack, IotParams
-from datafactory.packs.iot.fleet import TYPES
+from datafactory_iot import IotPack, IotParams
+from datafactory_iot.fleet import TYPES
 
 START = "2026-03-02T00:00:00Z"
 S = 1_000_000

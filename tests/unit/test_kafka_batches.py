@@ -9,8 +9,8 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from datafactory.encoders import _fastrender  # type: ignore[attr-defined]
 from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.seeding import SeedTree
-from datafactory.packs.retail import RetailPack, RetailParams
 from datafactory.sinks.kafka import _encode_headers, build_record_batch
+from datafactory_retail import RetailPack, RetailParams
 
 
 def crc32c_reference(data: bytes) -> int:

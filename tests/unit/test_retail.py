@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from datafactory.engine.blocks import DictColumn, ListColumn
 from datafactory.engine.seeding import SeedTree
-from datafactory.packs.retail import RetailPack, RetailParams
+from datafactory_retail import RetailPack, RetailParams
 
 NOON = 1_767_787_200_000_000  # Wednesday 2026-01-07 12:00 UTC: every store is open
 HOUR = 3_600_000_000
@@ -276,7 +276,7 @@ async def test_hourly_volume_follows_the_default_seasonality(tmp_path: Path) -> 
 
     from datafactory.config import parse_config
     from datafactory.engine.pipeline import Engine
-    from datafactory.packs.retail import DEFAULT_RATE
+    from datafactory_retail import DEFAULT_RATE
 
     rate = {**DEFAULT_RATE.model_dump(), "base": 0.5}
     cfg = parse_config(

@@ -13,8 +13,8 @@ import pytest
 
 from datafactory.config import parse_config
 from datafactory.engine.pipeline import Engine
-from datafactory.packs.retail import RetailParams
-from datafactory.packs.retail.customers import DAY_US, Customers
+from datafactory_retail import RetailParams
+from datafactory_retail.customers import DAY_US, Customers
 
 T0 = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
 

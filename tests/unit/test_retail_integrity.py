@@ -48,7 +48,7 @@ def _cents(v: Any) -> int:
 def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     import asyncio
 
-    from datafactory.packs.retail import DEFAULT_RATE
+    from datafactory_retail import DEFAULT_RATE
 
     out = tmp_path_factory.mktemp("integrity")
     # the default weekly/holiday profile, scaled to ~1,500 sales a day: about 100 days
@@ -199,7 +199,7 @@ async def test_all_five_streams_are_deterministic(tmp_path: Path) -> None:
     """The same config and seed give byte-identical files for every stream (a week)."""
     import hashlib
 
-    from datafactory.packs.retail import DEFAULT_RATE
+    from datafactory_retail import DEFAULT_RATE
 
     rate = orjson.dumps({**DEFAULT_RATE.model_dump(), "base": 0.02}).decode()
     digests = []

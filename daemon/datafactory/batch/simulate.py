@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import inspect
 import math
 import pickle
 from collections.abc import Iterator
@@ -193,11 +194,13 @@ class ShardSimulation:
 def code_version() -> str:
     """The release and a digest of the installed code: a pickled state holds our classes'
     attributes, so only the very same code may load it."""
-    root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
+    roots = [Path(__file__).resolve().parent.parent]  # the engine, then every pack's package
+    roots += [Path(inspect.getfile(cls)).resolve().parent for cls in registered_packs().values()]
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            h.update(f"{root.name}/{path.relative_to(root)}".encode())
+            h.update(path.read_bytes())
     return f"{__version__}+{h.hexdigest()[:12]}"
 
 

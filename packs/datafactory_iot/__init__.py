@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from datafactory.engine.blocks import DictColumn, Label, RecordBlock
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
-from datafactory.packs.iot.fleet import (
+from datafactory.units import Duration
+from datafactory_iot.fleet import (
     FIRMWARE,
     INCIDENTS,
     MODELS,
@@ -34,7 +35,6 @@ from datafactory.packs.iot.fleet import (
     TYPES,
     Fleet,
 )
-from datafactory.units import Duration
 
 DEFAULT_MAGNITUDE = {"thermal_runaway": 0.5, "stuck_at": 0.0, "drift": 1.0, "clock_skew": 300.0}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from datafactory.packs.healthcare.care import STATES, Care
+from datafactory_healthcare.care import STATES, Care
 
 US = 1_000_000
 PATIENT_CLASS = ("O", "E", "I")  # outpatient, emergency, inpatient (HL7 table 0004)

@@ -33,15 +33,15 @@ from datafactory.engine.sampling import AliasTable
 from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
-from datafactory.packs.retail.catalogue import (
+from datafactory_retail.catalogue import (
     BRANDS,
     CATEGORY_NAMES,
     CHANGE_TYPES,
     Catalogue,
     PriceBook,
 )
-from datafactory.packs.retail.customers import BASKET_FACTOR, EVENT_TYPES, SEGMENTS, Customers
-from datafactory.packs.retail.inventory import MOVEMENTS, REASONS, Inventory
+from datafactory_retail.customers import BASKET_FACTOR, EVENT_TYPES, SEGMENTS, Customers
+from datafactory_retail.inventory import MOVEMENTS, REASONS, Inventory
 
 # Relative sales by hour of day (store-local time, taken as UTC): quiet nights, a lunch peak,
 # an after-work peak.

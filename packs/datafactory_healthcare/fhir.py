@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from datafactory.packs.healthcare.care import CLASSES, PAYERS, SPECIALTIES, STATES, Care
+from datafactory_healthcare.care import CLASSES, PAYERS, SPECIALTIES, STATES, Care
 
 NPI = "http://hl7.org/fhir/sid/us-npi"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"

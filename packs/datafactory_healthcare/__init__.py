@@ -23,9 +23,9 @@ from datafactory.engine.blocks import DictColumn, Label, RecordBlock
 from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
-from datafactory.packs.healthcare.care import CLAIM_ERRORS, Care, Network
-from datafactory.packs.healthcare.fhir import Renderer, dumps
-from datafactory.packs.healthcare.hl7 import Hl7Renderer
+from datafactory_healthcare.care import CLAIM_ERRORS, Care, Network
+from datafactory_healthcare.fhir import Renderer, dumps
+from datafactory_healthcare.hl7 import Hl7Renderer
 
 
 class ErrorRates(BaseModel):

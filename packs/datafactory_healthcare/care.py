@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from datafactory.engine.timeline import PendingEvents, Steps
-from datafactory.packs.healthcare import codes
-from datafactory.packs.healthcare.npi import make_npis
+from datafactory_healthcare import codes
+from datafactory_healthcare.npi import make_npis
 
 S = 1_000_000
 DAY = 86_400 * S

@@ -1,1 +1,0 @@
-"""Behaviour packs shipped with Data Factory (import namespace ``datafactory.packs``)."""
