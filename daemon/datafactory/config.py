@@ -77,7 +77,6 @@ class EngineSection(BaseModel):
     model_config = _STRICT
     block_size: int = Field(8192, ge=1, le=1_000_000, description="events generated per block")
     queue_blocks: int = Field(4, ge=1, le=1024, description="blocks generated ahead per stream")
-    sink_queue: int = Field(8, ge=1, le=4096, description="batches waiting per sink")
     batch_max: int = Field(16384, ge=1, le=1_000_000, description="most events in one sink write")
     pacing_interval: Duration = Field(
         0.05, gt=0, le=10, description="target time between releases of a stream (wall clock)"
@@ -103,12 +102,32 @@ class LogSection(BaseModel):
     format: Literal["json", "console"] = "json"
 
 
+class BufferConfig(BaseModel):
+    """A sink's own buffer: what it holds for its sink, and what happens when that is full."""
+
+    model_config = _STRICT
+    type: Literal["memory"] = Field("memory", description="where the buffer lives")
+    max_events: int = Field(
+        65_536, ge=1, le=50_000_000, description="events it holds at most", examples=[100_000]
+    )
+    when_full: Literal["block", "drop_newest"] = Field(
+        "block",
+        description="block: the stream waits for this sink (and so do its other sinks); "
+        "drop_newest: this sink sheds what it cannot take (counted, in the manifest as `shed`), "
+        "the stream and the other sinks keep their pace",
+        examples=["drop_newest"],
+    )
+
+
 class SinkBase(BaseModel):
     """Settings every sink has; each sink type extends it with its own."""
 
     model_config = _STRICT
     type: str = Field(description="sink type, e.g. file, stdout")
     format: Literal["json", "avro"] = Field("json", description="record encoding")
+    buffer: BufferConfig = Field(
+        default_factory=BufferConfig, description="this sink's buffer and its policy when full"
+    )
 
 
 class ManifestSection(BaseModel):

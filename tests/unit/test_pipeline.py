@@ -128,9 +128,9 @@ packs:
     streams:
       pos_transaction: {{rate: {{profile: constant, base: {rate}}}, max_events: {max_events}}}
 sinks:
-  a: {{type: stdout}}
-  b: {{type: stdout}}
-engine: {{block_size: {block}, queue_blocks: 2, sink_queue: 2, batch_max: 500,
+  a: {{type: stdout, buffer: {{max_events: 1000}}}}
+  b: {{type: stdout, buffer: {{max_events: 1000}}}}
+engine: {{block_size: {block}, queue_blocks: 2, batch_max: 500,
          pacing_interval: 10ms}}
 telemetry: {{enabled: false}}
 """
@@ -159,8 +159,8 @@ async def test_backpressure_bounds_what_is_generated_ahead() -> None:
     engine.stop()
     summary = await task
     # bound: gen queue (2 blocks) + one block in the pacer + one generating
-    #        + sink queue (2 slices) + one being encoded + encoded queue (2) + one being written
-    bound = (2 + 1 + 1) * 1000 + (2 + 1 + 2 + 1) * 500
+    #        + sink buffer (1000 events) + one being encoded + encoded queue (2) + one written
+    bound = (2 + 1 + 1) * 1000 + 1000 + (1 + 2 + 1) * 500
     assert peak_gap <= bound, peak_gap
     for q in summary["queues"].values():
         assert q["high_water"] <= q["capacity"]
@@ -296,3 +296,90 @@ async def test_partial_failures_resend_only_what_failed() -> None:
     assert stats["failed"]["retail.pos_transaction"] == 1
     assert stats["retried"]["retail.pos_transaction"] == 1000  # the multiples of 3, once each
     assert a.peak_in_flight > 1  # max_in_flight was used
+
+
+ISOLATED = """
+run: {{name: iso, seed: 3, duration: 3s}}
+packs:
+  retail:
+    params: {{stores: 5, skus: 200, customers: 500}}
+    streams:
+      pos_transaction: {{rate: {{profile: constant, base: 4000}}}}
+sinks:
+  fast: {{type: stdout}}
+  slow: {{type: stdout, buffer: {{max_events: 400, when_full: {policy}}}}}
+manifest: {{sink: {{type: file, path: {manifest}}}, flush: 100ms}}
+engine: {{block_size: 2000, batch_max: 200, pacing_interval: 10ms}}
+telemetry: {{enabled: false}}
+"""
+
+
+def isolated(policy: str, tmp_path: Path) -> tuple[Engine, dict[str, SlowSink]]:
+    sinks: dict[str, SlowSink] = {}
+
+    def factory(name: str, cfg: Any, ctx: SinkContext) -> Sink:
+        if cfg.type == "file":  # the manifest
+            from datafactory.sinks.file import FileSink
+
+            return FileSink(name, cfg, ctx)
+        # the slow sink writes ~200 events per 0.1 s: 2,000 events/s for a 4,000/s stream
+        sinks[name] = SlowSink(name, cfg, ctx, delay=0.1 if name == "slow" else 0.0)
+        return sinks[name]
+
+    text = ISOLATED.format(policy=policy, manifest=tmp_path / "m")
+    return Engine(parse_config(text), sink_factory=factory), sinks
+
+
+async def test_a_slow_drop_newest_sink_sheds_and_does_not_hold_the_others_back(
+    tmp_path: Path,
+) -> None:
+    engine, sinks = isolated("drop_newest", tmp_path)
+    task = asyncio.create_task(engine.run())
+    await asyncio.sleep(1.5)
+    mid = engine.snapshot()["sinks"]["slow"]
+    summary = await task
+    stream = "retail.pos_transaction"
+    released = summary["streams"][stream]["released"]
+    assert released >= 0.9 * 4000 * 3  # the stream kept its pace
+    assert sinks["fast"].seqs == list(range(released))  # the fast sink got every event
+    slow = summary["sinks"]["slow"]
+    shed = slow["shed"][stream]
+    assert shed > 0 and slow["sent"][stream] + shed == released
+    assert sorted(set(sinks["slow"].seqs)) == sinks["slow"].seqs  # in order, once each
+    assert mid["lag_events"] > 0 and mid["lag_seconds"] > 0
+    assert mid["buffer"]["when_full"] == "drop_newest" and mid["holding_back"] == []
+    value = engine.metrics.registry.get_sample_value
+    assert value("datafactory_sink_shed_events_total", {"stream": stream, "sink": "slow"}) == shed
+    # every shed event is in the manifest as shed by that sink, and none that was sent
+    rows = [
+        orjson.loads(line)
+        for f in sorted((tmp_path / "m").rglob("*.jsonl"))
+        for line in f.read_bytes().splitlines()
+    ]
+    shed_rows = [r for r in rows if r["type"] == "shed"]
+    assert len(shed_rows) == shed
+    assert {r["sink"] for r in shed_rows} == {"slow"}
+    assert {r["seq"] for r in shed_rows}.isdisjoint(sinks["slow"].seqs)
+    # the checkpoint counts agree: everything below the mark is done by both sinks
+    counters = engine.counters(at_mark=True)[(stream, "slow")]
+    assert counters["acked"] + counters["shed"] == counters["generated"] == released
+
+
+async def test_a_slow_block_sink_holds_the_stream_back_and_says_so(tmp_path: Path) -> None:
+    engine, sinks = isolated("block", tmp_path)
+    task = asyncio.create_task(engine.run())
+    held: list[list[str]] = []
+    for _ in range(10):
+        await asyncio.sleep(0.2)
+        held.append(engine.snapshot()["sinks"]["slow"]["holding_back"])
+    summary = await task
+    stream = "retail.pos_transaction"
+    released = summary["streams"][stream]["released"]
+    assert released < 0.75 * 4000 * 3  # the slow sink set the pace
+    assert sinks["slow"].seqs == sinks["fast"].seqs == list(range(released))  # nothing lost
+    assert sum(h == [stream] for h in held) >= 5  # mostly waiting on the slow sink
+    assert summary["sinks"]["fast"]["holding_back"] == []
+    blocked = engine.metrics.registry.get_sample_value(
+        "datafactory_sink_blocked_seconds_total", {"sink": "slow", "stream": stream}
+    )
+    assert blocked is not None and blocked > 1.0

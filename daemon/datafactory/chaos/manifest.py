@@ -39,7 +39,8 @@ def fault_rows(f: Fault, run: str, run_seed: int) -> list[dict[str, Any]]:
     seqs, times = f.seq.tolist(), f.event_time.tolist()
     details: list[Any] = f.details or [None] * len(seqs)
     digests: list[Any] = f.digests or [None] * len(seqs)
-    kind = "fault" if f.sink is None else "rendered"
+    # a fault on the event; one sink's shed events; a byte-level fault as one sink rendered it
+    kind = "fault" if f.sink is None else "shed" if f.step == "shed" else "rendered"
     return [
         {
             "type": kind,
@@ -52,7 +53,8 @@ def fault_rows(f: Fault, run: str, run_seed: int) -> list[dict[str, Any]]:
             "name": f.name,
             "kind": f.kind,
             "detail": details[i],
-            **({"sink": f.sink, "digest": digests[i]} if f.sink is not None else {}),
+            **({"sink": f.sink} if f.sink is not None else {}),
+            **({"digest": digests[i]} if kind == "rendered" else {}),
         }
         for i in range(len(seqs))
     ]

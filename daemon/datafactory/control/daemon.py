@@ -97,7 +97,12 @@ class Telemetry:
                         "eps": round(eps, 1),
                         "sent": sent,
                         "failed": sum(k["failed"].values()),
+                        "shed": sum(k["shed"].values()),
                         "errors": k["errors"],
+                        "lag_events": k["lag_events"],
+                        "lag_seconds": k["lag_seconds"],
+                        "buffer": k["buffer"],
+                        "holding_back": k["holding_back"],
                     }
                 view["sinks"] = sinks
                 view["chaos"] = snap["chaos"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-COUNTERS = ("generated", "chaos_dropped", "sent", "acked", "failed", "retried")
+COUNTERS = ("generated", "chaos_dropped", "sent", "acked", "failed", "retried", "shed")
 
 _TABLES = [
     """CREATE TABLE IF NOT EXISTS runs (
@@ -32,6 +32,7 @@ _TABLES = [
         generated BIGINT NOT NULL DEFAULT 0, chaos_dropped BIGINT NOT NULL DEFAULT 0,
         sent BIGINT NOT NULL DEFAULT 0, acked BIGINT NOT NULL DEFAULT 0,
         failed BIGINT NOT NULL DEFAULT 0, retried BIGINT NOT NULL DEFAULT 0,
+        shed BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (run_id, stream, sink))""",
     """CREATE TABLE IF NOT EXISTS checkpoints (
         run_id TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, released BIGINT NOT NULL,
@@ -43,6 +44,8 @@ _TABLES = [
         state TEXT NOT NULL DEFAULT '',
         at DOUBLE PRECISION NOT NULL, PRIMARY KEY (batch_id, shard, chunk))""",
 ]
+# columns added since a table was first made: (table, column, type); added where missing
+_ADDED = [("counters", "shed", "BIGINT NOT NULL DEFAULT 0")]
 
 
 @dataclass
@@ -265,6 +268,10 @@ class SqliteLedger(Ledger):
             db.execute("PRAGMA synchronous=NORMAL")
             for ddl in _TABLES:
                 db.execute(ddl.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+            for table, column, kind in _ADDED:
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             return db
 
         self._db = await asyncio.to_thread(connect)
@@ -332,6 +339,8 @@ class PostgresLedger(Ledger):
             await conn.execute("SELECT pg_advisory_xact_lock(7395117)")
             for ddl in _TABLES:
                 await conn.execute(ddl.format(serial="BIGSERIAL PRIMARY KEY"))
+            for table, column, kind in _ADDED:
+                await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
     async def close(self) -> None:
         if self._pool is not None:

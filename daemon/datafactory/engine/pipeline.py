@@ -1,10 +1,11 @@
-"""The stream pipeline: pack stream -> rate controller -> chaos chain -> encoder -> sink.
+"""The stream pipeline: pack stream -> rate controller -> chaos chain -> sinks.
 
 Per stream, a *generator* task fills a bounded queue with blocks made ahead of time and a
 *pacer* task slices them along the token bucket, stamps event times from the stream's clock,
-passes each slice through the chaos chain and puts it on every target sink's bounded queue.
-Per sink, a *writer* task encodes slices and calls ``write_batch``. Every queue is bounded, so
-a slow sink stalls its pacers, whose queues then stall the generators: memory stays bounded.
+passes each slice through the chaos chain and offers it to every target sink's delivery
+(:mod:`datafactory.runtime.delivery`): each sink has its own bounded buffer and policy, so a
+slow sink holds its streams back only if its policy says ``block``. What every sink is done
+with is booked per stream (:mod:`datafactory.runtime.accounting`): the checkpoint mark.
 
 With a simulated clock each stream keeps its own time, which moves only when the pacer
 "sleeps" — the same code then runs as fast as the machine allows, deterministically: blocks
@@ -15,8 +16,6 @@ what was released changes it in the same order every run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,20 +24,19 @@ from typing import Any, Generic, TypeVar
 import structlog
 
 from datafactory.chaos import Chain, StepConfig, applies, build_chain
-from datafactory.chaos.base import FaultLog, RenderContext
-from datafactory.chaos.chain import render_patches
+from datafactory.chaos.base import Fault, FaultLog
 from datafactory.chaos.manifest import STREAM as MANIFEST_STREAM
 from datafactory.chaos.manifest import Manifest
 from datafactory.config import Config, StreamPlan
-from datafactory.encoders import build_encoder
-from datafactory.encoders.base import EncodedBatch, Encoder, PartialDeliveryError
 from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
 from datafactory.engine.rate import TokenBucket, event_times
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.manager import Lifecycle
 from datafactory.pack import Pack, StreamGenerator, registered_packs, registered_sinks
-from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
+from datafactory.runtime.accounting import Outcome, SliceBook
+from datafactory.runtime.delivery import Retry, SinkDelivery
+from datafactory.sinks.base import Sink, SinkContext
 from datafactory.telemetry.metrics import Metrics
 
 log = structlog.get_logger("datafactory.engine")
@@ -58,8 +56,6 @@ GEN_MIN_BLOCK = 16
 # step): 6 h gives sinks big blocks (15 min made 3x the CPU in tiny writes)
 CLOCK_DRIVEN_STEP = 21_600.0
 CLOCK_DRIVEN_POLL = 0.2
-# encoded batches waiting for a sink, per sink
-ENCODE_AHEAD = 2
 
 
 class BoundedQueue(asyncio.Queue[T], Generic[T]):
@@ -92,7 +88,7 @@ class StreamRuntime:
     clock: Clock
     bucket: TokenBucket
     queue: BoundedQueue[RecordBlock | None]
-    sinks: list[SinkRuntime]
+    sinks: list[SinkDelivery]
     chaos: Chain | None = None
     end_time: float | None = None
     generated: int = 0
@@ -111,30 +107,12 @@ class StreamRuntime:
     def driven(self) -> bool:
         return self.plan.driven
 
-    # checkpointing: every event below `mark` is acknowledged or counted failed by every sink
-    mark: int = 0
-    # slice id -> [sinks left, end seq, {sink: [acked, failed, retried]}]
-    slices: dict[int, list[Any]] = field(default_factory=dict)
-    next_slice: int = 0
-    # per sink [acked, failed, retried] of the slices below the mark (consistent with it)
-    at_mark: dict[str, list[int]] = field(default_factory=dict)
+    # what every sink is done with: the checkpoint mark and the counts below it
+    book: SliceBook = field(default_factory=SliceBook)
 
     @property
     def name(self) -> str:
         return self.plan.event_type
-
-
-@dataclass(eq=False)
-class SinkRuntime:
-    name: str
-    sink: Sink
-    queue: BoundedQueue[tuple[StreamRuntime, RecordBlock, int] | None]
-    encoders: dict[str, Encoder] = field(default_factory=dict)
-    render: dict[str, RenderContext] = field(default_factory=dict)
-    sent: dict[str, int] = field(default_factory=dict)
-    failed: dict[str, int] = field(default_factory=dict)
-    retried: dict[str, int] = field(default_factory=dict)
-    errors: int = 0
 
 
 class Engine:
@@ -158,10 +136,12 @@ class Engine:
         self.config = config
         self.metrics = metrics or Metrics()
         self.seeds = SeedTree(config.run.seed)
-        eng_cfg = config.model.engine
-        self.retry_backoff = eng_cfg.retry_backoff if retry_backoff is None else retry_backoff
-        self.retry_backoff_max = eng_cfg.retry_backoff_max
-        self.max_attempts = eng_cfg.max_attempts if max_attempts is None else max_attempts
+        eng = config.model.engine
+        retry = Retry(
+            eng.max_attempts if max_attempts is None else max_attempts,
+            eng.retry_backoff if retry_backoff is None else retry_backoff,
+            eng.retry_backoff_max,
+        )
         self._stop = asyncio.Event()
         self._running = asyncio.Event()
         self._running.set()
@@ -169,14 +149,14 @@ class Engine:
         self._started_at: float | None = None
         # events a removed chain still held, sent with the stream's next slice
         self._late: list[tuple[StreamRuntime, RecordBlock]] = []
-        eng = config.model.engine
         ctx = SinkContext(config.run.name, config.run.seed)
         sink_types = registered_sinks()
-        self.sinks: dict[str, SinkRuntime] = {}
+        self.sinks: dict[str, SinkDelivery] = {}
         for name, scfg in config.sinks.items():
             sink = (sink_factory or (lambda n, c, x: sink_types[c.type](n, c, x)))(name, scfg, ctx)
-            q: BoundedQueue[Any] = BoundedQueue(eng.sink_queue, f"sink:{name}", self.metrics)
-            self.sinks[name] = SinkRuntime(name, sink, q)
+            self.sinks[name] = SinkDelivery(
+                name, sink, scfg.buffer, retry, self.metrics, self._ground_truth
+            )
 
         # a simulated clock starts at run.start, or where a batch's history ended
         self._sim_start = (
@@ -242,22 +222,10 @@ class Engine:
         )
         targets = [self.sinks[s] for s in plan.sinks]
         gen = gen if gen is not None else pack.stream(plan.stream)
-        rt = StreamRuntime(plan, pack, gen, clock, bucket, q2, targets)
-        rt.seq_next = rt.mark = rt.generated = rt.released = start
-        for s in targets:
-            fmt = s.sink.config.format
-            s.encoders[rt.name] = build_encoder(
-                fmt, rt.gen.schema, config.run.seed, single_object=s.sink.message_oriented
-            )
-            s.render[rt.name] = RenderContext(
-                fmt,
-                rt.gen.schema,
-                fmt == "avro" and s.sink.message_oriented,
-                s.sink.max_record_bytes,
-            )
-            s.sent.setdefault(rt.name, 0)
-            s.failed.setdefault(rt.name, 0)
-            s.retried.setdefault(rt.name, 0)
+        rt = StreamRuntime(plan, pack, gen, clock, bucket, q2, targets, book=SliceBook(start))
+        rt.seq_next = rt.generated = rt.released = start
+        for k in targets:
+            k.add_stream(rt.name, rt.gen.schema, config.run.seed)
         return rt
 
     def _start_stream(self, s: StreamRuntime) -> None:
@@ -384,8 +352,12 @@ class Engine:
             key = (f.stream, f.name, f.kind)
             self.chaos_counts[key] = self.chaos_counts.get(key, 0) + len(f.seq)
             self.metrics.chaos_injected.labels(*key).inc(len(f.seq))
-        if self.manifest is not None:
-            self.manifest.add(faults.items)
+        self._ground_truth(faults.items)
+
+    def _ground_truth(self, faults: list[Fault]) -> None:
+        """Faults injected, events shed, bytes rendered: into the manifest."""
+        if self.manifest is not None and faults:
+            self.manifest.add(faults)
 
     def stop(self) -> None:
         """Stop releasing events; what was released is written before ``run`` returns."""
@@ -405,7 +377,7 @@ class Engine:
 
     def marks(self) -> dict[str, tuple[int, int]]:
         """Per stream: (every event below this seq is accounted for, events released)."""
-        return {s.name: (s.mark, s.released) for s in self.streams}
+        return {s.name: (s.book.mark, s.released) for s in self.streams}
 
     def counters(self, at_mark: bool = False) -> dict[tuple[str, str], dict[str, int]]:
         """Per stream x sink, for the ledger. ``at_mark``: only the slices below each
@@ -417,40 +389,14 @@ class Engine:
         out: dict[tuple[str, str], dict[str, int]] = {}
         for s in self.streams:
             for k in s.sinks:
-                if at_mark:
-                    acked, failed, retried = s.at_mark.get(k.name, [0, 0, 0])
-                else:
-                    acked, failed, retried = k.sent[s.name], k.failed[s.name], k.retried[s.name]
+                o = s.book.at_mark.get(k.name, Outcome()) if at_mark else k.outcomes[s.name]
                 out[(s.name, k.name)] = {
-                    "generated": s.mark if at_mark else s.generated,
+                    "generated": s.book.mark if at_mark else s.generated,
                     "chaos_dropped": dropped.get(s.name, 0),
-                    "sent": acked + failed,
-                    "acked": acked,
-                    "failed": failed,
-                    "retried": retried,
+                    "sent": o.acked + o.failed,
+                    **o.as_dict(),
                 }
         return out
-
-    def _accounted(
-        self, s: StreamRuntime, sid: int, sink: str, acked: int, failed: int, retried: int
-    ) -> None:
-        """One sink is done with a slice; move the stream's mark past finished slices."""
-        entry = s.slices.get(sid)
-        if entry is None:
-            return
-        entry[0] -= 1
-        entry[2][sink] = [acked, failed, retried]
-        while s.slices:
-            first = next(iter(s.slices))
-            left, end, per_sink = s.slices[first]
-            if left > 0:
-                break
-            del s.slices[first]
-            s.mark = max(s.mark, end)
-            for name, values in per_sink.items():
-                total = s.at_mark.setdefault(name, [0, 0, 0])
-                for i, v in enumerate(values):
-                    total[i] += v
 
     @property
     def stopping(self) -> bool:
@@ -468,15 +414,7 @@ class Engine:
                 }
                 for s in self.streams
             },
-            "sinks": {
-                k.name: {
-                    "sent": dict(k.sent),
-                    "failed": dict(k.failed),
-                    "retried": dict(k.retried),
-                    "errors": k.errors,
-                }
-                for k in self.sinks.values()
-            },
+            "sinks": {k.name: k.snapshot() for k in self.sinks.values()},
             "chaos": {
                 f"{stream}/{name}/{kind}": n
                 for (stream, name, kind), n in sorted(self.chaos_counts.items())
@@ -504,7 +442,7 @@ class Engine:
     async def _run_provisioned(self) -> dict[str, Any]:
         assert self._started_at is not None
         for k in self.sinks.values():
-            await self._connect(k)
+            await k.connect()
         if self.manifest is not None:
             await self.manifest.sink.connect()
         run = self.config.run
@@ -521,9 +459,7 @@ class Engine:
         self._streaming = True
         for s in self.streams:
             self._start_stream(s)
-        writers = [
-            asyncio.create_task(self._write(k), name=f"sink:{k.name}") for k in self.sinks.values()
-        ]
+        writers = [asyncio.create_task(k.run(), name=f"sink:{k.name}") for k in self.sinks.values()]
         sampler = asyncio.create_task(self._sample(), name="sampler")
         manifest_loop = (
             asyncio.create_task(self.manifest.loop(), name="manifest")
@@ -543,7 +479,7 @@ class Engine:
             if self.on_phase is not None:
                 self.on_phase("draining")
             for k in self.sinks.values():
-                await k.queue.put(None)
+                k.close()
             await asyncio.gather(*writers)
             streaming_seconds = time.monotonic() - streaming_since
         finally:
@@ -566,11 +502,16 @@ class Engine:
                 except Exception as e:  # closing must not hide the run's own outcome
                     log.error("sink_close_failed", sink=k.name, error=repr(e))
         summary = self.snapshot()
-        queues: list[BoundedQueue[Any]] = [s.queue for s in self.streams]
-        queues += [k.queue for k in self.sinks.values()]
         summary["queues"] = {
-            q.name: {"high_water": q.high_water, "capacity": q.maxsize} for q in queues
+            s.queue.name: {"high_water": s.queue.high_water, "capacity": s.queue.maxsize}
+            for s in self.streams
         }
+        summary["queues"].update(
+            {
+                f"sink:{k.name}": {"high_water": k.buffer.high_water, "capacity": k.max_events}
+                for k in self.sinks.values()
+            }
+        )
         # oversize faults a sink with a record limit refused: failed on purpose
         summary["failed_intentionally"] = sum(
             n
@@ -589,25 +530,6 @@ class Engine:
             seconds=round(time.monotonic() - self._started_at, 3),
         )
         return summary
-
-    async def _backoff(self, delay: float) -> float:
-        """Wait about ``delay`` (jittered: timing only, never data); the next, doubled, capped."""
-        await asyncio.sleep(delay * (0.5 + random.random() / 2))
-        return min(delay * 2, self.retry_backoff_max)
-
-    async def _connect(self, k: SinkRuntime) -> None:
-        delay = self.retry_backoff
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                await k.sink.connect()
-                return
-            except Exception as e:
-                k.errors += 1
-                self.metrics.sink_errors.labels(k.name).inc()
-                log.warning("sink_connect_failed", sink=k.name, attempt=attempt, error=repr(e))
-                if attempt == self.max_attempts:
-                    raise
-                delay = await self._backoff(delay)
 
     async def _generate(self, s: StreamRuntime) -> None:
         size = self.config.model.engine.block_size
@@ -655,13 +577,12 @@ class Engine:
         has_hook = type(s.gen).released is not StreamGenerator.released
         block: RecordBlock | None = None
         pos = 0
+        asked = 0  # a request still waiting for its tokens: asked again as it was
         try:
             while not self._stop.is_set() and not s.removed:
                 if not self._running.is_set():
                     await self._running.wait()
                     continue
-                if s.end_time is not None and clock.now() >= s.end_time:
-                    break
                 if block is None or pos >= len(block):
                     s.want.set()
                     block = await s.queue.get()
@@ -677,26 +598,24 @@ class Engine:
                 else:
                     interval = eng.pacing_interval
                 n = max(1, min(int(bucket.rate() * interval), eng.batch_max, len(block) - pos))
-                wait = bucket.acquire(n)
-                last = False
-                while wait > 0 and not self._stop.is_set() and not s.removed:
-                    if s.end_time is not None and clock.now() + wait > s.end_time:
-                        # the end falls inside this wait: release what was earned by then
-                        await clock.sleep(max(0.0, s.end_time - clock.now()))
-                        n = min(n, bucket.take_available())
-                        last = True
+                n = min(asked, len(block) - pos) if asked else n
+                if s.end_time is not None and clock.now() >= s.end_time:
+                    # the end: what was earned by then, slice by slice, then nothing more
+                    n = bucket.take_until(s.end_time, n)
+                    if n == 0:
                         break
-                    await clock.sleep(wait if clock.simulated else min(wait, 0.25))
+                else:
                     wait = bucket.acquire(n)
-                if n == 0 or (wait > 0 and not last):
-                    break
-                if not self._running.is_set():  # paused while waiting: hold what was earned
-                    await self._running.wait()
-                    if self._stop.is_set():
-                        break
-                if s.removed:
-                    break
+                    if wait > 0:  # not yet: sleep (at most to the end), then ask again
+                        if s.end_time is not None:
+                            wait = min(wait, s.end_time - clock.now())
+                        await clock.sleep(wait if clock.simulated else min(wait, 0.25))
+                        asked = n
+                        continue
+                asked = 0
                 now = clock.now_us()
+                if s.end_time is not None:  # a wall clock may be past the end by now
+                    now = min(now, round(s.end_time * 1_000_000))
                 piece = block.take(slice(pos, pos + n))
                 end_seq = int(piece.seq[-1]) + 1
                 pos += n
@@ -729,8 +648,6 @@ class Engine:
                 if self._late:
                     piece = self._take_late(s, piece) or piece
                 await self._send(s, piece, end_seq)
-                if last:
-                    break
             # what chaos still holds back (delays) goes out now, late as it is
             rest = s.chaos.flush() if s.chaos is not None else None
             if self._late:
@@ -832,11 +749,9 @@ class Engine:
 
     async def _send(self, s: StreamRuntime, piece: RecordBlock, end_seq: int) -> None:
         """To every sink of the stream, tracked for the checkpoint mark."""
-        sid = s.next_slice
-        s.next_slice += 1
-        s.slices[sid] = [len(s.sinks), end_seq, {}]
+        sid = s.book.open(end_seq, len(s.sinks))
         for k in s.sinks:
-            await k.queue.put((s, piece, sid))
+            await k.offer(s.name, piece, sid, s.book)
 
     def _take_late(self, s: StreamRuntime, piece: RecordBlock | None) -> RecordBlock | None:
         mine = [b for t, b in self._late if t is s]
@@ -844,137 +759,6 @@ class Engine:
             return piece
         self._late = [(t, b) for t, b in self._late if t is not s]
         return concat([piece, *mine] if piece is not None else mine)
-
-    async def _write(self, k: SinkRuntime) -> None:
-        m = self.metrics
-        children = _SinkChildren(m, k.name)
-        timer = m.write_seconds.labels(k.name)
-        # encode the next slice while the sink writes this one (a two-stage pipeline)
-        encoded: BoundedQueue[tuple[StreamRuntime, Any, int] | None] = BoundedQueue(
-            ENCODE_AHEAD, f"encoded:{k.name}", m
-        )
-        encoder = asyncio.create_task(self._encode(k, encoded), name=f"encode:{k.name}")
-        try:
-            await self._write_encoded(k, encoded, children, timer)
-        finally:
-            encoder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await encoder
-
-    async def _encode(
-        self, k: SinkRuntime, out: BoundedQueue[tuple[StreamRuntime, Any, int] | None]
-    ) -> None:
-        while True:
-            item = await k.queue.get()
-            if item is None:
-                await out.put(None)
-                return
-            s, block, sid = item
-            enc = k.encoders[s.name]
-            # big slices are encoded off the loop (the compiled path releases the GIL)
-            encode = self._encoder(enc, k.render[s.name], k.name)
-            if len(block) > 512:
-                batch, rendered = await asyncio.to_thread(encode, block)
-            else:
-                batch, rendered = encode(block)
-            if rendered and self.manifest is not None:
-                self.manifest.add(rendered)
-            await out.put((s, batch, sid))
-
-    @staticmethod
-    def _encoder(
-        enc: Encoder, ctx: RenderContext, sink: str
-    ) -> Callable[[RecordBlock], tuple[EncodedBatch, list[Any]]]:
-        def encode(block: RecordBlock) -> tuple[EncodedBatch, list[Any]]:
-            batch = enc.encode(block)
-            if not block.patches:
-                return batch, []
-            # byte-level chaos, rendered for this sink's format
-            return render_patches(batch, ctx, sink)
-
-        return encode
-
-    async def _write_encoded(
-        self,
-        k: SinkRuntime,
-        encoded: BoundedQueue[tuple[StreamRuntime, Any, int] | None],
-        children: _SinkChildren,
-        timer: Any,
-    ) -> None:
-        """Deliver encoded batches, up to the sink's ``max_in_flight`` at once."""
-        slots = asyncio.Semaphore(max(1, k.sink.max_in_flight))
-        pending: set[asyncio.Task[None]] = set()
-
-        async def one(s: StreamRuntime, batch: EncodedBatch, sid: int) -> None:
-            try:
-                sent, sent_bytes, failed, retried = children.of(s.name)
-                t = time.perf_counter()
-                ok, lost, again = await self._deliver(k, batch)
-                timer.observe(time.perf_counter() - t)
-                k.sent[s.name] += ok
-                k.failed[s.name] += lost
-                k.retried[s.name] += again
-                sent.inc(ok)
-                sent_bytes.inc(batch.nbytes if not lost else 0)
-                failed.inc(lost)
-                retried.inc(again)
-                self._accounted(s, sid, k.name, ok, lost, again)
-            finally:
-                slots.release()
-
-        try:
-            while True:
-                await slots.acquire()  # before taking: nothing waits outside a bounded queue
-                item = await encoded.get()
-                if item is None:
-                    slots.release()
-                    break
-                task = asyncio.create_task(one(*item))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            if pending:
-                await asyncio.gather(*pending)
-        finally:
-            for task in pending:
-                task.cancel()
-
-    async def _deliver(self, k: SinkRuntime, batch: EncodedBatch) -> tuple[int, int, int]:
-        """(delivered, failed, retried) for one batch; partial failures retry only the rest."""
-        delay = self.retry_backoff
-        delivered = retried = lost = 0
-        current = batch
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                await k.sink.write_batch(current)
-                return delivered + len(current), lost, retried
-            except PartialDeliveryError as e:
-                delivered += len(current) - int(e.failed.sum())
-                lost += int(e.permanent.sum())
-                current = current.subset(e.failed & ~e.permanent)
-                error: Exception = e
-                if len(current) == 0:
-                    return delivered, lost, retried
-            except Exception as e:
-                error = e
-            k.errors += 1
-            self.metrics.sink_errors.labels(k.name).inc()
-            log.warning(
-                "sink_write_failed",
-                sink=k.name,
-                stream=batch.stream,
-                attempt=attempt,
-                events=len(current),
-                error=repr(error),
-            )
-            if attempt == self.max_attempts:
-                break
-            retried += len(current)
-            delay = await self._backoff(delay)
-            if isinstance(error, NotConnectedError):
-                with contextlib.suppress(Exception):
-                    await k.sink.connect()
-        log.error("sink_batch_failed", sink=k.name, stream=batch.stream, events=len(current))
-        return delivered, lost + len(current), retried
 
     async def _sample(self) -> None:
         """Once a second: actual and target rate per stream."""
@@ -989,24 +773,5 @@ class Engine:
                 last[s.name] = (s.released, now)
                 m.actual_rate.labels(s.name).set(s.rate_now)
                 m.target_rate.labels(s.name).set(s.bucket.rate())
-
-
-class _SinkChildren:
-    """A sink's metric children per stream, made on first use (streams may be added live)."""
-
-    def __init__(self, m: Metrics, sink: str) -> None:
-        self.m = m
-        self.sink = sink
-        self.cache: dict[str, tuple[Any, Any, Any, Any]] = {}
-
-    def of(self, stream: str) -> tuple[Any, Any, Any, Any]:
-        c = self.cache.get(stream)
-        if c is None:
-            m, k = self.m, self.sink
-            c = self.cache[stream] = (
-                m.sent.labels(stream, k),
-                m.sent_bytes.labels(stream, k),
-                m.failed.labels(stream, k),
-                m.retried.labels(stream, k),
-            )
-        return c
+            for k in self.sinks.values():
+                k.sample()

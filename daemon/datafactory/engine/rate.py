@@ -329,7 +329,7 @@ class TokenBucket:
     current rate, but never less than the largest request, so any request can succeed.
     """
 
-    __slots__ = ("_cum_last", "_last", "burst", "clock", "max_wait", "profile", "t0", "tokens")
+    __slots__ = ("_base", "_last", "burst", "clock", "max_wait", "profile", "t0", "tokens")
 
     def __init__(
         self,
@@ -344,15 +344,15 @@ class TokenBucket:
         self.clock = clock
         self.burst = burst
         self.max_wait = max_wait
-        self.t0 = clock.now() if t0 is None else t0
-        self._last = self.t0
-        self._cum_last = 0.0
-        self.tokens = 0.0
+        self.restart(clock.now() if t0 is None else t0)
 
     def restart(self, t0: float) -> None:
         """Start the profile (and an empty bucket) at ``t0``."""
         self.t0 = self._last = t0
-        self._cum_last = 0.0
+        # tokens = R(last) - base: the profile's integral is evaluated afresh each time, never
+        # summed up slice by slice, so float errors do not pile up over a long run (whole
+        # tokens taken move the base by whole numbers, exactly)
+        self._base = 0.0
         self.tokens = 0.0
 
     def rate(self) -> float:
@@ -363,31 +363,41 @@ class TokenBucket:
         if now <= self._last:
             return
         cum = self.profile.cumulative(now, self.t0)
-        cap = max(self.profile.rate(now, self.t0) * self.burst, float(n))
-        self.tokens = min(self.tokens + (cum - self._cum_last), max(cap, self.tokens))
-        self._cum_last = cum
+        # a request's worth and a token more: the fraction of the next token is never lost
+        hold = max(self.profile.rate(now, self.t0) * self.burst, n + 1.0, self.tokens)
+        if cum - self._base > hold:  # earned beyond what the bucket holds: forgotten
+            self._base = cum - hold
+        self.tokens = cum - self._base
         self._last = now
+
+    def _take(self, n: int) -> None:
+        self._base += n
+        self.tokens -= n
 
     def set_profile(self, profile: AnyProfile) -> None:
         """Change the shape live; tokens earned so far are kept."""
         self._refill(self.clock.now(), 0)
         self.profile = profile
-        self._cum_last = profile.cumulative(self._last, self.t0)
+        self._base = profile.cumulative(self._last, self.t0) - self.tokens
 
     def acquire(self, n: int) -> float:
         now = self.clock.now()
         self._refill(now, n)
-        if self.tokens >= n - 1e-9 * n:  # float sums of the profile's integral are inexact
-            self.tokens = max(0.0, self.tokens - n)
+        if self.tokens >= n - 1e-9 * n:  # the profile's integral in floats is inexact
+            self._take(n)
             return 0.0
         deficit = n - self.tokens
         return self._time_to_earn(now, deficit)
 
-    def take_available(self) -> int:
-        """Take every whole token earned by now; returns how many."""
-        self._refill(self.clock.now(), 0)
-        n = int(self.tokens + 1e-9)
-        self.tokens = max(0.0, self.tokens - n)
+    def take_until(self, t: float, limit: int) -> int:
+        """The end of a window at ``t`` (called once the clock reached it): take every whole
+        token earned by ``t``, at most ``limit``; returns how many. The burst cap does not apply
+        up to ``limit``: what was earned while a request of that size waited is kept."""
+        # due by t to the clocks' resolution (1 µs): float epoch seconds are coarser than
+        # that, and the event due exactly at t must not be lost to a rounding error
+        self._refill(t + 1e-6, limit)
+        n = max(0, min(limit, int(self.tokens + 1e-9)))
+        self._take(n)
         return n
 
     def _time_to_earn(self, now: float, deficit: float) -> float:

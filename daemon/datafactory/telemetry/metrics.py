@@ -46,6 +46,45 @@ class Metrics:
             ["stream", "sink"],
             registry=r,
         )
+        self.shed = Counter(
+            "datafactory_sink_shed_events",
+            "Events a sink's full drop_newest buffer shed (each is in the manifest as shed)",
+            ["stream", "sink"],
+            registry=r,
+        )
+        self.buffer_events = Gauge(
+            "datafactory_sink_buffer_events", "Events in a sink's buffer", ["sink"], registry=r
+        )
+        self.buffer_capacity = Gauge(
+            "datafactory_sink_buffer_capacity_events",
+            "Most events a sink's buffer holds",
+            ["sink"],
+            registry=r,
+        )
+        self.lag_events = Gauge(
+            "datafactory_sink_lag_events",
+            "Events released to a sink and not yet written (buffered, encoding, in flight)",
+            ["sink"],
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "datafactory_sink_lag_seconds",
+            "Age of the oldest event released to a sink and not yet written",
+            ["sink"],
+            registry=r,
+        )
+        self.holding_back = Gauge(
+            "datafactory_sink_holding_back",
+            "1 while a sink's full `block` buffer makes a stream wait",
+            ["sink", "stream"],
+            registry=r,
+        )
+        self.blocked_seconds = Counter(
+            "datafactory_sink_blocked_seconds",
+            "Time a stream waited for a sink's full `block` buffer",
+            ["sink", "stream"],
+            registry=r,
+        )
         self.chaos_injected = Counter(
             "datafactory_chaos_injected",
             "Faults chaos injected on purpose (each is in the manifest)",

@@ -146,7 +146,7 @@ async def verify(
                 raise VerifyError(str(e)) from None
             seen = Seen.of(msgs, ident)
             limited = sink.type in ("kafka", "aws_kinesis")
-            row = transport(truth, stream, seen, limited)
+            row = transport(truth, stream, seen, limited, name)
             row["unidentified"] = seen.unidentified
             row["source"] = uri
             report["sinks"].setdefault(name, {})[stream] = row
@@ -230,6 +230,7 @@ def format_table(report: dict[str, Any]) -> str:
                 "messages",
                 "dropped_intentionally",
                 "rejected_oversize_intentionally",
+                "shed",
                 "missing",
                 "duplicated_intentionally",
                 "duplicated_beyond",

@@ -45,6 +45,8 @@ class Truth:
     faults: dict[tuple[str, int], list[tuple[str, str]]] = field(default_factory=dict)
     duplicates: Counter[tuple[str, int]] = field(default_factory=Counter)
     digests: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # (stream, sink) -> seqs that sink's full buffer shed (never sent there, on purpose)
+    shed: dict[tuple[str, str], set[int]] = field(default_factory=dict)
     ambiguous: set[str] = field(default_factory=set)
 
     @classmethod
@@ -73,6 +75,8 @@ class Truth:
                     if isinstance(detail, str):
                         detail = orjson.loads(detail)
                     t.duplicates[key] += int(detail.get("copies", 1))
+            elif kind == "shed":
+                t.shed.setdefault((r["stream"], r["sink"]), set()).add(int(r["seq"]))
             elif kind == "rendered" and r.get("digest"):
                 named = (r["stream"], int(r["seq"]))
                 if t.digests.setdefault(r["digest"], named) != named:
@@ -189,14 +193,17 @@ class Seen:
         return {q for (s, q) in self.counts if s == stream}
 
 
-def transport(truth: Truth, stream: str, seen: Seen, limited: bool) -> dict[str, Any]:
+def transport(
+    truth: Truth, stream: str, seen: Seen, limited: bool, sink: str | None = None
+) -> dict[str, Any]:
     """What arrived at one sink for one stream, against what should have."""
     n = truth.released.get(stream, 0)
     got = seen.streams(stream)
     dropped = truth.seqs(stream, "drop")
     oversize = truth.seqs(stream, "oversize") if limited else set()
+    shed = truth.shed.get((stream, sink), set()) if sink is not None else set()
     expected = set(range(n)) - dropped
-    missing = expected - got - oversize
+    missing = expected - got - oversize - shed
     counts = {q: c for (s, q), c in seen.counts.items() if s == stream}
     dup_beyond = sum(
         max(0, c - 1 - truth.duplicates.get((stream, q), 0)) for q, c in counts.items()
@@ -208,6 +215,7 @@ def transport(truth: Truth, stream: str, seen: Seen, limited: bool) -> dict[str,
         "messages": sum(counts.values()),
         "dropped_intentionally": len(dropped),
         "rejected_oversize_intentionally": len(oversize - got),
+        "shed": len(shed - got),
         "missing": len(missing),
         "missing_sample": sorted(missing)[:10],
         "duplicated_intentionally": dup_intended,

@@ -88,6 +88,37 @@ function renderChaos() {
   }
 }
 
+// a sink is named when it is behind: holding a stream back (block), shedding (drop_newest),
+// or lagging by more than a few seconds
+function sinkStatus(k) {
+  if (k.holding_back && k.holding_back.length) return ["holding back " + k.holding_back.join(", "), "bad"];
+  const full = k.buffer && k.buffer.events >= 0.9 * k.buffer.max_events;
+  if (full && k.buffer.when_full === "drop_newest") return [`shedding, lagging ${k.lag_seconds.toFixed(1)} s`, "bad"];
+  if (k.lag_seconds > 5) return [`lagging ${k.lag_seconds.toFixed(1)} s`, "warn"];
+  return ["ok", "ok"];
+}
+
+function renderSinks() {
+  const body = $("#sinks tbody");
+  body.innerHTML = "";
+  for (const r of runs) {
+    for (const [name, k] of Object.entries(r.sinks || {})) {
+      const [status, cls] = sinkStatus(k);
+      const fill = k.buffer ? Math.round((100 * k.buffer.events) / k.buffer.max_events) : 0;
+      const tr = document.createElement("tr");
+      tr.dataset.sink = name;
+      tr.innerHTML = `<td><code>${r.id}</code></td><td>${name}</td>
+        <td class="num">${fmt(k.eps)}</td><td class="num">${fmt(k.sent)}</td>
+        <td class="num lag">${fmt(k.lag_events || 0)}</td>
+        <td class="num">${(k.lag_seconds || 0).toFixed(1)}</td>
+        <td class="num">${fill}% ${k.buffer ? k.buffer.when_full : ""}</td>
+        <td class="num shed">${fmt(k.shed || 0)}</td>
+        <td class="status status-${cls}">${status}</td>`;
+      body.appendChild(tr);
+    }
+  }
+}
+
 function push(key, value) {
   const s = series.get(key) || [];
   s.push(value);
@@ -130,7 +161,7 @@ function onTick(ev) {
     for (const [name, s] of Object.entries(r.sinks || {})) push(`${r.id}/sink:${name}`, s.eps);
     for (const e of r.errors || []) if (!seenErrors.has(e.at)) { seenErrors.add(e.at); showError(e.error); }
   }
-  renderRuns(); renderChaos(); drawChart();
+  renderRuns(); renderSinks(); renderChaos(); drawChart();
 }
 const seenErrors = new Set();
 
