@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--duration", help="override run.duration (e.g. 30s, 10m)")
     r.add_argument("--no-progress", action="store_true", help="no live events/s line on a TTY")
     r.add_argument(
+        "--json",
+        action="store_true",
+        help="print the run's account at exit as JSON on stdout (on stderr when a stdout sink "
+        "writes the events there); without it: text on a terminal, else a run_account log line",
+    )
+    r.add_argument(
         "--from-state",
         metavar="PATH",
         help="override run.from_state: continue a batch's history from a shard's saved state "
@@ -277,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep a fallback
         runner = asyncio.run
-    return int(runner(_serve_run(cfg, progress, args.config, overrides, state)))
+    return int(runner(_serve_run(cfg, progress, args.config, overrides, state, args.json)))
 
 
 def _reload(engine: Any, path: str, overrides: dict[str, Any]) -> None:
@@ -307,6 +313,7 @@ async def _serve_run(
     path: str | None = None,
     overrides: dict[str, Any] | None = None,
     state: dict[str, Any] | None = None,
+    as_json: bool = False,
 ) -> int:
     from datafactory.engine.pipeline import Engine
     from datafactory.telemetry.server import TelemetryServer
@@ -326,6 +333,7 @@ async def _serve_run(
         )
         await server.start()
     ticker = asyncio.create_task(_progress(engine)) if progress else None
+    started = time.monotonic()
     try:
         summary = await engine.run()
     except Exception as e:  # a failed start or a broken sink: say what, no traceback
@@ -342,8 +350,29 @@ async def _serve_run(
             sys.stderr.write("\n")
         if server:
             await server.stop()
+    _print_account(cfg, summary, time.monotonic() - started, as_json)
     failed = sum(sum(s["failed"].values()) for s in summary["sinks"].values())
     return 1 if failed > summary.get("failed_intentionally", 0) else 0
+
+
+def _print_account(cfg: Config, summary: dict[str, Any], seconds: float, as_json: bool) -> None:
+    """What the run made and every sink did with it, once it ended (``--json``: a document)."""
+    import orjson
+
+    from datafactory.runtime.report import account, render
+
+    acc = account(cfg, summary, seconds)
+    if as_json:
+        events_on_stdout = any(k.type == "stdout" for k in cfg.sinks.values())
+        out = sys.stderr if events_on_stdout else sys.stdout
+        out.write(orjson.dumps(acc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        out.flush()
+    elif sys.stderr.isatty():
+        sys.stderr.write(render(acc) + "\n")
+    else:
+        import structlog
+
+        structlog.get_logger("datafactory").info("run_account", **acc)
 
 
 async def _progress(engine: Any) -> None:

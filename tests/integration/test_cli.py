@@ -238,3 +238,66 @@ telemetry: {enabled: false}
     assert "Traceback" not in err
     for line in err.splitlines()[:-1]:  # every log line is JSON, libraries' included
         orjson.loads(line)
+
+
+ACCOUNT = """
+run: {{name: acct, seed: 1, duration: 3s}}
+packs:
+  retail:
+    params: {{stores: 5, skus: 200, customers: 500}}
+    streams:
+      pos_transaction: {{rate: {{profile: constant, base: 1000}}}}
+sinks:
+  out: {{type: file, path: {out}}}
+chaos:
+  - {{step: drop, rate: 0.05}}
+manifest: {{sink: {{type: file, path: {manifest}}}}}
+telemetry: {{enabled: false}}
+"""
+
+
+def test_run_ends_with_its_account_as_json_and_as_text_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    cfg = tmp_path / "acct.yaml"
+    cfg.write_text(ACCOUNT.format(out=tmp_path / "out", manifest=tmp_path / "m"))
+    done = cli("run", str(cfg), "--json")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    acc = orjson.loads(done.stdout)
+    stream = acc["streams"]["retail.pos_transaction"]
+    assert stream["released"] == 3000  # 3 s at 1,000 events/s, exactly
+    lines = [x for f in (tmp_path / "out").rglob("*.jsonl") for x in f.read_bytes().splitlines()]
+    drops = [
+        r
+        for f in (tmp_path / "m").rglob("*.jsonl")
+        for r in map(orjson.loads, f.read_bytes().splitlines())
+        if r.get("step") == "drop"
+    ]
+    out = acc["sinks"]["out"]["streams"]["retail.pos_transaction"]
+    assert out["acked"] == len(lines) == 3000 - stream["chaos_dropped"]
+    assert stream["chaos_dropped"] == len(drops) > 0
+    assert out["failed"] == out["shed"] == acc["sinks"]["out"]["buffered"] == 0
+    assert acc["manifest"] == str((tmp_path / "m" / "chaos" / "manifest").resolve())
+    # on a terminal: the same account, for people
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*CLI, "run", str(cfg), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        cwd=tmp_path,
+    )
+    os.close(follower)
+    text = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        text += chunk
+    assert proc.wait(timeout=60) == 0
+    os.close(leader)
+    shown = text.decode()
+    assert "stream retail.pos_transaction: 3,000 released" in shown, shown[-2000:]
+    assert "sink out / retail.pos_transaction:" in shown and "manifest:" in shown
