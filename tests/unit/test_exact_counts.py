@@ -130,3 +130,32 @@ async def test_a_wall_clock_run_stopped_by_duration_releases_what_it_earned(
     got, want, seqs = await released(kind, rate, seconds, 8192, 16384, clock="wall")
     assert got == want
     assert seqs == list(range(want))
+
+
+async def test_a_pause_earns_nothing_and_resuming_does_not_burst() -> None:
+    """20 s at 100 events/s with 10 s paused: 1,000 events, none made up for the pause."""
+    cfg = parse_config(
+        CONFIG.format(
+            clock="wall",
+            duration="20s",
+            rate=profile("constant", 100),
+            block=8192,
+            batch_max=16384,
+        )
+    )
+    clock = InstantWallClock(cfg.run.start_epoch())
+    engine = Engine(cfg, sink_factory=lambda n, c, x: Counting(n, c, x), wall_clock=clock)
+    task = asyncio.create_task(engine.run())
+    while engine.snapshot()["streams"][STREAM]["released"] < 500:
+        await asyncio.sleep(0)
+    engine.pause()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    released = engine.snapshot()["streams"][STREAM]["released"]
+    clock._now += 10.0  # ten seconds pass while paused
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert engine.snapshot()["streams"][STREAM]["released"] == released  # nothing while paused
+    engine.resume()
+    summary = await task
+    assert summary["streams"][STREAM]["released"] == 1000

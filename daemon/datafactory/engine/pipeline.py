@@ -46,6 +46,9 @@ T = TypeVar("T")
 SIMULATED_SLICE = 60.0
 # ... unless the rate is so low that a slice would hold few events: then up to an hour
 SIMULATED_SLICE_MAX = 3600.0
+# wall clock: how far behind its profile a stream may fall and still catch up (a stalled loop,
+# a busy machine, a sink that blocked for a moment); beyond it, the shortfall is not made up
+WALL_CATCH_UP = 1.0
 # a generated block holds at most this much event time at the current rate (and >= 16)
 GEN_HORIZON_WALL = 10.0
 GEN_HORIZON_SIMULATED = 3600.0
@@ -100,6 +103,7 @@ class StreamRuntime:
     # the event time of the last release (paced streams); what driven streams follow
     released_until_us: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # driven: sources moved on
+    paused_at: float = 0.0  # the stream's clock when the run was last paused
     # simulated clock: the pacer asks for each block once it has released the one before
     want: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -214,7 +218,7 @@ class Engine:
         bucket = TokenBucket(
             plan.rate,
             clock,
-            burst=max(eng.pacing_interval * 2, 0.1),
+            burst=max(eng.pacing_interval * 2, WALL_CATCH_UP),
             max_wait=SIMULATED_SLICE_MAX if simulated else 1.0,
         )
         q2: BoundedQueue[Any] = BoundedQueue(
@@ -366,6 +370,9 @@ class Engine:
 
     def pause(self) -> None:
         """Release nothing until ``resume``; what is in flight is still written."""
+        if self._running.is_set():
+            for s in self.streams:
+                s.paused_at = s.clock.now()
         self._running.clear()
 
     def resume(self) -> None:
@@ -582,6 +589,7 @@ class Engine:
             while not self._stop.is_set() and not s.removed:
                 if not self._running.is_set():
                     await self._running.wait()
+                    bucket.skip(s.paused_at)  # paused, it earned nothing: no burst on resume
                     continue
                 if block is None or pos >= len(block):
                     s.want.set()

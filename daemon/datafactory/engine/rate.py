@@ -374,6 +374,15 @@ class TokenBucket:
         self._base += n
         self.tokens -= n
 
+    def skip(self, since: float) -> None:
+        """The time from ``since`` to now earned nothing (a pause): the bucket keeps what it
+        had earned by ``since``, and nothing more."""
+        self._refill(since, 0)
+        now = self.clock.now()
+        if now > self._last:
+            self._base = self.profile.cumulative(now, self.t0) - self.tokens
+            self._last = now
+
     def set_profile(self, profile: AnyProfile) -> None:
         """Change the shape live; tokens earned so far are kept."""
         self._refill(self.clock.now(), 0)
