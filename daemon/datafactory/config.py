@@ -347,10 +347,11 @@ def _pyd_problems(err: ValidationError, prefix: tuple[str | int, ...]) -> list[A
 _UNION_TAGS = {"constant", "ramp", "diurnal", "spike", "hourly"}
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in (mappings key by key; anything else replaced)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -368,7 +369,7 @@ def parse_config(
     problems: list[Any] = []
     data = _interpolate(data, (), problems)
     if overrides:
-        data = _merge(data, overrides)
+        data = merge(data, overrides)
     try:
         model = ConfigModel.model_validate(data)
     except ValidationError as e:

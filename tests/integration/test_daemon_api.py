@@ -294,3 +294,40 @@ def test_non_loopback_bind_needs_a_token(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"refusing to listen on 0\.0\.0\.0 without a token"):
         Daemon(listen="0.0.0.0:0", ledger=f"sqlite:///{tmp_path}/l.db", token=None)
     Daemon(listen="0.0.0.0:0", ledger=f"sqlite:///{tmp_path}/l.db", token="x")
+
+
+async def test_api_changes_are_config_edits_through_the_one_reload_path(
+    client: Client, daemon: Daemon
+) -> None:
+    """A rate set by the API is what a later reload compares against: reloading the file
+    (still at 2,000/s) brings the file's rate back. API chaos steps meet the same checks
+    as a config file."""
+    status, run = await client.call("POST", "/v1/runs", {"config": "shop"})
+    rid = run["id"]
+    await wait_state(client, rid, "RUNNING")
+    stream = "retail.pos_transaction"
+    status, view = await client.call(
+        "PUT",
+        f"/v1/runs/{rid}/streams/{stream}/rate",
+        {"profile": {"profile": "constant", "base": 300}},
+    )
+    assert status == 200 and view["streams"][stream]["target_rate"] == 300
+    # the edit is the run's config now (a restart resumes with it)
+    rec = await daemon.manager.ledger.get(rid)
+    assert rec is not None and "300" in rec.config and "duplicate" in rec.config
+    status, body = await client.call("POST", "/v1/reload")
+    assert status == 200 and [r["run"] for r in body["reloaded"]] == [rid]
+    assert body["reloaded"][0]["applied"] == [f"rate:{stream}"]
+    view = (await client.call("GET", f"/v1/runs/{rid}"))[1]
+    assert view["streams"][stream]["target_rate"] == 2000
+    # chaos by API: the config's cross-checks, the config's messages
+    status, err = await client.call(
+        "PUT", f"/v1/runs/{rid}/chaos", {"steps": [{"step": "drop", "rate": 0.1, "streams": ["x"]}]}
+    )
+    assert status == 422 and "no enabled stream 'x'" in err["error"], err
+    assert "chaos.0.streams.0" in err["error"]
+    status, err = await client.call("PUT", f"/v1/runs/{rid}/streams/{stream}/rate", {"profile": 5})
+    assert status == 422
+    view = (await client.call("GET", f"/v1/runs/{rid}"))[1]
+    assert view["streams"][stream]["target_rate"] == 2000  # a rejected change changes nothing
+    assert (await client.call("POST", f"/v1/runs/{rid}/stop"))[0] == 200

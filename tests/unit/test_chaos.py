@@ -288,14 +288,11 @@ async def test_same_seed_same_faults_and_metrics_count_them(tmp_path: Path) -> N
 
 
 async def test_rates_change_live_while_the_run_streams(tmp_path: Path) -> None:
-    cfg = parse_config(
-        SIM.format(
-            path=tmp_path / "live",
-            extra="engine: {block_size: 1000, batch_max: 1000}\n"
-            "chaos:\n  - {step: drop, rate: 0.0}",
-        )
-    )
-    engine = Engine(cfg)
+    def config(chaos: str) -> Any:
+        extra = f"engine: {{block_size: 1000, batch_max: 1000}}\nchaos: {chaos}"
+        return parse_config(SIM.format(path=tmp_path / "live", extra=extra))
+
+    engine = Engine(config("[{step: drop, rate: 0.0}]"))
     stream = engine.streams[0]
     seen: list[int] = []
     report = engine._faults
@@ -311,7 +308,7 @@ async def test_rates_change_live_while_the_run_streams(tmp_path: Path) -> None:
     while stream.released < 8000:
         await asyncio.sleep(0)
     switch = stream.released
-    engine.set_chaos(steps([{"step": "drop", "rate": 0.5}]))  # same step: updated in place
+    await engine.reload(config("[{step: drop, rate: 0.5}]"))  # same step: updated in place
     summary = await task
     dropped = summary["chaos"]["retail.pos_transaction/drop/drop"]
     # the slice in the chain at the moment of the change (<= 1,000 events) may see the new
@@ -320,9 +317,9 @@ async def test_rates_change_live_while_the_run_streams(tmp_path: Path) -> None:
     after = 20_000 - min(seen)
     assert abs(dropped - after * 0.5) < 5 * math.sqrt(after * 0.25) + 2
     # a new step kind builds a new chain; taking chaos away leaves the stream untouched
-    engine.set_chaos(steps([{"step": "hot_key", "rate": 0.1}]))
+    await engine.reload(config("[{step: hot_key, rate: 0.1}]"))
     assert [s.name for s in stream.chaos.steps] == ["hot_key"]
-    engine.set_chaos([])
+    await engine.reload(config("[]"))
     assert stream.chaos is None
 
 

@@ -177,33 +177,9 @@ class AdminApi:
         return _json(await self._view(run))
 
     async def _chaos(self, request: web.Request) -> web.Response:
-        from datafactory.chaos import parse_steps
-
         body: models.ChaosChange = await _body(request, models.ChaosChange)
         m = self.daemon.manager
-        run = m.get(request.match_info["run_id"])
-        if body.steps is not None:
-            parsed, problems = parse_steps(body.steps)
-            if problems:
-                msgs = [f"body.steps.{'.'.join(map(str, loc[1:]))}: {msg}" for loc, msg in problems]
-                return error(422, msgs[0], msgs)
-            steps = [c for _, c in parsed]
-        else:
-            current = (
-                {(c.name or c.step): c for c in run.engine.chaos_configs} if run.engine else {}
-            )
-            unknown = [n for n in body.rates or {} if n not in current]
-            if unknown:
-                return error(
-                    422,
-                    f"body.rates.{unknown[0]}: no chaos step named {unknown[0]!r}; "
-                    f"steps: {', '.join(current) or 'none'}",
-                )
-            steps = [
-                c.model_copy(update={"rate": (body.rates or {}).get(n, c.rate)})
-                for n, c in current.items()
-            ]
-        run = await m.set_chaos(run.id, steps)
+        run = await m.set_chaos(request.match_info["run_id"], body.steps, body.rates)
         return _json(await self._view(run))
 
     # -- catalogue --------------------------------------------------------------------------

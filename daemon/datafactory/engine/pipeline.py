@@ -36,6 +36,7 @@ from datafactory.lifecycle.manager import Lifecycle
 from datafactory.pack import Pack, StreamGenerator, registered_packs, registered_sinks
 from datafactory.runtime.accounting import Outcome, SliceBook
 from datafactory.runtime.delivery import Retry, SinkDelivery
+from datafactory.runtime.diff import Diff, diff
 from datafactory.sinks.base import Sink, SinkContext
 from datafactory.telemetry.metrics import Metrics
 
@@ -203,7 +204,7 @@ class Engine:
                 config.run.seed,
                 lambda: {s.name: s.released for s in self.streams},
             )
-        self.set_chaos(list(config.chaos))
+        self._set_chaos(list(config.chaos))
 
     def _build_stream(
         self, plan: StreamPlan, start: int, gen: StreamGenerator | None = None
@@ -247,7 +248,7 @@ class Engine:
         self._generators.add(gen)
         self._pacers.add(pace)
 
-    async def add_stream(self, plan: StreamPlan) -> None:
+    async def _add_stream(self, plan: StreamPlan) -> None:
         """Start a new stream of an existing pack into existing sinks, live."""
         if any(s.name == plan.event_type for s in self.streams):
             return
@@ -263,7 +264,7 @@ class Engine:
             self._start_stream(s)
         log.info("stream_added", stream=s.name, sinks=[k.name for k in s.sinks])
 
-    def remove_stream(self, name: str) -> None:
+    def _remove_stream(self, name: str) -> None:
         """Stop releasing one stream, live; what it released is still written."""
         for s in self.streams:
             if s.name == name:
@@ -272,7 +273,7 @@ class Engine:
 
     # -- control ---------------------------------------------------------------------------
 
-    def set_chaos(self, configs: list[StepConfig]) -> None:
+    def _set_chaos(self, configs: list[StepConfig]) -> None:
         """Apply chaos settings, live if the run is streaming: steps that keep their name and
         kind change rate and schedule in place; any other change builds a new chain, which
         takes over the events the old one held back."""
@@ -298,55 +299,36 @@ class Engine:
             s.chaos = new
         self.chaos_configs = list(configs)
 
-    def reload_plan(self, new: Config) -> list[str]:
-        """What of ``new`` cannot be applied live (needs the run drained and rebuilt)."""
-        old = self.config
-        restart: list[str] = []
-        for section in ("sinks", "pack_params"):
-            if getattr(new, section) != getattr(old, section):
-                restart.append(section)
-        if new.model.manifest != old.model.manifest:
-            restart.append("manifest")
-        if new.run != old.run:
-            restart.append("run")
-        live = {s.name: s for s in self.streams if not s.removed}
-        for p in new.streams:
-            s = live.get(p.event_type)
-            if s is not None and (s.plan.sinks != p.sinks or s.plan.max_events != p.max_events):
-                restart.append(f"streams.{p.event_type}")
-        return restart
-
     async def reload(self, new: Config) -> dict[str, Any]:
-        """Apply what can change while running: chaos steps, stream rates, streams added or
-        removed. Says what needs a restart instead (and then changes nothing). ``new`` is
-        already validated; the running config keeps running otherwise."""
-        restart = self.reload_plan(new)
+        """``apply(diff(running config, new))``: what SIGHUP and the daemon's reloads call."""
+        return await self.apply(diff(self.config, new))
+
+    async def apply(self, d: Diff) -> dict[str, Any]:
+        """The one way a live run changes: chaos steps, stream rates, streams added or removed.
+        What cannot change live is named instead, and then nothing changes. ``d.new`` is
+        validated; it becomes the running config (what the next diff starts from)."""
+        restart = list(d.restart)
+        gone = {s.name for s in self.streams if s.removed}
+        restart += [f"streams.{x}" for x in d.streams.to_add if x in gone]  # a stopped stream
         if restart:
             return {"applied": [], "needs_restart": restart}
         applied: list[str] = []
-        if list(new.chaos) != list(self.chaos_configs):
-            self.set_chaos(list(new.chaos))
+        if d.chaos:
+            self._set_chaos(list(d.new.chaos))
             applied.append("chaos")
-        plans = {p.event_type: p for p in new.streams}
+        plans = {p.event_type: p for p in d.new.streams}
+        for name in d.streams.to_remove:
+            self._remove_stream(name)
+            applied.append(f"removed:{name}")
         for s in self.streams:
-            if s.removed:
-                continue
-            plan = plans.get(s.name)
-            if plan is None:
-                self.remove_stream(s.name)
-                applied.append(f"removed:{s.name}")
-            elif plan.rate != s.plan.rate:
-                s.bucket.set_profile(plan.rate)
-                s.plan = plan
+            if s.name in d.streams.to_change and not s.removed:
+                s.bucket.set_profile(plans[s.name].rate)
+                s.plan = plans[s.name]
                 applied.append(f"rate:{s.name}")
-        live = {s.name for s in self.streams if not s.removed}
-        for p in new.streams:
-            if p.event_type not in live:
-                if any(s.name == p.event_type for s in self.streams):
-                    return {"applied": applied, "needs_restart": [f"streams.{p.event_type}"]}
-                await self.add_stream(p)
-                applied.append(f"added:{p.event_type}")
-        self.config = new
+        for name in d.streams.to_add:
+            await self._add_stream(plans[name])
+            applied.append(f"added:{name}")
+        self.config = d.new
         return {"applied": applied, "needs_restart": []}
 
     def _faults(self, faults: FaultLog) -> None:
