@@ -36,6 +36,7 @@ import orjson
 from datafactory.encoders.avro import AvroEncoder
 from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.seeding import SeedTree
+from datafactory.runtime.drive import uniform_times
 from datafactory_retail import RetailPack, RetailParams
 
 BLOCK = 8192
@@ -104,7 +105,7 @@ def faker_case() -> Callable[[], int]:
 
 def orjson_prebuilt_case() -> Callable[[], int]:
     pack = RetailPack(RetailParams(), SeedTree(1))
-    block = pack.stream("pos_transaction").generate(BLOCK, 0, 0, 10**9)
+    block = pack.stream("pos_transaction").generate(0, uniform_times(BLOCK, 0, 10**9))
     records = block.to_records(1)
 
     def run() -> int:
@@ -125,7 +126,7 @@ def pos_blocks() -> Callable[[int], Any]:
 
     def next_block(n: int) -> Any:
         t = state["t"]
-        block = gen.generate(n, state["seq"], t, t)
+        block = gen.generate(state["seq"], uniform_times(n, t, t))
         block.event_time = t + (np.arange(1, n + 1, dtype=np.int64) * 5_000)
         gen.released(block)
         state["seq"] += n
@@ -171,7 +172,7 @@ def retail_streams(seconds: float) -> dict[str, dict[str, float]]:
     def one_block(spent: dict[str, float], made: dict[str, int]) -> None:
         t = clock[0]
         t0 = time.perf_counter()
-        block = pos.generate(BLOCK, seqs["pos_transaction"], t, t)
+        block = pos.generate(seqs["pos_transaction"], uniform_times(BLOCK, t, t))
         block.event_time = t + np.arange(1, BLOCK + 1, dtype=np.int64) * step
         pos.released(block)
         encs["pos_transaction"].encode(block)
@@ -246,7 +247,9 @@ def chain_case(fmt: str) -> Callable[[], int]:
     seq = [0]
 
     def run() -> int:
-        block = gen.generate(BLOCK, seq[0], 1_767_225_600_000_000, 1_767_225_700_000_000)
+        block = gen.generate(
+            seq[0], uniform_times(BLOCK, 1_767_225_600_000_000, 1_767_225_700_000_000)
+        )
         seq[0] += BLOCK
         out = chain(block)
         render_patches(enc.encode(out), ctx, "bench")
@@ -267,7 +270,7 @@ def generate_only() -> Callable[[], int]:
 
 def engine_end_to_end(events: int, chaos: bool = False) -> float:
     from datafactory.config import parse_config
-    from datafactory.engine.pipeline import Engine
+    from datafactory.runtime.engine import Engine
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = parse_config(f"""
@@ -291,7 +294,7 @@ def clock_driven_end_to_end(pack: str, params: dict[str, Any], duration: str) ->
     """A clock-driven pack (IoT, healthcare) through the real engine to JSON files, simulated
     clock: every stream's events per second of wall time."""
     from datafactory.config import parse_config
-    from datafactory.engine.pipeline import Engine
+    from datafactory.runtime.engine import Engine
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = parse_config(

@@ -32,9 +32,10 @@ from typing import Any
 
 from datafactory.config import parse_config
 from datafactory.encoders.json import JsonEncoder
-from datafactory.engine.pipeline import Engine
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.local import Moto, Tansu
+from datafactory.runtime.drive import uniform_times
+from datafactory.runtime.engine import Engine
 from datafactory_retail import RetailPack, RetailParams
 
 
@@ -43,7 +44,7 @@ def encoded_records(n: int) -> list[bytes]:
     enc = JsonEncoder(gen.schema, 1)
     out: list[bytes] = []
     while len(out) < n:
-        batch = enc.encode(gen.generate(min(8192, n - len(out)), len(out), 0, 10**9))
+        batch = enc.encode(gen.generate(len(out), uniform_times(min(8192, n - len(out)), 0, 10**9)))
         out += [bytes(r[:-1]) for r in batch.records()]
     return out
 

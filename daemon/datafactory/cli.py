@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from datafactory import __version__
@@ -315,7 +314,7 @@ async def _serve_run(
     state: dict[str, Any] | None = None,
     as_json: bool = False,
 ) -> int:
-    from datafactory.engine.pipeline import Engine
+    from datafactory.runtime.engine import Engine
     from datafactory.telemetry.server import TelemetryServer
 
     engine = Engine(cfg, state=state)
@@ -534,31 +533,34 @@ def _packs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_driven(pack: Any, gen: Any, n: int, now: int) -> Any:
-    """A driven stream's first ``n`` events: run the pack's paced streams an hour at a time
-    (a simulated month at most) and collect what the simulation derives."""
-    hour = 3_600_000_000
-    sources = [pack.stream(name) for name, spec in pack.streams.items() if not spec.driven]
-    got: list[Any] = []
-    count = 0
-    t = now - 30 * 24 * hour
-    for i in range(30 * 24):
-        for src in sources:
-            block = src.generate(64, i * 64, t, t)
-            block.event_time = t + np.arange(1, len(block) + 1, dtype=np.int64) * (hour // 64)
-            src.released(block)
-        t += hour
-        block = gen.poll(t, count, n - count, False)
-        if block is not None and len(block):
-            got.append(block)
-            count += len(block)
-            if count >= n:
-                break
-    if not got:
-        return None
+def _sample_block(pack: Any, stream: str, n: int, now: int) -> Any:
+    """The first ``n`` events of one stream, driven like any run: a paced stream over the last
+    ``n`` seconds; a driven one from its pack's paced streams (64 events an hour each), an
+    hour at a time, for a simulated month at most. None: nothing happened."""
+    from datafactory.config import StreamPlan
     from datafactory.engine.blocks import concat
+    from datafactory.engine.rate import ConstantProfile
+    from datafactory.runtime.drive import Driver
 
-    return concat(got)
+    driver = Driver({pack.name: pack}, 8192)
+    hour = 3_600_000_000
+    if not pack.streams[stream].driven:
+        start = now - n * 1_000_000
+        plan = StreamPlan(pack.name, stream, ConstantProfile(base=1.0), (), None)
+        driver.add(plan, t0=start / 1e6)
+        return concat(driver.paced(plan.event_type, start, now))
+    for name, spec in pack.streams.items():
+        if not spec.driven:
+            rate = ConstantProfile(base=64 / 3600)
+            driver.add(StreamPlan(pack.name, name, rate, (), None), t0=(now - 720 * hour) / 1e6)
+    plan = StreamPlan(pack.name, stream, ConstantProfile(base=0), (), None, True)
+    lane = driver.add(plan, t0=now / 1e6)
+    got: list[Any] = []
+    t = now - 720 * hour
+    while t < now and sum(map(len, got)) < n:
+        got += [b for b in driver.step(t, t + hour) if b.stream == lane.name]
+        t += hour
+    return concat(got).take(slice(0, n)) if got else None
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -584,21 +586,17 @@ def _sample(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     cls = packs[pack_name]
     pack = cls(cls.Params(), SeedTree(args.seed))
-    gen = pack.stream(stream)
-    now = time.time_ns() // 1000
-    if cls.streams[stream].driven:
-        block = _sample_driven(pack, gen, args.n, now)
-        if block is None:
-            print(f"datafactory: {args.stream}: nothing happened in 30 simulated days")
-            return 1
-    else:
-        block = gen.generate(args.n, 0, now - args.n * 1_000_000, now)
-    batch = build_encoder(args.format, gen.schema, args.seed).encode(block)
+    block = _sample_block(pack, stream, args.n, time.time_ns() // 1000)
+    if block is None:
+        print(f"datafactory: {args.stream}: nothing happened in 30 simulated days")
+        return 1
+    schema = cls.schema_for(stream)
+    batch = build_encoder(args.format, schema, args.seed).encode(block)
     data = bytes(batch.contiguous())
     if args.format == "avro":
         sync = ocf.sync_marker(args.seed, args.stream)
         buf = io.BytesIO()
-        buf.write(ocf.header(gen.schema, sync))
+        buf.write(ocf.header(schema, sync))
         for part in ocf.block(len(batch), data, sync):
             buf.write(part)
         sys.stdout.buffer.write(buf.getvalue())

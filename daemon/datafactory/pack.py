@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
 
 from datafactory.engine.blocks import RecordBlock
@@ -45,14 +47,15 @@ class StreamGenerator(ABC):
 
     schema: EventSchema
 
-    def generate(self, n: int, seq_start: int, t_start_us: int, t_end_us: int) -> RecordBlock:
-        """Paced streams: ``n`` events with seq ``seq_start..seq_start+n-1`` and event times
-        spread over ``[t_start_us, t_end_us)``; advances the pack's state to ``t_end_us``."""
+    def generate(self, seq_start: int, event_time: npt.NDArray[np.int64]) -> RecordBlock:
+        """Paced streams: one event per ``event_time`` (epoch µs, non-decreasing), with seqs
+        from ``seq_start``, made as of when each happens (the driver's plan: these are the
+        events' real times). Advances the pack's state to the last of them."""
         raise NotImplementedError(f"{type(self).__name__} is driven: it has no generate()")
 
     def released(self, block: RecordBlock) -> None:  # noqa: B027 - optional hook
-        """Paced streams: the engine released ``block`` with these event times (pack lock
-        held). Packs derive the events of their driven streams from it."""
+        """Paced streams: ``block`` (just generated) is released (pack lock held). Packs
+        derive the events of their driven streams from it."""
 
     def poll(
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False

@@ -338,12 +338,13 @@ class PosTransactions(StreamGenerator):
         # the channels' payment CDFs laid end to end: channel c occupies [c, c + 1)
         self.payment_cdf = (np.cumsum(_PAYMENT_P, axis=1) + np.arange(3)[:, None]).ravel()
 
-    def generate(self, n: int, seq_start: int, t_start_us: int, t_end_us: int) -> RecordBlock:
+    def generate(self, seq_start: int, event_time: npt.NDArray[np.int64]) -> RecordBlock:
         pk, p, rng = self.pack, self.pack.p, self.rng
-        pk.advance(t_start_us)
+        n = len(event_time)
+        if n:  # the shop as it is at the block's first sale
+            pk.advance(int(event_time[0]))
         seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
-        span = max(t_end_us - t_start_us, 0)
-        event_time = t_start_us + (np.arange(n, dtype=np.int64) * span) // max(n, 1)
+        event_time = np.asarray(event_time, dtype=np.int64)
 
         store = pk.store_sampler.sample(rng, n)
         drawn = np.searchsorted(self.channel_cdf, rng.random(n), side="right")
@@ -442,15 +443,17 @@ class PosTransactions(StreamGenerator):
             },
             nulls={"customer_id": ~known},
         )
-        self._finish(block, exact=False)
+        # a block can span a day's end: days that ended by its last sale are simulated first,
+        # so the prices in effect at every sale are known
+        if n:
+            pk.advance(int(event_time[-1]))
+        self._finish(block)
         return block
 
-    def _finish(self, block: RecordBlock, exact: bool) -> None:
+    def _finish(self, block: RecordBlock) -> None:
         """What depends on when a sale happens: store hours (an in-store sale when its store
         is closed becomes an online order it fulfils; if the customer had no loyalty card,
-        a guest checkout) and
-        prices (the version in effect at the event time if ``exact``, else the latest: the
-        engine releases events after they are generated and says when they happened)."""
+        a guest checkout) and prices (the version in effect at the sale's time)."""
         pk, cols = self.pack, block.columns
         store_col, channel = cols["store_id"], cols["channel"]
         payment, items = cols["payment_method"], cols["items"]
@@ -470,8 +473,7 @@ class PosTransactions(StreamGenerator):
         assert isinstance(sku_col, DictColumn)
         sku = sku_col.codes.astype(np.int64)
         qty = np.asarray(items.children["quantity"], dtype=np.int64)
-        times = np.repeat(block.event_time, sizes) if exact else None
-        unit, bp, promo = pk.prices.at(sku, times)
+        unit, bp, promo = pk.prices.at(sku, np.repeat(block.event_time, sizes))
         gross = qty * unit
         discount = (gross * bp + 5_000) // 10_000
         line_total = gross - discount
@@ -484,11 +486,6 @@ class PosTransactions(StreamGenerator):
         cols.update(subtotal=subtotal, tax=tax, total=subtotal + tax)
 
     def released(self, block: RecordBlock) -> None:
-        # a block can outlast the generation edge (the rate fell): days that ended by its
-        # last sale are simulated first, so the prices in effect then are known
-        if len(block):
-            self.pack.advance(int(block.event_time[-1]))
-        self._finish(block, exact=True)
         col = block.columns["customer_id"]
         assert isinstance(col, DictColumn)
         named = ~block.nulls["customer_id"]

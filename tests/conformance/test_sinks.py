@@ -20,6 +20,7 @@ from datafactory.encoders.base import EncodedBatch
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.local import Moto, Tansu
 from datafactory.pack import registered_sinks
+from datafactory.runtime.drive import uniform_times
 from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
 from datafactory_retail import RetailPack, RetailParams
 from tests.integration.conftest import consume
@@ -165,7 +166,9 @@ HARNESSES = {
 }
 N = 3000
 _pack = RetailPack(RetailParams(stores=7, skus=100, customers=100), SeedTree(2))
-BLOCK = _pack.stream("pos_transaction").generate(N, 0, 1_767_225_600_000_000, 1_767_229_200_000_000)
+BLOCK = _pack.stream("pos_transaction").generate(
+    0, uniform_times(N, 1_767_225_600_000_000, 1_767_229_200_000_000)
+)
 KEYS = BLOCK.key.tolist()
 
 

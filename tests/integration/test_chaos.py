@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
 from datafactory.lifecycle.local import Tansu
+from datafactory.runtime.engine import Engine
 from datafactory.schema import load_schema
 from datafactory.verify import Thresholds, verify
 from tests.reference_platform import run_platform

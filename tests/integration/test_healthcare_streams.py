@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
 from datafactory.lifecycle.local import Moto, Tansu
+from datafactory.runtime.engine import Engine
 from tests.integration.conftest import consume
 from tests.integration.test_kinesis import read_stream
 

@@ -15,8 +15,9 @@ import pytest
 
 from datafactory.config import parse_config
 from datafactory.encoders.base import EncodedBatch, PartialDeliveryError
-from datafactory.engine.pipeline import Engine
 from datafactory.lifecycle.local import Moto, StandIn, free_port
+from datafactory.runtime.drive import uniform_times
+from datafactory.runtime.engine import Engine
 from datafactory.schema import load_schema
 from datafactory.sinks.aws_kinesis import KinesisConfig, KinesisSink
 from datafactory.sinks.base import SinkContext
@@ -149,7 +150,11 @@ async def test_records_that_cannot_fit_go_to_the_side_output(moto: Moto, tmp_pat
     from datafactory.engine.seeding import SeedTree
     from datafactory_retail import RetailPack, RetailParams
 
-    block = RetailPack(RetailParams(), SeedTree(1)).stream("pos_transaction").generate(3, 0, 0, 1)
+    block = (
+        RetailPack(RetailParams(), SeedTree(1))
+        .stream("pos_transaction")
+        .generate(0, uniform_times(3, 0, 1))
+    )
     payload = b"a" * 100 + b"b" * (2**20 + 10) + b"c" * 100
     batch = EncodedBatch(
         "retail.pos_transaction",

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
 from datafactory.lifecycle.local import Moto, Tansu
 from datafactory.lifecycle.registry import ResourceRegistry, reap
+from datafactory.runtime.engine import Engine
 
 pytestmark = pytest.mark.integration
 

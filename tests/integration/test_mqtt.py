@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
 from datafactory.lifecycle.manager import ProvisionError
+from datafactory.runtime.engine import Engine
 
 pytestmark = pytest.mark.integration
 

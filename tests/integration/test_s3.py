@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
 from datafactory.lifecycle.local import Moto
+from datafactory.runtime.engine import Engine
 
 pytestmark = pytest.mark.integration
 

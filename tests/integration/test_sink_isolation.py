@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
 from datafactory.lifecycle.local import Moto, Tansu
+from datafactory.runtime.engine import Engine
 from datafactory.verify import verify
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ from datafactory.encoders.arrow import ArrowConverter
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Shard, registered_packs
+from datafactory.runtime.drive import uniform_times
 from datafactory.schema import load_schema, make_schema
 
 T0 = 1_709_251_200_000_000  # 2024-03-01T00:00:00Z
@@ -95,7 +96,7 @@ def test_json_lines_gzip_is_deterministic_and_files_split_by_day() -> None:
     schema = load_schema("retail.pos_transaction")
     pk = registered_packs()["retail"]
     pack = pk(pk.Params(stores=3, customers=100, skus=50), SeedTree(2))
-    block = pack.stream("pos_transaction").generate(100, 0, T0, T0)
+    block = pack.stream("pos_transaction").generate(0, uniform_times(100, T0, T0))
     block.event_time = T0 + np.arange(100, dtype=np.int64) * 3_600_000_000  # ~4 days
     parts = split_files([block], "day")
     assert [p for p, _ in parts] == [f"dt=2024-03-0{d}" for d in (1, 2, 3, 4, 5)]

@@ -21,9 +21,10 @@ from datafactory.chaos.chain import render_patches
 from datafactory.config import ConfigError, parse_config
 from datafactory.encoders import build_encoder
 from datafactory.engine.blocks import RecordBlock, concat
-from datafactory.engine.pipeline import Engine
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import registered_packs
+from datafactory.runtime.drive import uniform_times
+from datafactory.runtime.engine import Engine
 from datafactory.schema import load_schema
 
 STREAM = "retail.pos_transaction"
@@ -43,7 +44,7 @@ ALL = [
 
 def events(n: int, seed: int = 3) -> RecordBlock:
     pack = registered_packs()["retail"](registered_packs()["retail"].Params(), SeedTree(seed))
-    block = pack.stream("pos_transaction").generate(n, 0, 1_767_225_600_000_000, 0)
+    block = pack.stream("pos_transaction").generate(0, uniform_times(n, 1_767_225_600_000_000, 0))
     # 100 events/s ending now (the reference validator wants plausible event times)
     start = int(time.time() * 1_000_000) - n * 10_000
     block.event_time = start + np.arange(n, dtype=np.int64) * 10_000
@@ -350,11 +351,11 @@ async def test_pack_domain_errors_go_to_the_same_manifest(tmp_path: Path) -> Non
 
     manifest = f"manifest: {{sink: {{type: file, path: '{tmp_path / 'm'}'}}}}"
     engine = Engine(parse_config(SIM.format(path=tmp_path / "d", extra=manifest)))
-    gen = engine.streams[0].gen
+    gen = engine.streams[0].lane.gen
     make = gen.generate
 
-    def labelled(n: int, seq: int, t0: int, t1: int) -> RecordBlock:
-        block = make(n, seq, t0, t1)
+    def labelled(seq: int, event_time: Any) -> RecordBlock:
+        block = make(seq, event_time)
         rows = np.flatnonzero(block.seq % 100 == 7)
         block.labels = (Label("invalid_code", rows, [{"code": "X99"}] * len(rows)),)
         return block

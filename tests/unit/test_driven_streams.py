@@ -12,10 +12,10 @@ import pytest
 
 from datafactory import pack as pack_mod
 from datafactory.config import ConfigError, parse_config
-from datafactory.engine import pipeline
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.rate import ConstantProfile
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
+from datafactory.runtime import engine as pipeline
 from datafactory.schema import EventSchema, load_schema, make_schema
 from datafactory_retail import RetailPack, RetailParams
 
@@ -52,8 +52,8 @@ class Orders(StreamGenerator):
         self.inner = pack.retail.stream("pos_transaction")
         self.schema = self.inner.schema
 
-    def generate(self, n: int, seq: int, t0: int, t1: int) -> RecordBlock:
-        block = self.inner.generate(n, seq, t0, t1)
+    def generate(self, seq: int, event_time: Any) -> RecordBlock:
+        block = self.inner.generate(seq, event_time)
         block.stream = "shop.orders"
         return block
 
@@ -255,11 +255,12 @@ def test_clock_driven_data_does_not_depend_on_the_simulated_step(
     import json
 
     from datafactory.config import parse_config
-    from datafactory.engine import pipeline
+    from datafactory.runtime import engine as pipeline
+    from datafactory.runtime import pacing
 
     digests = []
     for step in (900.0, 21_600.0):
-        monkeypatch.setattr(pipeline, "CLOCK_DRIVEN_STEP", step)
+        monkeypatch.setattr(pacing, "CLOCK_DRIVEN_STEP", step)
         out = tmp_path / str(int(step))
         cfg = parse_config(json.dumps({
             "run": {"seed": 2, "clock": "simulated", "start": "2026-03-02T00:00:00Z",

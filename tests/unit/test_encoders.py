@@ -18,6 +18,7 @@ from datafactory.encoders.avro import AvroEncoder, to_avro_records
 from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
 from datafactory.engine.seeding import SeedTree
+from datafactory.runtime.drive import uniform_times
 from datafactory.schema import load_schema, make_schema
 from datafactory.sinks import ocf
 from datafactory_retail import RetailPack, RetailParams
@@ -68,7 +69,7 @@ def ref_record(rec: dict[str, Any], fields: list[dict[str, Any]]) -> str:
 def pos_block(n: int, seed: int = 5) -> RecordBlock:
     pack = RetailPack(RetailParams(stores=7, skus=300, customers=999), SeedTree(seed))
     return pack.stream("pos_transaction").generate(
-        n, 10, 1_767_225_600_000_000, 1_767_312_000_000_000
+        10, uniform_times(n, 1_767_225_600_000_000, 1_767_312_000_000_000)
     )
 
 

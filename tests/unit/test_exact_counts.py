@@ -11,7 +11,7 @@ import pytest
 
 from datafactory.config import parse_config
 from datafactory.encoders.base import EncodedBatch
-from datafactory.engine.pipeline import Engine
+from datafactory.runtime.engine import Engine
 from datafactory.sinks.base import Sink, SinkContext
 
 STREAM = "retail.pos_transaction"

@@ -10,6 +10,7 @@ import orjson
 from datafactory.encoders.avro import AvroEncoder
 from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.seeding import SeedTree
+from datafactory.runtime.drive import uniform_times
 from datafactory.sinks.base import SinkContext
 from datafactory.sinks.file import FileConfig, FileSink
 from datafactory_retail import RetailPack, RetailParams
@@ -20,7 +21,7 @@ def blocks(n_blocks: int, size: int, span_us: int) -> list:  # type: ignore[type
     gen = pack.stream("pos_transaction")
     t0 = 1_767_225_600_000_000
     return [
-        gen.generate(size, i * size, t0 + i * span_us, t0 + (i + 1) * span_us)
+        gen.generate(i * size, uniform_times(size, t0 + i * span_us, t0 + (i + 1) * span_us))
         for i in range(n_blocks)
     ]
 

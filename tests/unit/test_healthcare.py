@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
+from datafactory.runtime.engine import Engine
 from datafactory_healthcare import codes
 from datafactory_healthcare.npi import check_digit, is_valid
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from datafactory.engine.identity import event_id, event_ids
 from datafactory.engine.seeding import SeedTree
+from datafactory.runtime.drive import uniform_times
 from datafactory_retail import RetailPack, RetailParams
 
 
@@ -43,7 +44,7 @@ def test_seed_children_are_addressed_by_name_not_order() -> None:
 
 def _pos(seed: int, n: int = 2000) -> list[dict[str, object]]:
     pack = RetailPack(RetailParams(), SeedTree(seed))
-    block = pack.stream("pos_transaction").generate(n, 0, 0, 10**9)
+    block = pack.stream("pos_transaction").generate(0, uniform_times(n, 0, 10**9))
     return block.to_records(seed)
 
 
@@ -54,7 +55,7 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
 
 def test_block_take_by_slice_and_index_agree() -> None:
     pack = RetailPack(RetailParams(), SeedTree(1))
-    block = pack.stream("pos_transaction").generate(500, 100, 0, 10**9)
+    block = pack.stream("pos_transaction").generate(100, uniform_times(500, 0, 10**9))
     idx = np.arange(37, 211)
     a = block.take(slice(37, 211)).to_records(1)
     b = block.take(idx).to_records(1)

@@ -17,8 +17,8 @@ import pytest
 from pydantic import ValidationError
 
 from datafactory.config import ConfigError, parse_config
-from datafactory.engine.pipeline import Engine
 from datafactory.engine.seeding import SeedTree
+from datafactory.runtime.engine import Engine
 from datafactory_iot import IotPack, IotParams
 from datafactory_iot.fleet import TYPES
 

@@ -9,6 +9,7 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from datafactory.encoders import _fastrender  # type: ignore[attr-defined]
 from datafactory.encoders.json import JsonEncoder
 from datafactory.engine.seeding import SeedTree
+from datafactory.runtime.drive import uniform_times
 from datafactory.sinks.kafka import _encode_headers, build_record_batch
 from datafactory_retail import RetailPack, RetailParams
 
@@ -31,7 +32,7 @@ def test_crc32c() -> None:
 @pytest.mark.parametrize("compression", ["none", "gzip", "lz4", "zstd", "snappy"])
 def test_batch_round_trips_through_aiokafka(compression: str) -> None:
     gen = RetailPack(RetailParams(stores=5), SeedTree(3)).stream("pos_transaction")
-    block = gen.generate(300, 1000, 1_767_225_600_000_000, 1_767_225_660_000_000)
+    block = gen.generate(1000, uniform_times(300, 1_767_225_600_000_000, 1_767_225_660_000_000))
     batch = JsonEncoder(gen.schema, 3).encode(block)
     rows = np.array([5, 1, 299, 42], dtype=np.int64)
     base = [("event_type", b"retail.pos_transaction"), ("run", b"r1")]
@@ -62,7 +63,7 @@ def test_batch_round_trips_through_aiokafka(compression: str) -> None:
 
 def test_batch_stops_at_max_bytes() -> None:
     gen = RetailPack(RetailParams(), SeedTree(3)).stream("pos_transaction")
-    block = gen.generate(200, 0, 0, 10**9)
+    block = gen.generate(0, uniform_times(200, 0, 10**9))
     batch = JsonEncoder(gen.schema, 3).encode(block)
     rows = np.arange(200, dtype=np.int64)
     records, count, *_ = _fastrender.kafka_records(

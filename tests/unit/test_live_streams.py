@@ -12,10 +12,10 @@ import pytest
 
 from datafactory import pack as pack_mod
 from datafactory.config import parse_config
-from datafactory.engine import pipeline
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.rate import ConstantProfile
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
+from datafactory.runtime import engine as pipeline
 from datafactory.schema import EventSchema, load_schema
 from datafactory_retail import RetailPack, RetailParams
 
@@ -26,8 +26,8 @@ class _Twin(StreamGenerator):
         self.inner = inner
         self.schema = inner.schema
 
-    def generate(self, n: int, seq_start: int, t0: int, t1: int) -> RecordBlock:
-        block = self.inner.generate(n, seq_start, t0, t1)
+    def generate(self, seq_start: int, event_time: Any) -> RecordBlock:
+        block = self.inner.generate(seq_start, event_time)
         block.stream = f"twin.{self.name}"
         return block
 

@@ -13,7 +13,7 @@ import pytest
 
 from datafactory.config import Config, parse_config
 from datafactory.encoders.base import EncodedBatch
-from datafactory.engine.pipeline import Engine
+from datafactory.runtime.engine import Engine
 from datafactory.sinks.base import NotConnectedError, Sink, SinkContext
 
 SIM = """

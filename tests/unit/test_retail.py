@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from datafactory.engine.blocks import DictColumn, ListColumn
 from datafactory.engine.seeding import SeedTree
+from datafactory.runtime.drive import uniform_times
 from datafactory_retail import RetailPack, RetailParams
 
 NOON = 1_767_787_200_000_000  # Wednesday 2026-01-07 12:00 UTC: every store is open
@@ -21,7 +22,7 @@ DAY = 24 * HOUR
 @pytest.fixture(scope="module")
 def block():  # type: ignore[no-untyped-def]
     pack = RetailPack(RetailParams(stores=20, skus=2000, customers=5000), SeedTree(11))
-    return pack.stream("pos_transaction").generate(50_000, 0, NOON, NOON + HOUR)
+    return pack.stream("pos_transaction").generate(0, uniform_times(50_000, NOON, NOON + HOUR))
 
 
 def test_money_adds_up_to_the_cent(block) -> None:  # type: ignore[no-untyped-def]
@@ -73,7 +74,7 @@ def _lines_by_region(skew: float, variation: float, lines: int) -> tuple[RetailP
     counts = [np.zeros(2000) for _ in range(5)]
     seq = 0
     while sum(c.sum() for c in counts) < lines:
-        b = gen.generate(20_000, seq, NOON, NOON + HOUR)
+        b = gen.generate(seq, uniform_times(20_000, NOON, NOON + HOUR))
         seq += 20_000
         items = b.columns["items"]
         region = pack.store_region[np.repeat(b.columns["store_id"].codes, np.diff(items.offsets))]
@@ -129,7 +130,7 @@ def test_store_hours_hold_and_the_night_is_online() -> None:
     (anonymous online sales are guest checkouts). At noon the configured mix holds."""
     pack = RetailPack(RetailParams(stores=40, skus=500, customers=2000), SeedTree(6))
     gen = pack.stream("pos_transaction")
-    night = gen.generate(20_000, 0, NOON - 9 * HOUR, NOON - 9 * HOUR)
+    night = gen.generate(0, uniform_times(20_000, NOON - 9 * HOUR, NOON - 9 * HOUR))
     ch = night.columns["channel"].codes
     store = night.columns["store_id"].codes
     in_store = ch == 0
@@ -138,42 +139,47 @@ def test_store_hours_hold_and_the_night_is_online() -> None:
     assert (pack.store_closes[store[~in_store]] < 24).any()
     assert (night.columns["register_id"][~in_store] == 0).all()
     assert not (night.columns["payment_method"].codes[~in_store] == 1).any()  # no cash online
-    noon = gen.generate(20_000, 20_000, NOON, NOON)
+    noon = gen.generate(20_000, uniform_times(20_000, NOON, NOON))
     assert 0.75 < (noon.columns["channel"].codes == 0).mean() < 0.85
-    # released later, at night: the same sales are re-checked against the hours they fall in
-    late = noon.take(slice(0, 5000))
-    late.event_time = np.full(5000, NOON - 9 * HOUR + 60_000_000)
-    gen.released(late)
-    ch = late.columns["channel"].codes
-    assert (pack.store_closes[late.columns["store_id"].codes[ch == 0]] == 24).all()
+    # one block over a night and a noon: each sale meets the hours of its own time
+    times = np.sort(np.tile([NOON - 9 * HOUR, NOON], 5000))
+    mixed = gen.generate(40_000, times)
+    ch, store = mixed.columns["channel"].codes, mixed.columns["store_id"].codes
+    at_night = (mixed.event_time == NOON - 9 * HOUR) & (ch == 0)
+    assert at_night.any() and (pack.store_closes[store[at_night]] == 24).all()
+    assert 0.75 < (ch[mixed.event_time == NOON] == 0).mean() < 0.85
 
 
 def test_a_sale_is_priced_by_the_version_in_effect_at_its_time() -> None:
-    """Promotions start and end and list prices change at midnight; a block generated before
-    a midnight and released after it is priced by the new day's prices."""
+    """Promotions start and end and list prices change at midnight; a block whose sales
+    straddle a midnight prices each sale by the version in effect at its own time."""
     p = RetailParams(skus=300, customers=1000, promo_share=0.3, promo_days=2,
                      price_change_rate=50)  # fmt: skip
     pack = RetailPack(p, SeedTree(8))
     gen = pack.stream("pos_transaction")
     pack.prices.emit = True
     t = NOON
-    gen.generate(10, 0, t, t)  # starts the price book
+    gen.generate(0, uniform_times(10, t, t))  # starts the price book
     day0 = pack.prices.versions[-1]
-    block = gen.generate(5000, 10, t + 11 * HOUR, t + 11 * HOUR)  # 23:00, before midnight
-    pack.advance(t + 13 * HOUR)  # the generation edge passes midnight: a new version
+    # 2,500 sales at 23:00, 2,500 just after midnight
+    times = np.repeat(np.array([t + 11 * HOUR, t + 12 * HOUR + 1], dtype=np.int64), 2500)
+    block = gen.generate(10, times)
     day1 = pack.prices.versions[-1]
     assert day1[0] == t + 12 * HOUR and not np.array_equal(day0[1], day1[1])
-    block.event_time = np.full(len(block), t + 12 * HOUR + 1)  # sold just after midnight
-    gen.released(block)
     items = block.columns["items"]
     sku = items.children["sku"].codes
-    assert np.array_equal(items.children["unit_price"], day1[1][sku])
+    after = np.repeat(block.event_time, np.diff(items.offsets)) > t + 12 * HOUR
+    assert after.any() and (~after).any()
+    unit = np.asarray(items.children["unit_price"])
+    assert np.array_equal(unit[after], day1[1][sku[after]])
+    assert np.array_equal(unit[~after], day0[1][sku[~after]])
     promo = np.asarray(items.children["promotion_id"])
-    assert np.array_equal(promo, day1[3][sku])
+    assert np.array_equal(promo[after], day1[3][sku[after]])
     assert np.array_equal(items.nulls["promotion_id"], promo == 0)
     qty = np.asarray(items.children["quantity"])
-    gross = qty * day1[1][sku]
-    assert np.array_equal(items.children["discount"], (gross * day1[2][sku] + 5000) // 10000)
+    gross = qty[after] * day1[1][sku[after]]
+    discount = np.asarray(items.children["discount"])[after]
+    assert np.array_equal(discount, (gross * day1[2][sku[after]] + 5000) // 10000)
     sums = np.add.reduceat(items.children["line_total"], items.offsets[:-1])
     assert np.array_equal(block.columns["subtotal"], sums)
 
@@ -189,7 +195,7 @@ def test_promotions_keep_their_share_and_lift_demand() -> None:
     on, off = np.zeros(400), np.zeros(400)
     lifts, shares = [], []
     for d in range(60):
-        b = gen.generate(4000, d * 4000, NOON + d * DAY, NOON + d * DAY)
+        b = gen.generate(d * 4000, uniform_times(4000, NOON + d * DAY, NOON + d * DAY))
         bp = pack.prices.promo_bp
         shares.append((bp > 0).mean())
         lifts.append(1 + 3.0 * bp / 10000)
@@ -215,7 +221,7 @@ def test_price_change_stream_replays_to_the_price_book() -> None:
     pack = RetailPack(p, SeedTree(12))
     pos, pc = pack.stream("pos_transaction"), pack.stream("price_change")
     for d in range(20):
-        pos.generate(100, d * 100, NOON + d * DAY, NOON + d * DAY)
+        pos.generate(d * 100, uniform_times(100, NOON + d * DAY, NOON + d * DAY))
     block = pc.poll(NOON + 20 * DAY, 0, 10**9)
     assert block is not None
     kinds = block.columns["change_type"].to_list()
@@ -275,7 +281,7 @@ async def test_hourly_volume_follows_the_default_seasonality(tmp_path: Path) -> 
     import orjson
 
     from datafactory.config import parse_config
-    from datafactory.engine.pipeline import Engine
+    from datafactory.runtime.engine import Engine
     from datafactory_retail import DEFAULT_RATE
 
     rate = {**DEFAULT_RATE.model_dump(), "base": 0.5}

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
+from datafactory.runtime.engine import Engine
 from datafactory_retail import RetailParams
 from datafactory_retail.customers import DAY_US, Customers
 

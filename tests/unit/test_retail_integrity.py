@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
+from datafactory.runtime.engine import Engine
 
 CFG = """
 run: {{name: integrity, seed: 33, clock: simulated, start: 2026-01-05T00:00:00Z}}

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
+from datafactory.runtime.engine import Engine
 
 CFG = """
 run: {{name: inv, seed: 12, clock: simulated, start: 2026-02-02T00:00:00Z}}

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from datafactory.config import parse_config
-from datafactory.engine.pipeline import Engine
+from datafactory.runtime.engine import Engine
 
 CFG = """
 run: {{name: ret, seed: 21, clock: simulated, start: 2026-04-01T00:00:00Z}}

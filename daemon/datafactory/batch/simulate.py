@@ -1,9 +1,9 @@
 """One shard's history, day by day: the packs' behaviour run over simulated time, no pacing.
 
-The same generators as stream mode, driven the way the engine drives them on a simulated
-clock: paced streams get the events their rate profile earns in each slice (scaled by the
-shard's share of the population), with event times placed along the profile; the pack learns
-what was released; driven streams release what is due. Nothing here waits or does I/O.
+Driven by the same driver as stream mode (:mod:`datafactory.runtime.drive`), an hour's slice
+at a time: paced streams get the events their rate profile earns (scaled by the shard's share
+of the population) at their own times; driven streams release what is due. Nothing here waits
+or does I/O.
 
 With one shard, the entities are stream mode's (same seed paths); with more, each shard is
 an independent part of the population (see :class:`datafactory.pack.Shard`) and its seqs
@@ -16,37 +16,23 @@ import asyncio
 import functools
 import hashlib
 import inspect
-import math
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from datafactory import __version__
 from datafactory.chaos.base import FaultLog
-from datafactory.config import Config, StreamPlan
+from datafactory.config import Config
 from datafactory.engine.blocks import RecordBlock
-from datafactory.engine.rate import event_times
 from datafactory.engine.seeding import SeedTree
-from datafactory.pack import Pack, Shard, StreamGenerator, registered_packs
+from datafactory.pack import Pack, Shard, registered_packs
+from datafactory.runtime.drive import Driver
 
 SEQ_SHARD_BITS = 40  # a shard has 2**40 seqs per stream
 DAY_US = 86_400_000_000
 SLICE_US = 3_600_000_000  # paced streams advance an hour at a time (at most)
-POLL_LIMIT = 1_000_000
-
-
-@dataclass
-class _Stream:
-    plan: StreamPlan
-    gen: StreamGenerator
-    pack: Pack
-    seq: int
-    driven: bool
-    earned: int = 0  # paced: events earned by the profile since the start
 
 
 @dataclass
@@ -81,19 +67,23 @@ class ShardSimulation:
         self.config = config
         self.shard = shard
         self.start_us, self.end_us = start_us, end_us
-        self.t0 = start_us / 1e6  # where rate profiles start
         seeds = SeedTree(config.run.seed)
         packs = registered_packs()
-        self.packs: dict[str, Pack] = {}
-        for name in dict.fromkeys(p.pack for p in config.streams):
-            self.packs[name] = packs[name](config.pack_params[name], seeds, shard)
-        base = shard.index << SEQ_SHARD_BITS if shard.count > 1 else 0
-        self.streams: list[_Stream] = []
-        for plan in config.streams:
-            pack = self.packs[plan.pack]
-            driven = plan.driven or type(pack).clock_driven
-            gen = pack.stream(plan.stream)
-            self.streams.append(_Stream(plan, gen, pack, base, driven))
+        self.packs: dict[str, Pack] = {
+            name: packs[name](config.pack_params[name], seeds, shard)
+            for name in dict.fromkeys(p.pack for p in config.streams)
+        }
+        self._drive(config.model.engine.block_size)
+
+    def _drive(self, block_size: int, carried: dict[str, Any] | None = None) -> None:
+        """The driver over this shard's packs (``carried``: generators, seqs and counts of a
+        saved state); rate profiles start at the window's start."""
+        base = self.shard.index << SEQ_SHARD_BITS if self.shard.count > 1 else 0
+        self.driver = Driver(self.packs, block_size)
+        for plan in self.config.streams:
+            gen, seq, earned = (carried or {}).get(plan.event_type, (None, base, 0))
+            lane = self.driver.add(plan, t0=self.start_us / 1e6, seq=seq, gen=gen)
+            lane.earned = earned
 
     def chunks(self, first: int = 0) -> Iterator[Chunk]:
         """Day after day, in order (state carries from one to the next), from day ``first``
@@ -106,12 +96,15 @@ class ShardSimulation:
             t = a
             while t < b:
                 nxt = min(t + SLICE_US, b)
-                self._slice(chunk, t, nxt)
+                # the end: the packs' days done, what happened by it (what happens at the end
+                # stays pending in the state, for a run that continues)
+                final = i == len(days) - 1 and nxt == b
+                for block in self.driver.step(t, nxt, final):
+                    if block.labels:
+                        chunk.labels.add_labels(block.stream.partition(".")[0], block)
+                        block.labels = ()
+                    chunk.blocks.setdefault(block.stream, []).append(block)
                 t = nxt
-            if i == len(days) - 1:  # the end: the packs' days done, what happened by it
-                for pack in self.packs.values():
-                    pack.advance(b)
-                self._poll(chunk, b, final=True)
             yield chunk
 
     # -- state: checkpoints and the hand-over to a stream run ---------------------------------
@@ -122,6 +115,7 @@ class ShardSimulation:
     def state(self, chunk: Chunk) -> bytes:
         """Everything the simulation holds after ``chunk`` (packs, generators, seqs), pickled.
         Valid for this version of datafactory only."""
+        lanes = self.driver.lanes.values()
         return pickle.dumps(
             {
                 "version": code_version(),
@@ -129,7 +123,7 @@ class ShardSimulation:
                 "next_chunk": chunk.index + 1,
                 "time_us": chunk.end_us,
                 "packs": self.packs,
-                "streams": {s.plan.event_type: (s.gen, s.seq, s.earned) for s in self.streams},
+                "streams": {x.name: (x.gen, x.seq, x.earned) for x in lanes},
             },
             protocol=pickle.HIGHEST_PROTOCOL,
         )
@@ -138,56 +132,8 @@ class ShardSimulation:
         """Continue from a :meth:`state`; returns the day to go on from."""
         state = load_state(data, self.identity())
         self.packs = state["packs"]
-        for s in self.streams:
-            s.gen, s.seq, s.earned = state["streams"][s.plan.event_type]
-            s.pack = self.packs[s.plan.pack]
+        self._drive(self.config.model.engine.block_size, state["streams"])
         return int(state["next_chunk"])
-
-    def _slice(self, chunk: Chunk, a: int, b: int) -> None:
-        for s in self.streams:
-            if not s.driven:
-                self._paced(chunk, s, a, b)
-        self._poll(chunk, b, final=False)
-
-    def _paced(self, chunk: Chunk, s: _Stream, a: int, b: int) -> None:
-        profile = s.plan.rate
-        share = s.pack.shard_share
-        total = math.floor(share * profile.cumulative(b / 1e6, self.t0) + 1e-9)
-        n = total - s.earned
-        if n <= 0:
-            return
-        size = self.config.model.engine.block_size
-        times = event_times(profile, self.t0, a, b, n)
-        times = np.clip(times, a, b - 1)  # [a, b): the day a slice ends belongs to the next
-        for lo in range(0, n, size):
-            k = min(size, n - lo)
-            t_first = int(times[lo])
-            block = s.gen.generate(k, s.seq, t_first, t_first)
-            block.event_time = times[lo : lo + k].astype(np.int64)
-            s.seq += k
-            s.gen.released(block)
-            self._take(chunk, s, block)
-        s.earned = total
-
-    def _poll(self, chunk: Chunk, until_us: int, final: bool) -> None:
-        for s in self.streams:
-            if not s.driven:
-                continue
-            # [a, b) like the paced streams: what happens at b belongs to the next day (at the
-            # window's end too: it stays pending in the state, for a run that continues)
-            until = until_us - 1
-            while True:
-                block = s.gen.poll(until, s.seq, POLL_LIMIT, final)
-                if block is None or not len(block):
-                    break
-                s.seq += len(block)
-                self._take(chunk, s, block)
-
-    def _take(self, chunk: Chunk, s: _Stream, block: RecordBlock) -> None:
-        if block.labels:
-            chunk.labels.add_labels(s.plan.pack, block)
-            block.labels = ()
-        chunk.blocks.setdefault(s.plan.event_type, []).append(block)
 
 
 @functools.cache

@@ -23,8 +23,8 @@ import yaml
 
 from datafactory.config import Config, ConfigError, parse_config
 from datafactory.control.ledger import Ledger, RunRecord
-from datafactory.engine.pipeline import Engine
 from datafactory.runtime.diff import edit
+from datafactory.runtime.engine import Engine
 from datafactory.telemetry.metrics import Metrics
 
 log = structlog.get_logger("datafactory.runs")

@@ -22,6 +22,12 @@ class Metrics:
             ["stream"],
             registry=r,
         )
+        self.skipped = Counter(
+            "datafactory_stream_skipped_events",
+            "Events a wall-clock stream could not catch up on (it fell over 1 s behind)",
+            ["stream"],
+            registry=r,
+        )
         self.sent = Counter(
             "datafactory_sink_sent_events",
             "Events written by a sink (acknowledged)",

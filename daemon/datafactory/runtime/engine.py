@@ -1,0 +1,462 @@
+"""A stream-mode run: pack streams -> pacing -> chaos chain -> every sink's own delivery.
+
+The engine builds the run from a validated config and owns its parts; each part is its own
+module: the driver (:mod:`.drive`: the one way a pack is driven), the stream loops
+(:mod:`.pacing`: when slices are released), delivery (:mod:`.delivery`: per-sink buffers,
+encoding, retries), accounting (:mod:`.accounting`: the checkpoint mark) and the config diff
+(:mod:`.diff`: ``apply`` is the only way a live run changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from datafactory.chaos import StepConfig, applies, build_chain
+from datafactory.chaos.base import Fault, FaultLog
+from datafactory.chaos.manifest import STREAM as MANIFEST_STREAM
+from datafactory.chaos.manifest import Manifest
+from datafactory.config import Config, StreamPlan
+from datafactory.engine.blocks import RecordBlock, concat
+from datafactory.engine.clock import Clock, SimulatedClock, WallClock
+from datafactory.engine.seeding import SeedTree
+from datafactory.lifecycle.manager import Lifecycle
+from datafactory.pack import Pack, StreamGenerator, registered_packs, registered_sinks
+from datafactory.runtime.accounting import Outcome, SliceBook
+from datafactory.runtime.delivery import Retry, SinkDelivery
+from datafactory.runtime.diff import Diff, diff
+from datafactory.runtime.drive import Driver
+from datafactory.runtime.pacing import RunHandle, StreamRuntime, run_driven, run_paced
+from datafactory.sinks.base import Sink, SinkContext
+from datafactory.telemetry.metrics import Metrics
+
+log = structlog.get_logger("datafactory.engine")
+
+
+class Engine:
+    """Builds a run from a validated config and runs it until its streams end or ``stop()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        sink_factory: Callable[[str, Any, SinkContext], Sink] | None = None,
+        wall_clock: Clock | None = None,
+        retry_backoff: float | None = None,
+        max_attempts: int | None = None,
+        resume: dict[str, int] | None = None,
+        on_phase: Callable[[str], None] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        """``state``: a batch run's final state (``datafactory.batch.simulate.load_state``):
+        the packs go on from it, each stream from the seq after the history's last."""
+        self.config = config
+        self.metrics = metrics or Metrics()
+        eng = config.model.engine
+        retry = Retry(
+            eng.max_attempts if max_attempts is None else max_attempts,
+            eng.retry_backoff if retry_backoff is None else retry_backoff,
+            eng.retry_backoff_max,
+        )
+        self._stop = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
+        self.on_phase = on_phase
+        self._started_at: float | None = None
+        # events a removed chain still held, sent with the stream's next slice
+        self._late: list[tuple[StreamRuntime, RecordBlock]] = []
+        ctx = SinkContext(config.run.name, config.run.seed)
+        sink_types = registered_sinks()
+        make_sink = sink_factory or (lambda n, c, x: sink_types[c.type](n, c, x))
+        self.sinks: dict[str, SinkDelivery] = {
+            name: SinkDelivery(
+                name, make_sink(name, scfg, ctx), scfg.buffer, retry, self.metrics, self._truth
+            )
+            for name, scfg in config.sinks.items()
+        }
+        # a simulated clock starts at run.start, or where a batch's history ended
+        self._sim_start = (
+            state["time_us"] / 1e6
+            if state is not None and config.run.start is None
+            else config.run.start_epoch()
+        )
+        seeds, pack_types = SeedTree(config.run.seed), registered_packs()
+        self.packs: dict[str, Pack] = {
+            p: state["packs"][p] if state is not None else pack_types[p](params, seeds)
+            for p, params in config.pack_params.items()
+        }
+        # slices are released whole: a generated block is at most one sink write
+        self.driver = Driver(self.packs, min(eng.block_size, eng.batch_max))
+        carried: dict[str, tuple[StreamGenerator, int]] = {
+            name: (gen, seq) for name, (gen, seq, _) in (state or {}).get("streams", {}).items()
+        }
+        self._wall_clock = wall_clock
+        self._streaming = False
+        self.streams: list[StreamRuntime] = []
+        for plan in config.streams:
+            # a resumed run goes on from its checkpoint; a run after a batch from its history
+            gen, seq = carried.get(plan.event_type, (None, 0))
+            start = (resume or {}).get(plan.event_type, seq)
+            self.streams.append(self._build_stream(plan, start, gen))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handle = RunHandle(
+            self.driver,
+            eng,
+            self._stop,
+            self._running,
+            lambda: self.streams,
+            self._emit,
+            self._on_released,
+            self._on_skipped,
+        )
+        # chaos: one chain per stream; faults go to the metrics and the manifest
+        self.chaos_counts: dict[tuple[str, str, str], int] = {}
+        self.manifest: Manifest | None = None
+        if config.manifest_sink is not None:
+            msink = sink_types[config.manifest_sink.type]("manifest", config.manifest_sink, ctx)
+            mcfg = config.model.manifest
+            assert mcfg is not None
+            self.manifest = Manifest(
+                msink,
+                mcfg.format,
+                mcfg.flush,
+                config.run.name,
+                config.run.seed,
+                lambda: {s.name: s.released for s in self.streams},
+            )
+        self._set_chaos(list(config.chaos))
+
+    def _build_stream(
+        self, plan: StreamPlan, start: int, gen: StreamGenerator | None = None
+    ) -> StreamRuntime:
+        simulated = self.config.run.clock == "simulated"
+        clock: Clock = (
+            SimulatedClock(self._sim_start) if simulated else (self._wall_clock or WallClock())
+        )
+        # the profile starts when the stream starts (set again then)
+        lane = self.driver.add(plan, t0=clock.now(), seq=start, gen=gen)
+        targets = [self.sinks[s] for s in plan.sinks]
+        s = StreamRuntime(plan, lane.pack, lane, clock, targets, SliceBook(start))
+        s.generated = s.released = start
+        for k in targets:
+            k.add_stream(s.name, lane.gen.schema, self.config.run.seed)
+        return s
+
+    def _start_stream(self, s: StreamRuntime) -> None:
+        s.start_us = s.clock.now_us()
+        s.lane.t0 = s.start_us / 1e6  # the profile starts when the stream starts
+        if s.chaos is not None:
+            s.chaos.start(s.start_us)
+        if self.config.run.duration is not None:
+            s.end_us = s.start_us + round(self.config.run.duration * 1e6)
+        s.released_until_us = s.start_us
+        loop = run_driven if s.driven else run_paced
+        self._tasks.add(asyncio.create_task(loop(s, self._handle), name=f"pace:{s.name}"))
+
+    async def _add_stream(self, plan: StreamPlan) -> None:
+        """Start a new stream of an existing pack into existing sinks, live."""
+        s = self._build_stream(plan, 0)
+        seed = self.config.run.seed
+        s.chaos = build_chain(self.chaos_configs, s.name, s.lane.gen.schema, seed, self._faults)
+        for k in s.sinks:  # its topic / stream must exist before the first event
+            await k.sink.provision([s.name])
+        self.streams.append(s)
+        if self._streaming:
+            self._start_stream(s)
+        log.info("stream_added", stream=s.name, sinks=[k.name for k in s.sinks])
+
+    # -- changes: apply(diff) is the one door ----------------------------------------------
+
+    async def reload(self, new: Config) -> dict[str, Any]:
+        """``apply(diff(running config, new))``: what SIGHUP and the daemon's reloads call."""
+        return await self.apply(diff(self.config, new))
+
+    async def apply(self, d: Diff) -> dict[str, Any]:
+        """The one way a live run changes: chaos steps, stream rates, streams added or removed.
+        What cannot change live is named instead, and then nothing changes. ``d.new`` is
+        validated; it becomes the running config (what the next diff starts from)."""
+        restart = list(d.restart)
+        gone = {s.name for s in self.streams if s.removed}
+        restart += [f"streams.{x}" for x in d.streams.to_add if x in gone]  # a stopped stream
+        if restart:
+            return {"applied": [], "needs_restart": restart}
+        applied: list[str] = []
+        if d.chaos:
+            self._set_chaos(list(d.new.chaos))
+            applied.append("chaos")
+        plans = {p.event_type: p for p in d.new.streams}
+        for s in self.streams:
+            if s.name in d.streams.to_remove and not s.removed:
+                s.removed = True  # what it released is still written
+                applied.append(f"removed:{s.name}")
+            elif s.name in d.streams.to_change and not s.removed:
+                s.plan = plans[s.name]
+                s.new_profile = s.plan.rate  # from its next slice on
+                applied.append(f"rate:{s.name}")
+        for name in d.streams.to_add:
+            await self._add_stream(plans[name])
+            applied.append(f"added:{name}")
+        self.config = d.new
+        return {"applied": applied, "needs_restart": []}
+
+    def _set_chaos(self, configs: list[StepConfig]) -> None:
+        """Steps that keep their name and kind change rate and schedule in place; any other
+        change builds a new chain, which takes over the events the old one held back."""
+        for s in self.streams:
+            old = s.chaos
+            mine = [c for c in configs if applies(c, s.name)]
+            if old is not None and [(x.name, x.cfg.step) for x in old.steps] == [
+                (c.name or c.step, c.step) for c in mine
+            ]:
+                for step, cfg in zip(old.steps, mine, strict=True):
+                    step.update(cfg)
+                continue
+            seed = self.config.run.seed
+            new = build_chain(configs, s.name, s.lane.gen.schema, seed, self._faults)
+            if new is not None and old is not None:
+                new.adopt(old)
+                new.start(old.steps[0].t0_us if old.steps else 0)
+            elif new is not None and self._started_at is not None:
+                new.start(s.start_us)
+            elif new is None and old is not None:
+                rest = old.flush()
+                if rest is not None:
+                    self._late.append((s, rest))
+            s.chaos = new
+        self.chaos_configs = list(configs)
+
+    def stop(self) -> None:
+        """Stop releasing events; what was released is written before ``run`` returns."""
+        self._stop.set()
+        self._running.set()  # a paused run stops too
+
+    def pause(self) -> None:
+        """Release nothing until ``resume``; what is in flight is still written."""
+        if self._running.is_set():
+            for s in self.streams:
+                s.paused_at_us = s.clock.now_us()
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- release: ground truth, chaos, the sinks ---------------------------------------------
+
+    async def _emit(self, s: StreamRuntime, piece: RecordBlock, end_seq: int) -> None:
+        if piece.labels:  # the pack's own domain errors: ground truth too
+            domain = FaultLog()
+            domain.add_labels(s.pack.name, piece)
+            self._faults(domain)
+            piece.labels = ()
+        if s.chaos is not None:
+            if len(piece) > 512:  # off the loop, in parallel with encoding
+                piece, faults = await asyncio.to_thread(s.chaos.apply, piece)
+            else:
+                piece, faults = s.chaos.apply(piece)
+            self._faults(faults)
+        if self._late:
+            mine = [b for t, b in self._late if t is s]
+            if mine:
+                self._late = [(t, b) for t, b in self._late if t is not s]
+                piece = concat([piece, *mine])
+        if not len(piece):
+            return
+        sid = s.book.open(end_seq, len(s.sinks))
+        for k in s.sinks:
+            await k.offer(s.name, piece, sid, s.book)
+
+    def _on_released(self, s: StreamRuntime, n: int) -> None:
+        self.metrics.generated.labels(s.name).inc(n)
+        self.metrics.released.labels(s.name).inc(n)
+
+    def _on_skipped(self, s: StreamRuntime, n: int) -> None:
+        self.metrics.skipped.labels(s.name).inc(n)
+        log.warning("stream_behind", stream=s.name, skipped=n, total_skipped=s.skipped)
+
+    def _faults(self, faults: FaultLog) -> None:
+        for f in faults.items:
+            key = (f.stream, f.name, f.kind)
+            self.chaos_counts[key] = self.chaos_counts.get(key, 0) + len(f.seq)
+            self.metrics.chaos_injected.labels(*key).inc(len(f.seq))
+        self._truth(faults.items)
+
+    def _truth(self, faults: list[Fault]) -> None:
+        """Faults injected, events shed, bytes rendered: into the manifest."""
+        if self.manifest is not None and faults:
+            self.manifest.add(faults)
+
+    # -- views -----------------------------------------------------------------------------
+
+    def marks(self) -> dict[str, tuple[int, int]]:
+        """Per stream: (every event below this seq is accounted for, events released)."""
+        return {s.name: (s.book.mark, s.released) for s in self.streams}
+
+    def counters(self, at_mark: bool = False) -> dict[tuple[str, str], dict[str, int]]:
+        """Per stream x sink, for the ledger. ``at_mark``: only the slices below each
+        stream's mark, so the counters and the checkpoint agree (what a restart resumes)."""
+        dropped: dict[str, int] = {}
+        for (stream, _, kind), n in self.chaos_counts.items():
+            if kind == "drop":
+                dropped[stream] = dropped.get(stream, 0) + n
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for s in self.streams:
+            for k in s.sinks:
+                o = s.book.at_mark.get(k.name, Outcome()) if at_mark else k.outcomes[s.name]
+                out[(s.name, k.name)] = {
+                    "generated": s.book.mark if at_mark else s.generated,
+                    "chaos_dropped": dropped.get(s.name, 0),
+                    "sent": o.acked + o.failed,
+                    **o.as_dict(),
+                }
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "streams": {
+                s.name: {
+                    "generated": s.generated,
+                    "released": s.released,
+                    "skipped": s.skipped,
+                    "target_rate": s.target_rate(),
+                    "rate": s.rate_now,
+                    "done": s.done,
+                }
+                for s in self.streams
+            },
+            "sinks": {k.name: k.snapshot() for k in self.sinks.values()},
+            "chaos": {
+                f"{stream}/{name}/{kind}": n
+                for (stream, name, kind), n in sorted(self.chaos_counts.items())
+            },
+        }
+
+    # -- run -------------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        self._started_at = time.monotonic()
+        sinks = {k.name: k.sink for k in self.sinks.values()}
+        streams = {
+            k.name: [s.name for s in self.streams if k in s.sinks] for k in self.sinks.values()
+        }
+        if self.manifest is not None:
+            sinks["manifest"] = self.manifest.sink
+            streams["manifest"] = [MANIFEST_STREAM]
+        lifecycle = Lifecycle(sinks, streams)
+        await lifecycle.start()
+        try:
+            return await self._run_provisioned()
+        finally:
+            await lifecycle.stop()
+
+    async def _run_provisioned(self) -> dict[str, Any]:
+        assert self._started_at is not None
+        for k in self.sinks.values():
+            await k.connect()
+        if self.manifest is not None:
+            await self.manifest.sink.connect()
+        run = self.config.run
+        names = [s.name for s in self.streams]
+        log.info("run_started", run=run.name, seed=run.seed, clock=run.clock, streams=names)
+        if self.on_phase is not None:
+            self.on_phase("running")
+        self._streaming = True
+        for s in self.streams:
+            self._start_stream(s)
+        writers = [asyncio.create_task(k.run(), name=f"sink:{k.name}") for k in self.sinks.values()]
+        sampler = asyncio.create_task(self._sample(), name="sampler")
+        manifest_loop = (
+            asyncio.create_task(self.manifest.loop(), name="manifest")
+            if self.manifest is not None
+            else None
+        )
+        streaming_since = time.monotonic()
+        streaming_seconds = 0.0
+        try:
+            while pending := [t for t in self._tasks if not t.done()]:  # live adds join
+                await asyncio.wait(pending)
+            for t in self._tasks:
+                t.result()  # a stream's failure is the run's
+            if self.on_phase is not None:
+                self.on_phase("draining")
+            for k in self.sinks.values():
+                k.close()
+            await asyncio.gather(*writers)
+            streaming_seconds = time.monotonic() - streaming_since
+        finally:
+            if manifest_loop is not None and self.manifest is not None:
+                # let a flush in progress finish: cancelling it would lose what it was writing
+                self.manifest.stop()
+                await asyncio.gather(manifest_loop, return_exceptions=True)
+            tasks = [sampler, *self._tasks, *writers]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._close()
+        return self._summary(streaming_seconds)
+
+    async def _close(self) -> None:
+        if self.manifest is not None:
+            try:
+                await self.manifest.flush(final=True)
+            finally:
+                await self.manifest.sink.close()
+        for k in self.sinks.values():
+            try:
+                await k.sink.close()
+            except Exception as e:  # closing must not hide the run's own outcome
+                log.error("sink_close_failed", sink=k.name, error=repr(e))
+
+    def _summary(self, streaming_seconds: float) -> dict[str, Any]:
+        summary = self.snapshot()
+        summary["queues"] = {
+            f"sink:{k.name}": {"high_water": k.buffer.high_water, "capacity": k.max_events}
+            for k in self.sinks.values()
+        }
+        # oversize faults a sink with a record limit refused: failed on purpose
+        summary["failed_intentionally"] = sum(
+            n
+            for (stream, _, kind), n in self.chaos_counts.items()
+            if kind == "oversize"
+            for k in self.sinks.values()
+            if k.sink.max_record_bytes is not None
+            and any(s.name == stream for s in self.streams if k in s.sinks)
+        )
+        # from the first event to the last acknowledgement (no provisioning, no shutdown)
+        summary["streaming_seconds"] = streaming_seconds
+        assert self._started_at is not None
+        log.info(
+            "run_finished",
+            run=self.config.run.name,
+            released={s.name: s.released for s in self.streams},
+            seconds=round(time.monotonic() - self._started_at, 3),
+        )
+        return summary
+
+    async def _sample(self) -> None:
+        """Once a second: actual and target rate per stream, and every sink's lag."""
+        m = self.metrics
+        last = {s.name: (s.released, time.monotonic()) for s in self.streams}
+        while True:
+            await asyncio.sleep(1.0)
+            for s in self.streams:
+                n0, t0 = last.get(s.name, (s.released, time.monotonic()))
+                now = time.monotonic()
+                s.rate_now = (s.released - n0) / max(now - t0, 1e-9)
+                last[s.name] = (s.released, now)
+                m.actual_rate.labels(s.name).set(s.rate_now)
+                m.target_rate.labels(s.name).set(s.target_rate())
+            for k in self.sinks.values():
+                k.sample()
