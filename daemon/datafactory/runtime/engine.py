@@ -26,7 +26,8 @@ from datafactory.engine.clock import Clock, SimulatedClock, WallClock
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.manager import Lifecycle
 from datafactory.pack import Pack, StreamGenerator, registered_packs, registered_sinks
-from datafactory.runtime.accounting import Outcome, SliceBook
+from datafactory.runtime import report
+from datafactory.runtime.accounting import SliceBook
 from datafactory.runtime.delivery import Retry, SinkDelivery
 from datafactory.runtime.diff import Diff, diff
 from datafactory.runtime.drive import Driver
@@ -307,41 +308,10 @@ class Engine:
     def counters(self, at_mark: bool = False) -> dict[tuple[str, str], dict[str, int]]:
         """Per stream x sink, for the ledger. ``at_mark``: only the slices below each
         stream's mark, so the counters and the checkpoint agree (what a restart resumes)."""
-        dropped: dict[str, int] = {}
-        for (stream, _, kind), n in self.chaos_counts.items():
-            if kind == "drop":
-                dropped[stream] = dropped.get(stream, 0) + n
-        out: dict[tuple[str, str], dict[str, int]] = {}
-        for s in self.streams:
-            for k in s.sinks:
-                o = s.book.at_mark.get(k.name, Outcome()) if at_mark else k.outcomes[s.name]
-                out[(s.name, k.name)] = {
-                    "generated": s.book.mark if at_mark else s.generated,
-                    "chaos_dropped": dropped.get(s.name, 0),
-                    "sent": o.acked + o.failed,
-                    **o.as_dict(),
-                }
-        return out
+        return report.counters(self.streams, self.chaos_counts, at_mark)
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "streams": {
-                s.name: {
-                    "generated": s.generated,
-                    "released": s.released,
-                    "skipped": s.skipped,
-                    "target_rate": s.target_rate(),
-                    "rate": s.rate_now,
-                    "done": s.done,
-                }
-                for s in self.streams
-            },
-            "sinks": {k.name: k.snapshot() for k in self.sinks.values()},
-            "chaos": {
-                f"{stream}/{name}/{kind}": n
-                for (stream, name, kind), n in sorted(self.chaos_counts.items())
-            },
-        }
+        return report.snapshot(self.streams, self.sinks.values(), self.chaos_counts)
 
     # -- run -------------------------------------------------------------------------------
 
@@ -420,20 +390,7 @@ class Engine:
                 log.error("sink_close_failed", sink=k.name, error=repr(e))
 
     def _summary(self, streaming_seconds: float) -> dict[str, Any]:
-        summary = self.snapshot()
-        summary["queues"] = {
-            f"sink:{k.name}": {"high_water": k.buffer.high_water, "capacity": k.max_events}
-            for k in self.sinks.values()
-        }
-        # oversize faults a sink with a record limit refused: failed on purpose
-        summary["failed_intentionally"] = sum(
-            n
-            for (stream, _, kind), n in self.chaos_counts.items()
-            if kind == "oversize"
-            for k in self.sinks.values()
-            if k.sink.max_record_bytes is not None
-            and any(s.name == stream for s in self.streams if k in s.sinks)
-        )
+        summary = report.summary(self.streams, self.sinks.values(), self.chaos_counts)
         # from the first event to the last acknowledgement (no provisioning, no shutdown)
         summary["streaming_seconds"] = streaming_seconds
         assert self._started_at is not None

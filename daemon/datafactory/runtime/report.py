@@ -1,14 +1,82 @@
-"""A run's account at exit: what each stream made and each sink did with it.
-
-``datafactory run`` prints it when the run ends (text on a terminal, JSON with ``--json``), so
-the figures outlive the process and its ``/metrics``.
+"""What a run made and did, as views: the ledger's counters, the live snapshot (API, SSE,
+console), the summary when it ends, and the account ``datafactory run`` prints at exit (text
+on a terminal, JSON with ``--json``), so the figures outlive the process and its ``/metrics``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from datafactory.config import Config
+from datafactory.runtime.accounting import Outcome
+from datafactory.runtime.delivery import SinkDelivery
+from datafactory.runtime.pacing import StreamRuntime
+
+Chaos = dict[tuple[str, str, str], int]  # (stream, step name, kind) -> faults injected
+
+
+def counters(
+    streams: list[StreamRuntime], chaos: Chaos, at_mark: bool
+) -> dict[tuple[str, str], dict[str, int]]:
+    """Per stream x sink, for the ledger (``at_mark``: the slices below the mark only)."""
+    dropped: dict[str, int] = {}
+    for (stream, _, kind), n in chaos.items():
+        if kind == "drop":
+            dropped[stream] = dropped.get(stream, 0) + n
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for s in streams:
+        for k in s.sinks:
+            o = s.book.at_mark.get(k.name, Outcome()) if at_mark else k.outcomes[s.name]
+            out[(s.name, k.name)] = {
+                "generated": s.book.mark if at_mark else s.generated,
+                "chaos_dropped": dropped.get(s.name, 0),
+                "sent": o.acked + o.failed,
+                **o.as_dict(),
+            }
+    return out
+
+
+def snapshot(
+    streams: list[StreamRuntime], sinks: Iterable[SinkDelivery], chaos: Chaos
+) -> dict[str, Any]:
+    return {
+        "streams": {
+            s.name: {
+                "generated": s.generated,
+                "released": s.released,
+                "skipped": s.skipped,
+                "target_rate": s.target_rate(),
+                "rate": s.rate_now,
+                "done": s.done,
+            }
+            for s in streams
+        },
+        "sinks": {k.name: k.snapshot() for k in sinks},
+        "chaos": {f"{st}/{name}/{kind}": n for (st, name, kind), n in sorted(chaos.items())},
+    }
+
+
+def summary(
+    streams: list[StreamRuntime], sinks: Iterable[SinkDelivery], chaos: Chaos
+) -> dict[str, Any]:
+    """The snapshot of a run that ended, with its buffers' high water and what failed on
+    purpose (oversize faults that a sink with a record limit refused)."""
+    sinks = list(sinks)
+    out = snapshot(streams, sinks, chaos)
+    out["queues"] = {
+        f"sink:{k.name}": {"high_water": k.buffer.high_water, "capacity": k.max_events}
+        for k in sinks
+    }
+    out["failed_intentionally"] = sum(
+        n
+        for (stream, _, kind), n in chaos.items()
+        if kind == "oversize"
+        for k in sinks
+        if k.sink.max_record_bytes is not None
+        and any(s.name == stream for s in streams if k in s.sinks)
+    )
+    return out
 
 
 def account(config: Config, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
