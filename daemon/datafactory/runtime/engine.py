@@ -256,13 +256,17 @@ class Engine:
 
     # -- release: ground truth, chaos, the sinks ---------------------------------------------
 
-    async def _emit(self, s: StreamRuntime, piece: RecordBlock, end_seq: int) -> None:
+    async def _emit(
+        self, s: StreamRuntime, piece: RecordBlock, end_seq: int, chaos: bool = True
+    ) -> None:
+        """A released slice: labels to ground truth, through the chaos chain (``chaos``:
+        not what the chain itself let out at the end), to every sink of the stream."""
         if piece.labels:  # the pack's own domain errors: ground truth too
             domain = FaultLog()
             domain.add_labels(s.pack.name, piece)
             self._faults(domain)
             piece.labels = ()
-        if s.chaos is not None:
+        if s.chaos is not None and chaos:
             if len(piece) > 512:  # off the loop, in parallel with encoding
                 piece, faults = await asyncio.to_thread(s.chaos.apply, piece)
             else:

@@ -94,8 +94,8 @@ class RunHandle:
     stop: asyncio.Event
     running: asyncio.Event
     streams: Callable[[], list[StreamRuntime]]
-    # labels to ground truth, chaos, hand to the sinks: (stream, slice, end seq)
-    emit: Callable[[StreamRuntime, RecordBlock, int], Awaitable[None]]
+    # labels to ground truth, chaos (unless False), hand to the sinks: (stream, slice, end seq)
+    emit: Callable[[StreamRuntime, RecordBlock, int, bool], Awaitable[None]]
     on_released: Callable[[StreamRuntime, int], None]  # metrics
     on_skipped: Callable[[StreamRuntime, int], None]
 
@@ -153,14 +153,14 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
                 s.generated += n
                 s.released += n
                 run.on_released(s, n)
-                await run.emit(s, block, int(block.seq[-1]) + 1)
+                await run.emit(s, block, int(block.seq[-1]) + 1, True)
             a = b
             s.released_until_us = b - 1  # a driven stream may release up to here
             _wake_driven(s, run)
         # what chaos still holds back (delays) goes out now, late as it is
         rest = s.chaos.flush() if s.chaos is not None else None
         if rest is not None and len(rest):
-            await run.emit(s, rest, s.released)
+            await run.emit(s, rest, s.released, False)
     finally:
         s.done = True
         _wake_driven(s, run)
@@ -211,7 +211,7 @@ async def run_driven(s: StreamRuntime, run: RunHandle) -> None:
                 s.released += n
                 run.on_released(s, n)
                 s.released_until_us = until if by_clock else int(block.event_time[-1])
-                await run.emit(s, block, s.lane.seq)
+                await run.emit(s, block, s.lane.seq, True)
                 continue  # there may be more due already
             if by_clock:
                 s.released_until_us = until
@@ -228,6 +228,6 @@ async def run_driven(s: StreamRuntime, run: RunHandle) -> None:
             await s.wake.wait()
         rest = s.chaos.flush() if s.chaos is not None else None
         if rest is not None and len(rest):
-            await run.emit(s, rest, s.released)
+            await run.emit(s, rest, s.released, False)
     finally:
         s.done = True
