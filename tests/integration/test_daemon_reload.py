@@ -74,7 +74,7 @@ async def test_200_reloads_alternating_valid_and_invalid_lose_nothing(tmp_path: 
                 result = await d.reload_all("test")
                 assert result["reloaded"] and result["reloaded"][0]["needs_restart"] == []
                 applied += 1
-                assert stream.bucket.rate() == rate
+                assert stream.target_rate() == rate
                 assert run.engine.chaos_configs[0].rate == chaos  # type: ignore[union-attr]
             assert run.state == State.RUNNING
             await asyncio.sleep(0.02)
@@ -103,10 +103,10 @@ async def test_the_watcher_reloads_on_change_and_rebuilds_changed_sinks(tmp_path
             await asyncio.sleep(0.05)
         path.write_text(VALID.format(rate=1500, chaos=0.0, out=tmp_path / "a"))
         for _ in range(100):
-            if run.engine.streams[0].bucket.rate() == 1500:  # type: ignore[union-attr]
+            if run.engine.streams[0].target_rate() == 1500:  # type: ignore[union-attr]
                 break
             await asyncio.sleep(0.05)
-        assert run.engine.streams[0].bucket.rate() == 1500  # type: ignore[union-attr]
+        assert run.engine.streams[0].target_rate() == 1500  # type: ignore[union-attr]
         # a new sink path: the run drains and a new run of the config starts
         path.write_text(VALID.format(rate=1500, chaos=0.0, out=tmp_path / "b"))
         for _ in range(200):

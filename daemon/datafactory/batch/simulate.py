@@ -81,9 +81,8 @@ class ShardSimulation:
         base = self.shard.index << SEQ_SHARD_BITS if self.shard.count > 1 else 0
         self.driver = Driver(self.packs, block_size)
         for plan in self.config.streams:
-            gen, seq, earned = (carried or {}).get(plan.event_type, (None, base, 0))
-            lane = self.driver.add(plan, t0=self.start_us / 1e6, seq=seq, gen=gen)
-            lane.earned = earned
+            lane = (carried or {}).get(plan.event_type)
+            self.driver.add(plan, t0=self.start_us / 1e6, seq=base, carried=lane)
 
     def chunks(self, first: int = 0) -> Iterator[Chunk]:
         """Day after day, in order (state carries from one to the next), from day ``first``
@@ -115,7 +114,7 @@ class ShardSimulation:
     def state(self, chunk: Chunk) -> bytes:
         """Everything the simulation holds after ``chunk`` (packs, generators, seqs), pickled.
         Valid for this version of datafactory only."""
-        lanes = self.driver.lanes.values()
+        lanes = self.driver.lanes
         return pickle.dumps(
             {
                 "version": code_version(),
@@ -123,7 +122,7 @@ class ShardSimulation:
                 "next_chunk": chunk.index + 1,
                 "time_us": chunk.end_us,
                 "packs": self.packs,
-                "streams": {x.name: (x.gen, x.seq, x.earned) for x in lanes},
+                "streams": {name: lane.carry() for name, lane in lanes.items()},
             },
             protocol=pickle.HIGHEST_PROTOCOL,
         )

@@ -443,8 +443,11 @@ class TokenBucket:
         return hi
 
 
-# points of the piecewise-linear inverse of a profile's integral inside one slice
+# the piecewise-linear inverse of a profile's integral inside one span: a grid point every
+# WARP_STEP seconds (at least WARP_POINTS, at most WARP_POINTS_MAX)
 WARP_POINTS = 33
+WARP_POINTS_MAX = 4097
+WARP_STEP = 5.0
 
 
 def event_times(profile: AnyProfile, t0: float, t_prev_us: int, now_us: int, n: int) -> Any:
@@ -456,7 +459,8 @@ def event_times(profile: AnyProfile, t0: float, t_prev_us: int, now_us: int, n: 
     span = now_us - t_prev_us
     if span <= 0 or n == 1 or isinstance(profile, ConstantProfile):
         return t_prev_us + (k * span) // n
-    grid = np.linspace(t_prev_us / 1e6, now_us / 1e6, WARP_POINTS)
+    points = int(min(max(WARP_POINTS, span / 1e6 / WARP_STEP), WARP_POINTS_MAX))
+    grid = np.linspace(t_prev_us / 1e6, now_us / 1e6, points)
     cum = np.array([profile.cumulative(float(t), t0) for t in grid])
     cum -= cum[0]
     if cum[-1] <= 0:

@@ -31,6 +31,8 @@ from datafactory.pack import Pack, StreamGenerator
 
 # driven streams: most events one poll hands out (they come in event-time order anyway)
 POLL_LIMIT = 1_000_000
+YEAR_US = 366 * 86_400_000_000
+BLOCK_HORIZON_US = 3_600_000_000  # a generated block spans at most this much event time
 
 
 @dataclass(eq=False)
@@ -40,7 +42,7 @@ class Lane:
     plan: StreamPlan
     pack: Pack
     gen: StreamGenerator
-    seq: int  # the next event's seq
+    seq: int  # the next event's seq to release
     driven: bool
     profile: Any  # the rate profile (paced streams)
     t0: float = 0.0  # where the profile starts (epoch seconds)
@@ -48,10 +50,21 @@ class Lane:
     # changes or time is skipped (a pause, a stream that fell too far behind)
     earned: int = 0
     base: float = 0.0
+    # paced: the block being released (generated whole, at its events' planned times), and
+    # how far; the seq the lane started at (event k of the lane is due when k + 1 are)
+    pending: RecordBlock | None = None
+    pos: int = 0
+    origin: int = 0
+    plan_us: int | None = None  # when the last planned event is earned (the next block's start)
 
     @property
     def name(self) -> str:
         return self.plan.event_type
+
+    def carry(self) -> dict[str, Any]:
+        """What a later run needs to go on with this lane (saved with the packs' state)."""
+        keys = ("gen", "seq", "earned", "pending", "pos", "plan_us")
+        return {k: getattr(self, k) for k in keys}
 
     def due(self, b_us: int) -> int:
         """Events earned by ``b`` in total (to the clocks' resolution, 1 µs)."""
@@ -61,6 +74,38 @@ class Lane:
         tolerance = 1e-6 * share * max(self.profile.rate(b, self.t0), 1.0) + 1e-9
         due: int = math.floor(value + tolerance)
         return max(0, due)
+
+    def time_of(self, count: int, after_us: int) -> int:
+        """When (epoch µs, not before ``after``) the lane will have earned ``count`` events,
+        by the profile as it stands (a year on at the latest: a profile may stop)."""
+        share = self.pack.shard_share
+        target = self.base + count / share
+        t0 = self.t0
+
+        def behind(t_us: int) -> bool:
+            t = t_us / 1e6
+            slack = 1e-6 * max(self.profile.rate(t, t0), 1.0)  # due() counts to 1 µs
+            return bool(self.profile.cumulative(t, t0) < target - slack)
+
+        lo = after_us
+        if not behind(lo):
+            return lo
+        rate = max(self.profile.rate(lo / 1e6, t0), 1e-3)
+        step = max(1, int((target - self.profile.cumulative(lo / 1e6, t0)) / rate * 1e6))
+        last = lo + YEAR_US
+        hi = min(lo + step, last)
+        while behind(hi):
+            if hi >= last:
+                return last
+            lo, step = hi, step * 2
+            hi = min(lo + step, last)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if behind(mid):
+                lo = mid
+            else:
+                hi = mid
+        return hi
 
 
 def uniform_times(n: int, t_start_us: int, t_end_us: int) -> npt.NDArray[np.int64]:
@@ -78,41 +123,105 @@ class Driver:
         self.lanes: dict[str, Lane] = {}
 
     def add(
-        self, plan: StreamPlan, *, t0: float, seq: int = 0, gen: StreamGenerator | None = None
+        self,
+        plan: StreamPlan,
+        *,
+        t0: float,
+        seq: int = 0,
+        carried: dict[str, Any] | None = None,
     ) -> Lane:
-        """A stream to drive, from ``seq`` on (its generator: the pack's, or one carried over
-        from an earlier run); ``t0``: where its rate profile starts (epoch seconds)."""
+        """A stream to drive, from ``seq`` on, or as ``carried`` (:meth:`Lane.carry`: an
+        earlier run's generator, seq, block in progress); ``t0``: where its rate profile
+        starts (epoch seconds)."""
         pack = self.packs[plan.pack]
         driven = plan.driven or type(pack).clock_driven
-        lane = Lane(
-            plan, pack, gen or pack.stream(plan.stream), seq, driven, plan.rate, t0, base=0.0
-        )
+        lane = Lane(plan, pack, pack.stream(plan.stream), seq, driven, plan.rate, t0)
+        for k, v in (carried or {}).items():
+            setattr(lane, k, v)
+        lane.origin = lane.seq - lane.earned
         self.lanes[plan.event_type] = lane
         return lane
 
-    # -- paced streams -------------------------------------------------------------------
-
-    def paced(self, name: str, a_us: int, b_us: int, limit: int | None = None) -> list[RecordBlock]:
-        """What lane ``name`` earns in ``[a, b)`` (at most ``limit`` more events in all):
-        generated at their times, released to the pack, in blocks of ``block_size``."""
+    def start(self, name: str, t0_us: int) -> None:
+        """Lane ``name``'s profile starts (again) at ``t0``: a stream run starting, or going
+        on from a batch's history (its block in progress moves to the new plan)."""
         lane = self.lanes[name]
-        n = lane.due(b_us) - lane.earned
-        if limit is not None:
-            n = min(n, limit)
-        if n <= 0:
-            return []
-        times = event_times(lane.profile, lane.t0, a_us, b_us, n)
-        times = np.clip(times, a_us, b_us - 1)  # [a, b): what happens at b is the next slice's
-        out = []
-        for lo in range(0, n, self.block_size):
-            t = times[lo : lo + self.block_size].astype(np.int64)
-            with lane.pack.lock:
-                block = lane.gen.generate(lane.seq, t)
-                lane.gen.released(block)
-            lane.seq += len(t)
-            out.append(block)
-        lane.earned += n
+        lane.t0, lane.base, lane.earned, lane.origin = t0_us / 1e6, 0.0, 0, lane.seq
+        self._replan(lane, t0_us)
+
+    # -- paced streams -------------------------------------------------------------------
+    #
+    # Events are generated in blocks aligned on seq (multiples of block_size), each whole, at
+    # its events' planned times (when the profile earns each), and released as they come due.
+    # So what an event is does not depend on how time was sliced (a wall clock's timing, a
+    # pause): the same seq is the same event, in stream mode, batch mode and samples.
+
+    def paced(
+        self, name: str, a_us: int, b_us: int, limit: int | None = None, end: bool = False
+    ) -> list[RecordBlock]:
+        """Lane ``name``'s events planned in ``[a, b)`` (at most ``limit`` more in all),
+        released to the caller in order. ``end``: the window closes at ``b``: exactly what the
+        profile earned by then, the last ones' times held at ``b``."""
+        lane = self.lanes[name]
+        quota = lane.due(b_us) - lane.earned if end else None
+        out: list[RecordBlock] = []
+        while quota is None or quota > 0:
+            if lane.pending is None or lane.pos >= len(lane.pending):
+                lane.pending, lane.pos = self._make(lane), 0
+            times = lane.pending.event_time
+            if quota is not None:
+                stop = lane.pos + min(quota, len(times) - lane.pos)
+            else:  # planned before b, and no more than the profile earned by b
+                stop = lane.pos + int(np.searchsorted(times[lane.pos :], b_us, side="left"))
+                stop = min(stop, lane.pos + max(0, lane.due(b_us) - lane.earned))
+            if limit is not None:
+                stop = min(stop, lane.pos + limit - sum(map(len, out)))
+            if stop > lane.pos:
+                piece = lane.pending.take(slice(lane.pos, stop))
+                if end:
+                    piece.event_time = np.minimum(piece.event_time, b_us)
+                k = stop - lane.pos
+                lane.pos, lane.seq, lane.earned = stop, lane.seq + k, lane.earned + k
+                quota = None if quota is None else quota - k
+                out.append(piece)
+            if stop < len(times) or (limit is not None and sum(map(len, out)) >= limit):
+                break  # the next event is later (or the limit is reached)
         return out
+
+    def _make(self, lane: Lane) -> RecordBlock:
+        """The next block of a lane, at its events' planned times: up to the next multiple of
+        block_size, and no more than an hour of them (a pack makes a block from its state at
+        the first event: at a low rate its stock and customers must not run ahead)."""
+        first = lane.seq
+        c0 = first - lane.origin
+        start = lane.plan_us if lane.plan_us is not None else round(lane.t0 * 1e6)
+        t_prev = lane.time_of(c0, start)
+        aligned = (first // self.block_size + 1) * self.block_size - first
+        n = max(1, min(aligned, lane.due(t_prev + BLOCK_HORIZON_US) - c0))
+        times = self._plan(lane, c0, n, t_prev)
+        with lane.pack.lock:
+            block = lane.gen.generate(first, times)
+            lane.gen.released(block)
+        return block
+
+    @staticmethod
+    def _plan(lane: Lane, c0: int, n: int, t_prev: int) -> npt.NDArray[np.int64]:
+        """Planned times of the lane's events ``c0 .. c0 + n - 1`` (event k: when k + 1 are
+        earned), placed along the profile from ``t_prev`` (when ``c0`` were earned)."""
+        t_last = lane.time_of(c0 + n, t_prev)
+        lane.plan_us = t_last
+        return np.asarray(event_times(lane.profile, lane.t0, t_prev, t_last, n), dtype=np.int64)
+
+    def _replan(self, lane: Lane, at_us: int) -> None:
+        """The plan changed at ``at`` (a pause, a new profile): the rest of the block in
+        progress moves to the new plan's times (what it was made as stays)."""
+        lane.plan_us = at_us
+        block = lane.pending
+        if block is None or lane.pos >= len(block):
+            return
+        c0 = lane.seq - lane.origin
+        times = self._plan(lane, c0, len(block) - lane.pos, lane.time_of(c0, at_us))
+        block.event_time = np.concatenate([block.event_time[: lane.pos], times])
 
     def skip(self, name: str, a_us: int, b_us: int) -> int:
         """Lane ``name`` earns nothing in ``[a, b)`` (paused, or too far behind to catch up):
@@ -121,6 +230,7 @@ class Driver:
         lost = lane.due(b_us) - lane.due(a_us)
         r = lane.profile.cumulative
         lane.base += r(b_us / 1e6, lane.t0) - r(a_us / 1e6, lane.t0)
+        self._replan(lane, b_us)
         return lost
 
     def set_profile(self, name: str, profile: Any, at_us: int) -> None:
@@ -130,6 +240,7 @@ class Driver:
         earned_part = lane.profile.cumulative(at, lane.t0) - lane.base
         lane.profile = profile
         lane.base = profile.cumulative(at, lane.t0) - earned_part
+        self._replan(lane, at_us)
 
     # -- driven streams ------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.manager import Lifecycle
-from datafactory.pack import Pack, StreamGenerator, registered_packs, registered_sinks
+from datafactory.pack import Pack, registered_packs, registered_sinks
 from datafactory.runtime import report
 from datafactory.runtime.accounting import SliceBook
 from datafactory.runtime.delivery import Retry, SinkDelivery
@@ -93,17 +93,16 @@ class Engine:
         }
         # slices are released whole: a generated block is at most one sink write
         self.driver = Driver(self.packs, min(eng.block_size, eng.batch_max))
-        carried: dict[str, tuple[StreamGenerator, int]] = {
-            name: (gen, seq) for name, (gen, seq, _) in (state or {}).get("streams", {}).items()
-        }
+        carried: dict[str, dict[str, Any]] = (state or {}).get("streams", {})
         self._wall_clock = wall_clock
         self._streaming = False
         self.streams: list[StreamRuntime] = []
         for plan in config.streams:
             # a resumed run goes on from its checkpoint; a run after a batch from its history
-            gen, seq = carried.get(plan.event_type, (None, 0))
-            start = (resume or {}).get(plan.event_type, seq)
-            self.streams.append(self._build_stream(plan, start, gen))
+            lane = carried.get(plan.event_type)
+            if resume and plan.event_type in resume:
+                lane = {"seq": resume[plan.event_type]}
+            self.streams.append(self._build_stream(plan, lane))
         self._tasks: set[asyncio.Task[None]] = set()
         self._handle = RunHandle(
             self.driver,
@@ -132,25 +131,23 @@ class Engine:
             )
         self._set_chaos(list(config.chaos))
 
-    def _build_stream(
-        self, plan: StreamPlan, start: int, gen: StreamGenerator | None = None
-    ) -> StreamRuntime:
+    def _build_stream(self, plan: StreamPlan, carried: dict[str, Any] | None) -> StreamRuntime:
         simulated = self.config.run.clock == "simulated"
         clock: Clock = (
             SimulatedClock(self._sim_start) if simulated else (self._wall_clock or WallClock())
         )
         # the profile starts when the stream starts (set again then)
-        lane = self.driver.add(plan, t0=clock.now(), seq=start, gen=gen)
+        lane = self.driver.add(plan, t0=clock.now(), carried=carried)
         targets = [self.sinks[s] for s in plan.sinks]
-        s = StreamRuntime(plan, lane.pack, lane, clock, targets, SliceBook(start))
-        s.generated = s.released = start
+        s = StreamRuntime(plan, lane.pack, lane, clock, targets, SliceBook(lane.seq))
+        s.generated = s.released = lane.seq
         for k in targets:
             k.add_stream(s.name, lane.gen.schema, self.config.run.seed)
         return s
 
     def _start_stream(self, s: StreamRuntime) -> None:
         s.start_us = s.clock.now_us()
-        s.lane.t0 = s.start_us / 1e6  # the profile starts when the stream starts
+        self.driver.start(s.name, s.start_us)  # the profile starts when the stream starts
         if s.chaos is not None:
             s.chaos.start(s.start_us)
         if self.config.run.duration is not None:
@@ -161,7 +158,7 @@ class Engine:
 
     async def _add_stream(self, plan: StreamPlan) -> None:
         """Start a new stream of an existing pack into existing sinks, live."""
-        s = self._build_stream(plan, 0)
+        s = self._build_stream(plan, None)
         seed = self.config.run.seed
         s.chaos = build_chain(self.chaos_configs, s.name, s.lane.gen.schema, seed, self._faults)
         for k in s.sinks:  # its topic / stream must exist before the first event

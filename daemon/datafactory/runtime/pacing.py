@@ -81,8 +81,11 @@ class StreamRuntime:
         return self.lane.driven
 
     def target_rate(self) -> float:
+        """Events/s the stream should release now (a rate change applies at the next slice,
+        and shows at once)."""
         lane = self.lane
-        return float(lane.profile.rate(self.clock.now(), lane.t0)) * lane.pack.shard_share
+        profile = self.new_profile if self.new_profile is not None else lane.profile
+        return float(profile.rate(self.clock.now(), lane.t0)) * lane.pack.shard_share
 
 
 @dataclass(eq=False)
@@ -147,7 +150,8 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
                 await clock.sleep(wait if clock.simulated else min(wait, WALL_POLL))
                 continue
             n_guess = int(rate * step) + 1
-            blocks = await _off_loop(n_guess, driver.paced, s.name, a, b, limit)
+            last = s.end_us is not None and b >= s.end_us  # the run ends with this slice
+            blocks = await _off_loop(n_guess, driver.paced, s.name, a, b, limit, last)
             for block in blocks:
                 n = len(block)
                 s.generated += n
@@ -155,7 +159,10 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
                 run.on_released(s, n)
                 await run.emit(s, block, int(block.seq[-1]) + 1, True)
             a = b
-            s.released_until_us = b - 1  # a driven stream may release up to here
+            # a driven stream may release up to here: the slice's end, or the last event if
+            # max_events ended the stream inside the slice
+            cut = limit is not None and sum(map(len, blocks)) >= limit
+            s.released_until_us = int(blocks[-1].event_time[-1]) if cut else b - 1
             _wake_driven(s, run)
         # what chaos still holds back (delays) goes out now, late as it is
         rest = s.chaos.flush() if s.chaos is not None else None
