@@ -119,15 +119,14 @@ T0 = 1_767_787_200_000_000  # a Wednesday noon (UTC): every store open
 
 
 def pos_blocks() -> Callable[[int], Any]:
-    """``next(n)``: the next ``n`` POS transactions as the engine makes them: generated, then
-    released with their event times (the pack prices them and learns from them), 200/s."""
+    """``next(n)``: the next ``n`` POS transactions as the engine makes them: generated at
+    their event times (200/s), then released (the pack learns from them)."""
     gen = RetailPack(RetailParams(), SeedTree(1)).stream("pos_transaction")
     state = {"seq": 0, "t": T0}
 
     def next_block(n: int) -> Any:
         t = state["t"]
-        block = gen.generate(state["seq"], uniform_times(n, t, t))
-        block.event_time = t + (np.arange(1, n + 1, dtype=np.int64) * 5_000)
+        block = gen.generate(state["seq"], t + (np.arange(1, n + 1, dtype=np.int64) * 5_000))
         gen.released(block)
         state["seq"] += n
         state["t"] = int(block.event_time[-1])
@@ -172,8 +171,8 @@ def retail_streams(seconds: float) -> dict[str, dict[str, float]]:
     def one_block(spent: dict[str, float], made: dict[str, int]) -> None:
         t = clock[0]
         t0 = time.perf_counter()
-        block = pos.generate(seqs["pos_transaction"], uniform_times(BLOCK, t, t))
-        block.event_time = t + np.arange(1, BLOCK + 1, dtype=np.int64) * step
+        times = t + np.arange(1, BLOCK + 1, dtype=np.int64) * step
+        block = pos.generate(seqs["pos_transaction"], times)
         pos.released(block)
         encs["pos_transaction"].encode(block)
         clock[0] = t = int(block.event_time[-1])
