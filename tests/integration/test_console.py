@@ -53,6 +53,10 @@ def test_console_starts_watches_and_pauses_a_run(tmp_path: Path) -> None:
             eps = int(row.locator(".eps").inner_text().replace(",", ""))
             assert 1000 < eps < 2000
             expect(page.locator("#chaos tbody tr").first).to_contain_text("drop")
+            # every sink's own row: its lag, buffer policy and status
+            sink_row = page.locator("#sinks tbody tr[data-sink=out]").first
+            expect(sink_row).to_contain_text("block")
+            expect(sink_row.locator(".status")).to_have_text("ok")
             row.locator("button.pause").click()
             expect(row.locator(".state")).to_have_text("PAUSED", timeout=10_000)
             run_id = row.get_attribute("data-run")

@@ -33,9 +33,8 @@ from datafactory.runtime.drive import Driver, Lane
 
 # wall clock: how far behind its profile a stream may fall and still catch up
 CATCH_UP = 1.0
-# simulated clock: the event time one slice spans (batch_max bounds it too) ...
-SIMULATED_SLICE = 60.0
-# ... unless the rate is so low that a slice would hold few events: then up to an hour
+# simulated clock: a slice spans about batch_max events' time, within these bounds (s)
+SIMULATED_SLICE_MIN = 0.001
 SIMULATED_SLICE_MAX = 3600.0
 # a wall clock is looked at at least this often while a slice is not due
 WALL_POLL = 0.25
@@ -129,8 +128,8 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
                 driver.set_profile(s.name, s.new_profile, a)
                 s.new_profile = None
             rate = max(s.target_rate(), 1e-9)
-            if clock.simulated:
-                step = min(max(SIMULATED_SLICE, eng.batch_max / rate), SIMULATED_SLICE_MAX)
+            if clock.simulated:  # about batch_max events (made while the last are encoded)
+                step = min(max(eng.batch_max / rate, SIMULATED_SLICE_MIN), SIMULATED_SLICE_MAX)
             else:
                 behind = clock.now() - a / 1e6
                 if behind > CATCH_UP:  # too far behind: what it cannot make up is skipped
