@@ -157,17 +157,26 @@ class Driver:
     # pause): the same seq is the same event, in stream mode, batch mode and samples.
 
     def paced(
-        self, name: str, a_us: int, b_us: int, limit: int | None = None, end: bool = False
+        self,
+        name: str,
+        a_us: int,
+        b_us: int,
+        limit: int | None = None,
+        end: bool = False,
+        one_block: bool = False,
     ) -> list[RecordBlock]:
-        """Lane ``name``'s events planned in ``[a, b)`` (at most ``limit`` more in all),
-        released to the caller in order. ``end``: the window closes at ``b``: exactly what the
-        profile earned by then, the last ones' times held at ``b``."""
+        """Lane ``name``'s events planned in ``[a, b)`` (at most ``limit`` more in all), in
+        order (``one_block``: from one generated block only, one sink write: the rest come
+        with the next call, see :meth:`next_time`). ``end``: the window closes at ``b``:
+        exactly what the profile earned by then, the last ones' times held at ``b``."""
         lane = self.lanes[name]
         quota = lane.due(b_us) - lane.earned if end else None
         out: list[RecordBlock] = []
         while quota is None or quota > 0:
             if lane.pending is None or lane.pos >= len(lane.pending):
                 lane.pending, lane.pos = self._make(lane), 0
+                if out and one_block and not end:  # the next block is made: its first
+                    break  # event's time is known (next_time)
             times = lane.pending.event_time
             if quota is not None:
                 stop = lane.pos + min(quota, len(times) - lane.pos)
@@ -187,6 +196,13 @@ class Driver:
             if stop < len(times) or (limit is not None and sum(map(len, out)) >= limit):
                 break  # the next event is later (or the limit is reached)
         return out
+
+    def next_time(self, name: str) -> int | None:
+        """The planned time of lane ``name``'s next event, if it is already made."""
+        lane = self.lanes[name]
+        if lane.pending is None or lane.pos >= len(lane.pending):
+            return None
+        return int(lane.pending.event_time[lane.pos])
 
     def _make(self, lane: Lane) -> RecordBlock:
         """The next block of a lane, at its events' planned times: up to the next multiple of

@@ -139,8 +139,10 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
                     run.on_skipped(s, lost)
                     a = to
                     behind = CATCH_UP
-                # catching up: bigger slices (at most batch_max events)
+                # catching up: bigger slices; and never much over batch_max events in one
+                # (made while the last are encoded)
                 step = max(eng.pacing_interval, min(behind, eng.batch_max / rate))
+                step = min(step, max(eng.batch_max / rate, SIMULATED_SLICE_MIN))
             b = a + round(step * 1e6)
             if s.end_us is not None:
                 b = min(b, s.end_us)
@@ -150,7 +152,7 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
                 continue
             n_guess = int(rate * step) + 1
             last = s.end_us is not None and b >= s.end_us  # the run ends with this slice
-            blocks = await _off_loop(n_guess, driver.paced, s.name, a, b, limit, last)
+            blocks = await _off_loop(n_guess, driver.paced, s.name, a, b, limit, last, True)
             for block in blocks:
                 n = len(block)
                 s.generated += n
@@ -161,7 +163,9 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
             # a driven stream may release up to here: the slice's end, or the last event if
             # max_events ended the stream inside the slice
             cut = limit is not None and sum(map(len, blocks)) >= limit
-            s.released_until_us = int(blocks[-1].event_time[-1]) if cut else b - 1
+            until = int(blocks[-1].event_time[-1]) if cut else b - 1
+            nxt = driver.next_time(s.name)  # made, due, not released yet: the next slice's
+            s.released_until_us = min(until, nxt - 1) if nxt is not None else until
             _wake_driven(s, run)
         # what chaos still holds back (delays) goes out now, late as it is
         rest = s.chaos.flush() if s.chaos is not None else None
