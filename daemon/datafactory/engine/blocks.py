@@ -181,10 +181,15 @@ def concat(blocks: list[RecordBlock]) -> RecordBlock:
 def _concat_col(cols: list[Column]) -> Column:
     head = cols[0]
     if isinstance(head, DictColumn):
-        pools = {id(c.pool) for c in cols if isinstance(c, DictColumn)}
-        if len(pools) == 1:
-            codes = np.concatenate([c.codes for c in cols if isinstance(c, DictColumn)])
-            return DictColumn(codes, head.pool)
+        dicts = [c for c in cols if isinstance(c, DictColumn)]
+        longest = max((c.pool for c in dicts), key=len)
+        # one pool, or pools that grew by appending (a pack's customers): codes stand as they
+        # are against the longest (compared in C; the merge below is a Python loop per value)
+        if all(
+            c.pool is longest or (isinstance(c.pool, tuple) and longest[: len(c.pool)] == c.pool)
+            for c in dicts
+        ):
+            return DictColumn(np.concatenate([c.codes for c in dicts]), longest)
         merged: dict[str, int] = {}
         parts = []
         for c in cols:
