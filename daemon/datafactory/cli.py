@@ -548,7 +548,7 @@ def _sample_block(pack: Any, stream: str, n: int, now: int) -> Any:
         start = now - n * 1_000_000
         plan = StreamPlan(pack.name, stream, ConstantProfile(base=1.0), (), None)
         driver.add(plan, t0=start / 1e6)
-        return concat(driver.paced(plan.event_type, start, now))
+        return concat(driver.paced(plan.event_type, start, now, end=True))  # exactly n
     for name, spec in pack.streams.items():
         if not spec.driven:
             rate = ConstantProfile(base=64 / 3600)
