@@ -123,7 +123,7 @@ packs:
       pos_transaction: {{rate: {{profile: constant, base: 10000000}}, max_events: {events}}}
 sinks:
   out: {sink_yaml}
-engine: {{block_size: 8192, batch_max: 8192, queue_blocks: 4}}
+engine: {{block_size: 8192, batch_max: 8192}}
 telemetry: {{enabled: false}}
 """)
     t0 = time.perf_counter()

@@ -76,7 +76,6 @@ class PackSection(BaseModel):
 class EngineSection(BaseModel):
     model_config = _STRICT
     block_size: int = Field(8192, ge=1, le=1_000_000, description="events generated per block")
-    queue_blocks: int = Field(4, ge=1, le=1024, description="blocks generated ahead per stream")
     batch_max: int = Field(16384, ge=1, le=1_000_000, description="most events in one sink write")
     pacing_interval: Duration = Field(
         0.05, gt=0, le=10, description="target time between releases of a stream (wall clock)"

@@ -73,7 +73,7 @@ def test_run_streams_at_the_rate_with_live_metrics_and_stops_cleanly(tmp_path: P
         assert 3000 <= sent2 - sent1 <= 5000, (sent1, sent2)
         assert 1500 <= metric(second, "datafactory_stream_actual_rate") <= 2500
         assert metric(second, "datafactory_stream_target_rate") == 2000
-        assert "datafactory_queue_depth" in second
+        assert "datafactory_sink_buffer_events" in second
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

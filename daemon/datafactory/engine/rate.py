@@ -374,15 +374,6 @@ class TokenBucket:
         self._base += n
         self.tokens -= n
 
-    def skip(self, since: float) -> None:
-        """The time from ``since`` to now earned nothing (a pause): the bucket keeps what it
-        had earned by ``since``, and nothing more."""
-        self._refill(since, 0)
-        now = self.clock.now()
-        if now > self._last:
-            self._base = self.profile.cumulative(now, self.t0) - self.tokens
-            self._last = now
-
     def set_profile(self, profile: AnyProfile) -> None:
         """Change the shape live; tokens earned so far are kept."""
         self._refill(self.clock.now(), 0)
@@ -397,17 +388,6 @@ class TokenBucket:
             return 0.0
         deficit = n - self.tokens
         return self._time_to_earn(now, deficit)
-
-    def take_until(self, t: float, limit: int) -> int:
-        """The end of a window at ``t`` (called once the clock reached it): take every whole
-        token earned by ``t``, at most ``limit``; returns how many. The burst cap does not apply
-        up to ``limit``: what was earned while a request of that size waited is kept."""
-        # due by t to the clocks' resolution (1 µs): float epoch seconds are coarser than
-        # that, and the event due exactly at t must not be lost to a rounding error
-        self._refill(t + 1e-6, limit)
-        n = max(0, min(limit, int(self.tokens + 1e-9)))
-        self._take(n)
-        return n
 
     def _time_to_earn(self, now: float, deficit: float) -> float:
         """Smallest w (to 1 µs, at most ``max_wait``) with R(now + w) - R(now) >= deficit."""

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -40,11 +40,18 @@ from datafactory.sinks.base import NotConnectedError, Sink
 from datafactory.telemetry.metrics import Metrics
 
 log = structlog.get_logger("datafactory.delivery")
+T = TypeVar("T")
 
 # encoded batches waiting for the sink's writes
 ENCODE_AHEAD = 2
-# slices bigger than this are encoded off the event loop (the compiled path drops the GIL)
+# work on more events than this runs off the event loop (numpy and the compiled encoders drop
+# the GIL): making, chaos, encoding
 OFF_LOOP_ROWS = 512
+
+
+async def off_loop(n: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, in a worker thread when it works on more than OFF_LOOP_ROWS events."""
+    return await asyncio.to_thread(fn, *args) if n > OFF_LOOP_ROWS else fn(*args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,10 +270,7 @@ class SinkDelivery:
             if item is None:
                 await out.put(None)
                 return
-            if len(item.block) > OFF_LOOP_ROWS:
-                batch, rendered = await asyncio.to_thread(self._encode_one, item)
-            else:
-                batch, rendered = self._encode_one(item)
+            batch, rendered = await off_loop(len(item.block), self._encode_one, item)
             if rendered:  # byte-level chaos as rendered for this sink
                 self.ground_truth(rendered)
             await out.put((item, batch))

@@ -184,7 +184,7 @@ class Driver:
                 stop = lane.pos + int(np.searchsorted(times[lane.pos :], b_us, side="left"))
                 stop = min(stop, lane.pos + max(0, lane.due(b_us) - lane.earned))
             if limit is not None:
-                stop = min(stop, lane.pos + limit - sum(map(len, out)))
+                stop = min(stop, lane.pos + limit)
             if stop > lane.pos:
                 piece = lane.pending.take(slice(lane.pos, stop))
                 if end:
@@ -192,8 +192,9 @@ class Driver:
                 k = stop - lane.pos
                 lane.pos, lane.seq, lane.earned = stop, lane.seq + k, lane.earned + k
                 quota = None if quota is None else quota - k
+                limit = None if limit is None else limit - k
                 out.append(piece)
-            if stop < len(times) or (limit is not None and sum(map(len, out)) >= limit):
+            if stop < len(times) or limit == 0:
                 break  # the next event is later (or the limit is reached)
         return out
 

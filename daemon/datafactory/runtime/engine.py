@@ -28,7 +28,7 @@ from datafactory.lifecycle.manager import Lifecycle
 from datafactory.pack import Pack, registered_packs, registered_sinks
 from datafactory.runtime import report
 from datafactory.runtime.accounting import SliceBook
-from datafactory.runtime.delivery import Retry, SinkDelivery
+from datafactory.runtime.delivery import Retry, SinkDelivery, off_loop
 from datafactory.runtime.diff import Diff, diff
 from datafactory.runtime.drive import Driver
 from datafactory.runtime.pacing import RunHandle, StreamRuntime, run_driven, run_paced
@@ -264,10 +264,7 @@ class Engine:
             self._faults(domain)
             piece.labels = ()
         if s.chaos is not None and chaos:
-            if len(piece) > 512:  # off the loop, in parallel with encoding
-                piece, faults = await asyncio.to_thread(s.chaos.apply, piece)
-            else:
-                piece, faults = s.chaos.apply(piece)
+            piece, faults = await off_loop(len(piece), s.chaos.apply, piece)
             self._faults(faults)
         if self._late:
             mine = [b for t, b in self._late if t is s]

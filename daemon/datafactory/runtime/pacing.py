@@ -28,7 +28,7 @@ from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.clock import Clock
 from datafactory.pack import Pack
 from datafactory.runtime.accounting import SliceBook
-from datafactory.runtime.delivery import SinkDelivery
+from datafactory.runtime.delivery import SinkDelivery, off_loop
 from datafactory.runtime.drive import Driver, Lane
 
 # wall clock: how far behind its profile a stream may fall and still catch up
@@ -44,8 +44,6 @@ WALL_POLL = 0.25
 # step): 6 h gives sinks big blocks (15 min made 3x the CPU in tiny writes)
 CLOCK_DRIVEN_STEP = 21_600.0
 CLOCK_DRIVEN_POLL = 0.2
-# slices bigger than this are made off the event loop
-OFF_LOOP = 512
 
 
 @dataclass(eq=False)
@@ -102,10 +100,6 @@ class RunHandle:
     on_skipped: Callable[[StreamRuntime, int], None]
 
 
-async def _off_loop(n: int, fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args) if n > OFF_LOOP else fn(*args)
-
-
 async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
     eng, clock, lane, driver = run.engine, s.clock, s.lane, run.driver
     a = s.start_us
@@ -152,7 +146,7 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
                 continue
             n_guess = int(rate * step) + 1
             last = s.end_us is not None and b >= s.end_us  # the run ends with this slice
-            blocks = await _off_loop(n_guess, driver.paced, s.name, a, b, limit, last, True)
+            blocks = await off_loop(n_guess, driver.paced, s.name, a, b, limit, last, True)
             for block in blocks:
                 n = len(block)
                 s.generated += n

@@ -16,14 +16,20 @@ from datafactory.runtime.pacing import StreamRuntime
 Chaos = dict[tuple[str, str, str], int]  # (stream, step name, kind) -> faults injected
 
 
+def chaos_dropped(chaos: Chaos) -> dict[str, int]:
+    """Per stream: the events chaos dropped on purpose."""
+    out: dict[str, int] = {}
+    for (stream, _, kind), n in chaos.items():
+        if kind == "drop":
+            out[stream] = out.get(stream, 0) + n
+    return out
+
+
 def counters(
     streams: list[StreamRuntime], chaos: Chaos, at_mark: bool
 ) -> dict[tuple[str, str], dict[str, int]]:
     """Per stream x sink, for the ledger (``at_mark``: the slices below the mark only)."""
-    dropped: dict[str, int] = {}
-    for (stream, _, kind), n in chaos.items():
-        if kind == "drop":
-            dropped[stream] = dropped.get(stream, 0) + n
+    dropped = chaos_dropped(chaos)
     out: dict[tuple[str, str], dict[str, int]] = {}
     for s in streams:
         for k in s.sinks:
@@ -40,11 +46,13 @@ def counters(
 def snapshot(
     streams: list[StreamRuntime], sinks: Iterable[SinkDelivery], chaos: Chaos
 ) -> dict[str, Any]:
+    dropped = chaos_dropped(chaos)
     return {
         "streams": {
             s.name: {
                 "generated": s.generated,
                 "released": s.released,
+                "chaos_dropped": dropped.get(s.name, 0),
                 "skipped": s.skipped,
                 "target_rate": s.target_rate(),
                 "rate": s.rate_now,
@@ -81,19 +89,8 @@ def summary(
 
 def account(config: Config, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
     """The account of a finished run, from the engine's summary."""
-    dropped: dict[str, int] = {}
-    for key, n in summary["chaos"].items():
-        stream, _, kind = key.split("/")
-        if kind == "drop":
-            dropped[stream] = dropped.get(stream, 0) + n
-    streams = {
-        name: {
-            "generated": v["generated"],
-            "released": v["released"],
-            "chaos_dropped": dropped.get(name, 0),
-        }
-        for name, v in summary["streams"].items()
-    }
+    keys = ("generated", "released", "chaos_dropped")
+    streams = {name: {k: v[k] for k in keys} for name, v in summary["streams"].items()}
     sinks: dict[str, Any] = {}
     for name, k in summary["sinks"].items():
         per_stream = {

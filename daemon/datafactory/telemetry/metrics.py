@@ -112,12 +112,6 @@ class Metrics:
             ["stream"],
             registry=r,
         )
-        self.queue_depth = Gauge(
-            "datafactory_queue_depth", "Items waiting in a bounded queue", ["queue"], registry=r
-        )
-        self.queue_capacity = Gauge(
-            "datafactory_queue_capacity", "Bound of a queue", ["queue"], registry=r
-        )
         self.write_seconds = Histogram(
             "datafactory_sink_write_seconds",
             "Time per write_batch call",
