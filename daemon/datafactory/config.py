@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from datafactory.engine.rate import ConstantProfile, RateProfile
-from datafactory.units import Duration
+from datafactory.units import ByteSize, Duration
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -105,17 +112,40 @@ class BufferConfig(BaseModel):
     """A sink's own buffer: what it holds for its sink, and what happens when that is full."""
 
     model_config = _STRICT
-    type: Literal["memory"] = Field("memory", description="where the buffer lives")
+    type: Literal["memory", "disk"] = Field(
+        "memory",
+        description="memory: `max_events` in memory; disk: `max_events` in memory and what "
+        "does not fit on disk (up to `max_bytes`, under the state folder), written later by "
+        "the sink, across restarts: the stream keeps its pace while the sink lags",
+    )
     max_events: int = Field(
-        65_536, ge=1, le=50_000_000, description="events it holds at most", examples=[100_000]
+        65_536,
+        ge=1,
+        le=50_000_000,
+        description="events it holds in memory at most",
+        examples=[100_000],
+    )
+    max_bytes: ByteSize = Field(
+        2**30,
+        ge=2**16,
+        le=2**40,
+        description="disk buffer: encoded bytes it holds on disk at most",
+        examples=["10GiB"],
     )
     when_full: Literal["block", "drop_newest"] = Field(
         "block",
         description="block: the stream waits for this sink (and so do its other sinks); "
         "drop_newest: this sink sheds what it cannot take (counted, in the manifest as `shed`), "
-        "the stream and the other sinks keep their pace",
+        "the stream and the other sinks keep their pace (a disk buffer: once its disk part is "
+        "full too)",
         examples=["drop_newest"],
     )
+
+    @model_validator(mode="after")
+    def _disk_only(self) -> BufferConfig:
+        if self.type == "memory" and "max_bytes" in self.model_fields_set:
+            raise ValueError("max_bytes bounds a disk buffer: set type: disk, or remove it")
+        return self
 
 
 class SinkBase(BaseModel):

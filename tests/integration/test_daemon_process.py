@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from datafactory.lifecycle.local import Tansu
+from datafactory.lifecycle.local import Moto, Tansu
 from tests.integration.conftest import consume
 
 pytestmark = pytest.mark.integration
@@ -235,6 +235,72 @@ def test_sigterm_at_load_drains_and_exits_0_with_every_event_accounted_for(
     assert mark == released == acked == len(lines) > 40_000 and failed == 0
     assert state == "DRAINING"  # suspended by the shutdown: the next start resumes it
     assert len({orjson.loads(x)["event_id"] for x in lines}) == len(lines)
+
+
+SPILL = """
+run: {{name: spill{uid}, seed: 8}}
+packs:
+  retail:
+    params: {{stores: 5, skus: 300, customers: 1000}}
+    streams:
+      pos_transaction: {{rate: {{profile: constant, base: 12000}}, max_events: {n}}}
+sinks:
+  bus: {{type: kafka, bootstrap: "{bootstrap}", topic: "spill-{uid}", partitions: 2}}
+  kin: {{type: aws_kinesis, endpoint_url: "{endpoint}", stream: "spill-{uid}", shards: 1,
+         max_in_flight: 1, buffer: {{type: disk, max_events: 500, when_full: block}}}}
+manifest: {{sink: {{type: file, path: "{manifest}"}}, flush: 200ms}}
+"""
+
+
+def test_sigterm_leaves_a_lagging_sinks_disk_buffer_and_the_restart_drains_it(
+    tansu: Tansu, moto: Moto, tmp_path: Path
+) -> None:
+    """Kinesis (moto, one shard, one write at a time) lags; its disk buffer takes what it
+    cannot keep up with, so Kafka keeps pace. SIGTERM exits at once (the memory part moves to
+    disk, nothing waits for Kinesis), the files outlive the process, and the next start
+    drains them: every event reaches both sinks."""
+    n, uid = 48_000, uuid.uuid4().hex[:8]
+    state = tmp_path / "state"
+    aws = {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    d = Serve(tmp_path, {"DATAFACTORY_STATE_DIR": str(state), **aws})
+    text = SPILL.format(
+        n=n, uid=uid, bootstrap=tansu.bootstrap, endpoint=moto.endpoint, manifest=tmp_path / "m"
+    )
+    (d.configs / "spill.yaml").write_text(text)
+    d.start()
+    try:
+        rid = d.post("/v1/runs", {"config": "spill"})["id"]
+        view = d.wait(
+            rid,
+            lambda v: v["streams"].get("retail.pos_transaction", {}).get("released", 0) > 24_000,
+        )
+        t0 = time.monotonic()
+        assert d.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - t0 < 15  # nothing waited for the lagging sink
+        files = list((state / "buffers" / rid / "kin").glob("*.npz"))
+        assert files, d.logs()
+        d.start()  # resumes the run: the disk buffer first, then the rest of the events
+        view = d.wait(rid, lambda v: v["state"] in ("COMPLETED", "FAILED"), within=120)
+        assert view["state"] == "COMPLETED", d.logs()
+    finally:
+        d.stop()
+    assert "disk_buffer_restored" in d.logs()
+    assert not list((state / "buffers").rglob("*.npz"))  # drained, nothing left behind
+    import asyncio
+
+    from datafactory.config import parse_config
+    from datafactory.verify import verify
+
+    os.environ.update(aws)
+    report = asyncio.run(verify(parse_config(text), quiet=3.0))
+    for sink in ("bus", "kin"):
+        row = report["sinks"][sink]["retail.pos_transaction"]
+        assert row["missing"] == 0 and row["shed"] == 0, (sink, row)
+        assert row["delivered"] == n, (sink, row)
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:

@@ -102,6 +102,7 @@ class Telemetry:
                         "lag_events": k["lag_events"],
                         "lag_seconds": k["lag_seconds"],
                         "buffer": k["buffer"],
+                        "disk": k["disk"],
                         "holding_back": k["holding_back"],
                     }
                 view["sinks"] = sinks

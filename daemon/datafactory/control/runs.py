@@ -23,6 +23,7 @@ import yaml
 
 from datafactory.config import Config, ConfigError, parse_config
 from datafactory.control.ledger import Ledger, RunRecord
+from datafactory.lifecycle.registry import state_dir
 from datafactory.runtime.diff import edit
 from datafactory.runtime.engine import Engine
 from datafactory.telemetry.metrics import Metrics
@@ -158,7 +159,7 @@ class RunManager:
         self.closing = True
         for run in list(self.runs.values()):
             if run.engine is not None and run.state in LIVE:
-                run.engine.stop()
+                run.engine.stop(suspend=True)  # resumed at the next start
         tasks = [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
         if drain and tasks:
             await asyncio.wait(tasks, timeout=25)
@@ -350,6 +351,7 @@ class RunManager:
                 resume=marks,
                 on_phase=phases.put_nowait,
                 state=state,
+                buffers=state_dir() / "buffers" / run.id,
             )
             run.engine = engine
             if paused:

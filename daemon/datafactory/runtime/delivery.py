@@ -9,6 +9,11 @@ Each sink has its own bounded buffer (in events) with a declared policy for when
   sink, written to the manifest with its event ids, and accounted as done, so the stream and
   the other sinks keep their pace.
 
+A ``type: disk`` buffer spills what does not fit in memory to disk (:mod:`.spill`), bounded
+in bytes, before either policy applies: a lagging sink catches up later, across restarts, and
+its stream keeps its pace. On a daemon shutdown (``close(suspend=True)``) it also moves what
+is in memory to disk instead of waiting for the sink.
+
 Behind the buffer, a two-stage pipeline: encode the next slice while the sink writes this one,
 up to the sink's ``max_in_flight`` writes at once, with retries and capped backoff (partial
 failures retry only the rest; a sink that lost its connection is reconnected). Lag is visible:
@@ -19,11 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -32,11 +35,14 @@ from datafactory.chaos.base import Fault, RenderContext
 from datafactory.chaos.chain import render_patches
 from datafactory.config import BufferConfig
 from datafactory.encoders import build_encoder
-from datafactory.encoders.base import EncodedBatch, Encoder, PartialDeliveryError
+from datafactory.encoders.base import EncodedBatch, Encoder
 from datafactory.engine.blocks import RecordBlock
 from datafactory.runtime.accounting import Outcome, SliceBook
+from datafactory.runtime.buffer import Buffer, Item
+from datafactory.runtime.spill import DiskBuffer, Segment
+from datafactory.runtime.writes import Retry, connect, deliver
 from datafactory.schema import EventSchema
-from datafactory.sinks.base import NotConnectedError, Sink
+from datafactory.sinks.base import Sink
 from datafactory.telemetry.metrics import Metrics
 
 log = structlog.get_logger("datafactory.delivery")
@@ -54,65 +60,6 @@ async def off_loop(n: int, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args) if n > OFF_LOOP_ROWS else fn(*args)
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """How a sink's failed connects and writes are tried again."""
-
-    attempts: int
-    backoff: float
-    backoff_max: float
-
-    async def wait(self, delay: float) -> float:
-        """Wait about ``delay`` (jittered: timing only, never data); the next, doubled, capped."""
-        await asyncio.sleep(delay * (0.5 + random.random() / 2))
-        return min(delay * 2, self.backoff_max)
-
-
-@dataclass(slots=True)
-class _Item:
-    stream: str
-    block: RecordBlock
-    sid: int
-    book: SliceBook
-    since: float  # monotonic time it was accepted
-
-
-class Buffer:
-    """Slices waiting for one sink, bounded in events. One slice always fits an empty buffer."""
-
-    def __init__(self, max_events: int) -> None:
-        self.max_events = max_events
-        self.events = 0
-        self.high_water = 0
-        self._items: deque[_Item | None] = deque()
-        self._room = asyncio.Event()
-        self._ready = asyncio.Event()
-
-    def fits(self, n: int) -> bool:
-        return self.events == 0 or self.events + n <= self.max_events
-
-    def put_nowait(self, item: _Item | None) -> None:
-        self._items.append(item)
-        self.events += len(item.block) if item is not None else 0
-        self.high_water = max(self.high_water, self.events)
-        self._ready.set()
-
-    async def wait_for_room(self, n: int) -> None:
-        while not self.fits(n):
-            self._room.clear()
-            await self._room.wait()
-
-    async def get(self) -> _Item | None:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        item = self._items.popleft()
-        if item is not None:
-            self.events -= len(item.block)
-        self._room.set()
-        return item
-
-
 class SinkDelivery:
     """One sink of a run: its buffer, encoders, writes, retries, counts and lag."""
 
@@ -124,16 +71,25 @@ class SinkDelivery:
         retry: Retry,
         metrics: Metrics,
         ground_truth: Callable[[list[Fault]], None],
+        disk_path: Path | None = None,
     ) -> None:
+        """``disk_path``: where a ``type: disk`` buffer keeps its files."""
         self.name = name
         self.sink = sink
         self.config = config
         self.retry = retry
         self.metrics = metrics
         self.ground_truth = ground_truth  # shed events, byte-level faults as rendered here
-        self.buffer = Buffer(config.max_events)
+        disk = None
+        if config.type == "disk":
+            assert disk_path is not None, f"sink {name}: a disk buffer needs a folder"
+            disk = DiskBuffer(disk_path, config.max_bytes)
+        self.disk = disk
+        self.buffer = Buffer(config.max_events, disk)
         self.errors = 0
         self.outcomes: dict[str, Outcome] = {}
+        # what the sink did with slices it took from disk (done for the mark when spilled)
+        self.drained: dict[str, Outcome] = {}
         self._encoders: dict[str, Encoder] = {}
         self._render: dict[str, RenderContext] = {}
         self._children: dict[str, tuple[Any, ...]] = {}
@@ -148,6 +104,13 @@ class SinkDelivery:
         self._lag_events = m.lag_events.labels(name)
         self._lag_seconds = m.lag_seconds.labels(name)
         self._timer = m.write_seconds.labels(name)
+        self._disk_gauges = (
+            m.disk_events.labels(name),
+            m.disk_bytes.labels(name),
+            m.disk_oldest.labels(name),
+        )
+        if disk is not None:
+            m.disk_capacity.labels(name).set(config.max_bytes)
 
     @property
     def max_events(self) -> int:
@@ -172,31 +135,74 @@ class SinkDelivery:
             m.shed.labels(stream, k),
             m.holding_back.labels(k, stream),
             m.blocked_seconds.labels(k, stream),
+            m.spilled.labels(stream, k),
         )
 
     # -- the stream side -------------------------------------------------------------------
 
     async def offer(self, stream: str, block: RecordBlock, sid: int, book: SliceBook) -> None:
-        """Take a released slice, or wait for room (``block``), or shed it (``drop_newest``)."""
-        n = len(block)
-        if not self.buffer.fits(n):
+        """Take a released slice: into memory, else to disk (``type: disk``), else wait for
+        room (``block``) or shed it (``drop_newest``)."""
+        n, buf = len(block), self.buffer
+        if not buf.takes(n):
+            if self.disk is not None:
+                await self._spill(stream, block, sid, book)
+                return
             if self.config.when_full == "drop_newest":
                 self._shed(stream, block, sid, book)
                 return
-            await self._hold(stream, n)
+            await self._hold(stream, lambda: buf.takes(n))
         now = time.monotonic()
-        self.buffer.put_nowait(_Item(stream, block, sid, book, now))
+        buf.put_nowait(Item(stream, block, sid, book, now))
         self._pending[(stream, sid)] = (now, n)
         self.lag_events += n
-        self._buffered.set(self.buffer.events)
+        self._buffered.set(buf.events)
 
-    async def _hold(self, stream: str, n: int) -> None:
+    async def _spill(
+        self, stream: str, block: RecordBlock, sid: int, book: SliceBook, moving: bool = False
+    ) -> None:
+        """Encode a slice and write it to disk; it is then done for the mark. A full disk
+        part sheds it (``drop_newest``) or waits for room (``block``); a slice ``moving`` from
+        memory at a shutdown is left as it is (not done: the restart makes it again)."""
+        disk = self.disk
+        assert disk is not None
+        batch, rendered = await off_loop(len(block), self._encode_one, stream, block)
+        nbytes = batch.nbytes
+        if not disk.fits(nbytes):
+            if moving or self.config.when_full == "drop_newest":
+                _, n = self._pending.pop((stream, sid), (0.0, 0))
+                self.lag_events -= n
+                if not moving:
+                    self._shed(stream, block, sid, book)
+                return
+            await self._hold(stream, lambda: disk.fits(nbytes))
+        if rendered:  # byte-level chaos as rendered for this sink, now that it will be sent
+            self.ground_truth(rendered)
+        no = disk.reserve(nbytes)
+        try:
+            seg = await asyncio.to_thread(disk.write, no, batch, time.time())
+        except BaseException:
+            disk.failed(nbytes)
+            raise
+        disk.written(seg, nbytes)
+        n = len(block)
+        if (stream, sid) in self._pending:  # moved from memory: it waited since then
+            since, _ = self._pending.pop((stream, sid))
+        else:
+            since = time.monotonic()
+            self.lag_events += n
+        self._pending[(stream, -1 - seg.no)] = (since, n)
+        self._children[stream][7].inc(n)
+        book.done(sid, self.name, Outcome())
+        self.buffer.readable()
+
+    async def _hold(self, stream: str, ready: Callable[[], bool]) -> None:
         since = time.monotonic()
         self.holding[stream] = since
         flag, blocked = self._children[stream][5:7]
         flag.set(1)
         try:
-            await self.buffer.wait_for_room(n)
+            await self.buffer.wait_for(ready)
         finally:
             del self.holding[stream]
             flag.set(0)
@@ -222,9 +228,26 @@ class SinkDelivery:
             ]
         )
 
-    def close(self) -> None:
-        """No more slices: what is buffered is still written, then ``run`` returns."""
-        self.buffer.put_nowait(None)
+    def close(self, suspend: bool = False) -> None:
+        """No more slices: what is buffered is still written, then ``run`` returns.
+        ``suspend`` (the daemon stops, the run goes on at its next start): a disk buffer
+        moves what is in memory to disk and leaves the disk for then."""
+        self.buffer.close(suspend)
+
+    def restore(self) -> None:
+        """Queue what an earlier process of this run left on disk, before anything new."""
+        if self.disk is None:
+            return
+        found = self.disk.restore()
+        now_wall, now = time.time(), time.monotonic()
+        for seg in found:
+            since = now - max(0.0, now_wall - seg.written_at)
+            self._pending[(seg.stream, -1 - seg.no)] = (since, seg.events)
+            self.lag_events += seg.events
+        if found:
+            events = sum(seg.events for seg in found)
+            log.info("disk_buffer_restored", sink=self.name, files=len(found), events=events)
+            self.buffer.readable()
 
     # -- the sink side ---------------------------------------------------------------------
 
@@ -238,23 +261,18 @@ class SinkDelivery:
         self._lag_events.set(self.lag_events)
         self._lag_seconds.set(self.lag_seconds())
         self._buffered.set(self.buffer.events)
+        if self.disk is not None:
+            events, nbytes, oldest = self._disk_gauges
+            events.set(self.disk.events)
+            nbytes.set(self.disk.bytes)
+            oldest.set(self.disk.oldest_age())
 
     async def connect(self) -> None:
-        delay = self.retry.backoff
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                await self.sink.connect()
-                return
-            except Exception as e:
-                self._error()
-                log.warning("sink_connect_failed", sink=self.name, attempt=attempt, error=repr(e))
-                if attempt == self.retry.attempts:
-                    raise
-                delay = await self.retry.wait(delay)
+        await connect(self.sink, self.retry, self._error)
 
     async def run(self) -> None:
         """Encode and write until :meth:`close` and everything before it is done."""
-        encoded: asyncio.Queue[tuple[_Item, EncodedBatch] | None] = asyncio.Queue(ENCODE_AHEAD)
+        encoded: asyncio.Queue[tuple[Item, EncodedBatch] | None] = asyncio.Queue(ENCODE_AHEAD)
         encoder = asyncio.create_task(self._encode(encoded), name=f"encode:{self.name}")
         try:
             await self._write(encoded)
@@ -262,36 +280,67 @@ class SinkDelivery:
             encoder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await encoder
+        if self.disk is not None and not self.buffer.suspending:
+            self.disk.clean_up()
 
-    async def _encode(self, out: asyncio.Queue[tuple[_Item, EncodedBatch] | None]) -> None:
+    async def _encode(self, out: asyncio.Queue[tuple[Item, EncodedBatch] | None]) -> None:
         while True:
-            item = await self.buffer.get()
+            got = await self.buffer.take()
             self._buffered.set(self.buffer.events)
-            if item is None:
+            if got is None:
                 await out.put(None)
                 return
-            batch, rendered = await off_loop(len(item.block), self._encode_one, item)
+            if isinstance(got, Segment):
+                read = await self._read(got)
+                if read is not None:
+                    await out.put(read)
+                continue
+            if self.buffer.suspending:  # the daemon stops: to disk, for its next start
+                assert got.book is not None
+                await self._spill(got.stream, got.block, got.sid, got.book, moving=True)
+                continue
+            n = len(got.block)
+            batch, rendered = await off_loop(n, self._encode_one, got.stream, got.block)
             if rendered:  # byte-level chaos as rendered for this sink
                 self.ground_truth(rendered)
-            await out.put((item, batch))
+            await out.put((got, batch))
 
-    def _encode_one(self, item: _Item) -> tuple[EncodedBatch, list[Fault]]:
-        batch = self._encoders[item.stream].encode(item.block)
-        if not item.block.patches:
+    async def _read(self, seg: Segment) -> tuple[Item, EncodedBatch] | None:
+        """A spilled slice, back from disk; one that cannot be read is set aside."""
+        disk = self.disk
+        assert disk is not None
+        key = (seg.stream, -1 - seg.no)
+        try:
+            if seg.stream not in self._encoders:
+                raise ValueError(f"stream {seg.stream} is not sent to this sink in this run")
+            schema = self._encoders[seg.stream].schema
+            batch = await asyncio.to_thread(disk.read, seg, schema)
+        except Exception as e:
+            disk.set_aside(seg, e)
+            _, n = self._pending.pop(key, (0.0, 0))
+            self.lag_events -= n
+            self._error()
+            return None
+        since, _ = self._pending.get(key, (time.monotonic(), 0))
+        return Item(seg.stream, batch.block, key[1], None, since, seg), batch
+
+    def _encode_one(self, stream: str, block: RecordBlock) -> tuple[EncodedBatch, list[Fault]]:
+        batch = self._encoders[stream].encode(block)
+        if not block.patches:
             return batch, []
         # byte-level chaos, rendered for this sink's format
-        return render_patches(batch, self._render[item.stream], self.name)
+        return render_patches(batch, self._render[stream], self.name)
 
-    async def _write(self, encoded: asyncio.Queue[tuple[_Item, EncodedBatch] | None]) -> None:
+    async def _write(self, encoded: asyncio.Queue[tuple[Item, EncodedBatch] | None]) -> None:
         """Deliver encoded batches, up to the sink's ``max_in_flight`` at once."""
         slots = asyncio.Semaphore(max(1, self.sink.max_in_flight))
         pending: set[asyncio.Task[None]] = set()
 
-        async def one(item: _Item, batch: EncodedBatch) -> None:
+        async def one(item: Item, batch: EncodedBatch) -> None:
             try:
                 sent, sent_bytes, failed, retried = self._children[item.stream][:4]
                 t = time.perf_counter()
-                outcome = await self._deliver(batch)
+                outcome = await deliver(self.sink, batch, self.retry, self._error)
                 self._timer.observe(time.perf_counter() - t)
                 self.outcomes[item.stream].add(outcome)
                 sent.inc(outcome.acked)
@@ -300,7 +349,13 @@ class SinkDelivery:
                 retried.inc(outcome.retried)
                 _, n = self._pending.pop((item.stream, item.sid), (0.0, 0))
                 self.lag_events -= n
-                item.book.done(item.sid, self.name, outcome)
+                if item.book is not None:
+                    item.book.done(item.sid, self.name, outcome)
+                else:  # from disk: done for the mark when it was spilled
+                    self.drained.setdefault(item.stream, Outcome()).add(outcome)
+                if item.segment is not None and self.disk is not None:
+                    self.disk.remove(item.segment)
+                    self.buffer.room()
             finally:
                 slots.release()
 
@@ -320,45 +375,6 @@ class SinkDelivery:
             for task in pending:
                 task.cancel()
 
-    async def _deliver(self, batch: EncodedBatch) -> Outcome:
-        """One batch; partial failures retry only the rest."""
-        delay = self.retry.backoff
-        out = Outcome()
-        current = batch
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                await self.sink.write_batch(current)
-                out.acked += len(current)
-                return out
-            except PartialDeliveryError as e:
-                out.acked += len(current) - int(e.failed.sum())
-                out.failed += int(e.permanent.sum())
-                current = current.subset(e.failed & ~e.permanent)
-                error: Exception = e
-                if len(current) == 0:
-                    return out
-            except Exception as e:
-                error = e
-            self._error()
-            log.warning(
-                "sink_write_failed",
-                sink=self.name,
-                stream=batch.stream,
-                attempt=attempt,
-                events=len(current),
-                error=repr(error),
-            )
-            if attempt == self.retry.attempts:
-                break
-            out.retried += len(current)
-            delay = await self.retry.wait(delay)
-            if isinstance(error, NotConnectedError):
-                with contextlib.suppress(Exception):
-                    await self.sink.connect()
-        log.error("sink_batch_failed", sink=self.name, stream=batch.stream, events=len(current))
-        out.failed += len(current)
-        return out
-
     def _error(self) -> None:
         self.errors += 1
         self.metrics.sink_errors.labels(self.name).inc()
@@ -376,6 +392,14 @@ class SinkDelivery:
                 "events": self.buffer.events,
                 "max_events": self.buffer.max_events,
                 "when_full": self.config.when_full,
+            },
+            "disk": None
+            if self.disk is None
+            else {
+                "events": self.disk.events,
+                "bytes": self.disk.bytes,
+                "max_bytes": self.disk.max_bytes,
+                "oldest_seconds": round(self.disk.oldest_age(), 3),
             },
             "lag_events": self.lag_events,
             "lag_seconds": round(self.lag_seconds(), 3),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -25,13 +26,16 @@ from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
 from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.manager import Lifecycle
+from datafactory.lifecycle.registry import state_dir
 from datafactory.pack import Pack, registered_packs, registered_sinks
 from datafactory.runtime import report
 from datafactory.runtime.accounting import SliceBook
-from datafactory.runtime.delivery import Retry, SinkDelivery, off_loop
+from datafactory.runtime.delivery import SinkDelivery, off_loop
 from datafactory.runtime.diff import Diff, diff
 from datafactory.runtime.drive import Driver
 from datafactory.runtime.pacing import RunHandle, StreamRuntime, run_driven, run_paced
+from datafactory.runtime.spill import safe_name
+from datafactory.runtime.writes import Retry
 from datafactory.sinks.base import Sink, SinkContext
 from datafactory.telemetry.metrics import Metrics
 
@@ -53,9 +57,12 @@ class Engine:
         resume: dict[str, int] | None = None,
         on_phase: Callable[[str], None] | None = None,
         state: dict[str, Any] | None = None,
+        buffers: Path | None = None,
     ) -> None:
         """``state``: a batch run's final state (``datafactory.batch.simulate.load_state``):
-        the packs go on from it, each stream from the seq after the history's last."""
+        the packs go on from it, each stream from the seq after the history's last.
+        ``buffers``: the folder of this run's disk buffers (default: under the state folder,
+        by run name); a run started again with the same folder drains what is left there."""
         self.config = config
         self.metrics = metrics or Metrics()
         eng = config.model.engine
@@ -65,6 +72,7 @@ class Engine:
             eng.retry_backoff_max,
         )
         self._stop = asyncio.Event()
+        self._suspend = False
         self._running = asyncio.Event()
         self._running.set()
         self.on_phase = on_phase
@@ -74,9 +82,16 @@ class Engine:
         ctx = SinkContext(config.run.name, config.run.seed)
         sink_types = registered_sinks()
         make_sink = sink_factory or (lambda n, c, x: sink_types[c.type](n, c, x))
+        buffers = buffers or state_dir() / "buffers" / safe_name(config.run.name)
         self.sinks: dict[str, SinkDelivery] = {
             name: SinkDelivery(
-                name, make_sink(name, scfg, ctx), scfg.buffer, retry, self.metrics, self._truth
+                name,
+                make_sink(name, scfg, ctx),
+                scfg.buffer,
+                retry,
+                self.metrics,
+                self._truth,
+                buffers / safe_name(name),
             )
             for name, scfg in config.sinks.items()
         }
@@ -228,8 +243,11 @@ class Engine:
             s.chaos = new
         self.chaos_configs = list(configs)
 
-    def stop(self) -> None:
-        """Stop releasing events; what was released is written before ``run`` returns."""
+    def stop(self, suspend: bool = False) -> None:
+        """Stop releasing events; what was released is written before ``run`` returns.
+        ``suspend``: the run goes on at the daemon's next start, so disk buffers keep what
+        they hold (and take what is in memory) instead of waiting for their sinks."""
+        self._suspend = suspend
         self._stop.set()
         self._running.set()  # a paused run stops too
 
@@ -333,6 +351,7 @@ class Engine:
         assert self._started_at is not None
         for k in self.sinks.values():
             await k.connect()
+            k.restore()
         if self.manifest is not None:
             await self.manifest.sink.connect()
         run = self.config.run
@@ -360,7 +379,7 @@ class Engine:
             if self.on_phase is not None:
                 self.on_phase("draining")
             for k in self.sinks.values():
-                k.close()
+                k.close(self._suspend)
             await asyncio.gather(*writers)
             streaming_seconds = time.monotonic() - streaming_since
         finally:

@@ -33,7 +33,12 @@ def counters(
     out: dict[tuple[str, str], dict[str, int]] = {}
     for s in streams:
         for k in s.sinks:
-            o = s.book.at_mark.get(k.name, Outcome()) if at_mark else k.outcomes[s.name]
+            if at_mark:  # and what the sink wrote from disk (done for the mark when spilled)
+                o = Outcome()
+                o.add(s.book.at_mark.get(k.name, Outcome()))
+                o.add(k.drained.get(s.name, Outcome()))
+            else:
+                o = k.outcomes[s.name]
             out[(s.name, k.name)] = {
                 "generated": s.book.mark if at_mark else s.generated,
                 "chaos_dropped": dropped.get(s.name, 0),
@@ -106,6 +111,8 @@ def account(config: Config, summary: dict[str, Any], seconds: float) -> dict[str
         sinks[name] = {
             "streams": per_stream,
             "buffered": k["lag_events"],  # accepted, never written (a run cut short)
+            # of those, kept in a disk buffer for the run's next start
+            "on_disk": (k.get("disk") or {}).get("events", 0),
             "errors": k["errors"],
             "when_full": k["buffer"]["when_full"],
         }
@@ -153,6 +160,8 @@ def render(acc: dict[str, Any]) -> str:
             lines.append(f"  sink {name} / {stream}: " + ", ".join(parts))
         if k["buffered"]:
             lines.append(f"  sink {name}: {k['buffered']:,} events still buffered, not written")
+        if k["on_disk"]:
+            lines.append(f"  sink {name}: {k['on_disk']:,} of them on disk, for the next start")
     if acc["chaos"]:
         total = sum(acc["chaos"].values())
         lines.append(f"  chaos: {total:,} faults injected ({len(acc['chaos'])} kinds)")

@@ -14,7 +14,7 @@ import contextlib
 import string
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from datafactory.config import SinkBase
 from datafactory.encoders.base import EncodedBatch
@@ -43,6 +43,18 @@ class MqttConfig(SinkBase):
     max_inflight: int = Field(
         256, ge=1, le=65_535, description="QoS 1/2 messages awaiting acknowledgement"
     )
+
+    @model_validator(mode="after")
+    def _disk_needs_fixed_topics(self) -> MqttConfig:
+        fields = [f for _, f, _, _ in string.Formatter().parse(self.topic) if f]
+        records = [f for f in fields if f not in FIXED]
+        if self.buffer.type == "disk" and records:
+            raise ValueError(
+                f"buffer.type disk keeps encoded records only, and topic {self.topic!r} takes "
+                f"{', '.join(records)} from each record: use a memory buffer, or a topic of "
+                f"{', '.join('{' + f + '}' for f in FIXED)} only"
+            )
+        return self
 
 
 class MqttSink(Sink):

@@ -67,6 +67,36 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.disk_events = Gauge(
+            "datafactory_sink_disk_buffer_events",
+            "Events in the disk part of a sink's buffer",
+            ["sink"],
+            registry=r,
+        )
+        self.disk_bytes = Gauge(
+            "datafactory_sink_disk_buffer_bytes",
+            "Bytes in the disk part of a sink's buffer",
+            ["sink"],
+            registry=r,
+        )
+        self.disk_capacity = Gauge(
+            "datafactory_sink_disk_buffer_capacity_bytes",
+            "Most bytes the disk part of a sink's buffer holds",
+            ["sink"],
+            registry=r,
+        )
+        self.disk_oldest = Gauge(
+            "datafactory_sink_disk_buffer_oldest_seconds",
+            "Age of the oldest slice in the disk part of a sink's buffer",
+            ["sink"],
+            registry=r,
+        )
+        self.spilled = Counter(
+            "datafactory_sink_spilled_events",
+            "Events a sink's buffer moved to disk (written later)",
+            ["stream", "sink"],
+            registry=r,
+        )
         self.lag_events = Gauge(
             "datafactory_sink_lag_events",
             "Events released to a sink and not yet written (buffered, encoding, in flight)",

@@ -93,7 +93,9 @@ function renderChaos() {
 function sinkStatus(k) {
   if (k.holding_back && k.holding_back.length) return ["holding back " + k.holding_back.join(", "), "bad"];
   const full = k.buffer && k.buffer.events >= 0.9 * k.buffer.max_events;
-  if (full && k.buffer.when_full === "drop_newest") return [`shedding, lagging ${k.lag_seconds.toFixed(1)} s`, "bad"];
+  const diskFull = k.disk && k.disk.bytes >= 0.9 * k.disk.max_bytes;
+  if (full && k.buffer.when_full === "drop_newest" && (!k.disk || diskFull)) return [`shedding, lagging ${k.lag_seconds.toFixed(1)} s`, "bad"];
+  if (k.disk && k.disk.events > 0) return [`on disk: ${fmt(k.disk.events)} events, oldest ${k.disk.oldest_seconds.toFixed(0)} s`, "warn"];
   if (k.lag_seconds > 5) return [`lagging ${k.lag_seconds.toFixed(1)} s`, "warn"];
   return ["ok", "ok"];
 }
@@ -111,7 +113,7 @@ function renderSinks() {
         <td class="num">${fmt(k.eps)}</td><td class="num">${fmt(k.sent)}</td>
         <td class="num lag">${fmt(k.lag_events || 0)}</td>
         <td class="num">${(k.lag_seconds || 0).toFixed(1)}</td>
-        <td class="num">${fill}% ${k.buffer ? k.buffer.when_full : ""}</td>
+        <td class="num">${fill}%${k.disk ? ` + disk ${Math.round((100 * k.disk.bytes) / k.disk.max_bytes)}%` : ""} ${k.buffer ? k.buffer.when_full : ""}</td>
         <td class="num shed">${fmt(k.shed || 0)}</td>
         <td class="status status-${cls}">${status}</td>`;
       body.appendChild(tr);
