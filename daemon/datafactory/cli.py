@@ -134,6 +134,14 @@ def _parser() -> argparse.ArgumentParser:
         help="this daemon's name in a shared ledger (resumes only its own runs)",
     )
     d.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP or the API")
+    d.add_argument(
+        "--states",
+        action="append",
+        default=[],
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="where runs may read run.from_state from (repeatable; also "
+        "$DATAFACTORY_STATE_PATHS; the state folder always)",
+    )
     d.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     f = sub.add_parser(
@@ -408,6 +416,7 @@ def _serve(args: argparse.Namespace) -> int:
             autostart=args.run,
             owner=args.owner,
             watch=not args.no_watch,
+            states=args.states,
         )
     except ValueError as e:
         print(f"datafactory: serve: {e}", file=sys.stderr)

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import pickle
 import re
 import signal
 import sqlite3
@@ -497,6 +498,16 @@ def test_avro_and_zstd_json_lines_read_back(tmp_path: Path) -> None:
     assert counts["avro"] == counts["jsonl"]  # the same history in both formats
 
 
+class Pwn:
+    """A pickle that runs code when loaded: it creates ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
 async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: Path) -> None:
     import aiohttp
 
@@ -509,7 +520,7 @@ async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: 
     )
     state = str(out / summary["final_states"][0])
     d = Daemon(listen="127.0.0.1:0", ledger=f"sqlite:///{tmp_path}/daemon.db", token="tok",
-               configs=None, watch=False)  # fmt: skip
+               configs=None, watch=False, states=[str(out)])  # fmt: skip
     await d.start()
     try:
         spec = {
@@ -535,7 +546,7 @@ async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: 
                 await asyncio.sleep(0.1)
         assert view["state"] == "COMPLETED", view
         # a state that is not there: the run fails and says which and why
-        spec["run"]["from_state"] = str(tmp_path / "missing.pkl")  # type: ignore[index]
+        spec["run"]["from_state"] = str(out / "missing.pkl")  # type: ignore[index]
         async with aiohttp.ClientSession(headers=headers) as s:
             async with s.post(base, json={"spec": spec}) as r:
                 rid = (await r.json())["id"]
@@ -546,7 +557,33 @@ async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: 
                     break
                 await asyncio.sleep(0.1)
         assert bad["state"] == "FAILED"
-        assert "missing.pkl" in str(bad) and "cannot read" in str(bad)
+        assert "missing.pkl" in bad["error"] and "cannot read" in bad["error"]
+        # a crafted pickle where states may be read: refused unread (its code never runs)
+        marker = tmp_path / "pwned"
+        evil = out / "evil.pkl"
+        evil.write_bytes(pickle.dumps(Pwn(str(marker))))
+        spec["run"]["from_state"] = str(evil)  # type: ignore[index]
+        async with aiohttp.ClientSession(headers=headers) as s:
+            async with s.post(base, json={"spec": spec}) as r:
+                rid = (await r.json())["id"]
+            for _ in range(100):
+                async with s.get(f"{base}/{rid}") as r:
+                    bad = await r.json()
+                if bad["state"] == "FAILED":
+                    break
+                await asyncio.sleep(0.1)
+        assert bad["state"] == "FAILED" and "not a datafactory state" in bad["error"]
+        assert not marker.exists()
+        # anywhere else (a FIFO that would block whoever opens it): refused, never opened
+        fifo = tmp_path / "elsewhere.fifo"
+        os.mkfifo(fifo)
+        for where in (str(fifo), "/etc/shadow", str(out / ".." / "elsewhere.fifo")):
+            spec["run"]["from_state"] = where  # type: ignore[index]
+            async with aiohttp.ClientSession(headers=headers) as s:
+                async with s.post(base, json={"spec": spec}) as r:
+                    assert r.status == 422, await r.text()
+                    text = await r.text()
+            assert "run.from_state" in text and "outside the locations" in text
     finally:
         await d.shutdown()
     hist = jsonl(out.glob("stream=retail.pos_transaction/*/*"))

@@ -16,7 +16,6 @@ import asyncio
 import functools
 import hashlib
 import inspect
-import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,9 @@ from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, Shard, registered_packs
 from datafactory.runtime.drive import Driver
+from datafactory.states import StateError, check_location, seal, unseal
+
+__all__ = ["StateError", "load_run_state", "load_state"]
 
 SEQ_SHARD_BITS = 40  # a shard has 2**40 seqs per stream
 DAY_US = 86_400_000_000
@@ -112,10 +114,10 @@ class ShardSimulation:
         return {**state_identity(self.config), "shard": [self.shard.index, self.shard.count]}
 
     def state(self, chunk: Chunk) -> bytes:
-        """Everything the simulation holds after ``chunk`` (packs, generators, seqs), pickled.
-        Valid for this version of datafactory only."""
+        """Everything the simulation holds after ``chunk`` (packs, generators, seqs), sealed
+        (:mod:`datafactory.states`). Valid for this version of datafactory only."""
         lanes = self.driver.lanes
-        return pickle.dumps(
+        return seal(
             {
                 "version": code_version(),
                 "identity": self.identity(),
@@ -123,8 +125,7 @@ class ShardSimulation:
                 "time_us": chunk.end_us,
                 "packs": self.packs,
                 "streams": {name: lane.carry() for name, lane in lanes.items()},
-            },
-            protocol=pickle.HIGHEST_PROTOCOL,
+            }
         )
 
     def restore(self, data: bytes) -> int:
@@ -156,14 +157,12 @@ def state_identity(config: Config) -> dict[str, Any]:
     return {"packs": {p: sec["params"] for p, sec in packs.items()}, "seed": config.run.seed}
 
 
-class StateError(Exception):
-    """A saved state that cannot continue this run (another version, config or seed)."""
-
-
-def load_state(data: bytes, identity: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A pickled simulation state, checked (only our own states are ever loaded: they are
-    written by batch mode to its own output)."""
-    state = pickle.loads(data)
+def load_state(
+    data: bytes, identity: dict[str, Any] | None = None, where: str = "the state"
+) -> dict[str, Any]:
+    """A sealed simulation state, checked: this installation's key (before anything is
+    unpickled), this build of the code, this config's packs and seed."""
+    state = unseal(data, where)
     if not isinstance(state, dict) or state.get("version") != code_version():
         found = state.get("version") if isinstance(state, dict) else "?"
         raise StateError(
@@ -178,11 +177,16 @@ def load_state(data: bytes, identity: dict[str, Any] | None = None) -> dict[str,
     return state
 
 
-async def load_run_state(config: Config) -> dict[str, Any] | None:
-    """The state ``run.from_state`` names, checked against the config (None without one)."""
+async def load_run_state(config: Config, allowed: list[str] | None = None) -> dict[str, Any] | None:
+    """The state ``run.from_state`` names, checked against the config (None without one).
+    ``allowed``: where states may be read from (None: anywhere; the CLI's operator)."""
     where = config.run.from_state
     if where is None:
         return None
+    try:
+        check_location(where, allowed)
+    except StateError as e:
+        raise StateError(f"run.from_state: {e}") from None
     if where.startswith("s3://"):
         from datafactory.batch.output import S3Target
 
@@ -201,6 +205,6 @@ async def load_run_state(config: Config) -> dict[str, Any] | None:
         except OSError as e:
             raise StateError(f"run.from_state: cannot read {where}: {e.strerror}") from None
     try:
-        return load_state(data, state_identity(config))
+        return load_state(data, state_identity(config), "the file")
     except StateError as e:
         raise StateError(f"run.from_state {where}: {e}") from None

@@ -26,6 +26,7 @@ from datafactory.control.api import AdminApi
 from datafactory.control.ledger import open_ledger
 from datafactory.control.notify import Notifier
 from datafactory.control.runs import LIVE, NotFound, RunManager, State
+from datafactory.states import allowed_locations
 
 log = structlog.get_logger("datafactory.daemon")
 
@@ -129,6 +130,7 @@ class Daemon:
         owner: str = "",
         watch: bool = True,
         checkpoint_interval: float = 1.0,
+        states: list[str] | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
         if not _loopback(host) and not token:
@@ -142,7 +144,10 @@ class Daemon:
         self.autostart = autostart or []
         self.watch = watch
         self.manager = RunManager(
-            open_ledger(ledger), owner=owner, checkpoint_interval=checkpoint_interval
+            open_ledger(ledger),
+            owner=owner,
+            checkpoint_interval=checkpoint_interval,
+            states=allowed_locations(states),
         )
         self.telemetry = Telemetry(self.manager)
         self.manager.listeners.append(

@@ -26,6 +26,7 @@ from datafactory.control.ledger import Ledger, RunRecord
 from datafactory.lifecycle.registry import state_dir
 from datafactory.runtime.diff import edit
 from datafactory.runtime.engine import Engine
+from datafactory.states import StateError, allowed_locations, check_location
 from datafactory.telemetry.metrics import Metrics
 
 log = structlog.get_logger("datafactory.runs")
@@ -117,9 +118,17 @@ class RunManager:
     """Creates, drives and persists runs."""
 
     def __init__(
-        self, ledger: Ledger, *, owner: str = "", checkpoint_interval: float = 1.0
+        self,
+        ledger: Ledger,
+        *,
+        owner: str = "",
+        checkpoint_interval: float = 1.0,
+        states: list[str] | None = None,
     ) -> None:
+        """``states``: where runs may read ``run.from_state`` from (the state folder only,
+        by default; see :mod:`datafactory.states`)."""
         self.ledger = ledger
+        self.states = states if states is not None else allowed_locations()
         self.owner = owner
         self.checkpoint_interval = checkpoint_interval
         self.runs: dict[str, Run] = {}
@@ -186,6 +195,11 @@ class RunManager:
     async def create(self, text: str, source: str, *, start: bool = True) -> Run:
         """A run from config text (validated: ConfigError on any problem)."""
         config = parse_config(text, source)
+        if config.run.from_state is not None:  # refused before anything is opened
+            try:
+                check_location(config.run.from_state, self.states)
+            except StateError as e:
+                raise ConfigError(source, [(("run", "from_state"), str(e))]) from None
         now = time.time()
         rec = RunRecord(
             id=uuid.uuid4().hex[:12],
@@ -325,6 +339,7 @@ class RunManager:
             raise IllegalTransition(run.id, frm, to, reason)
         run.state = to
         run.record.state = to
+        run.record.error = error  # what the ledger keeps: the view says it too
         await self.ledger.transition(run.id, frm, to, reason, error)
         log.info("run_state", run=run.id, frm=str(frm), to=str(to), reason=reason)
         for listener in self.listeners:
@@ -344,7 +359,8 @@ class RunManager:
                 )
             from datafactory.batch.simulate import load_run_state
 
-            state = await load_run_state(run.config)  # a batch's history to continue
+            # a batch's history to continue
+            state = await load_run_state(run.config, self.states)
             engine = Engine(
                 run.config,
                 metrics=Metrics(),
