@@ -579,10 +579,12 @@ async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: 
         os.mkfifo(fifo)
         for where in (str(fifo), "/etc/shadow", str(out / ".." / "elsewhere.fifo")):
             spec["run"]["from_state"] = where  # type: ignore[index]
-            async with aiohttp.ClientSession(headers=headers) as s:
-                async with s.post(base, json={"spec": spec}) as r:
-                    assert r.status == 422, await r.text()
-                    text = await r.text()
+            async with (
+                aiohttp.ClientSession(headers=headers) as s,
+                s.post(base, json={"spec": spec}) as r,
+            ):
+                assert r.status == 422, await r.text()
+                text = await r.text()
             assert "run.from_state" in text and "outside the locations" in text
     finally:
         await d.shutdown()

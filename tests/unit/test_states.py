@@ -81,7 +81,7 @@ def test_locations_are_resolved_before_they_are_checked(tmp_path: Path) -> None:
         "s3://other/key",
         "s3://lake/states/../../x",
     ):
-        with pytest.raises(StateError, match="outside|plain"):
+        with pytest.raises(StateError, match=r"outside|plain"):
             check_location(bad, [str(allowed), "s3://lake/states"])
     check_location("s3://lake/states/shard-0.state", [str(allowed), "s3://lake/states"])
     with pytest.raises(StateError, match="NUL"):
