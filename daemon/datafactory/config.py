@@ -92,6 +92,13 @@ class EngineSection(BaseModel):
     )
     retry_backoff: Duration = Field(0.1, gt=0, description="first wait between tries")
     retry_backoff_max: Duration = Field(5.0, gt=0, description="longest wait between tries")
+    snapshot_interval: Duration = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="daemon runs: how often the packs' state is saved, so that a restart "
+        "replays at most this much of the run's journal",
+    )
 
 
 class TelemetrySection(BaseModel):

@@ -5,9 +5,6 @@ churned customers do not buy until they are reactivated."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections import defaultdict
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ import pytest
 
 from datafactory.config import parse_config
 from datafactory.runtime.engine import Engine
+from tests.retail_checks import by_time, check_money, check_references, check_stock
 
 CFG = """
 run: {{name: integrity, seed: 33, clock: simulated, start: 2026-01-05T00:00:00Z}}
@@ -36,14 +34,6 @@ telemetry: {{enabled: false}}
 """
 
 
-def _us(ts: str) -> int:
-    return int(dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1_000_000)
-
-
-def _cents(v: Any) -> int:
-    return int(Decimal(str(v)) * 100)
-
-
 @pytest.fixture(scope="module")
 def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     import asyncio
@@ -62,10 +52,7 @@ def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str
             for f in sorted((out / "retail" / name).glob("*.jsonl"))
             for x in f.read_bytes().splitlines()
         ]
-        for r in rows:
-            r["t"] = _us(r["event_time"])
-        rows.sort(key=lambda r: r["t"])  # stable: seq order within a time
-        got[name] = rows
+        got[name] = by_time(rows)
     return got
 
 
@@ -85,90 +72,18 @@ def test_the_run_is_long_and_every_stream_has_events(streams) -> None:  # type: 
 
 
 def test_every_reference_exists_earlier_in_the_run(streams) -> None:  # type: ignore[no-untyped-def]
-    created: dict[str, int] = {}
-    for e in streams["customer_event"]:
-        if e["event_type"] == "created":
-            assert e["customer_id"] not in created
-            created[e["customer_id"]] = e["t"]
-        else:
-            assert created[e["customer_id"]] <= e["t"]
-    stores: dict[str, int] = {}
-    listed: dict[str, int] = {}
-    for m in streams["inventory_movement"]:
-        if m["reason"] == "opening_stock":
-            stores.setdefault(m["store_id"], m["t"])
-    for c in streams["price_change"]:
-        if c["change_type"] == "listed":
-            listed[c["sku"]] = c["t"]
-        else:
-            assert listed[c["sku"]] <= c["t"]
-    assert len(stores) == 8 and len(listed) == 400
-    for e in streams["customer_event"]:
-        assert stores[e["home_store_id"]] <= e["t"]
-    for m in streams["inventory_movement"]:
-        assert stores[m["store_id"]] <= m["t"] and listed[m["sku"]] <= m["t"]
-    sales: dict[int, dict[str, Any]] = {}
-    for s in streams["pos_transaction"]:
-        assert stores[s["store_id"]] <= s["t"]
-        if s["customer_id"] is not None:
-            assert created[s["customer_id"]] <= s["t"]
-        for line in s["items"]:
-            assert listed[line["sku"]] <= s["t"]
-        sales[s["transaction_id"]] = s
-    for r in streams["return"]:
-        sale = sales[r["transaction_id"]]
-        assert sale["t"] < r["t"]
-        line = sale["items"][r["line"] - 1]
-        assert line["sku"] == r["sku"] and r["store_id"] == sale["store_id"]
-        assert r["customer_id"] == sale["customer_id"]
+    assert check_references(streams) == (8, 400)
 
 
 def test_money_adds_up_at_the_prices_in_effect(streams) -> None:  # type: ignore[no-untyped-def]
     """Replaying price_change gives every line's unit price and promotion; totals to the cent."""
-    changes = streams["price_change"]
-    price: dict[str, int] = {}
-    promo: dict[str, tuple[int | None, int]] = {}
-    i = 0
-    promoted_lines = 0
-    for s in streams["pos_transaction"]:
-        while i < len(changes) and changes[i]["t"] <= s["t"]:
-            c = changes[i]
-            price[c["sku"]] = _cents(c["list_price"])
-            rate = c["discount_rate"]
-            promo[c["sku"]] = (c["promotion_id"], int(Decimal(str(rate or 0)) * 10_000))
-            i += 1
-        subtotal = 0
-        for line in s["items"]:
-            unit = _cents(line["unit_price"])
-            assert unit == price[line["sku"]]
-            pid, bp = promo[line["sku"]]
-            assert line["promotion_id"] == pid
-            gross = unit * line["quantity"]
-            assert _cents(line["discount"]) == (gross * bp + 5_000) // 10_000
-            assert _cents(line["line_total"]) == gross - _cents(line["discount"])
-            promoted_lines += pid is not None
-            subtotal += _cents(line["line_total"])
-        assert _cents(s["subtotal"]) == subtotal
-        assert _cents(s["total"]) == subtotal + _cents(s["tax"])
-    assert promoted_lines > 10_000
+    assert check_money(streams) > 10_000
 
 
 def test_stock_replays_never_negative_and_matches_sales(streams) -> None:  # type: ignore[no-untyped-def]
     """The movements replay per store x SKU to a book stock that never goes negative; sale
     movements are exactly the POS lines (as many units, same cells)."""
-    book: dict[tuple[str, str], int] = defaultdict(int)
-    sold: dict[tuple[str, str], int] = defaultdict(int)
-    for m in streams["inventory_movement"]:
-        cell = (m["store_id"], m["sku"])
-        book[cell] += m["quantity"]
-        assert book[cell] >= 0
-        if m["movement_type"] == "sale":
-            sold[cell] -= m["quantity"]
-    lines: dict[tuple[str, str], int] = defaultdict(int)
-    for s in streams["pos_transaction"]:
-        for line in s["items"]:
-            lines[(s["store_id"], line["sku"])] += line["quantity"]
-    assert sold == lines
+    check_stock(streams)
 
 
 def test_churned_customers_do_not_buy_until_reactivated(streams) -> None:  # type: ignore[no-untyped-def]

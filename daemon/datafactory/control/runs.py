@@ -368,6 +368,7 @@ class RunManager:
                 on_phase=phases.put_nowait,
                 state=state,
                 buffers=state_dir() / "buffers" / run.id,
+                journal=state_dir() / "runs" / run.id,
             )
             run.engine = engine
             if paused:
@@ -389,6 +390,8 @@ class RunManager:
             end = State.CANCELLED if run.cancelled else State.COMPLETED
             note = f"{failed} events failed" if failed > run.summary["failed_intentionally"] else ""
             await self._move(run, end, "drained", note)
+            if engine.journal is not None:  # over: nothing will replay it
+                engine.journal.remove()
         except Exception as e:
             run.errors.append({"at": time.time(), "error": str(e)})
             log.error("run_failed", run=run.id, error=str(e))
@@ -417,11 +420,11 @@ class RunManager:
     async def _save(self, run: Run) -> None:
         if run.engine is None:
             return
+        marks = run.engine.marks()
         await self.ledger.checkpoint(
-            run.id,
-            {k: (m, r) for k, (m, r) in run.engine.marks().items()},
-            run.counters(at_mark=True),
+            run.id, {k: (m, r) for k, (m, r) in marks.items()}, run.counters(at_mark=True)
         )
+        run.engine.checkpointed({k: m for k, (m, _) in marks.items()})
 
     async def _checkpoints(self) -> None:
         while True:

@@ -12,12 +12,18 @@ caller's ground truth.
 Nothing here waits or does I/O: the engine decides *when* a slice is released (wall or
 simulated clock), batch mode walks days as fast as it can. The same slices give the same
 events, so the same seq is the same event whoever drove it.
+
+Every call that moves a lane or a pack on is a *command* (``start``, ``paced``, ``skip``,
+``profile``, ``poll``), taken under the pack's lock and, when the driver has a ``journal``,
+recorded there in the order the packs saw them (:mod:`.journal`): the same commands replayed
+on the same packs make the same events again, which is how a restarted run continues the
+same business.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +62,7 @@ class Lane:
     pos: int = 0
     origin: int = 0
     plan_us: int | None = None  # when the last planned event is earned (the next block's start)
+    at_us: int | None = None  # how far the lane's time has gone (start, slices, skips)
 
     @property
     def name(self) -> str:
@@ -117,10 +124,21 @@ def uniform_times(n: int, t_start_us: int, t_end_us: int) -> npt.NDArray[np.int6
 class Driver:
     """Drives packs' streams through slices of time; see the module's docstring."""
 
-    def __init__(self, packs: dict[str, Pack], block_size: int) -> None:
+    def __init__(
+        self,
+        packs: dict[str, Pack],
+        block_size: int,
+        journal: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.packs = packs
         self.block_size = block_size
         self.lanes: dict[str, Lane] = {}
+        # each command, recorded under the pack's lock (in the order the pack saw them)
+        self.journal = journal
+
+    def _record(self, op: str, name: str, **args: Any) -> None:
+        if self.journal is not None:
+            self.journal({"op": op, "s": name, **args})
 
     def add(
         self,
@@ -146,8 +164,11 @@ class Driver:
         """Lane ``name``'s profile starts (again) at ``t0``: a stream run starting, or going
         on from a batch's history (its block in progress moves to the new plan)."""
         lane = self.lanes[name]
-        lane.t0, lane.base, lane.earned, lane.origin = t0_us / 1e6, 0.0, 0, lane.seq
-        self._replan(lane, t0_us)
+        with lane.pack.lock:
+            lane.t0, lane.base, lane.earned, lane.origin = t0_us / 1e6, 0.0, 0, lane.seq
+            lane.at_us = t0_us
+            self._replan(lane, t0_us)
+            self._record("start", name, t0=t0_us)
 
     # -- paced streams -------------------------------------------------------------------
     #
@@ -170,6 +191,15 @@ class Driver:
         with the next call, see :meth:`next_time`). ``end``: the window closes at ``b``:
         exactly what the profile earned by then, the last ones' times held at ``b``."""
         lane = self.lanes[name]
+        with lane.pack.lock:
+            out = self._paced(lane, a_us, b_us, limit, end, one_block)
+            lane.at_us = b_us
+            self._record("paced", name, a=a_us, b=b_us, limit=limit, end=end, one=one_block)
+        return out
+
+    def _paced(
+        self, lane: Lane, a_us: int, b_us: int, limit: int | None, end: bool, one_block: bool
+    ) -> list[RecordBlock]:
         quota = lane.due(b_us) - lane.earned if end else None
         out: list[RecordBlock] = []
         while quota is None or quota > 0:
@@ -216,9 +246,8 @@ class Driver:
         aligned = (first // self.block_size + 1) * self.block_size - first
         n = max(1, min(aligned, lane.due(t_prev + BLOCK_HORIZON_US) - c0))
         times = self._plan(lane, c0, n, t_prev)
-        with lane.pack.lock:
-            block = lane.gen.generate(first, times)
-            lane.gen.released(block)
+        block = lane.gen.generate(first, times)  # the pack's lock is held (paced)
+        lane.gen.released(block)
         return block
 
     @staticmethod
@@ -244,20 +273,25 @@ class Driver:
         """Lane ``name`` earns nothing in ``[a, b)`` (paused, or too far behind to catch up):
         what it had earned by ``a`` stays earned; returns how many events it forgoes."""
         lane = self.lanes[name]
-        lost = lane.due(b_us) - lane.due(a_us)
-        r = lane.profile.cumulative
-        lane.base += r(b_us / 1e6, lane.t0) - r(a_us / 1e6, lane.t0)
-        self._replan(lane, b_us)
+        with lane.pack.lock:
+            lost = lane.due(b_us) - lane.due(a_us)
+            r = lane.profile.cumulative
+            lane.base += r(b_us / 1e6, lane.t0) - r(a_us / 1e6, lane.t0)
+            lane.at_us = b_us
+            self._replan(lane, b_us)
+            self._record("skip", name, a=a_us, b=b_us)
         return lost
 
     def set_profile(self, name: str, profile: Any, at_us: int) -> None:
         """A new rate profile from ``at`` on; what was earned by then stays earned."""
         lane = self.lanes[name]
         at = at_us / 1e6
-        earned_part = lane.profile.cumulative(at, lane.t0) - lane.base
-        lane.profile = profile
-        lane.base = profile.cumulative(at, lane.t0) - earned_part
-        self._replan(lane, at_us)
+        with lane.pack.lock:
+            earned_part = lane.profile.cumulative(at, lane.t0) - lane.base
+            lane.profile = profile
+            lane.base = profile.cumulative(at, lane.t0) - earned_part
+            self._replan(lane, at_us)
+            self._record("profile", name, at=at_us, rate=profile.model_dump(mode="json"))
 
     # -- driven streams ------------------------------------------------------------------
 
@@ -268,10 +302,10 @@ class Driver:
         lane = self.lanes[name]
         with lane.pack.lock:
             block = lane.gen.poll(until_us, lane.seq, limit, final)
-        if block is None or not len(block):
-            return None
-        lane.seq += len(block)
-        return block
+            if block is not None and len(block):
+                lane.seq += len(block)
+            self._record("poll", name, until=until_us, limit=limit, final=final)
+        return block if block is not None and len(block) else None
 
     # -- whole slices (batch mode, samples) ----------------------------------------------
 

@@ -24,17 +24,17 @@ from datafactory.chaos.manifest import Manifest
 from datafactory.config import Config, StreamPlan
 from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
-from datafactory.engine.seeding import SeedTree
 from datafactory.lifecycle.manager import Lifecycle
 from datafactory.lifecycle.registry import state_dir
-from datafactory.pack import Pack, registered_packs, registered_sinks
+from datafactory.pack import Pack, registered_sinks
 from datafactory.runtime import report
 from datafactory.runtime.accounting import SliceBook
 from datafactory.runtime.delivery import SinkDelivery, off_loop
 from datafactory.runtime.diff import Diff, diff
-from datafactory.runtime.drive import Driver
+from datafactory.runtime.journal import Journal
 from datafactory.runtime.pacing import RunHandle, StreamRuntime, run_driven, run_paced
 from datafactory.runtime.spill import safe_name
+from datafactory.runtime.start import start
 from datafactory.runtime.writes import Retry
 from datafactory.sinks.base import Sink, SinkContext
 from datafactory.telemetry.metrics import Metrics
@@ -58,11 +58,14 @@ class Engine:
         on_phase: Callable[[str], None] | None = None,
         state: dict[str, Any] | None = None,
         buffers: Path | None = None,
+        journal: Path | None = None,
     ) -> None:
         """``state``: a batch run's final state (``datafactory.batch.simulate.load_state``):
         the packs go on from it, each stream from the seq after the history's last.
         ``buffers``: the folder of this run's disk buffers (default: under the state folder,
-        by run name); a run started again with the same folder drains what is left there."""
+        by run name); a run started again with the same folder drains what is left there.
+        ``journal``: the folder of this run's journal (:mod:`.journal`, daemon runs); with
+        ``resume``, the run replays it and goes on as the same simulation."""
         self.config = config
         self.metrics = metrics or Metrics()
         eng = config.model.engine
@@ -101,23 +104,18 @@ class Engine:
             if state is not None and config.run.start is None
             else config.run.start_epoch()
         )
-        seeds, pack_types = SeedTree(config.run.seed), registered_packs()
-        self.packs: dict[str, Pack] = {
-            p: state["packs"][p] if state is not None else pack_types[p](params, seeds)
-            for p, params in config.pack_params.items()
-        }
-        # slices are released whole: a generated block is at most one sink write
-        self.driver = Driver(self.packs, min(eng.block_size, eng.batch_max))
-        carried: dict[str, dict[str, Any]] = (state or {}).get("streams", {})
+        self.journal = Journal(journal) if journal is not None else None
+        begun = start(config, self._sim_start or time.time(), state, self.journal, resume)
+        self.packs: dict[str, Pack] = begun.packs
+        self.driver, again = begun.driver, begun.again
         self._wall_clock = wall_clock
         self._streaming = False
         self.streams: list[StreamRuntime] = []
         for plan in config.streams:
-            # a resumed run goes on from its checkpoint; a run after a batch from its history
-            lane = carried.get(plan.event_type)
-            if resume and plan.event_type in resume:
-                lane = {"seq": resume[plan.event_type]}
-            self.streams.append(self._build_stream(plan, lane))
+            s = self._build_stream(plan, (resume or {}).get(plan.event_type))
+            if again is not None:
+                s.resumed, s.resend = True, again.get(s.name, [])
+            self.streams.append(s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._handle = RunHandle(
             self.driver,
@@ -146,34 +144,40 @@ class Engine:
             )
         self._set_chaos(list(config.chaos))
 
-    def _build_stream(self, plan: StreamPlan, carried: dict[str, Any] | None) -> StreamRuntime:
+    def _build_stream(self, plan: StreamPlan, mark: int | None = None) -> StreamRuntime:
+        """The stream of a lane (added now if new: a stream added live); ``mark``: where its
+        checkpoint was (what a resumed stream's accounting starts from)."""
         simulated = self.config.run.clock == "simulated"
         clock: Clock = (
             SimulatedClock(self._sim_start) if simulated else (self._wall_clock or WallClock())
         )
         # the profile starts when the stream starts (set again then)
-        lane = self.driver.add(plan, t0=clock.now(), carried=carried)
+        lane = self.driver.lanes.get(plan.event_type) or self.driver.add(plan, t0=clock.now())
         targets = [self.sinks[s] for s in plan.sinks]
-        s = StreamRuntime(plan, lane.pack, lane, clock, targets, SliceBook(lane.seq))
+        book = SliceBook(lane.seq if mark is None else mark)
+        s = StreamRuntime(plan, lane.pack, lane, clock, targets, book)
         s.generated = s.released = lane.seq
         for k in targets:
             k.add_stream(s.name, lane.gen.schema, self.config.run.seed)
         return s
 
     def _start_stream(self, s: StreamRuntime) -> None:
-        s.start_us = s.clock.now_us()
-        self.driver.start(s.name, s.start_us)  # the profile starts when the stream starts
+        if s.resumed and s.lane.at_us is not None:  # goes on along its journaled timeline
+            s.start_us = round(s.lane.t0 * 1e6)
+        else:
+            s.start_us = s.clock.now_us()
+            self.driver.start(s.name, s.start_us)  # the profile starts when the stream starts
         if s.chaos is not None:
             s.chaos.start(s.start_us)
         if self.config.run.duration is not None:
             s.end_us = s.start_us + round(self.config.run.duration * 1e6)
-        s.released_until_us = s.start_us
+        s.released_until_us = s.lane.at_us if s.resumed and s.lane.at_us else s.start_us
         loop = run_driven if s.driven else run_paced
         self._tasks.add(asyncio.create_task(loop(s, self._handle), name=f"pace:{s.name}"))
 
     async def _add_stream(self, plan: StreamPlan) -> None:
         """Start a new stream of an existing pack into existing sinks, live."""
-        s = self._build_stream(plan, None)
+        s = self._build_stream(plan)
         seed = self.config.run.seed
         s.chaos = build_chain(self.chaos_configs, s.name, s.lane.gen.schema, seed, self._faults)
         for k in s.sinks:  # its topic / stream must exist before the first event
@@ -363,7 +367,14 @@ class Engine:
         for s in self.streams:
             self._start_stream(s)
         writers = [asyncio.create_task(k.run(), name=f"sink:{k.name}") for k in self.sinks.values()]
-        sampler = asyncio.create_task(self._sample(), name="sampler")
+        sampler = asyncio.create_task(
+            report.sample(lambda: self.streams, self.sinks.values(), self.metrics), name="sampler"
+        )
+        interval = self.config.model.engine.snapshot_interval
+        snapshots = asyncio.create_task(
+            self.journal.snapshots(self.driver, interval) if self.journal else asyncio.sleep(0),
+            name="snapshots",
+        )
         manifest_loop = (
             asyncio.create_task(self.manifest.loop(), name="manifest")
             if self.manifest is not None
@@ -387,7 +398,7 @@ class Engine:
                 # let a flush in progress finish: cancelling it would lose what it was writing
                 self.manifest.stop()
                 await asyncio.gather(manifest_loop, return_exceptions=True)
-            tasks = [sampler, *self._tasks, *writers]
+            tasks = [sampler, snapshots, *self._tasks, *writers]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -395,6 +406,8 @@ class Engine:
         return self._summary(streaming_seconds)
 
     async def _close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
         if self.manifest is not None:
             try:
                 await self.manifest.flush(final=True)
@@ -419,18 +432,7 @@ class Engine:
         )
         return summary
 
-    async def _sample(self) -> None:
-        """Once a second: actual and target rate per stream, and every sink's lag."""
-        m = self.metrics
-        last = {s.name: (s.released, time.monotonic()) for s in self.streams}
-        while True:
-            await asyncio.sleep(1.0)
-            for s in self.streams:
-                n0, t0 = last.get(s.name, (s.released, time.monotonic()))
-                now = time.monotonic()
-                s.rate_now = (s.released - n0) / max(now - t0, 1e-9)
-                last[s.name] = (s.released, now)
-                m.actual_rate.labels(s.name).set(s.rate_now)
-                m.target_rate.labels(s.name).set(s.target_rate())
-            for k in self.sinks.values():
-                k.sample()
+    def checkpointed(self, marks: dict[str, int]) -> None:
+        """The ledger holds these marks now: the journal forgets what no restart needs."""
+        if self.journal is not None:
+            self.journal.prune(marks)

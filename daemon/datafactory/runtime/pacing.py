@@ -68,6 +68,10 @@ class StreamRuntime:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # driven: sources moved on
     paused_at_us: int = 0  # the stream's clock when the run was last paused
     new_profile: Any = None  # a rate change, applied at the next slice
+    # a restarted run: the stream goes on along its journaled timeline, and first sends again
+    # what it had released after its checkpoint mark (the same events, made again)
+    resumed: bool = False
+    resend: list[RecordBlock] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -102,8 +106,9 @@ class RunHandle:
 
 async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
     eng, clock, lane, driver = run.engine, s.clock, s.lane, run.driver
-    a = s.start_us
+    a = lane.at_us if s.resumed and lane.at_us is not None else s.start_us
     try:
+        await _send_again(s, run)
         while not run.stop.is_set() and not s.removed:
             if not run.running.is_set():
                 await run.running.wait()
@@ -170,6 +175,13 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
         _wake_driven(s, run)
 
 
+async def _send_again(s: StreamRuntime, run: RunHandle) -> None:
+    """A restarted stream: what it released after its mark before the restart, again."""
+    again, s.resend = s.resend, []
+    for block in again:
+        await run.emit(s, block, int(block.seq[-1]) + 1, True)
+
+
 def _wake_driven(s: StreamRuntime, run: RunHandle) -> None:
     for x in run.streams():
         if x.driven and x.pack is s.pack and not x.removed:
@@ -184,6 +196,7 @@ async def run_driven(s: StreamRuntime, run: RunHandle) -> None:
     limit_total = s.plan.max_events
     clock, driver = s.clock, run.driver
     try:
+        await _send_again(s, run)
         while not s.removed:
             if not run.running.is_set():
                 await run.running.wait()

@@ -5,13 +5,16 @@ on a terminal, JSON with ``--json``), so the figures outlive the process and its
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from datafactory.config import Config
 from datafactory.runtime.accounting import Outcome
 from datafactory.runtime.delivery import SinkDelivery
 from datafactory.runtime.pacing import StreamRuntime
+from datafactory.telemetry.metrics import Metrics
 
 Chaos = dict[tuple[str, str, str], int]  # (stream, step name, kind) -> faults injected
 
@@ -168,3 +171,22 @@ def render(acc: dict[str, Any]) -> str:
     if acc["manifest"]:
         lines.append(f"  manifest: {acc['manifest']}")
     return "\n".join(lines)
+
+
+async def sample(
+    streams: Callable[[], list[StreamRuntime]], sinks: Iterable[SinkDelivery], metrics: Metrics
+) -> None:
+    """Once a second: actual and target rate per stream, and every sink's lag."""
+    m = metrics
+    last = {s.name: (s.released, time.monotonic()) for s in streams()}
+    while True:
+        await asyncio.sleep(1.0)
+        for s in streams():
+            n0, t0 = last.get(s.name, (s.released, time.monotonic()))
+            now = time.monotonic()
+            s.rate_now = (s.released - n0) / max(now - t0, 1e-9)
+            last[s.name] = (s.released, now)
+            m.actual_rate.labels(s.name).set(s.rate_now)
+            m.target_rate.labels(s.name).set(s.target_rate())
+        for k in sinks:
+            k.sample()
