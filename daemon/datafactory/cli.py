@@ -135,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP or the API")
     d.add_argument(
+        "--data-root",
+        default=os.environ.get("DATAFACTORY_DATA_ROOT", "data"),
+        help="where file sinks of runs sent over the API may write ($DATAFACTORY_DATA_ROOT; "
+        "default ./data; named configs are the operator's and may write anywhere)",
+    )
+    d.add_argument(
         "--states",
         action="append",
         default=[],
@@ -417,6 +423,7 @@ def _serve(args: argparse.Namespace) -> int:
             owner=args.owner,
             watch=not args.no_watch,
             states=args.states,
+            data_root=args.data_root,
         )
     except ValueError as e:
         print(f"datafactory: serve: {e}", file=sys.stderr)

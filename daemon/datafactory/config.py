@@ -25,10 +25,11 @@ from pydantic import (
     model_validator,
 )
 
+from datafactory import yamltext
 from datafactory.engine.rate import ConstantProfile, RateProfile
 from datafactory.units import ByteSize, Duration
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -318,17 +319,21 @@ def _nearest_line(
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
-def _interpolate(node: Any, loc: tuple[str | int, ...], problems: list[Any]) -> Any:
-    """``${VAR}`` and ``${VAR:-default}`` in string values; ``$$`` is a literal ``$``."""
+def _interpolate(
+    node: Any, loc: tuple[str | int, ...], problems: list[Any], secret: set[Any]
+) -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` in string values; ``$$`` is a literal ``$``. The
+    locations of values taken from the environment go to ``secret``: never shown."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, (*loc, k), problems) for k, v in node.items()}
+        return {k: _interpolate(v, (*loc, k), problems, secret) for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, (*loc, i), problems) for i, v in enumerate(node)]
+        return [_interpolate(v, (*loc, i), problems, secret) for i, v in enumerate(node)]
     if isinstance(node, str) and "$" in node:
 
         def sub(m: re.Match[str]) -> str:
             if m.group(0) == "$$":
                 return "$"
+            secret.add(loc)
             value = os.environ.get(m.group(1))
             if value is None:
                 if m.group(2) is not None:
@@ -367,20 +372,35 @@ def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
     return out
 
 
-def _pyd_problems(err: ValidationError, prefix: tuple[str | int, ...]) -> list[Any]:
+def _pyd_problems(
+    err: ValidationError, prefix: tuple[str | int, ...], secret: set[Any] | None = None
+) -> list[Any]:
     out = []
     for e in err.errors(include_url=False):
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        where = (*prefix, *loc)
         msg = e["msg"]
+        hidden = any(where[: len(s)] == s for s in secret or ())
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not allowed here)"
+        elif hidden:  # from the environment: what it holds is not shown (nor the message,
+            # which may quote it)
+            msg = f"not a valid value ({e['type']}; it comes from the environment: not shown)"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
-            msg = f"{msg} (got {e['input']!r})"
-        out.append(((*prefix, *loc), msg))
+            msg = f"{msg} (got {_short(e['input'])})"
+        out.append((where, msg))
     return out
 
 
+def _short(value: Any) -> str:
+    """A value as an error shows it: at most 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 _UNION_TAGS = {"constant", "ramp", "diurnal", "spike", "hourly"}
+# settings anyone who can list runs sees (and the logs carry): never from the environment
+PUBLIC = {("run", "name")}
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -396,25 +416,31 @@ def parse_config(
 ) -> Config:
     """Validate config text; raises :class:`ConfigError` listing every problem."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(source, [((), f"not valid YAML: {e}")]) from None
+        data = yamltext.load(text)
+    except yamltext.YamlError as e:
+        raise ConfigError(source, [((), str(e))]) from None
     lines = _line_map(text)
     if not isinstance(data, dict):
         raise ConfigError(source, [((), "expected a mapping of sections (run, packs, sinks, ...)")])
     problems: list[Any] = []
-    data = _interpolate(data, (), problems)
+    secret: set[Any] = set()
+    data = _interpolate(data, (), problems, secret)
+    for loc in PUBLIC & secret:
+        problems.append(
+            (loc, "shown to anyone who can list runs and written to the logs: it cannot come "
+             "from the environment (${...})")
+        )  # fmt: skip
     if overrides:
         data = merge(data, overrides)
     try:
         model = ConfigModel.model_validate(data)
     except ValidationError as e:
-        problems += _pyd_problems(e, ())
+        problems += _pyd_problems(e, (), secret)
         problems += _plugin_problems(data)  # report those too, in the same pass
         raise ConfigError(source, problems, lines) from None
     if problems:
         raise ConfigError(source, problems, lines)
-    return _resolve(model, source, lines)
+    return _resolve(model, source, lines, secret)
 
 
 def _plugin_problems(data: dict[str, Any]) -> list[Any]:
@@ -444,7 +470,7 @@ def _plugin_problems(data: dict[str, Any]) -> list[Any]:
     return out
 
 
-def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
+def _resolve(model: ConfigModel, source: str, lines: dict[Any, int], secret: set[Any]) -> Config:
     from datafactory.pack import registered_packs, registered_sinks
 
     problems: list[Any] = []
@@ -467,7 +493,7 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
         try:
             sinks[name] = sink_types[kind].Config.model_validate(raw)
         except ValidationError as e:
-            problems += _pyd_problems(e, loc)
+            problems += _pyd_problems(e, loc, secret)
 
     params: dict[str, BaseModel] = {}
     streams: list[StreamPlan] = []
@@ -480,7 +506,7 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int]) -> Config:
         try:
             params[pname] = pack.Params.model_validate(psec.params)
         except ValidationError as e:
-            problems += _pyd_problems(e, (*loc, "params"))
+            problems += _pyd_problems(e, (*loc, "params"), secret)
         chosen = (
             psec.streams if psec.streams is not None else {s: StreamSection() for s in pack.streams}
         )
@@ -629,9 +655,17 @@ def _chaos_problems(
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    return parse_config(read_config_text(path), str(path), overrides)
+
+
+def read_config_text(path: str | Path) -> str:
+    """A config file's text: bounded, UTF-8; ConfigError naming the file otherwise."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:
+            data = f.read(yamltext.MAX_BYTES + 1)
+        return yamltext.decode(data)
     except OSError as e:
         raise ConfigError(str(p), [((), f"cannot read: {e.strerror}")]) from None
-    return parse_config(text, str(p), overrides)
+    except yamltext.YamlError as e:
+        raise ConfigError(str(p), [((), str(e))]) from None

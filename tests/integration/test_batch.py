@@ -520,7 +520,8 @@ async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: 
     )
     state = str(out / summary["final_states"][0])
     d = Daemon(listen="127.0.0.1:0", ledger=f"sqlite:///{tmp_path}/daemon.db", token="tok",
-               configs=None, watch=False, states=[str(out)])  # fmt: skip
+               configs=None, watch=False, states=[str(out)],
+               data_root=str(tmp_path))  # fmt: skip
     await d.start()
     try:
         spec = {

@@ -41,6 +41,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
         token=TOKEN,
         configs=str(configs),
         watch=False,
+        data_root=str(tmp_path),
     )
     await d.start()
     yield d
@@ -165,6 +166,11 @@ async def test_inline_specs_pending_runs_and_catalogue(client: Client, tmp_path:
 
     status, runs = await client.call("GET", "/v1/runs")
     assert status == 200 and len(runs["runs"]) == 2
+    # an inline spec writes under the data root only (the operator's named configs anywhere)
+    for bad in ("/etc/cron.d", str(tmp_path / ".." / ".." / "x"), "relative/to/the/cwd"):
+        spec["sinks"] = {"out": {"type": "file", "path": bad}}
+        status, err = await client.call("POST", "/v1/runs", {"spec": spec, "start": False})
+        assert status == 422 and "outside this daemon's data root" in err["error"], err
     status, packs = await client.call("GET", "/v1/packs")
     by_name = {p["pack"]: p for p in packs}
     assert by_name["retail"]["streams"][0]["name"] == "pos_transaction"
@@ -291,9 +297,14 @@ async def test_sse_streams_rates_per_run_stream_and_sink(client: Client) -> None
 
 
 def test_non_loopback_bind_needs_a_token(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"refusing to listen on 0\.0\.0\.0 without a token"):
-        Daemon(listen="0.0.0.0:0", ledger=f"sqlite:///{tmp_path}/l.db", token=None)
-    Daemon(listen="0.0.0.0:0", ledger=f"sqlite:///{tmp_path}/l.db", token="x")
+    for token in (None, "x", "fifteen chars.."):  # none, or one that is easy to guess
+        with pytest.raises(ValueError, match=r"refusing to listen on 0\.0\.0\.0 without a token"):
+            Daemon(listen="0.0.0.0:0", ledger=f"sqlite:///{tmp_path}/l.db", token=token)
+    # a name is looked up: all its addresses must be loopback
+    with pytest.raises(ValueError, match=r"refusing to listen on 127\.attacker\.invalid"):
+        Daemon(listen="127.attacker.invalid:0", ledger=f"sqlite:///{tmp_path}/l.db")
+    Daemon(listen="localhost:0", ledger=f"sqlite:///{tmp_path}/l.db")
+    Daemon(listen="0.0.0.0:0", ledger=f"sqlite:///{tmp_path}/l.db", token="sixteen chars..!")
 
 
 async def test_api_changes_are_config_edits_through_the_one_reload_path(

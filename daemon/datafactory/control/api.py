@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
+import secrets
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -19,12 +21,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from datafactory import yamltext
 from datafactory.config import ConfigError
 from datafactory.control import models
 from datafactory.control.openapi import document
 from datafactory.control.runs import IllegalTransition, NotFound
 
 log = structlog.get_logger("datafactory.api")
+# what a name in a path may be (anything else is a 404, never a file lookup)
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\.[a-z][a-z0-9_]{0,63}")
+CONSOLE_FILE = re.compile(r"[A-Za-z0-9_-]{1,64}\.(html|js|css)")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -44,6 +50,19 @@ def _pyd(e: ValidationError, prefix: str = "body") -> list[str]:
         msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
         out.append(f"{where}: {msg}")
     return out
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests more than ``limit`` levels (looked at without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            items = node.values() if isinstance(node, dict) else node
+            stack += [(x, depth + 1) for x in items]
+    return False
 
 
 class ApiError(Exception):
@@ -104,7 +123,9 @@ class AdminApi:
             expected = f"Bearer {self.token}" if self.token else None
             if expected is None:
                 return error(401, "mutating calls are disabled: the daemon has no token")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
+            # a header's bytes as they came (not text: a stray byte must not fail here)
+            raw = given.encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(raw, expected.encode()):
                 return error(401, "missing or wrong bearer token (Authorization: Bearer ...)")
         return await handler(request)
 
@@ -126,9 +147,15 @@ class AdminApi:
         except ConfigError as e:
             problems = str(e).split("\n  ")[1:]
             return error(422, problems[0] if problems else str(e), problems)
-        except Exception as e:  # a bug: say so as JSON, and log it
-            log.error("api_error", path=request.path, error=repr(e))
-            return error(500, f"internal error: {e!r}")
+        except Exception as e:  # a bug: say so as JSON, and log where (never what it held:
+            # a request's headers or body may be in an exception's message)
+            ref = secrets.token_hex(4)
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            at = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+            log.error("api_error", ref=ref, method=request.method, error=type(e).__name__, at=at)
+            return error(500, f"internal error (logged as api_error ref {ref})")
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -147,6 +174,8 @@ class AdminApi:
         if body.config is not None:
             text, source = self.daemon.config_text(body.config), f"config:{body.config}"
         elif body.spec is not None:
+            if _deeper_than(body.spec, yamltext.MAX_DEPTH):
+                raise ApiError(422, f"body.spec: nested more than {yamltext.MAX_DEPTH} levels deep")
             text, source = orjson.dumps(body.spec).decode(), "inline"
         else:
             assert body.yaml is not None
@@ -214,8 +243,11 @@ class AdminApi:
     async def _schema(self, request: web.Request) -> web.Response:
         from datafactory.schema import load_schema
 
+        name = request.match_info["event_type"]
+        if not EVENT_TYPE.fullmatch(name):
+            raise NotFound(f"schema {name[:64]!r}")
         try:
-            return _json(load_schema(request.match_info["event_type"]).raw)
+            return _json(load_schema(name).raw)
         except KeyError as e:
             raise NotFound(str(e.args[0])) from None
 
@@ -268,8 +300,8 @@ class AdminApi:
     async def _static(self, name: str) -> web.Response:
         types = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
         ext = name[name.rfind(".") :] if "." in name else ""
-        if ext not in types or "/" in name or name.startswith("."):
-            raise NotFound(f"console/{name}")
+        if ext not in types or not CONSOLE_FILE.fullmatch(name):
+            raise NotFound(f"console/{name[:64]}")
         path = resources.files("datafactory.control").joinpath(f"console/{name}")
         try:
             data = path.read_bytes()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from datafactory.config import ConfigError, parse_config
+from datafactory.config import ConfigError, parse_config, read_config_text
 from datafactory.control.api import AdminApi
 from datafactory.control.ledger import open_ledger
 from datafactory.control.notify import Notifier
@@ -29,6 +32,10 @@ from datafactory.control.runs import LIVE, NotFound, RunManager, State
 from datafactory.states import allowed_locations
 
 log = structlog.get_logger("datafactory.daemon")
+# a named config: NAME.yaml in the configs folder
+# a token for a daemon that listens beyond loopback: long enough not to be guessed
+MIN_TOKEN = 16
+CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 class RunsCollector(Collector):
@@ -131,12 +138,14 @@ class Daemon:
         watch: bool = True,
         checkpoint_interval: float = 1.0,
         states: list[str] | None = None,
+        data_root: str | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
-        if not _loopback(host) and not token:
+        if not _loopback(host) and (token is None or len(token) < MIN_TOKEN):
             raise ValueError(
-                f"refusing to listen on {host} without a token: set DATAFACTORY_TOKEN "
-                "(or --token-file), or listen on 127.0.0.1"
+                f"refusing to listen on {host} without a token of at least {MIN_TOKEN} "
+                "characters: set DATAFACTORY_TOKEN (or --token-file; e.g. `openssl rand -hex "
+                "24`), or listen on 127.0.0.1"
             )
         self.host, self.port = host, int(port)
         self.token = token
@@ -148,6 +157,7 @@ class Daemon:
             owner=owner,
             checkpoint_interval=checkpoint_interval,
             states=allowed_locations(states),
+            data_root=Path(data_root) if data_root else None,
         )
         self.telemetry = Telemetry(self.manager)
         self.manager.listeners.append(
@@ -185,13 +195,13 @@ class Daemon:
         return sorted(p.stem for p in self.configs.glob("*.yaml"))
 
     def config_text(self, name: str) -> str:
-        if self.configs is None or "/" in name or name.startswith("."):
-            raise NotFound(f"config {name!r}")
+        """A named config's text (ConfigError: not UTF-8, too big)."""
+        if self.configs is None or not CONFIG_NAME.fullmatch(name):
+            raise NotFound(f"config {name[:64]!r}")
         path = self.configs / f"{name}.yaml"
-        try:
-            return path.read_text()
-        except FileNotFoundError:
-            raise NotFound(f"config {name!r} (configs: {', '.join(self.config_names())})") from None
+        if not path.is_file():
+            raise NotFound(f"config {name!r} (configs: {', '.join(self.config_names())})")
+        return read_config_text(path)
 
     async def reload_all(self, reason: str) -> dict[str, Any]:
         """Validate every named config; apply each valid one to its live runs; an invalid
@@ -209,7 +219,8 @@ class Daemon:
                     continue
                 try:
                     text = self.config_text(name)
-                    parse_config(text, str(self.configs / f"{name}.yaml"))  # type: ignore[operator]
+                    source = str(self.configs / f"{name}.yaml")  # type: ignore[operator]
+                    await asyncio.to_thread(parse_config, text, source)
                 except (ConfigError, NotFound) as e:
                     self.reload_failures.inc()
                     log.error("reload_rejected", config=name, reason=reason, error=str(e))
@@ -252,7 +263,11 @@ class Daemon:
 
         assert self.configs is not None
         async for _changes in awatch(self.configs, stop_event=self._stop, debounce=200):
-            await self.reload_all("watch")
+            try:  # whatever a file holds, the watcher goes on
+                await self.reload_all("watch")
+            except Exception as e:
+                self.reload_failures.inc()
+                log.error("reload_failed", reason="watch", error=type(e).__name__)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -292,8 +307,15 @@ class Daemon:
         log.info("daemon_ready", listen=f"{self.host}:{self.port}", auth=bool(self.token))
 
     def _sighup(self) -> None:
-        task = asyncio.ensure_future(self.reload_all("sighup"))
+        task = asyncio.ensure_future(self._reload_logged("sighup"))
         self._tasks.append(task)  # kept (and cancelled at shutdown)
+
+    async def _reload_logged(self, reason: str) -> None:
+        try:
+            await self.reload_all(reason)
+        except Exception as e:
+            self.reload_failures.inc()
+            log.error("reload_failed", reason=reason, error=type(e).__name__)
 
     async def _watchdog(self, interval: float) -> None:
         # pinged from the event loop: a blocked loop misses pings and systemd restarts us
@@ -328,4 +350,15 @@ class Daemon:
 
 
 def _loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1", "[::1]") or host.startswith("127.")
+    """Whether every address ``host`` resolves to is a loopback address (a name is looked
+    up: ``127.attacker.example`` is not loopback; an unknown name is not either)."""
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)

@@ -16,6 +16,7 @@ import hashlib
 import time
 import uuid
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -124,10 +125,13 @@ class RunManager:
         owner: str = "",
         checkpoint_interval: float = 1.0,
         states: list[str] | None = None,
+        data_root: Path | None = None,
     ) -> None:
         """``states``: where runs may read ``run.from_state`` from (the state folder only,
-        by default; see :mod:`datafactory.states`)."""
+        by default; see :mod:`datafactory.states`). ``data_root``: where the file sinks of
+        inline specs (sent over the API) may write (default ``./data``)."""
         self.ledger = ledger
+        self.data_root = (data_root or Path("data")).resolve()
         self.states = states if states is not None else allowed_locations()
         self.owner = owner
         self.checkpoint_interval = checkpoint_interval
@@ -194,12 +198,14 @@ class RunManager:
 
     async def create(self, text: str, source: str, *, start: bool = True) -> Run:
         """A run from config text (validated: ConfigError on any problem)."""
-        config = parse_config(text, source)
+        config = await asyncio.to_thread(parse_config, text, source)  # bounded, off the loop
         if config.run.from_state is not None:  # refused before anything is opened
             try:
                 check_location(config.run.from_state, self.states)
             except StateError as e:
                 raise ConfigError(source, [(("run", "from_state"), str(e))]) from None
+        if source == "inline":  # sent over the API: its files stay under the data root
+            self._confine(config, source)
         now = time.time()
         rec = RunRecord(
             id=uuid.uuid4().hex[:12],
@@ -315,7 +321,7 @@ class RunManager:
     async def reload(self, run_id: str, text: str) -> dict[str, Any]:
         """Apply a new version of a run's config live (chaos, rates); raises ConfigError."""
         run = self.get(run_id)
-        new = parse_config(text, run.record.source)
+        new = await asyncio.to_thread(parse_config, text, run.record.source)
         if run.engine is None or run.state not in LIVE:
             raise IllegalTransition(run.id, run.state, run.state, "reload")
         result = await run.engine.reload(new)
@@ -326,6 +332,29 @@ class RunManager:
         return result
 
     # -- internals --------------------------------------------------------------------------
+
+    def _confine(self, config: Config, source: str) -> None:
+        sinks: list[tuple[tuple[str, ...], Any]] = [
+            (("sinks", n), s) for n, s in config.sinks.items()
+        ]
+        if config.manifest_sink is not None:
+            sinks.append((("manifest", "sink"), config.manifest_sink))
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for loc, sink in sinks:
+            path = getattr(sink, "path", None) if sink.type == "file" else None
+            if path is None:
+                continue
+            where = Path(path).resolve()  # where the sink will write (relative: to the cwd)
+            if not where.is_relative_to(self.data_root):
+                problems.append(
+                    (
+                        (*loc, "path"),
+                        f"{path!r} is outside this daemon's data root ({self.data_root}): "
+                        "a run sent over the API writes files under it only",
+                    )
+                )
+        if problems:
+            raise ConfigError(source, problems)
 
     def _check(self, run: Run, to: State, action: str) -> None:
         if to not in ALLOWED[run.state]:

@@ -24,11 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from datafactory.engine.clock import Clock
 from datafactory.units import Duration
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+_FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _overlap(a1: float, a2: float, b1: float, b2: float) -> float:
     return max(0.0, min(a2, b2) - max(a1, b1))
+
+
+# bounds on what a profile may say: 10 million events/s per stream, spans of up to 100 years
+MAX_RATE = 10_000_000.0
+MAX_SPAN = 100 * 366 * 86_400.0
 
 
 class ConstantProfile(BaseModel):
@@ -36,7 +41,7 @@ class ConstantProfile(BaseModel):
 
     model_config = _FROZEN
     profile: Literal["constant"] = "constant"
-    base: float = Field(ge=0, description="events per second", examples=[2000])
+    base: float = Field(ge=0, le=MAX_RATE, description="events per second", examples=[2000])
 
     def rate(self, t: float, t0: float) -> float:
         return self.base
@@ -50,11 +55,15 @@ class RampProfile(BaseModel):
 
     model_config = _FROZEN
     profile: Literal["ramp"]
-    start: float = Field(ge=0, description="events per second at the run's start", examples=[100])
-    end: float = Field(ge=0, description="events per second once the ramp is done", examples=[5000])
-    duration: Duration = Field(description="length of the ramp", examples=["10m"])
+    start: float = Field(
+        ge=0, le=MAX_RATE, description="events per second at the run's start", examples=[100]
+    )
+    end: float = Field(
+        ge=0, le=MAX_RATE, description="events per second once the ramp is done", examples=[5000]
+    )
+    duration: Duration = Field(le=MAX_SPAN, description="length of the ramp", examples=["10m"])
     delay: Duration = Field(
-        default=0.0, description="time at `start` before ramping", examples=["1m"]
+        le=MAX_SPAN, default=0.0, description="time at `start` before ramping", examples=["1m"]
     )
 
     def rate(self, t: float, t0: float) -> float:
@@ -80,12 +89,13 @@ class DiurnalProfile(BaseModel):
 
     model_config = _FROZEN
     profile: Literal["diurnal"]
-    base: float = Field(ge=0, description="mean events per second", examples=[2000])
+    base: float = Field(ge=0, le=MAX_RATE, description="mean events per second", examples=[2000])
     amplitude: float = Field(ge=0, le=1, description="relative swing, 0..1", examples=[0.6])
     period: Duration = Field(
-        default=86400.0, gt=0, description="length of a cycle", examples=["24h"]
+        le=MAX_SPAN, default=86400.0, gt=0, description="length of a cycle", examples=["24h"]
     )
     phase: Duration = Field(
+        le=MAX_SPAN,
         default=50400.0,
         description="where in the period the peak falls, from 00:00 UTC (default 14:00)",
         examples=["14h"],
@@ -110,11 +120,21 @@ class SpikeProfile(BaseModel):
 
     model_config = _FROZEN
     profile: Literal["spike"]
-    base: float = Field(ge=0, description="events per second outside the spike", examples=[500])
-    peak: float = Field(ge=0, description="events per second during the spike", examples=[20000])
-    start: Duration = Field(description="time from the run's start to the spike", examples=["5m"])
-    duration: Duration = Field(gt=0, description="length of the spike", examples=["30s"])
-    every: Duration | None = Field(default=None, description="repeat period", examples=["1h"])
+    base: float = Field(
+        ge=0, le=MAX_RATE, description="events per second outside the spike", examples=[500]
+    )
+    peak: float = Field(
+        ge=0, le=MAX_RATE, description="events per second during the spike", examples=[20000]
+    )
+    start: Duration = Field(
+        le=MAX_SPAN, description="time from the run's start to the spike", examples=["5m"]
+    )
+    duration: Duration = Field(
+        le=MAX_SPAN, gt=0, description="length of the spike", examples=["30s"]
+    )
+    every: Duration | None = Field(
+        le=MAX_SPAN, default=None, description="repeat period", examples=["1h"]
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> SpikeProfile:
@@ -149,7 +169,9 @@ class HourlyProfile(BaseModel):
 
     model_config = _FROZEN
     profile: Literal["hourly"]
-    base: float = Field(ge=0, description="mean events per second over a day", examples=[2000])
+    base: float = Field(
+        ge=0, le=MAX_RATE, description="mean events per second over a day", examples=[2000]
+    )
     weights: tuple[float, ...] = Field(
         description="24 relative weights, hour 0 first", examples=[[0.1] * 7 + [1.0] * 17]
     )
@@ -192,7 +214,9 @@ class HourlyProfile(BaseModel):
 class Holiday(BaseModel):
     model_config = _FROZEN
     date: str = Field(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$", examples=["12-24"])
-    factor: float = Field(ge=0, description="multiplies the whole day (2.0: twice the sales)")
+    factor: float = Field(
+        ge=0, le=1000, description="multiplies the whole day (2.0: twice the sales)"
+    )
 
 
 class WeeklyProfile(BaseModel):
@@ -204,7 +228,9 @@ class WeeklyProfile(BaseModel):
 
     model_config = _FROZEN
     profile: Literal["weekly"]
-    base: float = Field(ge=0, description="mean events per second over an ordinary week")
+    base: float = Field(
+        ge=0, le=MAX_RATE, description="mean events per second over an ordinary week"
+    )
     hourly: tuple[float, ...] = Field(description="24 relative weights, hour 0 first")
     weekday: tuple[float, ...] = Field((1.0,) * 7, description="7 relative weights, Monday first")
     holidays: tuple[Holiday, ...] = Field((), description="days scaled by a factor")

@@ -235,6 +235,17 @@ class Driver:
             return None
         return int(lane.pending.event_time[lane.pos])
 
+    def owed_since(self, name: str, now_us: int) -> int:
+        """When lane ``name``'s next event was due: how far behind its profile it is (a
+        lane that earned more than it could make, at a rate too high, is behind by the
+        time those events were due, whatever its slices' times say)."""
+        lane = self.lanes[name]
+        made = self.next_time(name)
+        if made is not None:
+            return made
+        start = lane.plan_us if lane.plan_us is not None else round(lane.t0 * 1e6)
+        return min(now_us, lane.time_of(lane.seq - lane.origin, start))
+
     def _make(self, lane: Lane) -> RecordBlock:
         """The next block of a lane, at its events' planned times: up to the next multiple of
         block_size, and no more than an hour of them (a pack makes a block from its state at
@@ -277,7 +288,7 @@ class Driver:
             lost = lane.due(b_us) - lane.due(a_us)
             r = lane.profile.cumulative
             lane.base += r(b_us / 1e6, lane.t0) - r(a_us / 1e6, lane.t0)
-            lane.at_us = b_us
+            lane.at_us = max(lane.at_us or b_us, b_us)
             self._replan(lane, b_us)
             self._record("skip", name, a=a_us, b=b_us)
         return lost

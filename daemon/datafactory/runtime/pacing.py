@@ -130,14 +130,17 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
             if clock.simulated:  # about batch_max events (made while the last are encoded)
                 step = min(max(eng.batch_max / rate, SIMULATED_SLICE_MIN), SIMULATED_SLICE_MAX)
             else:
-                behind = clock.now() - a / 1e6
-                if behind > CATCH_UP:  # too far behind: what it cannot make up is skipped
-                    to = clock.now_us() - round(CATCH_UP * 1e6)
-                    lost = driver.skip(s.name, a, to)
+                now_us = clock.now_us()
+                # behind since its next event was due (a rate it could not keep up with
+                # leaves earned events behind even while its slices keep time)
+                owed = min(a, driver.owed_since(s.name, now_us))
+                if now_us - owed > CATCH_UP * 1e6:  # what it cannot make up is skipped
+                    to = now_us - round(CATCH_UP * 1e6)
+                    lost = driver.skip(s.name, owed, to)
                     s.skipped += lost
                     run.on_skipped(s, lost)
-                    a = to
-                    behind = CATCH_UP
+                    a = max(a, to)
+                behind = min(clock.now() - a / 1e6, CATCH_UP)
                 # catching up: bigger slices; and never much over batch_max events in one
                 # (made while the last are encoded)
                 step = max(eng.pacing_interval, min(behind, eng.batch_max / rate))
