@@ -116,6 +116,9 @@ class LogSection(BaseModel):
     format: Literal["json", "console"] = "json"
 
 
+DISK_BUFFER_BYTES = 2**30
+
+
 class BufferConfig(BaseModel):
     """A sink's own buffer: what it holds for its sink, and what happens when that is full."""
 
@@ -134,7 +137,7 @@ class BufferConfig(BaseModel):
         examples=[100_000],
     )
     max_bytes: ByteSize = Field(
-        2**30,
+        DISK_BUFFER_BYTES,
         ge=2**16,
         le=2**40,
         description="disk buffer: encoded bytes it holds on disk at most",
@@ -151,7 +154,8 @@ class BufferConfig(BaseModel):
 
     @model_validator(mode="after")
     def _disk_only(self) -> BufferConfig:
-        if self.type == "memory" and "max_bytes" in self.model_fields_set:
+        # (a default-sized max_bytes passes: a config written back out carries it)
+        if self.type == "memory" and self.max_bytes != DISK_BUFFER_BYTES:
             raise ValueError("max_bytes bounds a disk buffer: set type: disk, or remove it")
         return self
 

@@ -239,7 +239,7 @@ async def test_bad_live_changes_leave_the_run_as_it_was(client: Client) -> None:
             404,
         ),
         ("PUT", f"/v1/runs/{rid}/chaos", {"rates": {"drop": 3}}, 422),
-        ("PUT", f"/v1/runs/{rid}/chaos", {"rates": {"nope": 0.1}}, 422),
+        ("PUT", f"/v1/runs/{rid}/chaos", {"rates": {"nope": 0.1}}, 404),  # no such step
         ("PUT", f"/v1/runs/{rid}/chaos", {"steps": [{"step": "explode", "rate": 1}]}, 422),
         ("PUT", f"/v1/runs/{rid}/chaos", {"steps": [], "rates": {}}, 422),
     ]

@@ -16,6 +16,7 @@ from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.rate import ConstantProfile
 from datafactory.pack import Pack, StreamGenerator, StreamSpec
 from datafactory.runtime import engine as pipeline
+from datafactory.runtime import start as starting
 from datafactory.schema import EventSchema, load_schema, make_schema
 from datafactory_retail import RetailPack, RetailParams
 
@@ -141,7 +142,7 @@ class ShopPack(Pack):
 def shop(monkeypatch: pytest.MonkeyPatch) -> None:
     packs = {**pack_mod.registered_packs(), "shop": ShopPack}
     monkeypatch.setattr(pack_mod, "registered_packs", lambda: packs)
-    monkeypatch.setattr(pipeline, "registered_packs", lambda: packs)
+    monkeypatch.setattr(starting, "registered_packs", lambda: packs)
 
 
 CFG = """

@@ -160,7 +160,10 @@ def test_bucket_crosses_a_closed_night() -> None:
     [
         {"profile": "constant", "base": -5},
         {"profile": "diurnal", "base": 10, "amplitude": 1.5},
-        {"profile": "spike", "base": 1, "peak": 2, "start": "1m", "duration": "2m", "every": "1m"},
+        {"profile": "spike", "base": 1, "peak": 2, "start": "1m", "duration": "0s"},
+        {"profile": "weekly", "base": 1, "hourly": [1.0] * 24, "weekday": [1, 1, 1, -1, 1, 1, 1]},
+        {"profile": "constant", "base": 1e9},  # over 10 million events/s
+        {"profile": "constant", "base": float("nan")},
         {"profile": "hourly", "base": 1, "weights": [1.0] * 23},
         {"profile": "ramp", "start": 1, "end": 2, "duration": "soon"},
         {"profile": "sawtooth", "base": 1},
@@ -169,6 +172,19 @@ def test_bucket_crosses_a_closed_night() -> None:
 def test_invalid_profiles_are_rejected(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         TypeAdapter(RateProfile).validate_python(bad)
+
+
+def test_what_the_schema_allows_has_a_meaning() -> None:
+    """Spikes that repeat before they end are one long spike; weights all 0: no events."""
+    spike = TypeAdapter(RateProfile).validate_python(
+        {"profile": "spike", "base": 1, "peak": 9, "start": "1m", "duration": "2m", "every": "1m"}
+    )
+    assert spike.rate(T0 + 30, T0) == 1 and spike.rate(T0 + 3600, T0) == 9
+    assert spike.cumulative(T0 + 3600, T0) == 60 + 9 * 3540
+    zero = TypeAdapter(RateProfile).validate_python(
+        {"profile": "hourly", "base": 5, "weights": [0.0] * 24}
+    )
+    assert zero.rate(T0, T0) == 0 and zero.cumulative(T0 + 86400, T0) == 0
 
 
 def test_durations_parse() -> None:

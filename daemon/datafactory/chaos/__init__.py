@@ -36,9 +36,10 @@ def parse_steps(
     for i, item in enumerate(raw):
         loc: tuple[str | int, ...] = ("chaos", i)
         kind = item.get("step") if isinstance(item, dict) else None
-        if kind not in STEPS:
+        if not isinstance(kind, str) or kind not in STEPS:
+            shown = repr(kind)[:64]
             problems.append(
-                ((*loc, "step"), f"unknown chaos step {kind!r}; steps: {', '.join(STEPS)}")
+                ((*loc, "step"), f"unknown chaos step {shown}; steps: {', '.join(STEPS)}")
             )
             continue
         try:

@@ -82,7 +82,8 @@ async def _body(request: web.Request, model: type[BaseModel]) -> Any:
     if not isinstance(data, dict):
         raise ApiError(422, "body: expected a JSON object")
     try:
-        return model.model_validate(data, strict=True)  # no coercion: what the schema says
+        # no coercion: what the schema says (as JSON: an array is a tuple's JSON form)
+        return model.model_validate_json(raw, strict=True)
     except ValidationError as e:
         problems = _pyd(e)
         raise ApiError(422, problems[0], problems) from None

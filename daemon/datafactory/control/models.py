@@ -46,7 +46,7 @@ class CreateRun(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of("config", "spec", "yaml"))
     config: str | None = Field(None, description="name of a config in the configs folder")
     spec: dict[str, Any] | None = Field(None, description="an inline config (run, packs, sinks...)")
-    yaml: str | None = Field(None, description="an inline config as YAML text")
+    yaml: str | None = Field(None, min_length=1, description="an inline config as YAML text")
     start: bool = Field(True, description="start it now (else it stays PENDING)")
 
     @model_validator(mode="before")

@@ -89,12 +89,28 @@ def _require_discriminators(schemas: dict[str, Any]) -> None:
     walk(schemas)
 
 
+def _chaos_steps(schemas: dict[str, Any]) -> None:
+    """A chaos change's steps are the chaos steps' own settings, one schema per step."""
+    from datafactory.chaos.steps import STEPS
+
+    refs = []
+    for kind, cls in sorted(STEPS.items()):
+        s = cls.Config.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(s.pop("$defs", {}))
+        s["properties"]["step"] = {"const": kind, "description": "which fault"}
+        name = f"ChaosStep_{kind}"
+        schemas[name] = s
+        refs.append(_ref(name))
+    schemas["ChaosChange"]["properties"]["steps"]["items"] = {"oneOf": refs}
+
+
 def document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     for m in _MODELS:
         s = m.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(s.pop("$defs", {}))
         schemas[m.__name__] = s
+    _chaos_steps(schemas)
     _require_discriminators(schemas)
     action = {
         verb: {

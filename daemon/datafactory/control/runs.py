@@ -285,17 +285,9 @@ class RunManager:
             steps = yaml.safe_load(run.record.config).get("chaos") or []
             names = [c.get("name") or c.get("step") if isinstance(c, dict) else None for c in steps]
             unknown = [n for n in rates or {} if n not in names]
-            if unknown:
-                raise ConfigError(
-                    "request",
-                    [
-                        (
-                            ("rates", unknown[0]),
-                            f"no chaos step named {unknown[0]!r}; "
-                            f"steps: {', '.join(map(str, names)) or 'none'}",
-                        )
-                    ],
-                )
+            if unknown:  # a step the run does not have: not found, like a run or a stream
+                steps_now = ", ".join(map(str, names)) or "none"
+                raise NotFound(f"chaos step {unknown[0][:64]!r} (steps: {steps_now})")
             for name, c in zip(names, steps, strict=True):
                 if name in (rates or {}):
                     c["rate"] = (rates or {})[name]

@@ -34,6 +34,7 @@ def _overlap(a1: float, a2: float, b1: float, b2: float) -> float:
 # bounds on what a profile may say: 10 million events/s per stream, spans of up to 100 years
 MAX_RATE = 10_000_000.0
 MAX_SPAN = 100 * 366 * 86_400.0
+Weight = Annotated[float, Field(ge=0, le=1_000_000)]  # relative: only their ratios matter
 
 
 class ConstantProfile(BaseModel):
@@ -133,14 +134,11 @@ class SpikeProfile(BaseModel):
         le=MAX_SPAN, gt=0, description="length of the spike", examples=["30s"]
     )
     every: Duration | None = Field(
-        le=MAX_SPAN, default=None, description="repeat period", examples=["1h"]
+        le=MAX_SPAN,
+        default=None,
+        description="repeat period (no longer than `duration`: the peak from `start` on)",
+        examples=["1h"],
     )
-
-    @model_validator(mode="after")
-    def _fits(self) -> SpikeProfile:
-        if self.every is not None and self.every < self.duration:
-            raise ValueError("`every` must be at least `duration`")
-        return self
 
     def _in_spike(self, e: float) -> float:
         """Seconds of [0, e) that fall inside spikes (e >= 0)."""
@@ -149,6 +147,8 @@ class SpikeProfile(BaseModel):
         x = e - self.start
         if self.every is None:
             return min(x, self.duration)
+        if self.every <= self.duration:  # spikes that overlap: one long spike
+            return x
         full, rem = divmod(x, self.every)
         return full * self.duration + min(rem, self.duration)
 
@@ -172,22 +172,25 @@ class HourlyProfile(BaseModel):
     base: float = Field(
         ge=0, le=MAX_RATE, description="mean events per second over a day", examples=[2000]
     )
-    weights: tuple[float, ...] = Field(
-        description="24 relative weights, hour 0 first", examples=[[0.1] * 7 + [1.0] * 17]
+    weights: tuple[Weight, ...] = Field(
+        min_length=24,
+        max_length=24,
+        description="24 relative weights, hour 0 first",
+        examples=[[0.1] * 7 + [1.0] * 17],
     )
 
     @model_validator(mode="after")
     def _check(self) -> HourlyProfile:
         if len(self.weights) != 24:
             raise ValueError(f"`weights` needs 24 values (one per hour), got {len(self.weights)}")
-        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
-            raise ValueError("`weights` must be >= 0 and not all 0")
+        if any(w < 0 for w in self.weights):
+            raise ValueError("`weights` must be >= 0")
         return self
 
     @functools.cached_property
     def _rates(self) -> list[float]:
-        mean = sum(self.weights) / 24
-        return [self.base * w / mean for w in self.weights]
+        mean = sum(self.weights) / 24  # all 0: no events (a stream held at rest)
+        return [self.base * w / mean if mean else 0.0 for w in self.weights]
 
     @functools.cached_property
     def _before(self) -> list[float]:
@@ -231,8 +234,12 @@ class WeeklyProfile(BaseModel):
     base: float = Field(
         ge=0, le=MAX_RATE, description="mean events per second over an ordinary week"
     )
-    hourly: tuple[float, ...] = Field(description="24 relative weights, hour 0 first")
-    weekday: tuple[float, ...] = Field((1.0,) * 7, description="7 relative weights, Monday first")
+    hourly: tuple[Weight, ...] = Field(
+        min_length=24, max_length=24, description="24 relative weights, hour 0 first"
+    )
+    weekday: tuple[Weight, ...] = Field(
+        (1.0,) * 7, min_length=7, max_length=7, description="7 relative weights, Monday first"
+    )
     holidays: tuple[Holiday, ...] = Field((), description="days scaled by a factor")
     strength: float = Field(1.0, ge=0, le=1, description="how much of the shape applies")
 
@@ -243,8 +250,8 @@ class WeeklyProfile(BaseModel):
         if len(self.weekday) != 7:
             raise ValueError(f"`weekday` needs 7 values (Monday first), got {len(self.weekday)}")
         for name, ws in (("hourly", self.hourly), ("weekday", self.weekday)):
-            if any(w < 0 for w in ws) or sum(ws) <= 0:
-                raise ValueError(f"`{name}` must be >= 0 and not all 0")
+            if any(w < 0 for w in ws):
+                raise ValueError(f"`{name}` must be >= 0")
         return self
 
     @functools.cached_property
@@ -253,6 +260,8 @@ class WeeklyProfile(BaseModel):
         mean_h = sum(self.hourly) / 24
         mean_d = sum(self.weekday) / 7
         s = self.strength
+        if not mean_h or not mean_d:  # all 0: the shaped part makes no events
+            return [0.0] * 24
         # rate(t) = base * ((1 - s) + s * hourly[h]/mean_h * weekday[d]/mean_d * holiday)
         return [self.base * s * w / mean_h / mean_d for w in self.hourly]
 

@@ -345,11 +345,15 @@ class Engine:
             sinks["manifest"] = self.manifest.sink
             streams["manifest"] = [MANIFEST_STREAM]
         lifecycle = Lifecycle(sinks, streams)
-        await lifecycle.start()
         try:
-            return await self._run_provisioned()
+            await lifecycle.start()
+            try:
+                return await self._run_provisioned()
+            finally:
+                await lifecycle.stop()
         finally:
-            await lifecycle.stop()
+            if self.journal is not None:  # whatever happened: a restart reads what it has
+                self.journal.close()
 
     async def _run_provisioned(self) -> dict[str, Any]:
         assert self._started_at is not None
@@ -406,8 +410,6 @@ class Engine:
         return self._summary(streaming_seconds)
 
     async def _close(self) -> None:
-        if self.journal is not None:
-            self.journal.close()
         if self.manifest is not None:
             try:
                 await self.manifest.flush(final=True)
