@@ -13,7 +13,7 @@ KINESIS_MOCK := $(NPM_DIR)/node_modules/kinesis-local/main.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
 
-.PHONY: install run test test-unit test-integration lint bench clean system-deps
+.PHONY: install run test test-unit test-integration soak lint bench clean system-deps
 
 $(BIN)/datafactory: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ test-unit: install
 
 test-integration: install $(KINESIS_MOCK) system-deps
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+soak: install         ## an hour of kill -9s, reloads and broker restarts (DATAFACTORY_SOAK_SECONDS)
+	$(BIN)/pytest -m soak -s $(PYTEST_ARGS)
 
 # import path = file path (daemon/datafactory, packs/datafactory_*): mypy checks the checkout
 lint: install         ## ruff + mypy --strict
