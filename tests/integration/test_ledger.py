@@ -87,17 +87,22 @@ sinks:
 
 
 async def test_a_daemon_on_postgres_resumes_only_its_own_runs(tmp_path: Path) -> None:
-    a = RunManager(open_ledger(PG), owner=f"a-{uuid.uuid4().hex[:6]}", checkpoint_interval=0.2)
+    a = RunManager(
+        open_ledger(PG),
+        owner=f"a-{uuid.uuid4().hex[:6]}",
+        checkpoint_interval=0.2,
+        data_root=tmp_path,
+    )
     await a.start()
     run = await a.create(SPEC.format(out=tmp_path / "out"), "inline")
     while run.state != State.RUNNING:
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)
     await a.close()  # drained, checkpointed, still live in the ledger
-    other = RunManager(open_ledger(PG), owner="someone-else")
+    other = RunManager(open_ledger(PG), owner="someone-else", data_root=tmp_path)
     assert run.id not in await other.start()
     await other.close()
-    again = RunManager(open_ledger(PG), owner=a.owner, checkpoint_interval=0.2)
+    again = RunManager(open_ledger(PG), owner=a.owner, checkpoint_interval=0.2, data_root=tmp_path)
     assert run.id in await again.start()
     resumed = again.get(run.id)
     while resumed.state != State.RUNNING:

@@ -60,14 +60,14 @@ def test_what_cannot_change_live_is_named() -> None:
 
 def test_an_edit_keeps_references_and_lists_implicit_streams() -> None:
     text = """
-run: {name: "${RUN_NAME:-e}", seed: 1}
+run: {name: e, seed: 1}
 packs: {retail: {}}
-sinks: {a: {type: stdout}}
+sinks: {a: {type: file, path: "${OUT_DIR:-data}/e"}}
 """
     cfg = parse_config(text)
     rate = {"profile": "constant", "base": 7.0}
     out = edit(text, {"packs": {"retail": {"streams": {"pos_transaction": {"rate": rate}}}}}, cfg)
-    assert "${RUN_NAME:-e}" in out  # not the interpolated value
+    assert "${OUT_DIR:-data}/e" in out  # not the interpolated value
     new = parse_config(out)
     assert {p.event_type for p in new.streams} == {p.event_type for p in cfg.streams}
     d = diff(cfg, new)

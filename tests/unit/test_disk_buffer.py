@@ -217,7 +217,7 @@ def test_a_file_that_would_need_pickle_is_set_aside_not_run(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("buffer", "error"),
     [
-        ("{type: memory, max_bytes: 1GiB}", "max_bytes bounds a disk buffer"),
+        ("{type: memory, max_bytes: 2GiB}", "max_bytes bounds a disk buffer"),
         ("{type: disk, max_bytes: 10}", "max_bytes"),
         ("{type: tape}", "buffer.type"),
     ],
