@@ -535,28 +535,26 @@ async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: 
         }  # fmt: skip
         headers = {"Authorization": "Bearer tok"}
         base = f"http://127.0.0.1:{d.port}/v1/runs"
-        async with aiohttp.ClientSession(headers=headers) as s:
-            async with s.post(base, json={"spec": spec}) as r:
-                assert r.status == 201, await r.text()
-                rid = (await r.json())["id"]
-            for _ in range(200):
-                async with s.get(f"{base}/{rid}") as r:
-                    view = await r.json()
-                if view["state"] in ("COMPLETED", "FAILED"):
-                    break
-                await asyncio.sleep(0.1)
+
+        async def finished() -> dict[str, Any]:
+            """The run of ``spec``, once it has COMPLETED or FAILED."""
+            async with aiohttp.ClientSession(headers=headers) as s:
+                async with s.post(base, json={"spec": spec}) as r:
+                    assert r.status == 201, await r.text()
+                    rid = (await r.json())["id"]
+                for _ in range(200):
+                    async with s.get(f"{base}/{rid}") as r:
+                        view: dict[str, Any] = await r.json()
+                    if view["state"] in ("COMPLETED", "FAILED"):
+                        break
+                    await asyncio.sleep(0.1)
+            return view
+
+        view = await finished()
         assert view["state"] == "COMPLETED", view
         # a state that is not there: the run fails and says which and why
         spec["run"]["from_state"] = str(out / "missing.pkl")  # type: ignore[index]
-        async with aiohttp.ClientSession(headers=headers) as s:
-            async with s.post(base, json={"spec": spec}) as r:
-                rid = (await r.json())["id"]
-            for _ in range(100):
-                async with s.get(f"{base}/{rid}") as r:
-                    bad = await r.json()
-                if bad["state"] == "FAILED":
-                    break
-                await asyncio.sleep(0.1)
+        bad = await finished()
         assert bad["state"] == "FAILED"
         assert "missing.pkl" in bad["error"] and "cannot read" in bad["error"]
         # a crafted pickle where states may be read: refused unread (its code never runs)
@@ -564,15 +562,7 @@ async def test_the_daemon_continues_a_history_given_in_run_from_state(tmp_path: 
         evil = out / "evil.pkl"
         evil.write_bytes(pickle.dumps(Pwn(str(marker))))
         spec["run"]["from_state"] = str(evil)  # type: ignore[index]
-        async with aiohttp.ClientSession(headers=headers) as s:
-            async with s.post(base, json={"spec": spec}) as r:
-                rid = (await r.json())["id"]
-            for _ in range(100):
-                async with s.get(f"{base}/{rid}") as r:
-                    bad = await r.json()
-                if bad["state"] == "FAILED":
-                    break
-                await asyncio.sleep(0.1)
+        bad = await finished()
         assert bad["state"] == "FAILED" and "not a datafactory state" in bad["error"]
         assert not marker.exists()
         # anywhere else (a FIFO that would block whoever opens it): refused, never opened
