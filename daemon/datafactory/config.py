@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,14 @@ class RunSection(BaseModel):
     )
     duration: Duration | None = Field(
         None, gt=0, description="stop after this long (simulated clocks need it or max_events)"
+    )
+    shards: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="stream mode: parts of the population, each with its own entities and "
+        "seqs, run as one business (in worker processes, or on several daemons sharing a "
+        "PostgreSQL ledger); a paced rate is split across them by their share",
     )
     from_state: str | None = Field(
         None,
@@ -570,10 +579,34 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int], secret: set
                 "or max_events on every stream",
             )
         )
+    problems += [(("run", "shards"), p) for p in shard_problems(run.shards, params, streams)]
     chaos, manifest_sink = _chaos_problems(model, sinks, streams, problems)
     if problems:
         raise ConfigError(source, problems, lines)
     return Config(model, params, sinks, tuple(streams), source, tuple(chaos), manifest_sink)
+
+
+def shard_problems(
+    n: int, params: dict[str, BaseModel], streams: Sequence[StreamPlan]
+) -> list[str]:
+    """What stops ``n`` shards: every pack with an enabled stream must give each shard
+    entities of its own (stream mode's ``run.shards``, batch mode's ``batch.shards``)."""
+    from datafactory.pack import registered_packs
+
+    if n <= 1:
+        return []
+    packs, out = registered_packs(), []
+    for name in dict.fromkeys(s.pack for s in streams):
+        if name not in params:
+            continue
+        pack = packs[name]
+        most = pack.max_shards(params[name]) if pack.shardable else 1
+        if n > most:
+            out.append(
+                f"pack {name!r} cannot be split into {n} shards (at most {most}: a shard "
+                "needs entities of its own)"
+            )
+    return out
 
 
 # chaos steps that work on a record without knowing its fields (x-payload streams)

@@ -68,6 +68,9 @@ class StreamGenerator(ABC):
         raise NotImplementedError(f"{type(self).__name__} is paced: it has no poll()")
 
 
+SEQ_SHARD_BITS = 40  # a shard has 2**40 seqs per stream
+
+
 @dataclass(frozen=True, slots=True)
 class Shard:
     """One of ``count`` independent parts of a pack's population (batch mode runs shards in
@@ -75,6 +78,17 @@ class Shard:
 
     index: int = 0
     count: int = 1
+
+    @property
+    def seq_base(self) -> int:
+        """Where this shard's seqs start (each stream's): its own part of the seq space, so
+        event ids stay unique across shards; 0 for the whole population."""
+        return self.index << SEQ_SHARD_BITS if self.count > 1 else 0
+
+    def split(self, n: int) -> int:
+        """This shard's part of a total ``n`` (a stream's ``max_events``): the parts add up."""
+        lo, hi = self.range(n)
+        return hi - lo
 
     @property
     def tag(self) -> tuple[str | int, ...]:

@@ -39,7 +39,7 @@ from datafactory.batch.output import (
 )
 from datafactory.batch.simulate import Chunk, ShardSimulation, StateError, day_chunks
 from datafactory.chaos.manifest import fault_rows
-from datafactory.config import BatchSection, Config, load_config
+from datafactory.config import BatchSection, Config, load_config, shard_problems
 from datafactory.control.ledger import open_ledger
 from datafactory.pack import Shard, registered_packs
 
@@ -117,15 +117,8 @@ def prepare(
         overrides["batch"] = batch
     config = load_config(config_path, overrides)  # ConfigError: file, line, key, what
     spec = config.model.batch
-    packs = registered_packs()
-    if spec.shards > 1:
-        for name in dict.fromkeys(s.pack for s in config.streams):
-            most = packs[name].max_shards(config.pack_params[name]) if packs[name].shardable else 1
-            if spec.shards > most:
-                raise BatchError(
-                    f"pack {name!r} cannot be split into {spec.shards} shards (at most "
-                    f"{most}: a shard needs entities of its own); lower --shards / batch.shards"
-                )
+    for problem in shard_problems(spec.shards, config.pack_params, config.streams):
+        raise BatchError(f"{problem}; lower --shards / batch.shards")
     try:
         compression = resolve_compression(spec.format, spec.compression)
     except ValueError as e:

@@ -32,7 +32,6 @@ from datafactory.states import StateError, check_location, seal, unseal
 
 __all__ = ["StateError", "load_run_state", "load_state"]
 
-SEQ_SHARD_BITS = 40  # a shard has 2**40 seqs per stream
 DAY_US = 86_400_000_000
 SLICE_US = 3_600_000_000  # paced streams advance an hour at a time (at most)
 
@@ -80,7 +79,7 @@ class ShardSimulation:
     def _drive(self, block_size: int, carried: dict[str, Any] | None = None) -> None:
         """The driver over this shard's packs (``carried``: generators, seqs and counts of a
         saved state); rate profiles start at the window's start."""
-        base = self.shard.index << SEQ_SHARD_BITS if self.shard.count > 1 else 0
+        base = self.shard.seq_base
         self.driver = Driver(self.packs, block_size)
         for plan in self.config.streams:
             lane = (carried or {}).get(plan.event_type)

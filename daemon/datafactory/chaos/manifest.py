@@ -23,6 +23,7 @@ from datafactory.chaos.base import Fault
 from datafactory.encoders.base import EncodedBatch
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.identity import event_ids
+from datafactory.pack import Shard
 from datafactory.schema import load_schema
 from datafactory.sinks.base import Sink
 
@@ -30,7 +31,7 @@ log = structlog.get_logger("datafactory.chaos")
 STREAM = "chaos.manifest"
 COLUMNS = [
     "type", "run", "stream", "seq", "event_id", "event_time", "step", "name", "kind",
-    "detail", "sink", "digest", "seed", "released", "final",
+    "detail", "sink", "digest", "seed", "released", "final", "first",
 ]  # fmt: skip
 
 
@@ -71,17 +72,22 @@ class Manifest:
         run: str,
         run_seed: int,
         released: Callable[[], dict[str, int]],
+        shard: Shard | None = None,
     ) -> None:
+        """``shard``: the part of a sharded run this manifest speaks for (its seqs start at
+        ``shard.seq_base``; its files are named by shard so the parts never collide)."""
         self.sink = sink
         self.format = fmt
         self.flush_interval = flush_interval
         self.run = run
         self.run_seed = run_seed
         self.released = released
+        self.shard = shard or Shard()
+        self.label = self.run if self.shard.count == 1 else f"{run}-shard{self.shard.index}"
         self.pending: list[Fault] = []
         self.written = 0
         self.errors = 0
-        self._seq = 0
+        self._seq = self.shard.seq_base  # the manifest's own records' seqs (sink keys)
         self._files = 0
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -117,6 +123,7 @@ class Manifest:
                     "seed": self.run_seed,
                     "released": n,
                     "final": final,
+                    "first": self.shard.seq_base,
                     "event_time": now,
                 }
                 for stream, n in sorted(self.released().items())
@@ -177,7 +184,7 @@ class Manifest:
                 folder.mkdir(parents=True, exist_ok=True)
                 while True:  # never overwrite an earlier run's part
                     try:
-                        path = folder / f"{self.run}-{self._files:06d}.parquet"
+                        path = folder / f"{self.label}-{self._files:06d}.parquet"
                         with open(path, "xb") as fh:
                             fh.write(buf.getvalue())
                         return
@@ -186,6 +193,6 @@ class Manifest:
 
             await asyncio.to_thread(put)
         else:
-            key = f"{cfg.prefix}chaos/manifest/{self.run}-{self._files:06d}.parquet"
+            key = f"{cfg.prefix}chaos/manifest/{self.label}-{self._files:06d}.parquet"
             await self.sink.put_object(key, buf.getvalue())  # type: ignore[attr-defined]
         self._files += 1

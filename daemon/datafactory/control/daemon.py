@@ -21,8 +21,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from datafactory.config import ConfigError, parse_config, read_config_text
 from datafactory.control.api import AdminApi
@@ -30,6 +28,7 @@ from datafactory.control.ledger import open_ledger
 from datafactory.control.notify import Notifier
 from datafactory.control.runs import LIVE, NotFound, RunManager, State
 from datafactory.states import allowed_locations
+from datafactory.telemetry.metrics import Families, Labelled, families
 
 log = structlog.get_logger("datafactory.daemon")
 # a named config: NAME.yaml in the configs folder
@@ -38,24 +37,15 @@ MIN_TOKEN = 16
 CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
-class RunsCollector(Collector):
+def runs_collector(manager: RunManager) -> Labelled:
     """Every live run's engine metrics, with a ``run`` label, merged by metric name."""
 
-    def __init__(self, manager: RunManager) -> None:
-        self.manager = manager
+    def sources() -> Iterator[tuple[dict[str, str], Families]]:
+        for run in list(manager.runs.values()):
+            if run.engine is not None:
+                yield {"run": run.id}, families(run.engine.metrics.registry)
 
-    def collect(self) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
-        for run in list(self.manager.runs.values()):
-            if run.engine is None:
-                continue
-            for fam in run.engine.metrics.registry.collect():
-                out = families.get(fam.name)
-                if out is None:
-                    out = families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
-                for s in fam.samples:
-                    out.add_sample(s.name, {**s.labels, "run": run.id}, s.value, s.timestamp)
-        yield from families.values()
+    return Labelled(sources)
 
 
 class Telemetry:
@@ -164,7 +154,7 @@ class Daemon:
             lambda run, ev: self.telemetry.publish({"type": "state", "run": run.id, **ev})
         )
         self.registry = CollectorRegistry()
-        self.registry.register(RunsCollector(self.manager))
+        self.registry.register(runs_collector(self.manager))
         self.reload_failures = Counter(
             "datafactory_config_reload_failures",
             "Config reloads rejected (the running config kept running)",

@@ -26,7 +26,7 @@ from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.engine.clock import Clock, SimulatedClock, WallClock
 from datafactory.lifecycle.manager import Lifecycle
 from datafactory.lifecycle.registry import state_dir
-from datafactory.pack import Pack, registered_sinks
+from datafactory.pack import Pack, Shard, registered_sinks
 from datafactory.runtime import report
 from datafactory.runtime.accounting import SliceBook
 from datafactory.runtime.delivery import SinkDelivery, off_loop
@@ -59,14 +59,22 @@ class Engine:
         state: dict[str, Any] | None = None,
         buffers: Path | None = None,
         journal: Path | None = None,
+        shard: Shard | None = None,
+        endpoints: dict[str, str] | None = None,
     ) -> None:
         """``state``: a batch run's final state (``datafactory.batch.simulate.load_state``):
         the packs go on from it, each stream from the seq after the history's last.
         ``buffers``: the folder of this run's disk buffers (default: under the state folder,
         by run name); a run started again with the same folder drains what is left there.
         ``journal``: the folder of this run's journal (:mod:`.journal`, daemon runs); with
-        ``resume``, the run replays it and goes on as the same simulation."""
+        ``resume``, the run replays it and goes on as the same simulation.
+        ``shard``: this engine runs one shard of a sharded run (its own entities, seqs and
+        part of each rate). ``endpoints``: the run's sinks were provisioned by whoever runs
+        its shards (:mod:`.shards`), with local stand-ins at these addresses: this engine
+        neither provisions nor tears down."""
         self.config = config
+        self.shard = shard or Shard()
+        self.endpoints = endpoints
         self.metrics = metrics or Metrics()
         eng = config.model.engine
         retry = Retry(
@@ -82,7 +90,7 @@ class Engine:
         self._started_at: float | None = None
         # events a removed chain still held, sent with the stream's next slice
         self._late: list[tuple[StreamRuntime, RecordBlock]] = []
-        ctx = SinkContext(config.run.name, config.run.seed)
+        ctx = SinkContext(config.run.name, config.run.seed, self.shard)
         sink_types = registered_sinks()
         make_sink = sink_factory or (lambda n, c, x: sink_types[c.type](n, c, x))
         buffers = buffers or state_dir() / "buffers" / safe_name(config.run.name)
@@ -105,7 +113,9 @@ class Engine:
             else config.run.start_epoch()
         )
         self.journal = Journal(journal) if journal is not None else None
-        begun = start(config, self._sim_start or time.time(), state, self.journal, resume)
+        begun = start(
+            config, self._sim_start or time.time(), state, self.journal, resume, self.shard
+        )
         self.packs: dict[str, Pack] = begun.packs
         self.driver, again = begun.driver, begun.again
         self._wall_clock = wall_clock
@@ -141,6 +151,7 @@ class Engine:
                 config.run.name,
                 config.run.seed,
                 lambda: {s.name: s.released for s in self.streams},
+                self.shard,
             )
         self._set_chaos(list(config.chaos))
 
@@ -156,7 +167,9 @@ class Engine:
         targets = [self.sinks[s] for s in plan.sinks]
         book = SliceBook(lane.seq if mark is None else mark)
         s = StreamRuntime(plan, lane.pack, lane, clock, targets, book)
-        s.generated = s.released = lane.seq
+        s.first_seq = self.shard.seq_base
+        s.max_events = None if plan.max_events is None else self.shard.split(plan.max_events)
+        s.generated = s.released = lane.seq - s.first_seq
         for k in targets:
             k.add_stream(s.name, lane.gen.schema, self.config.run.seed)
         return s
@@ -346,6 +359,12 @@ class Engine:
             streams["manifest"] = [MANIFEST_STREAM]
         lifecycle = Lifecycle(sinks, streams)
         try:
+            if self.endpoints is not None:  # provisioned for this shard: point at the stand-ins
+                for sink in sinks.values():
+                    service = sink.local_service()
+                    if service is not None:
+                        sink.use_local(self.endpoints[service])
+                return await self._run_provisioned()
             await lifecycle.start()
             try:
                 return await self._run_provisioned()

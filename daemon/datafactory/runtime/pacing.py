@@ -72,6 +72,9 @@ class StreamRuntime:
     # what it had released after its checkpoint mark (the same events, made again)
     resumed: bool = False
     resend: list[RecordBlock] = field(default_factory=list)
+    # a shard's stream: where its seqs start, and its part of the stream's max_events
+    first_seq: int = 0
+    max_events: int | None = None
 
     @property
     def name(self) -> str:
@@ -120,7 +123,7 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
                 continue
             if s.end_us is not None and a >= s.end_us:
                 break
-            limit = None if s.plan.max_events is None else s.plan.max_events - lane.seq
+            limit = None if s.max_events is None else s.max_events - (lane.seq - s.first_seq)
             if limit is not None and limit <= 0:
                 break
             if s.new_profile is not None:
@@ -172,7 +175,7 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
         # what chaos still holds back (delays) goes out now, late as it is
         rest = s.chaos.flush() if s.chaos is not None else None
         if rest is not None and len(rest):
-            await run.emit(s, rest, s.released, False)
+            await run.emit(s, rest, lane.seq, False)
     finally:
         s.done = True
         _wake_driven(s, run)
@@ -196,7 +199,7 @@ async def run_driven(s: StreamRuntime, run: RunHandle) -> None:
     stream of the pack has reached; when they are all done, what is due by the last of them,
     then end (later events have not happened yet)."""
     batch_max = run.engine.batch_max
-    limit_total = s.plan.max_events
+    limit_total = s.max_events
     clock, driver = s.clock, run.driver
     try:
         await _send_again(s, run)
@@ -221,7 +224,7 @@ async def run_driven(s: StreamRuntime, run: RunHandle) -> None:
             final = ended if by_clock else not live
             limit = batch_max
             if limit_total is not None:
-                limit = min(limit, limit_total - s.lane.seq)
+                limit = min(limit, limit_total - (s.lane.seq - s.first_seq))
                 if limit <= 0:
                     break
             block = await asyncio.to_thread(driver.poll, s.name, until, limit, final)
@@ -248,6 +251,6 @@ async def run_driven(s: StreamRuntime, run: RunHandle) -> None:
             await s.wake.wait()
         rest = s.chaos.flush() if s.chaos is not None else None
         if rest is not None and len(rest):
-            await run.emit(s, rest, s.released, False)
+            await run.emit(s, rest, s.lane.seq, False)
     finally:
         s.done = True

@@ -43,7 +43,7 @@ def counters(
             else:
                 o = k.outcomes[s.name]
             out[(s.name, k.name)] = {
-                "generated": s.book.mark if at_mark else s.generated,
+                "generated": s.book.mark - s.first_seq if at_mark else s.generated,
                 "chaos_dropped": dropped.get(s.name, 0),
                 "sent": o.acked + o.failed,
                 **o.as_dict(),

@@ -13,7 +13,7 @@ import structlog
 from datafactory.config import Config
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.seeding import SeedTree
-from datafactory.pack import Pack, registered_packs
+from datafactory.pack import Pack, Shard, registered_packs
 from datafactory.runtime.drive import Driver
 from datafactory.runtime.journal import Journal
 
@@ -35,13 +35,17 @@ def start(
     state: dict[str, Any] | None,
     journal: Journal | None,
     resume: dict[str, int] | None,
+    shard: Shard,
 ) -> Start:
     """The packs and the driver (every config stream a lane), the journal open for what the
-    run does next. ``t0``: a placeholder start for the lanes (a stream's start sets it)."""
+    run does next. ``t0``: a placeholder start for the lanes (a stream's start sets it);
+    ``shard``: the part of the population (and of the seq space) this run makes."""
     eng = config.model.engine
     seeds, pack_types = SeedTree(config.run.seed), registered_packs()
+    # (a pack that cannot be split is built as any pack is: from its params and seeds)
+    part = (shard,) if shard.count > 1 else ()
     packs: dict[str, Pack] = {
-        p: state["packs"][p] if state is not None else pack_types[p](params, seeds)
+        p: state["packs"][p] if state is not None else pack_types[p](params, seeds, *part)
         for p, params in config.pack_params.items()
     }
     replay = journal is not None and bool(resume) and journal.exists()
@@ -52,7 +56,7 @@ def start(
         lane = carried.get(plan.event_type)  # a run after a batch: from its history
         if resume and plan.event_type in resume and not replay:
             lane = {"seq": resume[plan.event_type]}
-        driver.add(plan, t0=t0, carried=lane)
+        driver.add(plan, t0=t0, seq=shard.seq_base, carried=lane)
     if resume and not replay:
         log.warning("resume_without_journal", marks=resume)
     # the packs go through what they went through, and make again what was released after

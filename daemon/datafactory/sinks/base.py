@@ -14,6 +14,7 @@ from pydantic import Field
 
 from datafactory.config import SinkBase
 from datafactory.encoders.base import EncodedBatch
+from datafactory.pack import Shard
 from datafactory.units import Duration
 
 
@@ -37,11 +38,18 @@ class NotConnectedError(ConnectionError):
 class SinkContext:
     """What a sink may know about the run it serves."""
 
-    __slots__ = ("run_name", "run_seed")
+    __slots__ = ("run_name", "run_seed", "shard")
 
-    def __init__(self, run_name: str, run_seed: int) -> None:
+    def __init__(self, run_name: str, run_seed: int, shard: Shard | None = None) -> None:
         self.run_name = run_name
         self.run_seed = run_seed
+        self.shard = shard or Shard()  # the part of a sharded run this sink writes for
+
+    @property
+    def label(self) -> str:
+        """The run's name, and the shard's index when the run has several (client ids)."""
+        n = self.shard
+        return self.run_name if n.count == 1 else f"{self.run_name}-shard{n.index}"
 
 
 class Sink(ABC):

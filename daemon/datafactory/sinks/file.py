@@ -74,7 +74,7 @@ class FileSink(Sink):
         folder.mkdir(parents=True, exist_ok=True)
         index = self._next_index.get(batch.stream, 0)
         while True:
-            path = folder / f"{self.ctx.run_name}-{index:06d}.{self._ext()}"
+            path = folder / f"{self.ctx.label}-{index:06d}.{self._ext()}"
             try:
                 fh = open(path, "xb")  # noqa: SIM115 - kept open across batches
                 break

@@ -96,7 +96,7 @@ class MqttSink(Sink):
         client = aiomqtt.Client(
             cfg.host,
             cfg.port,
-            identifier=cfg.client_id or f"datafactory-{self.ctx.run_name}-{self.name}",
+            identifier=cfg.client_id or f"datafactory-{self.ctx.label}-{self.name}",
             username=cfg.username,
             password=cfg.password,
             keepalive=cfg.keepalive,

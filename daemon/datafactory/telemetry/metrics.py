@@ -6,7 +6,16 @@ batch, never per record.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+# families as plain data (what a worker process sends its parent): (name, help, type, samples
+# as (name, labels, value, timestamp))
+Families = list[tuple[str, str, str, list[tuple[str, dict[str, str], float, Any]]]]
 
 
 class Metrics:
@@ -149,3 +158,35 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+
+
+def families(registry: CollectorRegistry) -> Families:
+    """A registry's metrics now, as plain data."""
+    return [
+        (
+            f.name,
+            f.documentation,
+            f.type,
+            [(x.name, dict(x.labels), x.value, x.timestamp) for x in f.samples],
+        )
+        for f in registry.collect()
+    ]
+
+
+class Labelled(Collector):
+    """Metrics of several sources (runs, a run's shards) merged by name, each sample with its
+    source's labels (``{"run": id}``, ``{"shard": "3"}``): one exposition, one series each."""
+
+    def __init__(self, sources: Callable[[], Iterable[tuple[dict[str, str], Families]]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for labels, fams in self.sources():
+            for name, doc, kind, samples in fams:
+                out = merged.get(name)
+                if out is None:
+                    out = merged[name] = Metric(name, doc, kind)
+                for sname, slabels, value, ts in samples:
+                    out.add_sample(sname, {**slabels, **labels}, value, ts)
+        yield from merged.values()

@@ -39,7 +39,10 @@ class Truth:
 
     run: str = ""
     seed: int | None = None
-    released: dict[str, int] = field(default_factory=dict)
+    released: dict[str, int] = field(default_factory=dict)  # per stream, all its parts
+    # per stream: each part's first seq -> events it released (one part: 0 -> n; a sharded
+    # run: one part per shard, each in its own seq space)
+    parts: dict[str, dict[int, int]] = field(default_factory=dict)
     final: bool = False
     # (stream, seq) -> [(step, kind)]
     faults: dict[tuple[str, int], list[tuple[str, str]]] = field(default_factory=dict)
@@ -52,7 +55,7 @@ class Truth:
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]], run: str | None = None) -> Truth:
         t = cls()
-        finals: dict[str, int] = {}
+        finals: set[tuple[str, int]] = set()
         for r in rows:
             if run is not None and r.get("run") != run:
                 continue
@@ -60,10 +63,11 @@ class Truth:
             if kind == "run":
                 t.run = r["run"]
                 t.seed = int(r["seed"])
-                stream, n = r["stream"], int(r["released"])
-                t.released[stream] = max(t.released.get(stream, 0), n)
+                stream, n, first = r["stream"], int(r["released"]), int(r.get("first") or 0)
+                part = t.parts.setdefault(stream, {})
+                part[first] = max(part.get(first, 0), n)
                 if r.get("final"):
-                    finals[stream] = n
+                    finals.add((stream, first))
             elif kind == "fault":
                 key = (r["stream"], int(r["seq"]))
                 hit = (r["step"], r["kind"])
@@ -81,8 +85,22 @@ class Truth:
                 named = (r["stream"], int(r["seq"]))
                 if t.digests.setdefault(r["digest"], named) != named:
                     t.ambiguous.add(r["digest"])  # two events, same bytes: names neither
-        t.final = bool(finals) and set(finals) == set(t.released)
+        t.released = {s: sum(p.values()) for s, p in t.parts.items()}
+        t.final = bool(finals) and finals == {(s, f) for s, p in t.parts.items() for f in p}
         return t
+
+    def expected(self, stream: str) -> set[int]:
+        """Every seq the stream released (over all its parts)."""
+        out: set[int] = set()
+        for first, n in self.parts.get(stream, {}).items():
+            out.update(range(first, first + n))
+        return out
+
+    def seq_ranges(self, stream: str) -> list[np.ndarray[Any, Any]]:
+        return [
+            np.arange(first, first + n, dtype=np.int64)
+            for first, n in sorted(self.parts.get(stream, {}).items())
+        ]
 
     def seqs(self, stream: str, step: str) -> set[int]:
         return {
@@ -107,13 +125,16 @@ class Identifier:
         self.truth = truth
         self.schemas = schemas
         self.by_id: dict[str, tuple[str, int]] = {}
-        for stream, n in truth.released.items():
-            ids = event_ids(truth.seed, stream, np.arange(n, dtype=np.int64))
-            self.by_id.update(
-                zip(
-                    (b.decode() for b in ids.tolist()), ((stream, i) for i in range(n)), strict=True
+        for stream in truth.parts:
+            for seqs in truth.seq_ranges(stream):
+                ids = event_ids(truth.seed, stream, seqs)
+                self.by_id.update(
+                    zip(
+                        (b.decode() for b in ids.tolist()),
+                        ((stream, i) for i in seqs.tolist()),
+                        strict=True,
+                    )
                 )
-            )
         self.by_fp = {s.fingerprint: s for s in schemas.values()}
         self.how: Counter[str] = Counter()
 
@@ -198,11 +219,12 @@ def transport(
 ) -> dict[str, Any]:
     """What arrived at one sink for one stream, against what should have."""
     n = truth.released.get(stream, 0)
+    released = truth.expected(stream)
     got = seen.streams(stream)
     dropped = truth.seqs(stream, "drop")
     oversize = truth.seqs(stream, "oversize") if limited else set()
     shed = truth.shed.get((stream, sink), set()) if sink is not None else set()
-    expected = set(range(n)) - dropped
+    expected = released - dropped
     missing = expected - got - oversize - shed
     counts = {q: c for (s, q), c in seen.counts.items() if s == stream}
     dup_beyond = sum(
@@ -211,7 +233,7 @@ def transport(
     dup_intended = sum(c - 1 for c in counts.values() if c > 1) - dup_beyond
     return {
         "released": n,
-        "delivered": len(got & set(range(n))),
+        "delivered": len(got & released),
         "messages": sum(counts.values()),
         "dropped_intentionally": len(dropped),
         "rejected_oversize_intentionally": len(oversize - got),
@@ -234,13 +256,13 @@ def platform(
     dlq: Seen | None,
 ) -> dict[str, Any]:
     """The platform's verdicts: DLQ precision and recall per fault, and what it lost."""
-    n = truth.released.get(stream, 0)
+    released = truth.expected(stream)
     acc = accepted.streams(stream) if accepted is not None else set()
     rej = dlq.streams(stream) if dlq is not None else set()
     dropped = truth.seqs(stream, "drop")
     oversize = truth.seqs(stream, "oversize")
     # what reached the platform: what arrived, or (without a transport read) all but drops
-    reached = delivered if delivered is not None else set(range(n)) - dropped - oversize
+    reached = delivered if delivered is not None else released - dropped - oversize
     faulty = truth.rejectable(stream)
     by_kind: dict[str, dict[str, Any]] = {}
     for (s, q), hits in truth.faults.items():
@@ -256,7 +278,7 @@ def platform(
                 row["passed"] += q in acc
     for row in by_kind.values():
         row["recall"] = row["caught"] / row["injected"] if row["injected"] else None
-    in_scope = rej & set(range(n))
+    in_scope = rej & released
     true_pos = in_scope & faulty
     clean_reached = reached - faulty
     lost = reached - acc - rej
@@ -274,6 +296,6 @@ def platform(
         "clean_lost": len(lost - faulty),
         "faulty_lost": len(lost & faulty),
         "lost_sample": sorted(lost)[:10],
-        "unaccounted": len(set(range(n)) - accounted),
+        "unaccounted": len(released - accounted),
         "by_fault": dict(sorted(by_kind.items())),
     }
