@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         help="print the run's account at exit as JSON on stdout (on stderr when a stdout sink "
         "writes the events there); without it: text on a terminal, else a run_account log line",
     )
+    r.add_argument("--shards", type=int, help="override run.shards: parts of the population")
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes to run the shards in (one event loop each; at most the shards)",
+    )
     r.add_argument(
         "--from-state",
         metavar="PATH",
@@ -274,8 +281,17 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
     if args.from_state is not None:
         overrides.setdefault("run", {})["from_state"] = args.from_state
+    if args.shards is not None:
+        overrides.setdefault("run", {})["shards"] = args.shards
     cfg = _load(args.config, overrides)
     if cfg is None:
+        return EXIT_CONFIG
+    if not 1 <= args.workers <= cfg.run.shards:
+        print(
+            f"datafactory: --workers {args.workers}: a run of {cfg.run.shards} shard(s) runs "
+            f"in 1 to {cfg.run.shards} worker processes (more shards: run.shards / --shards)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     state = None
     if cfg.run.from_state:
@@ -296,7 +312,9 @@ def _run(args: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep a fallback
         runner = asyncio.run
-    return int(runner(_serve_run(cfg, progress, args.config, overrides, state, args.json)))
+    return int(
+        runner(_serve_run(cfg, progress, args.config, overrides, state, args.json, args.workers))
+    )
 
 
 def _reload(engine: Any, path: str, overrides: dict[str, Any]) -> None:
@@ -327,11 +345,15 @@ async def _serve_run(
     overrides: dict[str, Any] | None = None,
     state: dict[str, Any] | None = None,
     as_json: bool = False,
+    workers: int = 1,
 ) -> int:
     from datafactory.runtime.engine import Engine
+    from datafactory.runtime.shards import Shards
     from datafactory.telemetry.server import TelemetryServer
 
-    engine = Engine(cfg, state=state)
+    engine: Engine | Shards = (
+        Shards(cfg, workers=workers) if cfg.run.shards > 1 else Engine(cfg, state=state)
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.stop)
@@ -340,7 +362,7 @@ async def _serve_run(
     server = None
     if cfg.model.telemetry.enabled:
         server = TelemetryServer(
-            engine.metrics,
+            engine.metrics.registry,
             cfg.model.telemetry.listen,
             lambda: {"status": "ok", **engine.snapshot()},
         )

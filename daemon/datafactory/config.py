@@ -580,6 +580,13 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int], secret: set
             )
         )
     problems += [(("run", "shards"), p) for p in shard_problems(run.shards, params, streams)]
+    if run.shards > 1 and run.from_state is not None:
+        problems.append(
+            (
+                ("run", "from_state"),
+                "a batch's saved state is one shard's: a sharded stream run cannot continue it",
+            )
+        )
     chaos, manifest_sink = _chaos_problems(model, sinks, streams, problems)
     if problems:
         raise ConfigError(source, problems, lines)

@@ -14,6 +14,7 @@ import orjson
 import structlog
 
 _HANDLER_NAME = "datafactory"
+_SETTINGS = ("info", "json")  # as last configured: what worker processes set up again
 
 
 def _shared() -> list[structlog.typing.Processor]:
@@ -28,7 +29,14 @@ def _orjson_text(obj: object, **_: object) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+def current_settings() -> tuple[str, str]:
+    """(level, format) as last configured."""
+    return _SETTINGS
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    global _SETTINGS
+    _SETTINGS = (level, fmt)
     lvl = getattr(logging, level.upper())
     processors: list[structlog.typing.Processor] = [
         *_shared(),

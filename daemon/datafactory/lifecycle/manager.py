@@ -20,6 +20,8 @@ from pathlib import Path
 import orjson
 import structlog
 
+from datafactory.chaos.manifest import STREAM as MANIFEST_STREAM
+from datafactory.config import Config
 from datafactory.lifecycle.local import Moto, StandIn, Tansu
 from datafactory.lifecycle.registry import ResourceRegistry, reap, state_dir
 from datafactory.sinks.base import Sink
@@ -70,6 +72,15 @@ class Lifecycle:
         self.stand_ins: dict[str, StandIn] = {}
         self.endpoints: dict[str, str] = {}
         self.registry = ResourceRegistry()
+
+    @classmethod
+    def of(cls, config: Config, sinks: dict[str, Sink], manifest: Sink | None) -> Lifecycle:
+        """The lifecycle of a run's sinks (``manifest``: its ground truth's sink)."""
+        streams = {n: [p.event_type for p in config.streams if n in p.sinks] for n in sinks}
+        if manifest is not None:
+            sinks = {**sinks, "manifest": manifest}
+            streams["manifest"] = [MANIFEST_STREAM]
+        return cls(sinks, streams)
 
     async def start(self) -> None:
         try:

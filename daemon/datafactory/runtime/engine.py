@@ -19,7 +19,6 @@ import structlog
 
 from datafactory.chaos import StepConfig, applies, build_chain
 from datafactory.chaos.base import Fault, FaultLog
-from datafactory.chaos.manifest import STREAM as MANIFEST_STREAM
 from datafactory.chaos.manifest import Manifest
 from datafactory.config import Config, StreamPlan
 from datafactory.engine.blocks import RecordBlock, concat
@@ -351,13 +350,8 @@ class Engine:
     async def run(self) -> dict[str, Any]:
         self._started_at = time.monotonic()
         sinks = {k.name: k.sink for k in self.sinks.values()}
-        streams = {
-            k.name: [s.name for s in self.streams if k in s.sinks] for k in self.sinks.values()
-        }
-        if self.manifest is not None:
-            sinks["manifest"] = self.manifest.sink
-            streams["manifest"] = [MANIFEST_STREAM]
-        lifecycle = Lifecycle(sinks, streams)
+        manifest = self.manifest.sink if self.manifest is not None else None
+        lifecycle = Lifecycle.of(self.config, sinks, manifest)
         try:
             if self.endpoints is not None:  # provisioned for this shard: point at the stand-ins
                 for sink in sinks.values():

@@ -6,17 +6,17 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from datafactory.telemetry.metrics import Metrics
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
 class TelemetryServer:
-    def __init__(self, metrics: Metrics, listen: str, health: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, listen: str, health: Callable[[], dict[str, Any]]
+    ) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host
         self.port = int(port)
-        self.metrics = metrics
+        self.registry = registry
         self.health = health
         self._runner: web.AppRunner | None = None
 
@@ -41,5 +41,5 @@ class TelemetryServer:
         return web.json_response(self.health())
 
     async def _metrics(self, _req: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
+        body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
