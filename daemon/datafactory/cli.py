@@ -142,6 +142,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP or the API")
     d.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("DATAFACTORY_WORKERS", "1")),
+        help="worker processes for the shards of a sharded run (run.shards; one event loop "
+        "each; $DATAFACTORY_WORKERS; default 1: in the daemon's own loop)",
+    )
+    d.add_argument(
         "--data-root",
         default=os.environ.get("DATAFACTORY_DATA_ROOT", "data"),
         help="where file sinks of runs sent over the API may write ($DATAFACTORY_DATA_ROOT; "
@@ -446,6 +453,7 @@ def _serve(args: argparse.Namespace) -> int:
             watch=not args.no_watch,
             states=args.states,
             data_root=args.data_root,
+            workers=args.workers,
         )
     except ValueError as e:
         print(f"datafactory: serve: {e}", file=sys.stderr)

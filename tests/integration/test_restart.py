@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from datafactory.engine.identity import event_ids
+from datafactory.pack import SEQ_SHARD_BITS
 from tests.integration.test_daemon_process import Serve
 from tests.retail_checks import by_time, check_money, check_references, check_stock
 
@@ -49,9 +50,12 @@ engine: {{snapshot_interval: 4s}}
 """
 
 
-def written(root: Path, seed: int, released: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+def written(
+    root: Path, seed: int, released: dict[str, int], parts: dict[str, list[int]] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Every stream's events, once each; checks every copy of an event is the same bytes
-    and every seq the stream released is there."""
+    and every seq the stream released is there (``parts``: a sharded run's, per stream, each
+    shard's count: shard i's seqs start at ``i << SEQ_SHARD_BITS``)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for stream, n in released.items():
         pack, _, name = stream.partition(".")
@@ -62,7 +66,14 @@ def written(root: Path, seed: int, released: dict[str, int]) -> dict[str, list[d
                 lines += 1
                 eid = orjson.loads(line)["event_id"]
                 assert copies.setdefault(eid, line) == line, f"{stream} {eid}: sent unlike"
-        want = {b.decode() for b in event_ids(seed, stream, np.arange(n)).tolist()}
+        counts = (parts or {}).get(stream, [n])
+        seqs = np.concatenate(
+            [
+                np.arange(i << SEQ_SHARD_BITS, (i << SEQ_SHARD_BITS) + c)
+                for i, c in enumerate(counts)
+            ]
+        )
+        want = {b.decode() for b in event_ids(seed, stream, seqs).tolist()}
         assert copies.keys() == want, f"{stream}: {len(want - copies.keys())} missing"
         out[stream] = [orjson.loads(x) for x in copies.values()]
     return out

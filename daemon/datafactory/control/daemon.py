@@ -129,7 +129,10 @@ class Daemon:
         checkpoint_interval: float = 1.0,
         states: list[str] | None = None,
         data_root: str | None = None,
+        workers: int = 1,
     ) -> None:
+        if not 1 <= workers <= 256:
+            raise ValueError(f"--workers {workers}: between 1 and 256 worker processes")
         host, _, port = listen.rpartition(":")
         if not _loopback(host) and (token is None or len(token) < MIN_TOKEN):
             raise ValueError(
@@ -148,6 +151,7 @@ class Daemon:
             checkpoint_interval=checkpoint_interval,
             states=allowed_locations(states),
             data_root=Path(data_root) if data_root else None,
+            workers=workers,
         )
         self.telemetry = Telemetry(self.manager)
         self.manager.listeners.append(

@@ -27,6 +27,7 @@ from datafactory.control.ledger import Ledger, RunRecord
 from datafactory.lifecycle.registry import state_dir
 from datafactory.runtime.diff import edit
 from datafactory.runtime.engine import Engine
+from datafactory.runtime.shards import Shards, per_shard
 from datafactory.states import StateError, allowed_locations, check_location
 from datafactory.telemetry.metrics import Metrics
 
@@ -72,7 +73,7 @@ class Run:
         self.record = record
         self.config = config
         self.state = State(record.state)
-        self.engine: Engine | None = None
+        self.engine: Engine | Shards | None = None
         self.task: asyncio.Task[None] | None = None
         self.cancelled = False
         self.base: dict[tuple[str, str], dict[str, int]] = {}  # counters before a restart
@@ -107,6 +108,8 @@ class Run:
             {"stream": st, "sink": sk, **vals} for (st, sk), vals in sorted(self.counters().items())
         ]
         out["chaos"] = (snap or {}).get("chaos", {})
+        if snap is not None and "shards" in snap:  # a sharded run: each shard's streams too
+            out["shards"] = snap["shards"]
         out["errors"] = self.errors[-20:]
         return out
 
@@ -126,10 +129,13 @@ class RunManager:
         checkpoint_interval: float = 1.0,
         states: list[str] | None = None,
         data_root: Path | None = None,
+        workers: int = 1,
     ) -> None:
         """``states``: where runs may read ``run.from_state`` from (the state folder only,
         by default; see :mod:`datafactory.states`). ``data_root``: where the file sinks of
-        inline specs (sent over the API) may write (default ``./data``)."""
+        inline specs (sent over the API) may write (default ``./data``). ``workers``: worker
+        processes for the shards of a sharded run (1: in this loop)."""
+        self.workers = workers
         self.ledger = ledger
         self.data_root = (data_root or Path("data")).resolve()
         self.states = states if states is not None else allowed_locations()
@@ -380,17 +386,29 @@ class RunManager:
                 )
             from datafactory.batch.simulate import load_run_state
 
-            # a batch's history to continue
-            state = await load_run_state(run.config, self.states)
-            engine = Engine(
-                run.config,
-                metrics=Metrics(),
-                resume=marks,
-                on_phase=phases.put_nowait,
-                state=state,
-                buffers=state_dir() / "buffers" / run.id,
-                journal=state_dir() / "runs" / run.id,
-            )
+            engine: Engine | Shards
+            if run.config.run.shards > 1:  # each shard from its own marks
+                per = per_shard(marks, run.config.run.shards)
+                engine = Shards(
+                    run.config,
+                    {i: m or None for i, m in per.items()},
+                    workers=self.workers,
+                    journal=state_dir() / "runs" / run.id,
+                    buffers=state_dir() / "buffers" / run.id,
+                    on_phase=phases.put_nowait,
+                )
+            else:
+                # a batch's history to continue
+                state = await load_run_state(run.config, self.states)
+                engine = Engine(
+                    run.config,
+                    metrics=Metrics(),
+                    resume=marks,
+                    on_phase=phases.put_nowait,
+                    state=state,
+                    buffers=state_dir() / "buffers" / run.id,
+                    journal=state_dir() / "runs" / run.id,
+                )
             run.engine = engine
             if paused:
                 engine.pause()
@@ -411,8 +429,7 @@ class RunManager:
             end = State.CANCELLED if run.cancelled else State.COMPLETED
             note = f"{failed} events failed" if failed > run.summary["failed_intentionally"] else ""
             await self._move(run, end, "drained", note)
-            if engine.journal is not None:  # over: nothing will replay it
-                engine.journal.remove()
+            engine.forget()  # over: nothing will replay its journal
         except Exception as e:
             run.errors.append({"at": time.time(), "error": str(e)})
             log.error("run_failed", run=run.id, error=str(e))

@@ -447,6 +447,11 @@ class Engine:
         )
         return summary
 
+    def forget(self) -> None:
+        """The run is over: its journal goes (nothing will replay it)."""
+        if self.journal is not None:
+            self.journal.remove()
+
     def checkpointed(self, marks: dict[str, int]) -> None:
         """The ledger holds these marks now: the journal forgets what no restart needs."""
         if self.journal is not None:

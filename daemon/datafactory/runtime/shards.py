@@ -50,6 +50,16 @@ def split_key(key: str) -> tuple[str, int]:
     return stream, int(shard)
 
 
+def per_shard(marks: dict[str, int], count: int) -> dict[int, dict[str, int]]:
+    """Marks keyed by :func:`shard_key`, per shard (``count`` shards, each present)."""
+    out: dict[int, dict[str, int]] = {i: {} for i in range(count)}
+    for key, m in marks.items():
+        stream, _, shard = key.rpartition("#")
+        if stream and shard.isdigit() and int(shard) in out:
+            out[int(shard)][stream] = m
+    return out
+
+
 @dataclass
 class ShardJob:
     """What a host of shards needs to start them (picklable: it goes to worker processes)."""
@@ -372,11 +382,7 @@ class Shards:
         return self._stop.is_set()
 
     def checkpointed(self, marks: dict[str, int]) -> None:
-        per: dict[int, dict[str, int]] = {}
-        for key, m in marks.items():
-            stream, i = split_key(key)
-            per.setdefault(i, {})[stream] = m
-        self._command("checkpointed", per)
+        self._command("checkpointed", per_shard(marks, self.config.run.shards))
 
     async def reload(self, new: Config) -> dict[str, Any]:
         """Every shard applies the change (rates are split by each shard's share there)."""

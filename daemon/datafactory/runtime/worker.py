@@ -3,14 +3,18 @@
 The parent starts it with a :class:`~datafactory.runtime.shards.ShardJob` and a pipe. Over
 the pipe the worker sends its shards' status every ``STATUS_INTERVAL`` (what the parent
 shows, sums and checkpoints), and at the end their results; it takes commands (stop, pause,
-resume, checkpointed) and reloads. If the parent goes away, the worker stops its shards as
-a suspended run (disk buffers keep what they hold) and exits: the run goes on from its marks.
+resume, checkpointed) and reloads. The parent alone decides when shards stop: the worker
+ignores SIGINT and SIGTERM (a terminal's Ctrl-C and systemd's stop reach the whole process
+group; the parent drains its workers). If the parent dies, the worker exits at once, as the
+parent did: whoever runs the shards next goes on from their checkpoint marks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
@@ -26,6 +30,8 @@ def main(conn: Connection, job: ShardJob) -> None:
     """The worker's entry point (a spawned process)."""
     from datafactory.logs import configure_logging
 
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     configure_logging(job.log_level, job.log_format)
     try:
         import uvloop
@@ -46,9 +52,9 @@ async def _serve(conn: Connection, job: ShardJob) -> None:
         while True:
             try:
                 msg = conn.recv()
-            except (EOFError, OSError):  # the parent is gone: stop as a suspended run
-                loop.call_soon_threadsafe(inbox.put_nowait, ("command", "stop", True))
-                return
+            except (EOFError, OSError):  # the parent died: so do its shards
+                log.error("worker_orphaned", shards=sorted(job.shards))
+                os._exit(1)
             loop.call_soon_threadsafe(inbox.put_nowait, msg)
 
     threading.Thread(target=read, daemon=True).start()
