@@ -81,12 +81,12 @@ class Serve:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
             return orjson.loads(r.read())
 
-    def post(self, path: str, body: Any = None) -> Any:
+    def post(self, path: str, body: Any = None, method: str = "POST") -> Any:
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}",
             data=orjson.dumps(body or {}),
             headers={"Authorization": f"Bearer {TOKEN}"},
-            method="POST",
+            method=method,
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             return orjson.loads(r.read())

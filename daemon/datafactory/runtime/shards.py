@@ -20,6 +20,7 @@ import contextlib
 import multiprocessing
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class Status:
     """How one shard is: what the parent shows and checkpoints."""
 
     phase: str = "provisioning"
+    at: float = 0.0  # when it was taken (epoch s): a worker's status is up to 0.5 s old
     snapshot: dict[str, Any] = field(default_factory=dict)
     marks: dict[str, tuple[int, int]] = field(default_factory=dict)
     # counters of exactly the events below the marks (taken with them), and live ones
@@ -144,6 +146,7 @@ class Host:
         for i, e in self.engines.items():
             out[i] = Status(
                 phase=self.phases[i],
+                at=time.time(),
                 snapshot=e.snapshot(),
                 marks=e.marks(),
                 at_mark=e.counters(at_mark=True),
@@ -333,7 +336,7 @@ class Shards:
         for s in st.values():
             merged = merge(merged, s.snapshot)
         merged["shards"] = {
-            str(i): {"phase": s.phase, "streams": s.snapshot.get("streams", {})}
+            str(i): {"phase": s.phase, "at": s.at, "streams": s.snapshot.get("streams", {})}
             for i, s in sorted(st.items())
         }
         return merged
