@@ -65,6 +65,7 @@ bench: install        ## throughput figures as ratios to baselines measured in t
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/shards.py
 
 clean:
 	rm -rf $(VENV) build data artifacts *.egg-info .pytest_cache .mypy_cache .ruff_cache

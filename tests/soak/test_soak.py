@@ -140,7 +140,11 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
         assert view["state"] == "COMPLETED", d.logs()
         os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
         cfg = parse_config(CONFIG.format(rate=100, **args))
-        report = asyncio.run(verify(cfg, quiet=5.0))
+        verify_started = time.monotonic()
+        # Tansu reads a topic kept in S3 back one object at a time: a long run's topic can
+        # pause for seconds between fetches, so the reader waits longer for quiet
+        report = asyncio.run(verify(cfg, quiet=READ_QUIET))
+        verify_seconds = time.monotonic() - verify_started
     finally:
         broker.stop()
         os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -158,6 +162,9 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
         "reloads_rejected": rejected,
         "broker": broker_bootstrap,
         "released": {k: v["released"] for k, v in view["streams"].items()},
+        # what each sink acknowledged, by the ledger (beside what reading it back found)
+        "acked": {f"{c['sink']}/{c['stream']}": c["acked"] for c in view["counters"]},
+        "verify_seconds": round(verify_seconds, 1),
         "sinks": {
             sink: {
                 st: {k: row[k] for k in ("delivered", "missing", "shed", "duplicated_beyond")}
@@ -183,6 +190,9 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
             assert row["missing"] == 0 and row["delivered"] > 0, (sink, st, row)
     assert kills >= 1 and reloads >= 1
     return summary
+
+
+READ_QUIET = 30.0
 
 
 def scrape(port: int) -> dict[str, float]:
