@@ -114,3 +114,56 @@ async def test_a_daemon_on_postgres_resumes_only_its_own_runs(tmp_path: Path) ->
     counters = resumed.counters()[("retail.pos_transaction", "out")]
     assert counters["acked"] == lines > 2000
     await again.close()
+
+
+async def test_shard_leases_one_holder_take_over_after_expiry_and_fencing(ledger: Ledger) -> None:
+    """Shard leases: a shard has one holder at a time, a take-over raises the epoch, and the
+    old holder can neither renew nor move a checkpoint mark (on both databases)."""
+    from datafactory.control import leases
+    from datafactory.control.ledger import Fenced
+
+    r = record(owner="")
+    await ledger.create_run(r)
+    await leases.open_shards(ledger, r.id, 4)
+    await leases.open_shards(ledger, r.id, 4)  # again: nothing changes
+    a = await leases.claim(ledger, r.id, "daemon-a", ttl=0.5, most=3)
+    b = await leases.claim(ledger, r.id, "daemon-b", ttl=30)
+    assert [x.shard for x in a] == [0, 1, 2] and [x.shard for x in b] == [3]
+    assert await leases.claim(ledger, r.id, "daemon-c", ttl=30) == []  # all held
+    # two daemons race for the same expired shards: each shard goes to exactly one
+    await asyncio.sleep(0.7)
+    other = open_ledger(ledger.url)  # another daemon's own connections
+    await other.open()
+    try:
+        c, d = await asyncio.gather(
+            leases.claim(ledger, r.id, "daemon-c", ttl=30),
+            leases.claim(other, r.id, "daemon-d", ttl=30),
+        )
+    finally:
+        await other.close()
+    taken = sorted(x.shard for x in c + d)
+    assert taken == [0, 1, 2]
+    assert all(x.epoch == 2 for x in c + d)
+    # daemon-a comes back: its leases are gone, its checkpoint is refused whole
+    old = a[0]
+    assert not await leases.renew(ledger, old, 30)
+    key = ("retail.pos_transaction#0", "bus")
+    with pytest.raises(Fenced):
+        await ledger.checkpoint(
+            r.id, {"retail.pos_transaction#0": (999, 999)}, {key: {"acked": 999}},
+            fence=leases.renewal(old, await ledger.now() + 30),
+        )  # fmt: skip
+    assert "retail.pos_transaction#0" not in await ledger.checkpoints(r.id)
+    holder = next(x for x in c + d if x.shard == 0)
+    await ledger.checkpoint(
+        r.id, {"retail.pos_transaction#0": (50, 60)}, {key: {"acked": 50}},
+        fence=leases.renewal(holder, await ledger.now() + 30),
+    )  # fmt: skip
+    assert (await ledger.checkpoints(r.id))["retail.pos_transaction#0"] == (50, 60)
+    # a finished shard is nobody's to take again
+    assert await leases.release(ledger, holder, done=True)
+    assert not await leases.release(ledger, old)
+    rows = {x.shard: x for x in await leases.shards(ledger, r.id)}
+    assert rows[0].state == "done" and rows[0].owner == ""
+    await asyncio.sleep(0.1)
+    assert 0 not in [x.shard for x in await leases.claim(ledger, r.id, "daemon-e", ttl=1)]

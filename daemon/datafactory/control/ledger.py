@@ -37,6 +37,13 @@ _TABLES = [
     """CREATE TABLE IF NOT EXISTS checkpoints (
         run_id TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, released BIGINT NOT NULL,
         at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, stream))""",
+    # a sharded stream run's shards: who runs each (a lease: owner, expiry, and an epoch that
+    # every take-over raises, so a daemon that lost a shard cannot write for it), and whether
+    # it is done (see datafactory.control.leases)
+    """CREATE TABLE IF NOT EXISTS shard_leases (
+        run_id TEXT NOT NULL, shard INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '',
+        expires DOUBLE PRECISION NOT NULL DEFAULT 0, epoch BIGINT NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'open', PRIMARY KEY (run_id, shard))""",
     # batch mode: a (shard, day) partition is written once its files are all in place
     """CREATE TABLE IF NOT EXISTS batch_partitions (
         batch_id TEXT NOT NULL, shard INTEGER NOT NULL, chunk INTEGER NOT NULL,
@@ -46,6 +53,11 @@ _TABLES = [
 ]
 # columns added since a table was first made: (table, column, type); added where missing
 _ADDED = [("counters", "shed", "BIGINT NOT NULL DEFAULT 0")]
+
+
+class Fenced(RuntimeError):
+    """A statement that had to change exactly one row (a lease held) changed none: the whole
+    transaction was rolled back."""
 
 
 @dataclass
@@ -91,8 +103,19 @@ class Ledger(ABC):
     async def _fetch(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
 
     @abstractmethod
-    async def _many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Several statements in one transaction."""
+    async def _many(
+        self, statements: list[tuple[str, tuple[Any, ...]]], fenced: frozenset[int] = frozenset()
+    ) -> None:
+        """Several statements in one transaction. Those at the indexes ``fenced`` must each
+        change exactly one row, else nothing is changed and :class:`Fenced` is raised."""
+
+    @abstractmethod
+    async def _update(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """One statement; how many rows it changed."""
+
+    async def now(self) -> float:
+        """The ledger's clock (epoch s): every daemon sharing a ledger measures leases by it."""
+        return time.time()
 
     async def create_run(self, r: RunRecord) -> None:
         await self._many(
@@ -146,9 +169,12 @@ class Ledger(ABC):
         run_id: str,
         marks: dict[str, tuple[int, int]],
         counters: dict[tuple[str, str], dict[str, int]],
+        fence: tuple[str, tuple[Any, ...]] | None = None,
     ) -> None:
         """Per stream (seq every event below is accounted for, released) and the counters,
-        in one transaction: a restart resumes from a consistent point."""
+        in one transaction: a restart resumes from a consistent point. ``fence``: a statement
+        that must change one row in the same transaction (a shard's lease renewed: a daemon
+        that lost the lease moves no mark)."""
         now = time.time()
         stmts: list[tuple[str, tuple[Any, ...]]] = [
             (
@@ -171,7 +197,10 @@ class Ledger(ABC):
                 )
             )
         stmts.append(("UPDATE runs SET updated = ? WHERE id = ?", (now, run_id)))
-        await self._many(stmts)
+        if fence is None:
+            await self._many(stmts)
+        else:
+            await self._many([fence, *stmts], frozenset({0}))
 
     async def batch_partition_done(
         self,
@@ -297,13 +326,21 @@ class SqliteLedger(Ledger):
         async with self._lock:
             return await asyncio.to_thread(run)
 
-    async def _many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+    async def _update(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        async with self._lock:
+            cur = await asyncio.to_thread(self._conn().execute, sql, args)
+            return int(cur.rowcount)
+
+    async def _many(
+        self, statements: list[tuple[str, tuple[Any, ...]]], fenced: frozenset[int] = frozenset()
+    ) -> None:
         def run() -> None:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, args in statements:
-                    db.execute(sql, args)
+                for i, (sql, args) in enumerate(statements):
+                    if db.execute(sql, args).rowcount != 1 and i in fenced:
+                        raise Fenced(sql.split(" WHERE")[0])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -355,10 +392,28 @@ class PostgresLedger(Ledger):
         async with self._pool.acquire() as conn:
             return [tuple(r) for r in await conn.fetch(_pg(sql), *args)]
 
-    async def _many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+    async def _update(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        async with self._pool.acquire() as conn:
+            return _rows(await conn.execute(_pg(sql), *args))
+
+    async def _many(
+        self, statements: list[tuple[str, tuple[Any, ...]]], fenced: frozenset[int] = frozenset()
+    ) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            for sql, args in statements:
-                await conn.execute(_pg(sql), *args)
+            for i, (sql, args) in enumerate(statements):
+                status = await conn.execute(_pg(sql), *args)
+                if i in fenced and _rows(status) != 1:
+                    raise Fenced(sql.split(" WHERE")[0])  # the transaction rolls back
+
+    async def now(self) -> float:
+        async with self._pool.acquire() as conn:
+            return float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+
+
+def _rows(status: str) -> int:
+    """Rows a statement changed, from asyncpg's status ("UPDATE 1", "INSERT 0 1")."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def open_ledger(url: str) -> Ledger:
