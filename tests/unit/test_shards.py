@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datafactory.pack import SEQ_SHARD_BITS, Shard
-from datafactory.runtime.shards import _one_result, merge, shard_key, split_key
+from datafactory.runtime.host import one_result
+from datafactory.runtime.shards import merge, per_shard, shard_key, split_key
 
 
 def test_a_total_splits_into_parts_that_add_up() -> None:
@@ -21,6 +22,10 @@ def test_each_shard_has_its_own_seq_space() -> None:
 def test_shard_keys_round_trip_even_with_hashes_in_names() -> None:
     assert split_key(shard_key("retail.pos_transaction", 12)) == ("retail.pos_transaction", 12)
     assert split_key(shard_key("a#b", 0)) == ("a#b", 0)
+    assert split_key("retail.pos_transaction") is None  # an unsharded run's key
+    assert per_shard({"s#0": 5, "s#1": 7, "t#1": 2, "s": 9, "s#4": 1}, 2) == {
+        0: {"s": 5}, 1: {"s": 7, "t": 2}
+    }  # fmt: skip
 
 
 def test_snapshots_merge_as_one_run() -> None:
@@ -46,6 +51,6 @@ def test_snapshots_merge_as_one_run() -> None:
 
 def test_a_reload_needs_a_restart_if_any_shard_says_so() -> None:
     ok = {"applied": ["rate:s"], "needs_restart": []}
-    assert _one_result([ok, ok]) == ok
+    assert one_result([ok, ok]) == ok
     no = {"applied": [], "needs_restart": ["sinks"]}
-    assert _one_result([ok, no]) == {"applied": [], "needs_restart": ["sinks"]}
+    assert one_result([ok, no]) == {"applied": [], "needs_restart": ["sinks"]}

@@ -16,13 +16,8 @@ Its marks and counters are per shard: a stream's key is ``<stream>#<shard>``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import multiprocessing
 import shutil
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +26,12 @@ from prometheus_client import CollectorRegistry
 
 from datafactory.config import Config
 from datafactory.lifecycle.manager import Lifecycle
-from datafactory.pack import Shard, registered_sinks
+from datafactory.pack import registered_sinks
+from datafactory.runtime.host import PHASES, STATUS_INTERVAL, Host, ShardJob, Status, one_result
 from datafactory.sinks.base import SinkContext
 from datafactory.telemetry.metrics import Families, Labelled
 
 log = structlog.get_logger("datafactory.shards")
-
-STATUS_INTERVAL = 0.5  # how often a worker process tells its parent how its shards are
-PHASES = ("provisioning", "running", "draining", "done")
 
 
 def shard_key(stream: str, shard: int) -> str:
@@ -46,228 +39,20 @@ def shard_key(stream: str, shard: int) -> str:
     return f"{stream}#{shard}"
 
 
-def split_key(key: str) -> tuple[str, int]:
+def split_key(key: str) -> tuple[str, int] | None:
+    """(stream, shard) of a :func:`shard_key`; None for any other key."""
     stream, _, shard = key.rpartition("#")
-    return stream, int(shard)
+    return (stream, int(shard)) if stream and shard.isdigit() else None
 
 
 def per_shard(marks: dict[str, int], count: int) -> dict[int, dict[str, int]]:
     """Marks keyed by :func:`shard_key`, per shard (``count`` shards, each present)."""
     out: dict[int, dict[str, int]] = {i: {} for i in range(count)}
     for key, m in marks.items():
-        stream, _, shard = key.rpartition("#")
-        if stream and shard.isdigit() and int(shard) in out:
-            out[int(shard)][stream] = m
+        split = split_key(key)
+        if split is not None and split[1] in out:
+            out[split[1]][split[0]] = m
     return out
-
-
-@dataclass
-class ShardJob:
-    """What a host of shards needs to start them (picklable: it goes to worker processes)."""
-
-    config: Config
-    shards: dict[int, dict[str, int] | None]  # shard -> its marks to resume from (or None)
-    endpoints: dict[str, str]  # the run's local stand-ins (provisioned by the parent)
-    journal: Path | None  # the run's journal folder: shard i's is journal/shard-i
-    buffers: Path  # the run's buffer folder: shard i's is buffers/shard-i
-    paused: bool = False
-    log_level: str = "info"
-    log_format: str = "json"
-
-
-@dataclass
-class Status:
-    """How one shard is: what the parent shows and checkpoints."""
-
-    phase: str = "provisioning"
-    at: float = 0.0  # when it was taken (epoch s): a worker's status is up to 0.5 s old
-    snapshot: dict[str, Any] = field(default_factory=dict)
-    marks: dict[str, tuple[int, int]] = field(default_factory=dict)
-    # counters of exactly the events below the marks (taken with them), and live ones
-    at_mark: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    live: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    metrics: Families = field(default_factory=list)
-
-
-# -- one process's shards ------------------------------------------------------------------
-
-
-class Host:
-    """Shards as engines in this process's event loop (in the parent, or in a worker)."""
-
-    def __init__(self, job: ShardJob) -> None:
-        from datafactory.runtime.engine import Engine
-        from datafactory.telemetry.metrics import Metrics
-
-        self.job = job
-        self.phases: dict[int, str] = {}
-        count = job.config.run.shards
-        self.engines: dict[int, Engine] = {}
-        for i, marks in sorted(job.shards.items()):
-            self.phases[i] = "provisioning"
-            self.engines[i] = Engine(
-                job.config,
-                metrics=Metrics(),
-                resume=marks,
-                on_phase=self._phase_of(i),
-                buffers=job.buffers / f"shard-{i}",
-                journal=job.journal / f"shard-{i}" if job.journal is not None else None,
-                shard=Shard(i, count),
-                endpoints=job.endpoints,
-            )
-            if job.paused:
-                self.engines[i].pause()
-
-    def _phase_of(self, i: int) -> Callable[[str], None]:
-        def set_phase(phase: str) -> None:
-            self.phases[i] = phase
-
-        return set_phase
-
-    async def run(self) -> dict[int, dict[str, Any] | str]:
-        """Every shard to its end: its summary, or what failed."""
-        results = await asyncio.gather(
-            *(e.run() for e in self.engines.values()), return_exceptions=True
-        )
-        out: dict[int, dict[str, Any] | str] = {}
-        for i, r in zip(self.engines, results, strict=True):
-            self.phases[i] = "done"
-            if isinstance(r, BaseException):
-                log.error("shard_failed", shard=i, error=str(r))
-                out[i] = str(r) or repr(r)
-            else:
-                out[i] = r
-        return out
-
-    def status(self) -> dict[int, Status]:
-        from datafactory.telemetry.metrics import families
-
-        out = {}
-        for i, e in self.engines.items():
-            out[i] = Status(
-                phase=self.phases[i],
-                at=time.time(),
-                snapshot=e.snapshot(),
-                marks=e.marks(),
-                at_mark=e.counters(at_mark=True),
-                live=e.counters(),
-                metrics=families(e.metrics.registry),
-            )
-        return out
-
-    def command(self, op: str, arg: Any = None) -> Any:
-        """stop / pause / resume / checkpointed: to every shard here."""
-        for i, e in self.engines.items():
-            if op == "stop":
-                e.stop(suspend=bool(arg))
-            elif op == "pause":
-                e.pause()
-            elif op == "resume":
-                e.resume()
-            elif op == "checkpointed":
-                e.checkpointed(arg.get(i, {}))
-            else:
-                raise ValueError(f"unknown shard command {op!r}")
-
-    async def reload(self, new: Config) -> dict[str, Any]:
-        results = [await e.reload(new) for e in self.engines.values()]
-        return _one_result(results)
-
-
-def _one_result(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """What several shards did with one reload: the same, or what needs a restart anywhere."""
-    restart = sorted({x for r in results for x in r["needs_restart"]})
-    if restart:
-        return {"applied": [], "needs_restart": restart}
-    applied = list(dict.fromkeys(x for r in results for x in r["applied"]))
-    return {"applied": applied, "needs_restart": []}
-
-
-# -- a worker process's shards, seen from the parent ------------------------------------
-
-
-class Worker:
-    """A worker process hosting some shards; its statuses as it last sent them."""
-
-    def __init__(self, job: ShardJob, on_status: Callable[[], None]) -> None:
-        self.job = job
-        self.statuses: dict[int, Status] = {i: Status() for i in job.shards}
-        self.results: dict[int, dict[str, Any] | str] | None = None
-        self._on_status = on_status
-        self._replies: dict[int, asyncio.Future[Any]] = {}
-        self._token = 0
-        self._done: asyncio.Future[dict[int, dict[str, Any] | str]] | None = None
-
-    def start(self) -> None:
-        from datafactory.runtime import worker
-
-        loop = asyncio.get_running_loop()
-        self._done = loop.create_future()
-        ctx = multiprocessing.get_context("spawn")  # no forked event loop, no copied threads
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=worker.main, args=(child, self.job), name=f"shards-{min(self.job.shards)}"
-        )
-        self.process.start()
-        child.close()
-        threading.Thread(target=self._read, args=(loop,), daemon=True).start()
-
-    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The worker's messages, handed to the loop (in a thread: ``recv`` blocks)."""
-        while True:
-            try:
-                msg = self.conn.recv()
-            except (EOFError, OSError):
-                break
-            loop.call_soon_threadsafe(self._on_message, msg)
-        loop.call_soon_threadsafe(self._ended)
-
-    def _on_message(self, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind == "status":
-            self.statuses.update(msg[1])
-            self._on_status()
-        elif kind == "reply":
-            fut = self._replies.pop(msg[1], None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg[2])
-        elif kind == "done":
-            self.results = msg[1]
-
-    def _ended(self) -> None:
-        """The pipe closed: the worker is gone (its results sent, or it died)."""
-        self.process.join(timeout=5)
-        results = self.results
-        if results is None:
-            code = self.process.exitcode
-            results = {
-                i: f"worker process exited ({code}) before its shard ended" for i in self.job.shards
-            }
-        for fut in self._replies.values():
-            if not fut.done():
-                fut.set_exception(RuntimeError("worker process ended"))
-        if self._done is not None and not self._done.done():
-            self._done.set_result(results)
-
-    def send(self, op: str, arg: Any = None) -> None:
-        with contextlib.suppress(OSError, ValueError):  # a worker that ended has no pipe
-            self.conn.send(("command", op, arg))
-
-    async def reload(self, new: Config) -> dict[str, Any]:
-        self._token += 1
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._replies[self._token] = fut
-        self.conn.send(("reload", self._token, new))
-        result: dict[str, Any] = await fut
-        return result
-
-    async def wait(self) -> dict[int, dict[str, Any] | str]:
-        assert self._done is not None
-        return await self._done
-
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
 
 
 # -- the run as a whole ---------------------------------------------------------------------
@@ -305,12 +90,12 @@ class Shards:
         self.journal = journal
         self.buffers = buffers or state_dir() / "buffers" / safe_name(config.run.name)
         self.on_phase = on_phase
-        self._phase = ""
+        self._phase = 0  # the run's phase, as an index of PHASES
         self._stop = asyncio.Event()
         self._suspend = False
         self._paused = False
         self._host: Host | None = None
-        self._workers: list[Worker] = []
+        self._workers: list[Any] = []  # worker.Worker: the processes running the shards
         registry = CollectorRegistry()
         registry.register(Labelled(self._metric_sources))
         self.metrics = _RegistryView(registry)
@@ -399,7 +184,7 @@ class Shards:
             results.append(await self._host.reload(new))
         for w in self._workers:
             results.append(await w.reload(new))
-        result = _one_result(results)
+        result = one_result(results)
         if not result["needs_restart"]:
             self.config = new
         return result
@@ -414,15 +199,12 @@ class Shards:
     def _phases(self) -> None:
         """The run's phase follows its shards': running once all run, draining once all
         drain."""
-        phases = [s.phase for s in self.statuses().values()]
+        phases = [PHASES.index(s.phase) for s in self.statuses().values()]
         if not phases or self.on_phase is None:
             return
-        lowest = min(PHASES.index(p) for p in phases if p in PHASES)
         for p in ("running", "draining"):
-            if lowest >= PHASES.index(p) and PHASES.index(
-                self._phase or "provisioning"
-            ) < PHASES.index(p):
-                self._phase = p
+            if min(phases) >= PHASES.index(p) > self._phase:
+                self._phase = PHASES.index(p)
                 self.on_phase(p)
 
     async def run(self) -> dict[str, Any]:
@@ -471,6 +253,8 @@ class Shards:
             finally:
                 ticker.cancel()
                 self._phases()
+        from datafactory.runtime.worker import Worker
+
         self._workers = [Worker(job(g), self._phases) for g in groups]
         for w in self._workers:
             w.start()

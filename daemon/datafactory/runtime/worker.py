@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 import structlog
 
-from datafactory.runtime.shards import STATUS_INTERVAL, Host, ShardJob
+from datafactory.config import Config
+from datafactory.runtime.host import STATUS_INTERVAL, Host, ShardJob, Status
 
 log = structlog.get_logger("datafactory.worker")
 
@@ -90,3 +93,88 @@ async def _serve(conn: Connection, job: ShardJob) -> None:
     send(("status", host.status()))
     send(("done", results))
     log.info("worker_done", shards=sorted(results))
+
+
+# -- the parent's side ------------------------------------------------------------------
+
+
+class Worker:
+    """A worker process hosting some shards; its statuses as it last sent them."""
+
+    def __init__(self, job: ShardJob, on_status: Callable[[], None]) -> None:
+        self.job = job
+        self.statuses: dict[int, Status] = {i: Status() for i in job.shards}
+        self.results: dict[int, dict[str, Any] | str] | None = None
+        self._on_status = on_status
+        self._replies: dict[int, asyncio.Future[Any]] = {}
+        self._token = 0
+        self._done: asyncio.Future[dict[int, dict[str, Any] | str]] | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        ctx = multiprocessing.get_context("spawn")  # no forked event loop, no copied threads
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=main, args=(child, self.job), name=f"shards-{min(self.job.shards)}"
+        )
+        self.process.start()
+        child.close()
+        threading.Thread(target=self._read, args=(loop,), daemon=True).start()
+
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The worker's messages, handed to the loop (in a thread: ``recv`` blocks)."""
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            loop.call_soon_threadsafe(self._on_message, msg)
+        loop.call_soon_threadsafe(self._ended)
+
+    def _on_message(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "status":
+            self.statuses.update(msg[1])
+            self._on_status()
+        elif kind == "reply":
+            fut = self._replies.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg[2])
+        elif kind == "done":
+            self.results = msg[1]
+
+    def _ended(self) -> None:
+        """The pipe closed: the worker is gone (its results sent, or it died)."""
+        self.process.join(timeout=5)
+        results = self.results
+        if results is None:
+            code = self.process.exitcode
+            results = {
+                i: f"worker process exited ({code}) before its shard ended" for i in self.job.shards
+            }
+        for fut in self._replies.values():
+            if not fut.done():
+                fut.set_exception(RuntimeError("worker process ended"))
+        if self._done is not None and not self._done.done():
+            self._done.set_result(results)
+
+    def send(self, op: str, arg: Any = None) -> None:
+        with contextlib.suppress(OSError, ValueError):  # a worker that ended has no pipe
+            self.conn.send(("command", op, arg))
+
+    async def reload(self, new: Config) -> dict[str, Any]:
+        self._token += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._replies[self._token] = fut
+        self.conn.send(("reload", self._token, new))
+        result: dict[str, Any] = await fut
+        return result
+
+    async def wait(self) -> dict[int, dict[str, Any] | str]:
+        assert self._done is not None
+        return await self._done
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
