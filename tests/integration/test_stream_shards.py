@@ -127,3 +127,24 @@ def test_the_shards_rates_add_up_to_the_profile(outputs: dict[str, Path]) -> Non
     whole, parts = released(outputs["one"]), released(outputs["w2"])
     assert whole > 4_000
     assert whole - 3 <= parts <= whole
+
+
+def test_on_the_wall_clock_every_shard_starts_when_the_run_does(tmp_path: Path) -> None:
+    """A worker process that comes up later catches up from the run's start: the catalogue
+    shard 0 lists is never later than another shard's opening stock of it."""
+    cfg = CFG.replace("clock: simulated, start: 2026-03-02T00:00:00Z, duration: 5d", "duration: 3s")
+    cfg = cfg.replace("base: 0.012", "base: 300").replace(" expected_daily_transactions: 900,", "")
+    out = tmp_path / "wall"
+    (tmp_path / "wall.yaml").write_text(cfg.format(out=out, shards=3))
+    r = subprocess.run(
+        [*CLI, "run", str(tmp_path / "wall.yaml"), "--workers", "2"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    starts = {
+        min(x["event_time"] for x in rows(out, "inventory_movement", shard)) for shard in range(3)
+    }
+    assert len(starts) == 1, starts
+    streams = {name: by_time(rows(out, name)) for name in STREAMS}
+    assert check_references(streams) == (6, 300)

@@ -25,7 +25,7 @@ import yaml
 from datafactory.config import Config, ConfigError, parse_config
 from datafactory.control.ledger import Ledger, RunRecord
 from datafactory.lifecycle.registry import state_dir
-from datafactory.runtime.diff import edit
+from datafactory.runtime.diff import diff, edit
 from datafactory.runtime.engine import Engine
 from datafactory.runtime.shards import Shards, per_shard
 from datafactory.states import StateError, allowed_locations, check_location
@@ -252,7 +252,8 @@ class RunManager:
         async with run._lock:
             if run.state != State.PAUSED:
                 raise IllegalTransition(run.id, run.state, State.RUNNING, "resume")
-            assert run.engine is not None
+            if run.engine is None:  # a restarted paused run whose engine is being built
+                raise IllegalTransition(run.id, run.state, State.RUNNING, "resume it yet")
             run.engine.resume()
             await self._move(run, State.RUNNING, "api")
         return run
@@ -312,7 +313,7 @@ class RunManager:
 
     def _live(self, run_id: str, action: str) -> Run:
         run = self.get(run_id)
-        if run.engine is None or run.state not in LIVE:
+        if run.state not in LIVE:
             raise IllegalTransition(run.id, run.state, run.state, action)
         return run
 
@@ -320,9 +321,13 @@ class RunManager:
         """Apply a new version of a run's config live (chaos, rates); raises ConfigError."""
         run = self.get(run_id)
         new = await asyncio.to_thread(parse_config, text, run.record.source)
-        if run.engine is None or run.state not in LIVE:
+        if run.state not in LIVE:
             raise IllegalTransition(run.id, run.state, run.state, "reload")
-        result = await run.engine.reload(new)
+        if run.engine is not None:
+            result = await run.engine.reload(new)
+        else:  # still provisioning: its engine is built from this config
+            d = diff(run.config, new)
+            result = {"applied": [] if d.restart else d.described(), "needs_restart": [*d.restart]}
         if not result["needs_restart"]:
             run.config = new
             run.record.config, run.record.config_hash = text, config_hash(text)
@@ -412,6 +417,8 @@ class RunManager:
             run.engine = engine
             if paused:
                 engine.pause()
+            if run.cancelled:  # stopped while it was being built
+                engine.stop()
             task = asyncio.create_task(engine.run())
             follower = asyncio.create_task(self._follow(run, phases, paused))
             try:

@@ -53,6 +53,13 @@ class Diff:
     def __bool__(self) -> bool:
         return bool(self.streams or self.sinks or self.chaos or self.restart)
 
+    def described(self) -> list[str]:
+        """What a run not yet built takes as it is (named as ``Engine.apply`` names it)."""
+        out = ["chaos"] if self.chaos else []
+        out += [f"rate:{x}" for x in self.streams.to_change]
+        out += [f"added:{x}" for x in self.streams.to_add]
+        return out + [f"removed:{x}" for x in self.streams.to_remove]
+
 
 def diff(old: Config, new: Config) -> Diff:
     old_streams = {p.event_type: p for p in old.streams}

@@ -60,6 +60,7 @@ class Engine:
         journal: Path | None = None,
         shard: Shard | None = None,
         endpoints: dict[str, str] | None = None,
+        origin: float | None = None,
     ) -> None:
         """``state``: a batch run's final state (``datafactory.batch.simulate.load_state``):
         the packs go on from it, each stream from the seq after the history's last.
@@ -70,7 +71,9 @@ class Engine:
         ``shard``: this engine runs one shard of a sharded run (its own entities, seqs and
         part of each rate). ``endpoints``: the run's sinks were provisioned by whoever runs
         its shards (:mod:`.shards`), with local stand-ins at these addresses: this engine
-        neither provisions nor tears down."""
+        neither provisions nor tears down. ``origin``: when the run began (epoch s; default:
+        now): a sharded run's shards start their streams at the same instant, so what one
+        shard creates at the start (a catalogue) is not later than what another does with it."""
         self.config = config
         self.shard = shard or Shard()
         self.endpoints = endpoints
@@ -112,6 +115,7 @@ class Engine:
             else config.run.start_epoch()
         )
         self.journal = Journal(journal) if journal is not None else None
+        self._origin = origin
         begun = start(
             config, self._sim_start or time.time(), state, self.journal, resume, self.shard
         )
@@ -173,11 +177,12 @@ class Engine:
             k.add_stream(s.name, lane.gen.schema, self.config.run.seed)
         return s
 
-    def _start_stream(self, s: StreamRuntime) -> None:
+    def _start_stream(self, s: StreamRuntime, at_us: int | None = None) -> None:
+        """``at_us``: when it starts (default: now)."""
         if s.resumed and s.lane.at_us is not None:  # goes on along its journaled timeline
             s.start_us = round(s.lane.t0 * 1e6)
         else:
-            s.start_us = s.clock.now_us()
+            s.start_us = s.clock.now_us() if at_us is None else at_us
             self.driver.start(s.name, s.start_us)  # the profile starts when the stream starts
         if s.chaos is not None:
             s.chaos.start(s.start_us)
@@ -381,8 +386,9 @@ class Engine:
         if self.on_phase is not None:
             self.on_phase("running")
         self._streaming = True
+        began = None if self._origin is None else round(self._origin * 1e6)
         for s in self.streams:
-            self._start_stream(s)
+            self._start_stream(s, None if run.clock == "simulated" else began)
         writers = [asyncio.create_task(k.run(), name=f"sink:{k.name}") for k in self.sinks.values()]
         sampler = asyncio.create_task(
             report.sample(lambda: self.streams, self.sinks.values(), self.metrics), name="sampler"

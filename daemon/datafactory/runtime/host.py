@@ -32,6 +32,7 @@ class ShardJob:
     endpoints: dict[str, str]  # the run's local stand-ins (provisioned by the parent)
     journal: Path | None  # the run's journal folder: shard i's is journal/shard-i
     buffers: Path  # the run's buffer folder: shard i's is buffers/shard-i
+    origin: float  # when the run began (epoch s): every shard's streams start then
     paused: bool = False
     log_level: str = "info"
     log_format: str = "json"
@@ -73,6 +74,7 @@ class Host:
                 journal=job.journal / f"shard-{i}" if job.journal is not None else None,
                 shard=Shard(i, count),
                 endpoints=job.endpoints,
+                origin=job.origin,
             )
             if job.paused:
                 self.engines[i].pause()

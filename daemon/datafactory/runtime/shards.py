@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -238,9 +239,19 @@ class Shards:
         for k, (i, marks) in enumerate(sorted(self.shards.items())):
             groups[k % self.workers][i] = marks
 
+        origin = time.time()  # one start for all (a worker that starts later catches up)
+
         def job(shards: dict[int, dict[str, int] | None]) -> ShardJob:
             return ShardJob(
-                self.config, shards, endpoints, self.journal, self.buffers, self._paused, level, fmt
+                self.config,
+                shards,
+                endpoints,
+                self.journal,
+                self.buffers,
+                origin,
+                self._paused,
+                level,
+                fmt,
             )
 
         if self.workers == 1:
