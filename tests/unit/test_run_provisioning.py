@@ -42,7 +42,7 @@ async def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     m = RunManager(open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}"), data_root=tmp_path)
     await m.start()
     yield m, gate
-    await m.close(drain=False)
+    await m.close()
 
 
 async def until(cond: Any, within: float = 10.0) -> None:
