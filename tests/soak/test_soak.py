@@ -167,7 +167,10 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
         "verify_seconds": round(verify_seconds, 1),
         "sinks": {
             sink: {
-                st: {k: row[k] for k in ("delivered", "missing", "shed", "duplicated_beyond")}
+                st: {
+                    k: row[k]
+                    for k in ("delivered", "missing", "missing_sample", "shed", "duplicated_beyond")
+                }
                 for st, row in streams.items()
             }
             for sink, streams in report["sinks"].items()

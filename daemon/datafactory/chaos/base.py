@@ -224,6 +224,10 @@ class Step:
     def held(self) -> int:
         return 0
 
+    def lowest_held(self) -> int | None:
+        """The lowest seq held back (None: nothing is)."""
+        return None
+
     # byte-level steps
     def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
         raise NotImplementedError
@@ -285,6 +289,10 @@ class HoldingStep(Step):
 
     def held(self) -> int:
         return len(self.holding)
+
+    def lowest_held(self) -> int | None:
+        b = self.holding.block
+        return int(b.seq.min()) if b is not None and len(b) else None
 
 
 def target_fields(

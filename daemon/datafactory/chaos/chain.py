@@ -80,6 +80,13 @@ class Chain:
     def held(self) -> int:
         return sum(s.held() for s in self.steps) + (len(self.carry) if self.carry else 0)
 
+    def lowest_held(self) -> int | None:
+        """The lowest seq held back (None: nothing is)."""
+        lows = [low for s in self.steps if (low := s.lowest_held()) is not None]
+        if self.carry is not None and len(self.carry):
+            lows.append(int(self.carry.seq.min()))
+        return min(lows) if lows else None
+
     def adopt(self, old: Chain) -> None:
         """Take over what ``old`` held back (a live change rebuilt the chain): it goes out
         with the next slice, as it is (its faults are already written down)."""

@@ -73,15 +73,20 @@ class Manifest:
         run_seed: int,
         released: Callable[[], dict[str, int]],
         shard: Shard | None = None,
+        barrier: Callable[[], Callable[[], None]] | None = None,
     ) -> None:
         """``shard``: the part of a sharded run this manifest speaks for (its seqs start at
-        ``shard.seq_base``; its files are named by shard so the parts never collide)."""
+        ``shard.seq_base``; its files are named by shard so the parts never collide).
+        ``barrier``: called as a flush takes the pending faults; what it returns is called
+        once they are written (the run's checkpoint mark waits for it: a restart must never
+        resume past a fault the manifest lost)."""
         self.sink = sink
         self.format = fmt
         self.flush_interval = flush_interval
         self.run = run
         self.run_seed = run_seed
         self.released = released
+        self.barrier = barrier
         self.shard = shard or Shard()
         self.label = self.run if self.shard.count == 1 else f"{run}-shard{self.shard.index}"
         self.pending: list[Fault] = []
@@ -110,6 +115,7 @@ class Manifest:
 
     async def flush(self, final: bool) -> None:
         async with self._lock:
+            written = self.barrier() if self.barrier is not None else None
             faults, self.pending = self.pending, []
             rows: list[dict[str, Any]] = []
             for f in faults:
@@ -132,6 +138,8 @@ class Manifest:
                 try:
                     await self._write(rows)
                     self.written += len(rows)
+                    if written is not None:
+                        written()
                     return
                 except Exception as e:
                     self.errors += 1

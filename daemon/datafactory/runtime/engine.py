@@ -155,6 +155,7 @@ class Engine:
                 config.run.seed,
                 lambda: {s.name: s.released for s in self.streams},
                 self.shard,
+                self._truth_barrier,
             )
         self._set_chaos(list(config.chaos))
 
@@ -168,7 +169,7 @@ class Engine:
         # the profile starts when the stream starts (set again then)
         lane = self.driver.lanes.get(plan.event_type) or self.driver.add(plan, t0=clock.now())
         targets = [self.sinks[s] for s in plan.sinks]
-        book = SliceBook(lane.seq if mark is None else mark)
+        book = SliceBook(lane.seq if mark is None else mark, gated=self.config.manifest_sink is not None)
         s = StreamRuntime(plan, lane.pack, lane, clock, targets, book)
         s.first_seq = self.shard.seq_base
         s.max_events = None if plan.max_events is None else self.shard.split(plan.max_events)
@@ -310,9 +311,10 @@ class Engine:
             if mine:
                 self._late = [(t, b) for t, b in self._late if t is not s]
                 piece = concat([piece, *mine])
+        s.book.hold(self._held_below(s))
         if not len(piece):
             return
-        sid = s.book.open(end_seq, len(s.sinks))
+        sid = s.book.open(end_seq, len(s.sinks), int(piece.seq.min()))
         for k in s.sinks:
             await k.offer(s.name, piece, sid, s.book)
 
@@ -330,6 +332,24 @@ class Engine:
             self.chaos_counts[key] = self.chaos_counts.get(key, 0) + len(f.seq)
             self.metrics.chaos_injected.labels(*key).inc(len(f.seq))
         self._truth(faults.items)
+
+    def _held_below(self, s: StreamRuntime) -> int | None:
+        """The lowest seq of ``s`` still held back (by its chain, or left by a removed one)."""
+        lows = [int(b.seq.min()) for t, b in self._late if t is s and len(b)]
+        if s.chaos is not None and (low := s.chaos.lowest_held()) is not None:
+            lows.append(low)
+        return min(lows) if lows else None
+
+    def _truth_barrier(self) -> Callable[[], None]:
+        """The manifest is taking its pending faults: once written, every stream's mark may
+        pass the slices they belong to."""
+        at = [(s.book, s.book.truth_barrier()) for s in self.streams]
+
+        def written() -> None:
+            for book, barrier in at:
+                book.truth_written(barrier)
+
+        return written
 
     def _truth(self, faults: list[Fault]) -> None:
         """Faults injected, events shed, bytes rendered: into the manifest."""
@@ -431,7 +451,7 @@ class Engine:
     async def _close(self) -> None:
         if self.manifest is not None:
             try:
-                await self.manifest.flush(final=True)
+                await self.manifest.flush(final=not self._suspend)
             finally:
                 await self.manifest.sink.close()
         for k in self.sinks.values():
