@@ -167,10 +167,7 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
         "verify_seconds": round(verify_seconds, 1),
         "sinks": {
             sink: {
-                st: {
-                    k: row[k]
-                    for k in ("delivered", "missing", "missing_sample", "shed", "duplicated_beyond")
-                }
+                st: {k: row[k] for k in SUMMARY}
                 for st, row in streams.items()
             }
             for sink, streams in report["sinks"].items()
@@ -196,6 +193,7 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
 
 
 READ_QUIET = 30.0
+SUMMARY = ("delivered", "missing", "missing_sample", "shed", "duplicated_beyond")
 
 
 def scrape(port: int) -> dict[str, float]:
