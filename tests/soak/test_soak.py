@@ -166,10 +166,7 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
         "acked": {f"{c['sink']}/{c['stream']}": c["acked"] for c in view["counters"]},
         "verify_seconds": round(verify_seconds, 1),
         "sinks": {
-            sink: {
-                st: {k: row[k] for k in SUMMARY}
-                for st, row in streams.items()
-            }
+            sink: {st: {k: row[k] for k in SUMMARY} for st, row in streams.items()}
             for sink, streams in report["sinks"].items()
         },
         "rss_mib_last": longest[-1][1] / 1024 if longest else None,

@@ -169,7 +169,8 @@ class Engine:
         # the profile starts when the stream starts (set again then)
         lane = self.driver.lanes.get(plan.event_type) or self.driver.add(plan, t0=clock.now())
         targets = [self.sinks[s] for s in plan.sinks]
-        book = SliceBook(lane.seq if mark is None else mark, gated=self.config.manifest_sink is not None)
+        gated = self.config.manifest_sink is not None  # the mark waits for the manifest
+        book = SliceBook(lane.seq if mark is None else mark, gated=gated)
         s = StreamRuntime(plan, lane.pack, lane, clock, targets, book)
         s.first_seq = self.shard.seq_base
         s.max_events = None if plan.max_events is None else self.shard.split(plan.max_events)
