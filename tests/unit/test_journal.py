@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from datafactory.config import parse_config
+from datafactory.control.journal_ledger import LedgerStore
+from datafactory.control.ledger import open_ledger
 from datafactory.encoders.base import EncodedBatch
 from datafactory.runtime.engine import Engine
+from datafactory.runtime.journal import Store
 from datafactory.sinks.base import Sink, SinkContext
 
 CFG = """
@@ -52,7 +56,9 @@ class Recorder(Sink):
         pass
 
 
-def engine(folder: Path, resume: dict[str, int] | None = None) -> tuple[Engine, Recorder]:
+def engine(
+    folder: Path | Store, resume: dict[str, int] | None = None
+) -> tuple[Engine, Recorder]:
     rec: list[Recorder] = []
 
     def factory(name: str, cfg: Any, ctx: SinkContext) -> Sink:
@@ -79,20 +85,38 @@ async def run_for(e: Engine, seconds: float, at: float | None = None) -> dict[st
     return marks
 
 
+@pytest.mark.parametrize("where", ["folder", "ledger"])
 async def test_a_restart_replays_the_journal_and_sends_the_same_events_again(
-    tmp_path: Path,
+    tmp_path: Path, where: str
 ) -> None:
+    """In a folder (a daemon's own run) or in the ledger (a shard any daemon may take over:
+    the second engine reads only what the ledger holds)."""
     folder = tmp_path / "journal"
-    first, a = engine(folder)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    await ledger.open()
+
+    async def store() -> Path | Store:
+        if where == "folder":
+            return folder
+        s = LedgerStore(ledger, "run-1", 0)
+        await s.load()
+        return s
+
+    first, a = engine(await store())
     marks = await run_for(first, 3.2, at=2.5)
-    assert (folder / "snapshot-2.state").exists()  # snapshots were taken (every second)
+    if where == "folder":
+        assert (folder / "snapshot-2.state").exists()  # snapshots were taken (every second)
+    else:
+        snaps = await ledger._fetch("SELECT part FROM journal_snapshots")
+        assert len(snaps) >= 2 and not folder.exists()
     released = {s.name: s.released for s in first.streams}
     assert all(released[k] > marks[k] for k in ("retail.pos_transaction",))
 
     # the restart: from the checkpoint's marks, which are behind what was released
-    second, b = engine(folder, resume=marks)
-    assert second.journal is not None and list(folder.glob("snapshot-*.state"))
+    second, b = engine(await store(), resume=marks)
+    assert second.journal is not None and second.journal.exists()
     await run_for(second, 1.5)
+    await ledger.close()
 
     seen_a = {(st, s): r for st, s, r in a.got}
     seen_b: dict[tuple[str, int], bytes] = {}

@@ -44,6 +44,13 @@ _TABLES = [
         run_id TEXT NOT NULL, shard INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '',
         expires DOUBLE PRECISION NOT NULL DEFAULT 0, epoch BIGINT NOT NULL DEFAULT 0,
         state TEXT NOT NULL DEFAULT 'open', PRIMARY KEY (run_id, shard))""",
+    # a shard's journal where any daemon can replay it (datafactory.control.journal_ledger)
+    """CREATE TABLE IF NOT EXISTS journal_commands (
+        run_id TEXT NOT NULL, shard INTEGER NOT NULL, part INTEGER NOT NULL,
+        n INTEGER NOT NULL, line TEXT NOT NULL, PRIMARY KEY (run_id, shard, part, n))""",
+    """CREATE TABLE IF NOT EXISTS journal_snapshots (
+        run_id TEXT NOT NULL, shard INTEGER NOT NULL, part INTEGER NOT NULL,
+        data {blob} NOT NULL, seqs TEXT NOT NULL, PRIMARY KEY (run_id, shard, part))""",
     # batch mode: a (shard, day) partition is written once its files are all in place
     """CREATE TABLE IF NOT EXISTS batch_partitions (
         batch_id TEXT NOT NULL, shard INTEGER NOT NULL, chunk INTEGER NOT NULL,
@@ -296,7 +303,7 @@ class SqliteLedger(Ledger):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             for ddl in _TABLES:
-                db.execute(ddl.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+                db.execute(ddl.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", blob="BLOB"))
             for table, column, kind in _ADDED:
                 have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
@@ -375,7 +382,7 @@ class PostgresLedger(Ledger):
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7395117)")
             for ddl in _TABLES:
-                await conn.execute(ddl.format(serial="BIGSERIAL PRIMARY KEY"))
+                await conn.execute(ddl.format(serial="BIGSERIAL PRIMARY KEY", blob="BYTEA"))
             for table, column, kind in _ADDED:
                 await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 

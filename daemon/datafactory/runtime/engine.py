@@ -30,7 +30,7 @@ from datafactory.runtime import report
 from datafactory.runtime.accounting import SliceBook
 from datafactory.runtime.delivery import SinkDelivery, off_loop
 from datafactory.runtime.diff import Diff, diff
-from datafactory.runtime.journal import Journal
+from datafactory.runtime.journal import Journal, Store
 from datafactory.runtime.pacing import RunHandle, StreamRuntime, run_driven, run_paced
 from datafactory.runtime.spill import safe_name
 from datafactory.runtime.start import start
@@ -57,7 +57,7 @@ class Engine:
         on_phase: Callable[[str], None] | None = None,
         state: dict[str, Any] | None = None,
         buffers: Path | None = None,
-        journal: Path | None = None,
+        journal: Path | Store | None = None,
         shard: Shard | None = None,
         endpoints: dict[str, str] | None = None,
         origin: float | None = None,
@@ -299,6 +299,8 @@ class Engine:
     ) -> None:
         """A released slice: labels to ground truth, through the chaos chain (``chaos``:
         not what the chain itself let out at the end), to every sink of the stream."""
+        if self.journal is not None:  # no event goes out before the commands that made it
+            await self.journal.store.durable()
         if piece.labels:  # the pack's own domain errors: ground truth too
             domain = FaultLog()
             domain.add_labels(s.pack.name, piece)

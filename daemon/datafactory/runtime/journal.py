@@ -11,8 +11,12 @@ A restart builds the packs from the config, loads the newest snapshot that no ch
 is behind, and replays the commands after it: the packs go through exactly what they went
 through before, so nothing is created twice, and the events at and after each stream's mark
 come out again byte for byte (they are sent again: true duplicates), the rest is dropped.
-Layout: ``<folder>/journal-<n>.jsonl`` and ``<folder>/snapshot-<n>.state``, where snapshot
-``n`` is the state before journal ``n``'s first command (``n = 0``: the config's own start).
+Where it is kept is a :class:`Store`: a folder (:class:`FolderStore`, one daemon's runs:
+``<folder>/journal-<n>.jsonl`` and ``<folder>/snapshot-<n>.state``, where snapshot ``n`` is the
+state before journal ``n``'s first command, ``n = 0`` being the config's own start), or the
+shared ledger (:mod:`datafactory.control.journal_ledger`: a shard any daemon may take over).
+A store says when what was recorded is durable (:meth:`Store.durable`); the engine releases
+no event before the commands that made it are.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -38,53 +43,179 @@ log = structlog.get_logger("datafactory.journal")
 _PROFILE: TypeAdapter[Any] = TypeAdapter(RateProfile)
 
 
-class Journal:
-    """One run's journal folder: append commands, take snapshots, replay on restart."""
+class Store(ABC):
+    """Where a journal is kept: numbered parts of commands, and sealed snapshots."""
+
+    @abstractmethod
+    def parts(self) -> list[int]:
+        """The journal parts there are, in order."""
+
+    @abstractmethod
+    def commands(self, n: int) -> Iterator[dict[str, Any]]: ...
+
+    @abstractmethod
+    def snapshot(self, n: int) -> tuple[bytes, dict[str, int]] | None:
+        """Snapshot ``n`` and its streams' seqs (None: not there, or unreadable)."""
+
+    @abstractmethod
+    def snapshot_seqs(self, n: int) -> dict[str, int] | None:
+        """Snapshot ``n``'s streams' seqs, without the snapshot (None: no such snapshot)."""
+
+    @abstractmethod
+    def start_part(self, n: int) -> None:
+        """Commands go to part ``n`` from now on."""
+
+    @abstractmethod
+    def append(self, line: bytes) -> None:
+        """One command line to the current part (any thread; before its events go out)."""
+
+    @abstractmethod
+    def save_snapshot(self, n: int, data: bytes, seqs: dict[str, int]) -> None:
+        """Snapshot ``n`` (until it is durable, a restart uses an older one)."""
+
+    @abstractmethod
+    def drop_before(self, n: int) -> None:
+        """Parts and snapshots below ``n`` are needed no more."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def remove(self) -> None:
+        """The run is over: everything goes."""
+
+    @abstractmethod
+    async def durable(self) -> None:
+        """Returns once every command appended so far is durable (where a restart, in this
+        process or another, will find it)."""
+
+
+class FolderStore(Store):
+    """A folder on this machine: each command written and flushed to the OS before its events
+    go out (a killed process keeps it), snapshots written and synced."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
-        self.part = 0  # the journal file being written
+
+    def parts(self) -> list[int]:
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for p in self.folder.glob("journal-*.jsonl"):
+            with contextlib.suppress(ValueError):
+                found.append(int(p.stem.partition("-")[2]))
+        return sorted(found)
+
+    def commands(self, n: int) -> Iterator[dict[str, Any]]:
+        return _commands(self._journal(n))
+
+    def snapshot(self, n: int) -> tuple[bytes, dict[str, int]] | None:
+        seqs = self.snapshot_seqs(n)
+        if seqs is None:
+            return None
+        return self._snapshot(n).read_bytes(), seqs
+
+    def snapshot_seqs(self, n: int) -> dict[str, int] | None:
+        path = self._seqs(n)
+        if not path.exists() or not self._snapshot(n).exists():
+            return None
+        try:
+            return _seqs_of(path.read_bytes(), str(path))
+        except (ValueError, OSError) as e:
+            log.error("snapshot_unreadable", file=str(path), error=str(e))
+            return None
+
+    def start_part(self, n: int) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self._file is not None:
+            self._file.close()
+        self._file = open(self._journal(n), "ab")  # noqa: SIM115 - held open
+
+    def append(self, line: bytes) -> None:
+        if self._file is not None:
+            self._file.write(line)
+            self._file.flush()  # in the OS before its events go out: a killed process keeps it
+
+    async def durable(self) -> None:
+        """Each command is in the OS once appended."""
+
+    def save_snapshot(self, n: int, data: bytes, seqs: dict[str, int]) -> None:
+        _write_durably(self._snapshot(n), data)
+        _write_durably(self._seqs(n), orjson.dumps(seqs))
+
+    def drop_before(self, n: int) -> None:
+        for k in self.parts():
+            if k < n:
+                self._journal(k).unlink(missing_ok=True)
+                self._snapshot(k).unlink(missing_ok=True)
+                self._seqs(k).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def remove(self) -> None:
+        self.close()
+        for p in self.folder.glob("*"):
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
+
+    def _journal(self, n: int) -> Path:
+        return self.folder / f"journal-{n}.jsonl"
+
+    def _snapshot(self, n: int) -> Path:
+        return self.folder / f"snapshot-{n}.state"
+
+    def _seqs(self, n: int) -> Path:
+        return self.folder / f"snapshot-{n}.json"
+
+
+class Journal:
+    """One run's (or shard's) journal: append commands, take snapshots, replay on restart."""
+
+    def __init__(self, store: Store | Path) -> None:
+        self.store = store if isinstance(store, Store) else FolderStore(store)
+        self._lock = threading.Lock()
+        self._open = False
+        self.part = 0  # the journal part being written
         self.commands = 0  # commands in it
 
     # -- writing --------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Append to the newest journal file (a new run: journal-0)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        parts = self._parts()
+        """Append to the newest part (a new run: part 0)."""
+        parts = self.store.parts()
         self.part = parts[-1] if parts else 0
-        self._file = open(self._journal(self.part), "ab")  # noqa: SIM115 - held open
+        self.store.start_part(self.part)
+        self._open = True
 
     def record(self, command: dict[str, Any]) -> None:
         """One command (called under the pack's lock, from any thread)."""
         line = orjson.dumps(command) + b"\n"
         with self._lock:
-            if self._file is None:
+            if not self._open:
                 return
-            self._file.write(line)
-            self._file.flush()  # in the OS before its events go out: a killed process keeps it
+            self.store.append(line)
             self.commands += 1
 
     def snapshot(self, driver: Driver) -> tuple[int, bytes, dict[str, int]]:
-        """The packs and lanes now, sealed, and the journal goes on in a new file. Hold every
+        """The packs and lanes now, sealed, and the journal goes on in a new part. Hold every
         pack's lock (no command runs meanwhile), then write it with :meth:`save` (without
         them). A restart may start from it once no stream's mark is below its seqs."""
         seqs = {name: lane.seq for name, lane in driver.lanes.items()}
         data = seal({"packs": driver.packs, "lanes": driver.lanes, "seqs": seqs})
         with self._lock:
             nxt = self.part + 1
-            if self._file is not None:
-                self._file.close()
-            self._file = open(self._journal(nxt), "ab")  # noqa: SIM115 - held open
+            self.store.start_part(nxt)
             self.part, self.commands = nxt, 0
         return nxt, data, seqs
 
     def save(self, n: int, data: bytes, seqs: dict[str, int]) -> None:
         """Write snapshot ``n`` durably (until it is, restarts use an older one)."""
-        _write_durably(self._snapshot(n), data)
-        _write_durably(self._seqs(n), orjson.dumps(seqs))
+        self.store.save_snapshot(n, data, seqs)
 
     async def snapshots(self, driver: Driver, interval: float) -> None:
         """Every ``interval`` seconds: a snapshot, so a restart replays little."""
@@ -109,31 +240,23 @@ class Journal:
 
     def prune(self, marks: dict[str, int]) -> None:
         """Forget what no restart needs: everything before the newest usable snapshot."""
-        keep = self._usable(marks)
-        for n in self._parts():
-            if n < keep:
-                self._journal(n).unlink(missing_ok=True)
-                self._snapshot(n).unlink(missing_ok=True)
-                self._seqs(n).unlink(missing_ok=True)
+        self.store.drop_before(self._usable(marks))
 
     def close(self) -> None:
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._open = False
+            self.store.close()
 
     def remove(self) -> None:
         """The run is over: its journal goes."""
-        self.close()
-        for p in self.folder.glob("*"):
-            p.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self.folder.rmdir()
+        with self._lock:
+            self._open = False
+        self.store.remove()
 
     # -- restart --------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return bool(self._parts())
+        return bool(self.store.parts())
 
     def replay(self, driver: Driver, marks: dict[str, int]) -> dict[str, list[RecordBlock]]:
         """Take the driver (built from the config, not started) through the journal: from the
@@ -141,8 +264,12 @@ class Journal:
         events at or after its mark, in order (to send again)."""
         start = self._usable(marks)
         if start > 0:
-            state = unseal(self._snapshot(start).read_bytes(), f"snapshot {start}")
-            if state["seqs"] != _snapshot_seqs(self._seqs(start)):
+            found = self.store.snapshot(start)
+            if found is None:
+                raise StateError(f"snapshot {start} is gone")
+            data, index = found
+            state = unseal(data, f"snapshot {start}")
+            if state["seqs"] != index:
                 raise StateError(f"snapshot {start} does not match its index")
             driver.packs.clear()
             driver.packs.update(state["packs"])
@@ -154,10 +281,10 @@ class Journal:
         again: dict[str, list[RecordBlock]] = {}
         commands = 0
         try:
-            for n in self._parts():
+            for n in self.store.parts():
                 if n < start:
                     continue
-                for cmd in _commands(self._journal(n)):
+                for cmd in self.store.commands(n):
                     commands += 1
                     for block in _apply(driver, cmd):
                         mark = marks.get(block.stream, 0)
@@ -178,47 +305,21 @@ class Journal:
         )
         return again
 
-    # -- files ----------------------------------------------------------------------------
-
-    def _journal(self, n: int) -> Path:
-        return self.folder / f"journal-{n}.jsonl"
-
-    def _snapshot(self, n: int) -> Path:
-        return self.folder / f"snapshot-{n}.state"
-
-    def _seqs(self, n: int) -> Path:
-        return self.folder / f"snapshot-{n}.json"
-
-    def _parts(self) -> list[int]:
-        if not self.folder.is_dir():
-            return []
-        found = []
-        for p in self.folder.glob("journal-*.jsonl"):
-            with contextlib.suppress(ValueError):
-                found.append(int(p.stem.partition("-")[2]))
-        return sorted(found)
-
     def _usable(self, marks: dict[str, int]) -> int:
         """The newest snapshot whose streams are all at or before their marks (0: none)."""
         best = 0
-        for n in self._parts():
-            path = self._seqs(n)
-            if n == 0 or not path.exists() or not self._snapshot(n).exists():
-                continue
-            try:
-                seqs = _snapshot_seqs(path)
-            except (ValueError, OSError) as e:
-                log.error("snapshot_unreadable", file=str(path), error=str(e))
+        for n in self.store.parts():
+            if n == 0 or (seqs := self.store.snapshot_seqs(n)) is None:
                 continue
             if all(seq <= marks.get(name, 0) for name, seq in seqs.items()):
                 best = max(best, n)
         return best
 
 
-def _snapshot_seqs(path: Path) -> dict[str, int]:
-    seqs = orjson.loads(path.read_bytes())
+def _seqs_of(data: bytes, where: str) -> dict[str, int]:
+    seqs = orjson.loads(data)
     if not isinstance(seqs, dict) or not all(isinstance(v, int) for v in seqs.values()):
-        raise ValueError(f"{path}: not a snapshot index")
+        raise ValueError(f"{where}: not a snapshot index")
     return seqs
 
 
