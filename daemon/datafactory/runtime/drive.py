@@ -38,7 +38,14 @@ from datafactory.pack import Pack, StreamGenerator
 # driven streams: most events one poll hands out (they come in event-time order anyway)
 POLL_LIMIT = 1_000_000
 YEAR_US = 366 * 86_400_000_000
-BLOCK_HORIZON_US = 3_600_000_000  # a generated block spans at most this much event time
+# a generated block spans at most this much event time: what is made keeps its times (the
+# pack's side effects, a sale's stock movement, were made with them), so this is how far a
+# pause, a skip or a new rate can lag behind (at a low rate: up to BLOCK_MIN events, within
+# BLOCK_HORIZON_MAX_US: a pack makes a block from its state at its first event, so at a low
+# rate its stock and customers must not run ahead)
+BLOCK_HORIZON_US = 1_000_000
+BLOCK_MIN = 256
+BLOCK_HORIZON_MAX_US = 3_600_000_000
 
 
 @dataclass(eq=False)
@@ -167,7 +174,7 @@ class Driver:
         with lane.pack.lock:
             lane.t0, lane.base, lane.earned, lane.origin = t0_us / 1e6, 0.0, 0, lane.seq
             lane.at_us = t0_us
-            self._replan(lane, t0_us)
+            self._retime(lane, t0_us)
             self._record("start", name, t0=t0_us)
 
     # -- paced streams -------------------------------------------------------------------
@@ -240,22 +247,28 @@ class Driver:
         lane that earned more than it could make, at a rate too high, is behind by the
         time those events were due, whatever its slices' times say)."""
         lane = self.lanes[name]
-        made = self.next_time(name)
-        if made is not None:
-            return made
         start = lane.plan_us if lane.plan_us is not None else round(lane.t0 * 1e6)
-        return min(now_us, lane.time_of(lane.seq - lane.origin, start))
+        block, count = lane.pending, lane.seq - lane.origin
+        if block is not None and lane.pos < len(block):
+            # what was made goes out as it is (however late): owed is what comes after it
+            count += len(block) - lane.pos
+            start = max(start, int(block.event_time[-1]))
+        return min(now_us, lane.time_of(count, start))
 
     def _make(self, lane: Lane) -> RecordBlock:
         """The next block of a lane, at its events' planned times: up to the next multiple of
-        block_size, and no more than an hour of them (a pack makes a block from its state at
-        the first event: at a low rate its stock and customers must not run ahead)."""
+        block_size, and no more than BLOCK_HORIZON_US of them (or BLOCK_MIN events, within
+        BLOCK_HORIZON_MAX_US: see there)."""
         first = lane.seq
         c0 = first - lane.origin
         start = lane.plan_us if lane.plan_us is not None else round(lane.t0 * 1e6)
         t_prev = lane.time_of(c0, start)
         aligned = (first // self.block_size + 1) * self.block_size - first
-        n = max(1, min(aligned, lane.due(t_prev + BLOCK_HORIZON_US) - c0))
+        n = max(
+            lane.due(t_prev + BLOCK_HORIZON_US) - c0,
+            min(BLOCK_MIN, lane.due(t_prev + BLOCK_HORIZON_MAX_US) - c0),
+        )
+        n = max(1, min(aligned, n))
         times = self._plan(lane, c0, n, t_prev)
         block = lane.gen.generate(first, times)  # the pack's lock is held (paced)
         lane.gen.released(block)
@@ -269,9 +282,9 @@ class Driver:
         lane.plan_us = t_last
         return np.asarray(event_times(lane.profile, lane.t0, t_prev, t_last, n), dtype=np.int64)
 
-    def _replan(self, lane: Lane, at_us: int) -> None:
-        """The plan changed at ``at`` (a pause, a new profile): the rest of the block in
-        progress moves to the new plan's times (what it was made as stays)."""
+    def _retime(self, lane: Lane, at_us: int) -> None:
+        """The profile starts again at ``at`` (a stream run going on from a batch's history):
+        the rest of the block in progress moves to the new plan's times."""
         lane.plan_us = at_us
         block = lane.pending
         if block is None or lane.pos >= len(block):
@@ -280,9 +293,25 @@ class Driver:
         times = self._plan(lane, c0, len(block) - lane.pos, lane.time_of(c0, at_us))
         block.event_time = np.concatenate([block.event_time[: lane.pos], times])
 
+    @staticmethod
+    def _made_until(lane: Lane) -> int | None:
+        """The time of the last event made and not released yet (None: none is)."""
+        block = lane.pending
+        if block is None or lane.pos >= len(block):
+            return None
+        return int(block.event_time[-1])
+
+    def _replan(self, lane: Lane, at_us: int) -> None:
+        """The plan changed at ``at`` (a pause, a skip, a new profile): the next block is
+        planned from there (or after what is made, which stays as it is)."""
+        if self._made_until(lane) is None:
+            lane.plan_us = at_us
+
     def skip(self, name: str, a_us: int, b_us: int) -> int:
         """Lane ``name`` earns nothing in ``[a, b)`` (paused, or too far behind to catch up):
-        what it had earned by ``a`` stays earned; returns how many events it forgoes."""
+        what it had earned by ``a`` stays earned; returns how many events it forgoes. Events
+        already made keep their times (their pack made its side effects with them): they go
+        out first, late, within what the lane earns from ``b`` on."""
         lane = self.lanes[name]
         with lane.pack.lock:
             lost = lane.due(b_us) - lane.due(a_us)
@@ -294,7 +323,8 @@ class Driver:
         return lost
 
     def set_profile(self, name: str, profile: Any, at_us: int) -> None:
-        """A new rate profile from ``at`` on; what was earned by then stays earned."""
+        """A new rate profile from ``at`` on; what was earned by then stays earned (events
+        already made keep their times, and go out as the new profile earns them)."""
         lane = self.lanes[name]
         at = at_us / 1e6
         with lane.pack.lock:

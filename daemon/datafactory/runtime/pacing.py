@@ -166,10 +166,12 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
                 await run.emit(s, block, int(block.seq[-1]) + 1, True)
             a = b
             # a driven stream may release up to here: the slice's end, or the last event if
-            # max_events ended the stream inside the slice
+            # max_events ended the stream inside the slice; the run's last slice holds what
+            # was due after its end at the end itself, so up to and including it
             cut = limit is not None and sum(map(len, blocks)) >= limit
-            until = int(blocks[-1].event_time[-1]) if cut else b - 1
-            nxt = driver.next_time(s.name)  # made, due, not released yet: the next slice's
+            until = int(blocks[-1].event_time[-1]) if cut else b if last else b - 1
+            # made, due, not released yet: the next slice's (none after the last)
+            nxt = None if last else driver.next_time(s.name)
             s.released_until_us = min(until, nxt - 1) if nxt is not None else until
             _wake_driven(s, run)
         # what chaos still holds back (delays) goes out now, late as it is
