@@ -34,10 +34,13 @@ def free_port() -> int:
 
 
 class Serve:
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, env: dict[str, str] | None = None, ledger: str | None = None
+    ) -> None:
+        """``ledger``: its URL (default: a SQLite file in ``tmp``)."""
         self.tmp = tmp
         self.port = free_port()
-        self.ledger = tmp / "ledger.db"
+        self.ledger = ledger or f"sqlite:///{tmp / 'ledger.db'}"
         self.configs = tmp / "configs"
         self.configs.mkdir(exist_ok=True)
         self.env = {**os.environ, "DATAFACTORY_TOKEN": TOKEN, **(env or {})}
@@ -57,7 +60,7 @@ class Serve:
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "datafactory", "serve", "--listen", f"127.0.0.1:{self.port}",
-                "--ledger", f"sqlite:///{self.ledger}", "--configs", str(self.configs),
+                "--ledger", self.ledger, "--configs", str(self.configs),
                 "--no-watch",
             ],
             stdout=subprocess.DEVNULL,

@@ -56,9 +56,7 @@ class Recorder(Sink):
         pass
 
 
-def engine(
-    folder: Path | Store, resume: dict[str, int] | None = None
-) -> tuple[Engine, Recorder]:
+def engine(folder: Path | Store, resume: dict[str, int] | None = None) -> tuple[Engine, Recorder]:
     rec: list[Recorder] = []
 
     def factory(name: str, cfg: Any, ctx: SinkContext) -> Sink:

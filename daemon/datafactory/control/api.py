@@ -104,7 +104,7 @@ class AdminApi:
         r.add_get("/v1/runs", self._list)
         r.add_post("/v1/runs", self._create)
         r.add_get("/v1/runs/{run_id}", self._inspect)
-        for verb in ("start", "pause", "resume", "stop"):
+        for verb in ("start", "pause", "resume", "stop", "rebalance"):
             r.add_post(f"/v1/runs/{{run_id}}/{verb}", self._action(verb))
         r.add_put("/v1/runs/{run_id}/streams/{stream}/rate", self._rate)
         r.add_put("/v1/runs/{run_id}/chaos", self._chaos)
@@ -192,7 +192,13 @@ class AdminApi:
         async def handle(request: web.Request) -> web.Response:
             m = self.daemon.manager
             run_id = request.match_info["run_id"]
-            fn = {"start": m.start_run, "pause": m.pause, "resume": m.resume, "stop": m.stop}
+            fn = {
+                "start": m.start_run,
+                "pause": m.pause,
+                "resume": m.resume,
+                "stop": m.stop,
+                "rebalance": m.rebalance,
+            }
             run = await fn[verb](run_id)
             return _json(await self._view(run))
 

@@ -105,3 +105,15 @@ async def release(ledger: Ledger, lease: Lease, done: bool = False) -> bool:
         )
         == 1
     )
+
+
+async def heartbeat(ledger: Ledger, owner: str, ttl: float) -> list[str]:
+    """``owner`` is alive now; the daemons alive within ``ttl`` (itself included)."""
+    now = await ledger.now()
+    await ledger._update(
+        "INSERT INTO daemons (owner, seen) VALUES (?, ?) "
+        "ON CONFLICT (owner) DO UPDATE SET seen = excluded.seen",
+        (owner, now),
+    )
+    rows = await ledger._fetch("SELECT owner FROM daemons WHERE seen >= ?", (now - ttl,))
+    return sorted({r[0] for r in rows} | {owner})

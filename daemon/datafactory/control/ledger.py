@@ -44,6 +44,9 @@ _TABLES = [
         run_id TEXT NOT NULL, shard INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '',
         expires DOUBLE PRECISION NOT NULL DEFAULT 0, epoch BIGINT NOT NULL DEFAULT 0,
         state TEXT NOT NULL DEFAULT 'open', PRIMARY KEY (run_id, shard))""",
+    # the daemons sharing the ledger: each writes when it was last alive (fair shares)
+    """CREATE TABLE IF NOT EXISTS daemons (
+        owner TEXT PRIMARY KEY, seen DOUBLE PRECISION NOT NULL)""",
     # a shard's journal where any daemon can replay it (datafactory.control.journal_ledger)
     """CREATE TABLE IF NOT EXISTS journal_commands (
         run_id TEXT NOT NULL, shard INTEGER NOT NULL, part INTEGER NOT NULL,
@@ -160,6 +163,29 @@ class Ledger(ABC):
                 ),
             ]
         )
+
+    async def transition_if(self, run_id: str, frm: str, to: str, reason: str = "") -> bool:
+        """``frm`` -> ``to`` only if the run is still ``frm`` (several daemons may try the same
+        move at once: one makes it). True: this call made it."""
+        now = time.time()
+        try:
+            await self._many(
+                [
+                    (
+                        "UPDATE runs SET state = ?, updated = ? WHERE id = ? AND state = ?",
+                        (to, now, run_id, frm),
+                    ),
+                    (
+                        "INSERT INTO transitions (run_id, from_state, to_state, at, reason) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (run_id, frm, to, now, reason),
+                    ),
+                ],
+                frozenset({0}),
+            )
+        except Fenced:
+            return False
+        return True
 
     async def set_config(self, run_id: str, text: str, digest: str) -> None:
         """A live reload changed the run's config: a restart resumes with the new one."""

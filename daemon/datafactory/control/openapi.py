@@ -122,7 +122,7 @@ def document() -> dict[str, Any]:
                 params=[RUN_ID],
             )
         }
-        for verb in ("start", "pause", "resume", "stop")
+        for verb in ("start", "pause", "resume", "stop", "rebalance")
     }
     paths: dict[str, Any] = {
         "/v1/runs": {

@@ -23,6 +23,9 @@ import structlog
 import yaml
 
 from datafactory.config import Config, ConfigError, parse_config
+from datafactory.control.fleet import Fleet, fleet_wanted
+from datafactory.control.fleet_view import FleetView
+from datafactory.control.leases import open_shards
 from datafactory.control.ledger import Ledger, RunRecord
 from datafactory.lifecycle.registry import state_dir
 from datafactory.runtime.diff import diff, edit
@@ -73,7 +76,7 @@ class Run:
         self.record = record
         self.config = config
         self.state = State(record.state)
-        self.engine: Engine | Shards | None = None
+        self.engine: Engine | Shards | FleetView | None = None
         self.task: asyncio.Task[None] | None = None
         self.cancelled = False
         self.base: dict[tuple[str, str], dict[str, int]] = {}  # counters before a restart
@@ -114,6 +117,10 @@ class Run:
         return out
 
 
+def run_is_sharded(config: Config) -> bool:
+    return config.run.shards > 1
+
+
 def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -145,18 +152,26 @@ class RunManager:
         self._checkpointer: asyncio.Task[None] | None = None
         self.closing = False
         self.listeners: list[Any] = []  # callables(run, event) for telemetry
+        # sharded runs on a shared (PostgreSQL) ledger: spread over every daemon sharing it
+        self.fleet: Fleet | None = Fleet(self) if fleet_wanted(ledger) else None
 
     async def start(self) -> list[str]:
         """Open the ledger; resume this daemon's live runs. Returns the resumed ids."""
         await self.ledger.open()
         resumed = []
         for rec in await self.ledger.runs():
-            if State(rec.state) in TERMINAL or (rec.owner and rec.owner != self.owner):
+            fleet = self._fleet_run(rec.config)
+            if State(rec.state) in TERMINAL or (
+                rec.owner and rec.owner != self.owner and not fleet
+            ):
                 continue
             try:
                 config = parse_config(rec.config, f"run {rec.id}")
             except ConfigError as e:
                 await self.ledger.transition(rec.id, rec.state, State.FAILED, "resume", str(e))
+                continue
+            if fleet and run_is_sharded(config):  # the fleet takes its shards, here or anywhere
+                self.fleet_synced(rec, config)
                 continue
             run = Run(rec, config)
             self.runs[rec.id] = run
@@ -170,12 +185,37 @@ class RunManager:
             self._launch(run, {k: v[0] for k, v in marks.items()}, paused=paused, resumed=True)
             resumed.append(rec.id)
         self._checkpointer = asyncio.create_task(self._checkpoints(), name="checkpoints")
+        if self.fleet is not None:
+            await self.fleet.start()
         return resumed
+
+    def _fleet_run(self, text: str) -> bool:
+        """Could this run be a fleet run (cheap: the parse that decides comes after)?"""
+        return self.fleet is not None and "shards" in text
+
+    def fleet_synced(self, rec: RunRecord, config: Config) -> None:
+        """The fleet read a sharded run from the ledger: this daemon's view of it follows."""
+        run = self.runs.get(rec.id)
+        if run is None:
+            if State(rec.state) in TERMINAL or self.fleet is None:
+                return
+            run = self.runs[rec.id] = Run(rec, config)
+            run.engine = FleetView(self.fleet, rec.id)
+        if rec.state != run.state:
+            frm, run.state = run.state, State(rec.state)
+            run.record.state = rec.state
+            for listener in self.listeners:
+                listener(run, {"type": "state", "from": str(frm), "to": str(run.state)})
+        if rec.config_hash != run.record.config_hash:
+            run.record.config, run.record.config_hash = rec.config, rec.config_hash
+            run.config = config
 
     async def close(self, drain: bool = True) -> None:
         """Stop every live run (drain: what was released is written) and checkpoint. The runs
         stay live in the ledger: the next start of the daemon resumes them."""
         self.closing = True
+        if self.fleet is not None:
+            await self.fleet.close()
         for run in list(self.runs.values()):
             if run.engine is not None and run.state in LIVE:
                 run.engine.stop(suspend=True)  # resumed at the next start
@@ -266,8 +306,20 @@ class RunManager:
                 return run
             self._check(run, State.DRAINING, "stop")
             run.cancelled = True
+            if isinstance(run.engine, FleetView):  # every daemon stops its shards
+                await self._move(run, State.DRAINING, "stop")
             if run.engine is not None:
                 run.engine.stop()
+        return run
+
+    async def rebalance(self, run_id: str) -> Run:
+        """A run spread over the fleet: this daemon gives back the shards above its fair share
+        (drained at a checkpoint) for the daemons below theirs to take."""
+        run = self._live(run_id, "rebalance")
+        if self.fleet is None or not isinstance(run.engine, FleetView):
+            raise IllegalTransition(run.id, run.state, run.state, "rebalance a run not spread")
+        result = await self.fleet.rebalance(run.id)
+        log.info("run_rebalanced", run=run.id, **result)
         return run
 
     async def set_rate(self, run_id: str, stream: str, profile: Any) -> Run:
@@ -392,6 +444,12 @@ class RunManager:
             from datafactory.batch.simulate import load_run_state
 
             engine: Engine | Shards
+            if self.fleet is not None and run_is_sharded(run.config):
+                # spread over the fleet: the lease rows, and every daemon takes its share
+                await open_shards(self.ledger, run.id, run.config.run.shards)
+                run.engine = FleetView(self.fleet, run.id)
+                await self._move(run, State.RUNNING, "provisioned")
+                return
             if run.config.run.shards > 1:  # each shard from its own marks
                 per = per_shard(marks, run.config.run.shards)
                 engine = Shards(
@@ -463,7 +521,7 @@ class RunManager:
                 return
 
     async def _save(self, run: Run) -> None:
-        if run.engine is None:
+        if run.engine is None or isinstance(run.engine, FleetView):  # the fleet's to save
             return
         marks = run.engine.marks()
         await self.ledger.checkpoint(

@@ -16,9 +16,10 @@ Its marks and counters are per shard: a stream's key is ``<stream>#<shard>``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,23 @@ def per_shard(marks: dict[str, int], count: int) -> dict[int, dict[str, int]]:
         if split is not None and split[1] in out:
             out[split[1]][split[0]] = m
     return out
+
+
+@contextlib.asynccontextmanager
+async def provisioned(config: Config) -> AsyncIterator[dict[str, str]]:
+    """The run's sinks provisioned (topics, buckets; local stand-ins started), for shards'
+    engines that only write: the stand-ins' addresses."""
+    ctx = SinkContext(config.run.name, config.run.seed)
+    types = registered_sinks()
+    sinks = {n: types[c.type](n, c, ctx) for n, c in config.sinks.items()}
+    manifest = config.manifest_sink
+    msink = types[manifest.type]("manifest", manifest, ctx) if manifest is not None else None
+    lifecycle = Lifecycle.of(config, sinks, msink)
+    await lifecycle.start()
+    try:
+        yield dict(lifecycle.endpoints)
+    finally:
+        await lifecycle.stop()
 
 
 # -- the run as a whole ---------------------------------------------------------------------
@@ -209,18 +227,8 @@ class Shards:
                 self.on_phase(p)
 
     async def run(self) -> dict[str, Any]:
-        config = self.config
-        ctx = SinkContext(config.run.name, config.run.seed)
-        types = registered_sinks()
-        sinks = {n: types[c.type](n, c, ctx) for n, c in config.sinks.items()}
-        manifest = config.manifest_sink
-        msink = types[manifest.type]("manifest", manifest, ctx) if manifest is not None else None
-        lifecycle = Lifecycle.of(config, sinks, msink)
-        await lifecycle.start()
-        try:
-            results = await self._run_shards(dict(lifecycle.endpoints))
-        finally:
-            await lifecycle.stop()
+        async with provisioned(self.config) as endpoints:
+            results = await self._run_shards(endpoints)
         failed = {i: r for i, r in results.items() if isinstance(r, str)}
         if failed:
             raise RuntimeError("; ".join(f"shard {i}: {e}" for i, e in sorted(failed.items())))
