@@ -113,6 +113,7 @@ class Fleet:
         self.interval = interval
         self.runs: dict[str, FleetRun] = {}
         self.daemons: list[str] = [self.owner]  # alive, by their heartbeats
+        self._parsed: dict[tuple[str, str], Config | None] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -148,6 +149,7 @@ class Fleet:
         self.daemons = await heartbeat(self.ledger, self.owner, self.ttl)
         for rec in await self.ledger.runs():
             if rec.state not in LIVE:  # ended (here or by another daemon): the view follows
+                self._parsed.pop((rec.id, rec.config_hash), None)
                 fr = self.runs.pop(rec.id, None)
                 if fr is not None:
                     for p in fr.parts.values():
@@ -175,14 +177,19 @@ class Fleet:
                 await self._abandon(fr, rows)
 
     async def _config(self, rec: RunRecord) -> Config | None:
-        fr = self.runs.get(rec.id)
-        if fr is not None and fr.record.config_hash == rec.config_hash:
-            return fr.config
-        try:
-            return await asyncio.to_thread(parse_config, rec.config, f"run {rec.id}")
-        except Exception as e:  # validated when created: a bad one is its creator's to fail
-            log.error("fleet_config_invalid", run=rec.id, error=str(e))
-            return None
+        """A run's config, parsed once per version (every live run is read every round)."""
+        key = (rec.id, rec.config_hash)
+        if key in self._parsed:
+            return self._parsed[key]
+        config: Config | None = None
+        if "shards" in rec.config:  # no run section with shards: not the fleet's
+            try:
+                config = await asyncio.to_thread(parse_config, rec.config, f"run {rec.id}")
+            except Exception as e:  # validated when created: a bad one is its creator's
+                log.error("fleet_config_invalid", run=rec.id, error=str(e))
+        self._parsed = {k: v for k, v in self._parsed.items() if k[0] != rec.id}
+        self._parsed[key] = config
+        return config
 
     async def _follow(self, fr: FleetRun, config: Config) -> None:
         """The ledger's state and config, applied to this daemon's parts of the run."""
