@@ -74,6 +74,11 @@ def fleet_wanted(ledger: Any) -> bool:
     return True
 
 
+def may_be_sharded(config_text: str) -> bool:
+    """Cheap, before any parse: a run whose config never says ``shards`` is not the fleet's."""
+    return "shards" in config_text
+
+
 def lease_seconds() -> float:
     return float(os.environ.get("DATAFACTORY_LEASE_SECONDS", "10"))
 
@@ -182,7 +187,7 @@ class Fleet:
         if key in self._parsed:
             return self._parsed[key]
         config: Config | None = None
-        if "shards" in rec.config:  # no run section with shards: not the fleet's
+        if may_be_sharded(rec.config):
             try:
                 config = await asyncio.to_thread(parse_config, rec.config, f"run {rec.id}")
             except Exception as e:  # validated when created: a bad one is its creator's
@@ -315,9 +320,9 @@ class Fleet:
         if frm == "DRAINING" and await self.ledger.transition_if(rec.id, frm, to, "drained"):
             await purge(self.ledger, rec.id)
             log.info("fleet_run_ended", run=rec.id, state=to)
-        ended = await self.ledger.get(rec.id)
-        if ended is not None:
-            self.manager.fleet_synced(ended, fr.config)
+            rec.state = to
+            self.manager.fleet_synced(rec, fr.config)
+        # (another daemon ended it: the next round sees it ended and the view follows)
 
     async def _abandon(self, fr: FleetRun, rows: list[Any]) -> None:
         """A stopped run's shards nobody runs (their daemon died): done, nothing more sent."""

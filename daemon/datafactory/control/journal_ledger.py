@@ -22,20 +22,9 @@ from typing import Any
 
 import orjson
 
-from datafactory.control.leases import Lease
+from datafactory.control.leases import Lease, Statement, lease_fence
 from datafactory.control.ledger import Ledger
 from datafactory.runtime.journal import Store, _seqs_of
-
-Statement = tuple[str, tuple[Any, ...]]
-
-
-def lease_fence(lease: Lease) -> Statement:
-    """Changes one row while ``lease`` is still held (and nothing about it)."""
-    return (
-        "UPDATE shard_leases SET epoch = epoch "
-        "WHERE run_id = ? AND shard = ? AND owner = ? AND epoch = ? AND state = 'open'",
-        (lease.run_id, lease.shard, lease.owner, lease.epoch),
-    )
 
 
 class LedgerStore(Store):

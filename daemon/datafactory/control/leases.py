@@ -19,6 +19,7 @@ from typing import Any
 from datafactory.control.ledger import Ledger
 
 OPEN, DONE = "open", "done"
+Statement = tuple[str, tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,23 @@ async def claim(
     return won
 
 
-def renewal(lease: Lease, expires: float) -> tuple[str, tuple[Any, ...]]:
+def renewal(lease: Lease, expires: float) -> Statement:
     """The statement that renews ``lease`` to ``expires``: it changes one row only while the
     lease is still ours (a checkpoint's fence)."""
     return (
         "UPDATE shard_leases SET expires = ? "
         "WHERE run_id = ? AND shard = ? AND owner = ? AND epoch = ? AND state = ?",
         (expires, lease.run_id, lease.shard, lease.owner, lease.epoch, OPEN),
+    )
+
+
+def lease_fence(lease: Lease) -> Statement:
+    """Changes one row while ``lease`` is still held, and nothing about it (a fence for a
+    write that must not renew: a shard's journal)."""
+    return (
+        "UPDATE shard_leases SET epoch = epoch "
+        "WHERE run_id = ? AND shard = ? AND owner = ? AND epoch = ? AND state = ?",
+        (lease.run_id, lease.shard, lease.owner, lease.epoch, OPEN),
     )
 
 

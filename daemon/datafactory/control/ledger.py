@@ -65,6 +65,14 @@ _TABLES = [
 _ADDED = [("counters", "shed", "BIGINT NOT NULL DEFAULT 0")]
 
 
+def _history(run_id: str, frm: str, to: str, at: float, reason: str) -> tuple[str, tuple[Any, ...]]:
+    """A run's move, in its history."""
+    return (
+        "INSERT INTO transitions (run_id, from_state, to_state, at, reason) VALUES (?, ?, ?, ?, ?)",
+        (run_id, frm, to, at, reason),
+    )
+
+
 class Fenced(RuntimeError):
     """A statement that had to change exactly one row (a lease held) changed none: the whole
     transaction was rolled back."""
@@ -156,11 +164,7 @@ class Ledger(ABC):
                     "UPDATE runs SET state = ?, updated = ?, error = ? WHERE id = ?",
                     (to, now, error, run_id),
                 ),
-                (
-                    "INSERT INTO transitions (run_id, from_state, to_state, at, reason) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (run_id, frm, to, now, reason),
-                ),
+                _history(run_id, frm, to, now, reason),
             ]
         )
 
@@ -175,11 +179,7 @@ class Ledger(ABC):
                         "UPDATE runs SET state = ?, updated = ? WHERE id = ? AND state = ?",
                         (to, now, run_id, frm),
                     ),
-                    (
-                        "INSERT INTO transitions (run_id, from_state, to_state, at, reason) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (run_id, frm, to, now, reason),
-                    ),
+                    _history(run_id, frm, to, now, reason),
                 ],
                 frozenset({0}),
             )

@@ -23,7 +23,7 @@ import structlog
 import yaml
 
 from datafactory.config import Config, ConfigError, parse_config
-from datafactory.control.fleet import Fleet, fleet_wanted
+from datafactory.control.fleet import Fleet, fleet_wanted, may_be_sharded
 from datafactory.control.fleet_view import FleetView
 from datafactory.control.leases import open_shards
 from datafactory.control.ledger import Ledger, RunRecord
@@ -191,7 +191,7 @@ class RunManager:
 
     def _fleet_run(self, text: str) -> bool:
         """Could this run be a fleet run (cheap: the parse that decides comes after)?"""
-        return self.fleet is not None and "shards" in text
+        return self.fleet is not None and may_be_sharded(text)
 
     def fleet_synced(self, rec: RunRecord, config: Config) -> None:
         """The fleet read a sharded run from the ledger: this daemon's view of it follows."""
