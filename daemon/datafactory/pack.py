@@ -149,6 +149,12 @@ class Pack(ABC):
         generation edge). Batch mode calls it at the end of the window, so the window's last
         day is complete in the history."""
 
+    def begin(self, now_us: int) -> None:  # noqa: B027 - optional hook
+        """A stream run starts at ``now_us``: models that begin with the run (opening stock,
+        a catalogue, devices registering) begin here if they have not yet (a pack going on
+        from a journal or a batch's history already has). Called by the driver when a stream
+        starts, before its first event."""
+
     @classmethod
     def max_shards(cls, params: BaseModel) -> int:
         """How many shards the population can be split into (1: it cannot)."""

@@ -142,6 +142,11 @@ class HealthcarePack(Pack):
             return Messages(self, name)
         return Documents(self, name)
 
+    def begin(self, now_us: int) -> None:
+        """The renderers and the care model begin with the run."""
+        self.start(now_us)
+        self.care.begin(now_us)
+
     def due(
         self, until_us: int | None, limit: int, final: bool, buffer: PendingEvents
     ) -> dict[str, Any] | None:

@@ -203,6 +203,10 @@ class IotPack(Pack):
         self.metrics = tuple(t.metric for t in TYPES)
         self.units = tuple(t.unit for t in TYPES)
 
+    def begin(self, now_us: int) -> None:
+        """The fleet (its devices' registrations) begins with the run."""
+        self.fleet.begin(now_us)
+
     def stream(self, name: str) -> StreamGenerator:
         if name not in self.streams:
             raise KeyError(f"iot has no stream {name!r}; streams: {sorted(self.streams)}")

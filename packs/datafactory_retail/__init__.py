@@ -290,6 +290,11 @@ class RetailPack(Pack):
         self.returns_rng = seeds.rng("retail", "returns", *tag)
         self.pending_returns = PendingEvents()
 
+    def begin(self, now_us: int) -> None:
+        """The catalogue, the customers and the opening stock begin with the run."""
+        for model in (self.prices, self.customers, self.inventory):
+            model.begin(now_us)
+
     def advance(self, now_us: int) -> None:
         """Time-driven state (prices, customers, stock) up to the generation edge."""
         self.prices.advance(now_us)

@@ -131,6 +131,13 @@ class Steps:
             self.t_us = self.next_step_us
             self.next_step_us += self.step_us
 
+    def begin(self, now_us: int) -> None:
+        """The run starts at ``now_us``, if the model has not started yet (a stream run starts
+        its packs' models when its streams start, not at their first poll: shards that come
+        up at different moments begin their stock, catalogue, devices at the same instant)."""
+        if self.t_us is None:
+            self.advance(now_us)
+
     def _start(self, now_us: int) -> None:
         """The run starts at ``now_us``."""
 

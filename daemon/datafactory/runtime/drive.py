@@ -174,6 +174,7 @@ class Driver:
         with lane.pack.lock:
             lane.t0, lane.base, lane.earned, lane.origin = t0_us / 1e6, 0.0, 0, lane.seq
             lane.at_us = t0_us
+            lane.pack.begin(t0_us)  # its models too, not at the first poll (shards agree)
             self._retime(lane, t0_us)
             self._record("start", name, t0=t0_us)
 

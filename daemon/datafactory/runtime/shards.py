@@ -239,6 +239,22 @@ class Shards:
         out["shards"] = {str(i): r for i, r in sorted(results.items())}
         return out
 
+    def _origin(self) -> float:
+        """When the run began: one start for all its shards (a worker that starts later
+        catches up), kept beside the journals, so that shards going on after a restart (one
+        killed before it journaled its start too) keep the run's first start."""
+        path = self.journal / "origin" if self.journal is not None else None
+        if path is not None and any(m is not None for m in self.shards.values()):
+            try:
+                return float(path.read_text())
+            except (OSError, ValueError):
+                pass  # a run from before origins were kept, or one that never started
+        now = time.time()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(repr(now))
+        return now
+
     async def _run_shards(self, endpoints: dict[str, str]) -> dict[int, dict[str, Any] | str]:
         from datafactory.logs import current_settings
 
@@ -247,7 +263,7 @@ class Shards:
         for k, (i, marks) in enumerate(sorted(self.shards.items())):
             groups[k % self.workers][i] = marks
 
-        origin = time.time()  # one start for all (a worker that starts later catches up)
+        origin = self._origin()
 
         def job(shards: dict[int, dict[str, int] | None]) -> ShardJob:
             return ShardJob(
