@@ -211,6 +211,115 @@ def test_a_daemon_that_joins_takes_shards_given_back_by_a_rebalance(
     check_stock(events)
 
 
+def test_a_rate_set_through_one_daemon_is_followed_in_total_by_every_daemons_shards(
+    tmp_path: Path, tansu: Tansu, database: str
+) -> None:
+    uid = uuid.uuid4().hex[:6]
+    ds = daemons(tmp_path, database, 2)
+    cfg = RETAIL.format(uid=uid, shards=4, bootstrap=tansu.bootstrap)
+    (ds[0].configs / "shop.yaml").write_text(cfg.replace("duration: 36s", "duration: 60s"))
+    for d in ds:
+        d.start()
+    try:
+        time.sleep(2)  # both have said they are alive: two shards each
+        rid = ds[0].post("/v1/runs", {"config": "shop"})["id"]
+        wait_for(lambda: [len(held(d, rid)) if _knows(d, rid) else 0 for d in ds] == [2, 2], ds[0])
+        path = f"/v1/runs/{rid}/streams/pos_transaction/rate"
+        ds[0].post(path, {"profile": {"profile": "constant", "base": 1500}}, method="PUT")
+        pos = "retail.pos_transaction"
+
+        def shards() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for d in ds:
+                out.update(d.get(f"/v1/runs/{rid}")["shards"])
+            return out
+
+        def target() -> float:
+            return float(sum(s["streams"][pos]["target_rate"] for s in shards().values()))
+
+        # the other daemon follows the run's config in the ledger (a round of the fleet)
+        wait_for(lambda: abs(target() - 1500) < 1e-6 * 1500, ds[1])
+        time.sleep(2)  # each shard's next slice is at the new rate
+        before = shards()
+        time.sleep(30)
+        after = shards()
+        rate = sum(
+            (after[i]["streams"][pos]["released"] - before[i]["streams"][pos]["released"])
+            / (after[i]["at"] - before[i]["at"])
+            for i in before
+        )
+        assert {s["daemon"] for s in after.values()} == {"d0", "d1"}
+        assert abs(rate - 1500) <= 0.01 * 1500, rate
+    finally:
+        for d in ds:
+            d.stop()
+
+
+SIMULATED = """
+run: {{name: same{n}, seed: 21, clock: simulated, start: 2026-03-02T00:00:00Z, duration: 4d,
+      shards: 3}}
+packs:
+  retail:
+    params: {{stores: 6, skus: 300, customers: 1800, expected_daily_transactions: 900,
+              price_change_rate: 6, promo_days: 3, return_rate: 0.05}}
+    streams:
+      pos_transaction: {{rate: {{profile: constant, base: 0.012}}}}
+      return: {{}}
+      inventory_movement: {{}}
+      customer_event: {{}}
+      price_change: {{}}
+sinks:
+  out: {{type: file, path: "{out}"}}
+"""
+
+
+STREAMS_PER_SHARD = ("pos_transaction", "inventory_movement", "customer_event", "return")
+
+
+def test_the_same_seed_and_shards_give_the_same_data_per_shard_on_1_2_or_3_daemons(
+    tmp_path: Path, database: str
+) -> None:
+    """Whichever daemons run a sharded run's shards, each shard's events are the same."""
+    per_shard: dict[int, dict[int, dict[str, list[bytes]]]] = {}
+    ran_on: dict[int, int] = {}
+    for n in (1, 2, 3):
+        (tmp_path / f"fleet{n}").mkdir()
+        ds = daemons(tmp_path / f"fleet{n}", database, n)
+        out = tmp_path / f"out{n}"
+        (ds[0].configs / "same.yaml").write_text(SIMULATED.format(n=n, out=out))
+        for d in ds:
+            d.start()
+        try:
+            if n > 1:  # every daemon has said it is alive: each takes its fair share
+                time.sleep(2)
+            rid = ds[0].post("/v1/runs", {"config": "same"})["id"]
+            v = ds[0].wait(rid, lambda v: v["state"] in ("COMPLETED", "FAILED"), within=180)
+            assert v["state"] == "COMPLETED", (v, ds[0].logs())
+        finally:
+            for d in ds:
+                d.stop()
+        ran_on[n] = sum(any("shard_taken" in x.read_text() for x in d.tmp.glob("serve-*.log"))
+                        for d in ds)  # fmt: skip
+        per_shard[n] = {
+            shard: {
+                stream.name: sorted(
+                    line
+                    for f in sorted(stream.glob(f"same{n}-shard{shard}-*.jsonl"))
+                    for line in f.read_bytes().splitlines()
+                )
+                for stream in sorted((out / "retail").iterdir())
+            }
+            for shard in range(3)
+        }
+    assert ran_on[1] == 1 and ran_on[3] >= 2, ran_on  # the run was spread over daemons
+    for shard in range(3):
+        one = per_shard[1][shard]
+        counts = {k: len(v) for k, v in one.items()}
+        assert len(one) == 5 and all(counts[k] for k in STREAMS_PER_SHARD), counts
+        for n in (2, 3):
+            assert per_shard[n][shard] == one, (n, shard)
+
+
 def wait_for(pred: Any, d: Serve, within: float = 20) -> None:
     deadline = time.monotonic() + within
     while True:

@@ -3,6 +3,7 @@ engine over the shards this daemon runs now (:mod:`.fleet`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,11 @@ class FleetView:
         for p in parts.values():
             merged = merge(merged, p.engine.snapshot())
         merged["shards"] = {
-            str(i): {"daemon": self.fleet.owner, "streams": p.engine.snapshot().get("streams", {})}
+            str(i): {
+                "daemon": self.fleet.owner,
+                "at": time.time(),  # (a local shard's status is taken now, a worker's earlier)
+                "streams": p.engine.snapshot().get("streams", {}),
+            }
             for i, p in sorted(parts.items())
         }
         return merged
