@@ -35,6 +35,9 @@ run: install          ## the daemon: runs config/default.yaml; API + console on 
 /usr/bin/chromium:
 	$(APT_INSTALL) chromium || ($(SUDO) apt-get update && $(APT_INSTALL) chromium)
 
+/usr/bin/kcat:           # the bench's Kafka anchor (Debian's; run against the wheel's newer librdkafka)
+	$(APT_INSTALL) kcat || ($(SUDO) apt-get update && $(APT_INSTALL) kcat)
+
 /usr/bin/systemd-analyze:
 	$(APT_INSTALL) systemd || ($(SUDO) apt-get update && $(APT_INSTALL) systemd)
 
@@ -60,7 +63,7 @@ lint: install         ## ruff + mypy --strict
 
 # the Kafka anchor is Debian's kcat (apt-get install kcat) run against the librdkafka that the
 # confluent-kafka wheel bundles; without kcat the Kafka ratio is left out and said so
-bench: install        ## throughput figures as ratios to baselines measured in the same run
+bench: install /usr/bin/kcat  ## throughput figures as ratios to baselines measured in the same run
 	$(BIN)/pip install --quiet 'confluent-kafka>=2.3'
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/stream.py
