@@ -8,6 +8,7 @@ PYTEST_ARGS ?=
 
 NPM_DIR := build/npm
 KINESIS_MOCK := $(NPM_DIR)/node_modules/kinesis-local/main.js
+ASL_VALIDATOR := $(NPM_DIR)/node_modules/.bin/asl-validator
 # Debian packages the tests drive: chromium (the console test, through Playwright; Playwright's
 # own browser download does not work here) and systemd (systemd-analyze verify of the unit)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -28,6 +29,11 @@ $(KINESIS_MOCK):
 	mkdir -p $(NPM_DIR)
 	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) kinesis-local@0.6.2
 
+# the Step Functions definition's validator (deploy/stepfunctions)
+$(ASL_VALIDATOR):
+	mkdir -p $(NPM_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) asl-validator@4.0.0
+
 run: install          ## the daemon: runs config/default.yaml; API + console on http://127.0.0.1:9400
 	DATAFACTORY_TOKEN=$${DATAFACTORY_TOKEN:-dev} $(BIN)/datafactory serve --configs $(CONFIGS) \
 	  --run $(RUN) --ledger sqlite:///./.datafactory/ledger.db
@@ -43,13 +49,13 @@ run: install          ## the daemon: runs config/default.yaml; API + console on 
 
 system-deps: /usr/bin/chromium /usr/bin/systemd-analyze
 
-test: install $(KINESIS_MOCK) system-deps  ## the whole default suite (unit + integration), as CI runs it
+test: install $(KINESIS_MOCK) $(ASL_VALIDATOR) system-deps  ## the whole default suite (unit + integration), as CI runs it
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install $(KINESIS_MOCK) system-deps
+test-integration: install $(KINESIS_MOCK) $(ASL_VALIDATOR) system-deps
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 soak: install         ## an hour of kill -9s, reloads and broker restarts (DATAFACTORY_SOAK_SECONDS)

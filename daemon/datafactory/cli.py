@@ -80,11 +80,34 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, help="override run.seed")
     b.add_argument(
         "--ledger",
-        default="sqlite:///./.datafactory/ledger.db",
-        help="where finished partitions are recorded (sqlite:///PATH or postgresql://...)",
+        default=os.environ.get("DATAFACTORY_LEDGER", "sqlite:///./.datafactory/ledger.db"),
+        help="where finished partitions are recorded (sqlite:///PATH or postgresql://...; "
+        "$DATAFACTORY_LEDGER); steps run apart share one",
     )
     b.add_argument("--metrics", help="serve progress as Prometheus metrics on host:port")
     b.add_argument("--no-progress", action="store_true", help="no progress bar on a TTY")
+    step = b.add_mutually_exclusive_group()
+    step.add_argument(
+        "--shard",
+        type=int,
+        metavar="K",
+        help="write only shard K (a step run apart; then --finish)",
+    )
+    step.add_argument(
+        "--finish",
+        action="store_true",
+        help="write the manifest of a batch whose shards were written by --shard steps",
+    )
+    step.add_argument(
+        "--plan",
+        choices=["sfn"],
+        help="print the AWS Step Functions execution input that runs this batch as steps",
+    )
+    b.add_argument(
+        "--task-config",
+        help="with --plan: the config's path inside the task (default: "
+        "/etc/datafactory/configs/ and its file name)",
+    )
 
     v = sub.add_parser("validate", help="check a scenario file; exit 2 listing every problem")
     v.add_argument("config")
@@ -238,6 +261,7 @@ def _load(path: str, overrides: dict[str, Any] | None = None) -> Config | None:
 def _batch(args: argparse.Namespace) -> int:
     import orjson
 
+    from datafactory.batch import steps
     from datafactory.batch.runner import BatchError, prepare, run_batch
 
     keys = ("out", "format", "compression", "partition", "shards", "workers")
@@ -246,14 +270,21 @@ def _batch(args: argparse.Namespace) -> int:
         batch["endpoint_url"] = args.endpoint_url
     try:
         job, cfg = prepare(args.config, args.start, args.end, batch, args.seed, args.ledger)
-        summary = run_batch(
-            job,
-            cfg,
-            engine=args.engine,
-            scheduler=args.scheduler,
-            bar=sys.stderr.isatty() and not args.no_progress,
-            metrics_listen=args.metrics,
-        )
+        if args.plan is not None:
+            summary = steps.sfn_input(job, args.config, args.start, args.end, args.task_config)
+        elif args.shard is not None:
+            summary = steps.one_shard(job, args.shard)
+        elif args.finish:
+            summary = steps.finish(job, cfg)
+        else:
+            summary = run_batch(
+                job,
+                cfg,
+                engine=args.engine,
+                scheduler=args.scheduler,
+                bar=sys.stderr.isatty() and not args.no_progress,
+                metrics_listen=args.metrics,
+            )
     except ConfigError as e:
         print(f"datafactory: {e}", file=sys.stderr)
         return EXIT_CONFIG
