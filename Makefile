@@ -9,6 +9,9 @@ PYTEST_ARGS ?=
 NPM_DIR := build/npm
 KINESIS_MOCK := $(NPM_DIR)/node_modules/kinesis-local/main.js
 ASL_VALIDATOR := $(NPM_DIR)/node_modules/.bin/asl-validator
+AWS_SCHEMA := $(NPM_DIR)/provider-aws.jsii
+CHECKOV := build/deploy-tools/bin/checkov
+DEPLOY_CHECKS := $(ASL_VALIDATOR) $(AWS_SCHEMA) $(CHECKOV)
 # Debian packages the tests drive: chromium (the console test, through Playwright; Playwright's
 # own browser download does not work here) and systemd (systemd-analyze verify of the unit)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -34,6 +37,18 @@ $(ASL_VALIDATOR):
 	mkdir -p $(NPM_DIR)
 	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) asl-validator@4.0.0
 
+# the AWS provider's schema, from its prebuilt CDK-for-Terraform bindings (jsii assembly)
+$(AWS_SCHEMA):
+	mkdir -p $(NPM_DIR)/pack
+	cd $(NPM_DIR)/pack && npm pack --silent @cdktf/provider-aws@21.22.1 >/dev/null \
+	  && tar xzf cdktf-provider-aws-21.22.1.tgz package/.jsii && mv package/.jsii ../provider-aws.jsii
+	rm -rf $(NPM_DIR)/pack
+
+# checkov in a venv of its own (its pins are not the daemon's)
+$(CHECKOV):
+	$(PYTHON) -m venv build/deploy-tools
+	build/deploy-tools/bin/pip install --quiet 'checkov==3.3.30'
+
 run: install          ## the daemon: runs config/default.yaml; API + console on http://127.0.0.1:9400
 	DATAFACTORY_TOKEN=$${DATAFACTORY_TOKEN:-dev} $(BIN)/datafactory serve --configs $(CONFIGS) \
 	  --run $(RUN) --ledger sqlite:///./.datafactory/ledger.db
@@ -49,13 +64,13 @@ run: install          ## the daemon: runs config/default.yaml; API + console on 
 
 system-deps: /usr/bin/chromium /usr/bin/systemd-analyze
 
-test: install $(KINESIS_MOCK) $(ASL_VALIDATOR) system-deps  ## the whole default suite (unit + integration), as CI runs it
+test: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) system-deps  ## the whole default suite (unit + integration), as CI runs it
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install $(KINESIS_MOCK) $(ASL_VALIDATOR) system-deps
+test-integration: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) system-deps
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 soak: install         ## an hour of kill -9s, reloads and broker restarts (DATAFACTORY_SOAK_SECONDS)
