@@ -320,6 +320,43 @@ def test_the_same_seed_and_shards_give_the_same_data_per_shard_on_1_2_or_3_daemo
             assert per_shard[n][shard] == one, (n, shard)
 
 
+def test_a_run_whose_creator_died_while_provisioning_is_adopted(
+    tmp_path: Path, database: str
+) -> None:
+    """The creator moved the run to PROVISIONING and died before opening its shards: another
+    daemon finishes the job after two lease periods, and the run completes."""
+    from datafactory.control.ledger import RunRecord, open_ledger
+    from datafactory.control.runs import config_hash
+
+    text = SIMULATED.format(n=0, out=tmp_path / "out").replace("duration: 4d", "duration: 1d")
+    (d,) = daemons(tmp_path, database, 1)
+
+    async def half_made() -> str:
+        led = open_ledger(database)
+        await led.open()
+        try:
+            then = await led.now() - 60
+            rec = RunRecord("r-orphan", "same0", "PROVISIONING", text, config_hash(text),
+                            "inline", then, then, owner="a-daemon-gone-for-good")  # fmt: skip
+            await led.create_run(rec)
+            return rec.id
+        finally:
+            await led.close()
+
+    rid = asyncio.run(half_made())
+    d.start()
+    try:
+        v = d.wait(rid, lambda v: v["state"] in ("COMPLETED", "FAILED"), within=120)
+        assert v["state"] == "COMPLETED", (v, d.logs())
+        assert "fleet_run_adopted" in d.logs() or any(
+            "fleet_run_adopted" in x.read_text() for x in d.tmp.glob("serve-*.log")
+        )
+    finally:
+        d.stop()
+    shards = {p.name.split("-shard")[1][0] for p in (tmp_path / "out").rglob("*.jsonl")}
+    assert shards == {"0", "1", "2"}
+
+
 def wait_for(pred: Any, d: Serve, within: float = 20) -> None:
     deadline = time.monotonic() + within
     while True:

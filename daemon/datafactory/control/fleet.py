@@ -37,6 +37,7 @@ from datafactory.control.leases import (
     Lease,
     claim,
     heartbeat,
+    open_shards,
     release,
     renewal,
     shards,
@@ -153,6 +154,11 @@ class Fleet:
     async def _round(self) -> None:
         self.daemons = await heartbeat(self.ledger, self.owner, self.ttl)
         for rec in await self.ledger.runs():
+            if rec.state == "PROVISIONING":
+                config = await self._config(rec)
+                if config is not None and config.run.shards > 1:
+                    await self._adopt(rec, config)
+                continue
             if rec.state not in LIVE:  # ended (here or by another daemon): the view follows
                 self._parsed.pop((rec.id, rec.config_hash), None)
                 fr = self.runs.pop(rec.id, None)
@@ -180,6 +186,17 @@ class Fleet:
                 await self._take(fr, rows)
             elif rec.state == "DRAINING":
                 await self._abandon(fr, rows)
+
+    async def _adopt(self, rec: RunRecord, config: Config) -> None:
+        """A run left half made: its creator moved it to PROVISIONING and died (or restarted)
+        before opening its shards and moving it on, which takes it milliseconds. After two
+        lease periods any daemon does the rest (both steps are idempotent; one daemon wins
+        the move), so the run is not stuck when its creator never comes back."""
+        if await self.ledger.now() - rec.updated < 2 * self.ttl:
+            return
+        await open_shards(self.ledger, rec.id, config.run.shards)
+        if await self.ledger.transition_if(rec.id, "PROVISIONING", "RUNNING", "adopted"):
+            log.warning("fleet_run_adopted", run=rec.id, creator=rec.owner)
 
     async def _config(self, rec: RunRecord) -> Config | None:
         """A run's config, parsed once per version (every live run is read every round)."""
