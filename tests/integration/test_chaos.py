@@ -200,6 +200,12 @@ def test_sighup_changes_chaos_live_and_a_bad_file_changes_nothing(tmp_path: Path
             stderr=log_file,
         )
         try:
+            # a SIGHUP before the run has set its handler would end the process (its default
+            # action), as it would any program's: a loaded machine can take seconds to start
+            deadline = time.monotonic() + 60
+            while b'"run_started"' not in log_path.read_bytes():
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
             time.sleep(2.5)
             cfg.write_text(LIVE.format(rate=7, **fill))  # invalid: rejected, run goes on
             proc.send_signal(signal.SIGHUP)
