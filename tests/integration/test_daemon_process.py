@@ -306,6 +306,54 @@ def test_sigterm_leaves_a_lagging_sinks_disk_buffer_and_the_restart_drains_it(
         assert row["delivered"] == n, (sink, row)
 
 
+def _tansu_pids() -> set[int]:
+    out = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().strip() == "tansu":
+                    out.add(int(proc.name))
+            except OSError:
+                pass
+    return out
+
+
+def test_a_daemon_that_cannot_bind_stops_the_runs_it_resumed(tmp_path: Path) -> None:
+    """Its port taken, the daemon says so and exits; the run it had resumed (with a local
+    broker of its own) is suspended again and its broker stopped, not left running."""
+    import socket
+
+    d = Serve(tmp_path, {"DATAFACTORY_STATE_DIR": str(tmp_path / "state")})
+    (d.configs / "local.yaml").write_text(
+        "run: {name: local, seed: 1}\n"
+        "packs: {retail: {streams: {pos_transaction: {rate: {profile: constant, base: 50}}}}}\n"
+        "sinks: {bus: {type: kafka, provider: local}}\ntelemetry: {enabled: false}\n"
+    )
+    d.start()
+    rid = d.post("/v1/runs", {"config": "local"})["id"]
+    d.wait(rid, lambda v: v["state"] == "RUNNING", within=60)
+    assert d.stop(signal.SIGTERM) == 0  # suspended: live in the ledger, resumed at the next start
+    before = _tansu_pids()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "datafactory", "serve", "--listen",
+             f"127.0.0.1:{taken.getsockname()[1]}", "--ledger", d.ledger,
+             "--configs", str(d.configs), "--no-watch"],
+            capture_output=True, env=d.env, timeout=120,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert r.returncode != 0 and b"address already in use" in r.stderr, r.stderr[-2000:]
+    assert b"run_resuming" in r.stderr  # it had resumed the run (and started its broker)
+    # and it went through its orderly shutdown: the run drained to a checkpoint again
+    assert b"daemon_stopped" in r.stderr, r.stderr[-2000:]
+    time.sleep(1)
+    assert _tansu_pids() <= before, "a broker the failed daemon started is still running"
+
+
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     unit = (ROOT / "systemd" / "datafactory.service").read_text()
     assert "Type=notify" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit

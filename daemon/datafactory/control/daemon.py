@@ -335,8 +335,8 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
-        await self.start()
-        try:
+        try:  # a start that fails (its port taken) still stops the runs it resumed
+            await self.start()
             await self._stop.wait()
         finally:
             await self.shutdown()
