@@ -14,17 +14,25 @@ resource "aws_ecs_cluster" "tenant" {
 
 locals {
   configs_dir = "/etc/datafactory/configs"
-  # the init container: the tenant's configs prefix -> the configs volume
+  # the init container: the tenant's configs prefix -> the configs volume. It runs as root
+  # because Fargate's task volumes start root-owned: it also hands the state volume to the
+  # daemon's user (10001) and opens /tmp; then it exits and the daemon starts as 10001.
   configs_init = {
     name                   = "configs"
     image                  = "public.ecr.aws/aws-cli/aws-cli:2.22.35"
     essential              = false
-    user                   = "10001"
+    user                   = "0"
     readonlyRootFilesystem = true
-    command                = ["s3", "sync", "--only-show-errors", "s3://${aws_s3_bucket.tenant.id}/${var.configs_prefix}", local.configs_dir]
-    environment            = [{ name = "HOME", value = "/tmp" }]
+    entryPoint             = ["/bin/sh", "-c"]
+    command = [join(" && ", [
+      "aws s3 sync --only-show-errors s3://${aws_s3_bucket.tenant.id}/${var.configs_prefix} ${local.configs_dir}",
+      "chown 10001 /var/lib/datafactory",
+      "chmod 1777 /tmp",
+    ])]
+    environment = [{ name = "HOME", value = "/tmp" }]
     mountPoints = [
       { sourceVolume = "configs", containerPath = local.configs_dir, readOnly = false },
+      { sourceVolume = "state", containerPath = "/var/lib/datafactory", readOnly = false },
       { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
     ]
     logConfiguration = {
