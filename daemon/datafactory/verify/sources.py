@@ -5,8 +5,9 @@ A source is a URI: a plain path or ``file:///dir``, ``kafka://host:port/topic``,
 ``s3://bucket/prefix?endpoint=http://127.0.0.1:4566&region=us-east-1`` or
 ``kinesis://stream?endpoint=...``. JSON lines are split per line; Avro object container
 files are decoded (they hold no byte-level faults) and handed on as decoded records.
-Kafka and Kinesis are read from the beginning until nothing new arrives for ``quiet``
-seconds: end offsets are not trusted (Tansu reports them early, see ARCHITECTURE.md).
+Kinesis is read from the beginning until nothing new arrives for ``quiet`` seconds; Kafka up
+to its end offsets, read with care (Tansu reports them early, see ARCHITECTURE.md), with
+``quiet`` as the bound on a stall.
 """
 
 from __future__ import annotations
@@ -98,9 +99,18 @@ async def read_kafka(bootstrap: str, topic: str, quiet: float) -> list[Message]:
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        # Tansu's end offset is its last batch's base offset + 1 (see the module's docstring):
+        # a position at or past it means that batch has been fetched, whole, so once every
+        # partition is there, what is left is in the consumer's buffer and the first fetch
+        # that brings nothing ends the read. Until then, ``quiet`` seconds without a record
+        # end it (a topic kept in S3 can pause between fetches).
+        ends = await consumer.end_offsets(tps)
         last = time.monotonic()
         while time.monotonic() - last < quiet:
+            at_end = all([await consumer.position(tp) >= ends[tp] for tp in tps])
             batches = await consumer.getmany(timeout_ms=250, max_records=10_000)
+            if at_end and not any(batches.values()):
+                break
             for tp, msgs in batches.items():
                 for m in msgs:
                     out.append(
