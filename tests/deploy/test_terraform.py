@@ -221,3 +221,41 @@ def test_checkov_finds_no_failed_check_and_every_skip_says_why(tenant: Module) -
             if c.startswith("checkov:skip="):
                 check, _, reason = c.removeprefix("checkov:skip=").partition(":")
                 assert len(reason.split()) >= 5, f"{rtype}.{name}: skip {check} without a reason"
+
+
+def _members(shape: Any, seen: set[str] | None = None) -> set[str]:
+    """Every member name of a botocore shape and of the shapes inside it."""
+    seen = set() if seen is None else seen
+    if shape.name in seen:
+        return set()
+    seen.add(shape.name)
+    out: set[str] = set()
+    if shape.type_name == "structure":
+        for name, member in shape.members.items():
+            out |= {name} | _members(member, seen)
+    elif shape.type_name == "list":
+        out |= _members(shape.member, seen)
+    elif shape.type_name == "map":
+        out |= _members(shape.value, seen)
+    return out
+
+
+def test_the_container_definitions_use_only_ecs_api_fields() -> None:
+    """``container_definitions`` is JSON the provider passes to ECS as is: its keys are checked
+    against ECS's own API model (botocore's), which the provider's schema cannot do."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("ecs")
+    allowed = _members(model.shape_for("ContainerDefinition"))
+    text = (TENANT / "ecs.tf").read_text()
+    start = text.index("configs_init = {")
+    body = text[start : text.index("\n  secrets = [", start)]
+    for m in re.finditer(r"container_definitions = jsonencode\(\[(.*?)\n  \]\)", text, re.S):
+        body += m.group(1)
+    body = re.sub(r"options = \{.*?\}", "", body, flags=re.S)  # the log driver's own options
+    keys = set(re.findall(r"(?<![\w-])([A-Za-z]\w*)\s*=(?!=)", body))
+    keys -= {"configs_init"}
+    assert {"readonlyRootFilesystem", "dependsOn", "healthCheck", "mountPoints"} <= keys
+    unknown = sorted(keys - allowed)
+    assert not unknown, f"not fields of an ECS container definition: {unknown}"
+    assert "readOnlyRootFilesystem" not in allowed  # the check is case-exact

@@ -261,3 +261,41 @@ def test_finishing_before_every_shard_is_written_says_which_are_missing(
         capture_output=True, env=env, timeout=60,
     )  # fmt: skip
     assert local.returncode == 2 and "must be s3://" in local.stderr.decode()
+
+
+def test_the_state_machines_ecs_parameters_are_runtask_fields() -> None:
+    """Step Functions passes a Task's Parameters to ECS RunTask (PascalCase for the API's
+    camelCase); each one, nested ones too, must be a field of the request."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("ecs")
+
+    def check(params: dict[str, Any], shape: Any, where: str) -> int:
+        members = {k.lower(): v for k, v in shape.members.items()}
+        n = 0
+        for key, value in params.items():
+            name = key.removesuffix(".$")
+            assert name.lower() in members, f"{where}.{name}: not a field of {shape.name}"
+            n += 1
+            member = members[name.lower()]
+            if isinstance(value, dict):
+                n += check(value, member, f"{where}.{name}")
+            elif isinstance(value, list) and value and isinstance(value[0], dict):
+                for item in value:
+                    n += check(item, member.member, f"{where}.{name}[]")
+        return n
+
+    tasks = []
+    machine = definition()
+    for state in machine["States"].values():
+        if state["Type"] == "Map":
+            tasks += [s for s in state["ItemProcessor"]["States"].values() if s["Type"] == "Task"]
+        elif state["Type"] == "Task":
+            tasks.append(state)
+    assert len(tasks) == 2
+    request = model.operation_model("RunTask").input_shape
+    for task in tasks:
+        assert check(task["Parameters"], request, task["Resource"]) >= 10
+    bad = {"Cluster": "x", "Overides": {}}
+    with pytest.raises(AssertionError, match="Overides"):
+        check(bad, request, "bad")
