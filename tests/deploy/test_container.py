@@ -90,7 +90,8 @@ def test_the_daemon_starts_from_the_task_definitions_environment_alone(
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                # (ready: the runs it starts at startup are made; /healthz answers sooner)
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
                     assert r.status == 200
                     break
             except OSError:

@@ -252,10 +252,14 @@ def test_the_container_definitions_use_only_ecs_api_fields() -> None:
     body = text[start : text.index("\n  secrets = [", start)]
     for m in re.finditer(r"container_definitions = jsonencode\(\[(.*?)\n  \]\)", text, re.S):
         body += m.group(1)
+    mains = re.findall(r"\n      main = \{(.*?)\n      \}", text, re.S)  # per task kind
+    assert len(mains) == 2
+    body += "".join(mains)
     body = re.sub(r"options = \{.*?\}", "", body, flags=re.S)  # the log driver's own options
     keys = set(re.findall(r"(?<![\w-])([A-Za-z]\w*)\s*=(?!=)", body))
     keys -= {"configs_init"}
-    assert {"readonlyRootFilesystem", "dependsOn", "healthCheck", "mountPoints"} <= keys
+    assert {"readonlyRootFilesystem", "dependsOn", "healthCheck", "mountPoints", "portMappings",
+            "stopTimeout", "entryPoint"} <= keys  # fmt: skip
     unknown = sorted(keys - allowed)
     assert not unknown, f"not fields of an ECS container definition: {unknown}"
     assert "readOnlyRootFilesystem" not in allowed  # the check is case-exact

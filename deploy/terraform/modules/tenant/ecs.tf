@@ -35,14 +35,6 @@ locals {
       { sourceVolume = "state", containerPath = "/var/lib/datafactory", readOnly = false },
       { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
     ]
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.daemon.name
-        awslogs-region        = local.region
-        awslogs-stream-prefix = "configs"
-      }
-    }
   }
   secrets = [
     { name = "DATAFACTORY_TOKEN", valueFrom = aws_secretsmanager_secret.admin_token.arn },
@@ -66,62 +58,94 @@ locals {
   ]
 }
 
-resource "aws_ecs_task_definition" "daemon" {
-  family                   = "${local.name}-daemon"
+# The two task definitions, one shape: the init step, then the image as user 10001 with a
+# read-only root file system. The daemon serves; a batch task writes one shard (the state
+# machine overrides its command per shard).
+locals {
+  tasks = {
+    daemon = {
+      cpu    = var.cpu
+      memory = var.memory
+      logs   = aws_cloudwatch_log_group.daemon.name
+      main = {
+        command      = ["serve"]
+        portMappings = [{ containerPort = local.port, protocol = "tcp" }]
+        environment = concat(local.environment, [
+          { name = "DATAFACTORY_LISTEN", value = "0.0.0.0:${local.port}" },
+          { name = "DATAFACTORY_WORKERS", value = tostring(var.workers) },
+          { name = "DATAFACTORY_RUN", value = join(",", var.start_runs) },
+        ])
+        secrets = local.secrets
+        healthCheck = {
+          command     = ["CMD", "python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:${local.port}/healthz', timeout=2)"]
+          interval    = 30
+          timeout     = 5
+          retries     = 3
+          startPeriod = 30
+        }
+        stopTimeout = 60 # SIGTERM drains the runs to a checkpoint
+      }
+    }
+    batch = {
+      cpu    = var.batch_cpu
+      memory = var.batch_memory
+      logs   = aws_cloudwatch_log_group.batch.name
+      main = {
+        command     = ["batch", "--help"]
+        environment = local.environment
+        secrets     = [for s in local.secrets : s if s.name == "PGPASSWORD"]
+      }
+    }
+  }
+}
+
+resource "aws_ecs_task_definition" "task" {
+  for_each                 = local.tasks
+  family                   = "${local.name}-${each.key}"
   requires_compatibilities = ["FARGATE"]
   network_mode             = "awsvpc"
-  cpu                      = var.cpu
-  memory                   = var.memory
+  cpu                      = each.value.cpu
+  memory                   = each.value.memory
   execution_role_arn       = aws_iam_role.execution.arn
   task_role_arn            = aws_iam_role.task.arn
   runtime_platform {
     operating_system_family = "LINUX"
     cpu_architecture        = "X86_64"
   }
-  volume {
-    name = "configs"
-  }
-  volume {
-    name = "state"
-  }
-  volume {
-    name = "tmp"
+  dynamic "volume" {
+    for_each = ["configs", "state", "tmp"]
+    content {
+      name = volume.value
+    }
   }
   container_definitions = jsonencode([
-    local.configs_init,
-    {
+    merge(local.configs_init, {
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = each.value.logs
+          awslogs-region        = local.region
+          awslogs-stream-prefix = "configs"
+        }
+      }
+    }),
+    merge({
       name                   = local.container
       image                  = var.image
       essential              = true
       user                   = "10001"
       readonlyRootFilesystem = true
-      command                = ["serve"]
-      portMappings           = [{ containerPort = local.port, protocol = "tcp" }]
       dependsOn              = [{ containerName = "configs", condition = "SUCCESS" }]
-      environment = concat(local.environment, [
-        { name = "DATAFACTORY_LISTEN", value = "0.0.0.0:${local.port}" },
-        { name = "DATAFACTORY_WORKERS", value = tostring(var.workers) },
-        { name = "DATAFACTORY_RUN", value = join(",", var.start_runs) },
-      ])
-      secrets     = local.secrets
-      mountPoints = local.mounts
-      healthCheck = {
-        command     = ["CMD", "python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:${local.port}/healthz', timeout=2)"]
-        interval    = 30
-        timeout     = 5
-        retries     = 3
-        startPeriod = 30
-      }
-      stopTimeout = 60 # SIGTERM drains the runs to a checkpoint
+      mountPoints            = local.mounts
       logConfiguration = {
         logDriver = "awslogs"
         options = {
-          awslogs-group         = aws_cloudwatch_log_group.daemon.name
+          awslogs-group         = each.value.logs
           awslogs-region        = local.region
-          awslogs-stream-prefix = "daemon"
+          awslogs-stream-prefix = each.key
         }
       }
-    },
+    }, each.value.main),
   ])
   tags = local.tags
 }
@@ -129,7 +153,7 @@ resource "aws_ecs_task_definition" "daemon" {
 resource "aws_ecs_service" "daemon" {
   name                               = "${local.name}-daemon"
   cluster                            = aws_ecs_cluster.tenant.id
-  task_definition                    = aws_ecs_task_definition.daemon.arn
+  task_definition                    = aws_ecs_task_definition.task["daemon"].arn
   desired_count                      = var.daemons
   launch_type                        = "FARGATE"
   platform_version                   = "LATEST"
@@ -154,63 +178,6 @@ resource "aws_ecs_service" "daemon" {
   }
   depends_on = [aws_lb_listener.https]
   tags       = local.tags
-}
-
-# One shard of a batch (the state machine overrides its command per shard).
-resource "aws_ecs_task_definition" "batch" {
-  family                   = "${local.name}-batch"
-  requires_compatibilities = ["FARGATE"]
-  network_mode             = "awsvpc"
-  cpu                      = var.batch_cpu
-  memory                   = var.batch_memory
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
-  runtime_platform {
-    operating_system_family = "LINUX"
-    cpu_architecture        = "X86_64"
-  }
-  volume {
-    name = "configs"
-  }
-  volume {
-    name = "state"
-  }
-  volume {
-    name = "tmp"
-  }
-  container_definitions = jsonencode([
-    merge(local.configs_init, {
-      logConfiguration = {
-        logDriver = "awslogs"
-        options = {
-          awslogs-group         = aws_cloudwatch_log_group.batch.name
-          awslogs-region        = local.region
-          awslogs-stream-prefix = "configs"
-        }
-      }
-    }),
-    {
-      name                   = local.container
-      image                  = var.image
-      essential              = true
-      user                   = "10001"
-      readonlyRootFilesystem = true
-      command                = ["batch", "--help"]
-      dependsOn              = [{ containerName = "configs", condition = "SUCCESS" }]
-      environment            = local.environment
-      secrets                = [for s in local.secrets : s if s.name == "PGPASSWORD"]
-      mountPoints            = local.mounts
-      logConfiguration = {
-        logDriver = "awslogs"
-        options = {
-          awslogs-group         = aws_cloudwatch_log_group.batch.name
-          awslogs-region        = local.region
-          awslogs-stream-prefix = "batch"
-        }
-      }
-    },
-  ])
-  tags = local.tags
 }
 
 # The key that signs the runs' saved states: every daemon of the fleet needs the same one.

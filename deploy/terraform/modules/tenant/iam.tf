@@ -141,7 +141,7 @@ data "aws_iam_policy_document" "states" {
   statement {
     sid       = "RunBatchShards"
     actions   = ["ecs:RunTask"]
-    resources = ["arn:${local.partition}:ecs:${local.region}:${local.account}:task-definition/${aws_ecs_task_definition.batch.family}:*"]
+    resources = ["arn:${local.partition}:ecs:${local.region}:${local.account}:task-definition/${aws_ecs_task_definition.task["batch"].family}:*"]
     condition {
       test     = "ArnEquals"
       variable = "ecs:cluster"

@@ -7,7 +7,7 @@ resource "aws_sfn_state_machine" "batch" {
   role_arn = aws_iam_role.states.arn
   definition = templatefile("${path.module}/../../../stepfunctions/batch.asl.json.tftpl", {
     cluster_arn         = aws_ecs_cluster.tenant.arn
-    task_definition_arn = aws_ecs_task_definition.batch.arn
+    task_definition_arn = aws_ecs_task_definition.task["batch"].arn
     container_name      = local.container
     subnets             = var.private_subnet_ids
     security_groups     = [aws_security_group.tasks.id]
