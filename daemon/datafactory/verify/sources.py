@@ -6,8 +6,8 @@ A source is a URI: a plain path or ``file:///dir``, ``kafka://host:port/topic``,
 ``kinesis://stream?endpoint=...``. JSON lines are split per line; Avro object container
 files are decoded (they hold no byte-level faults) and handed on as decoded records.
 Kinesis is read from the beginning until nothing new arrives for ``quiet`` seconds; Kafka up
-to its end offsets, read with care (Tansu reports them early, see ARCHITECTURE.md), with
-``quiet`` as the bound on a stall.
+to its end offsets, read with care (Tansu reports them early, see ARCHITECTURE.md); a Kafka
+read that stalls short of them fails rather than return part of the topic.
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ async def read_files(root: Path, prefix: str = "") -> list[Message]:
     return await asyncio.to_thread(scan)
 
 
+STALL = 10  # a Kafka read short of its end offsets waits up to this many times ``quiet``
+
+
 async def read_kafka(bootstrap: str, topic: str, quiet: float) -> list[Message]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -102,11 +105,13 @@ async def read_kafka(bootstrap: str, topic: str, quiet: float) -> list[Message]:
         # Tansu's end offset is its last batch's base offset + 1 (see the module's docstring):
         # a position at or past it means that batch has been fetched, whole, so once every
         # partition is there, what is left is in the consumer's buffer and the first fetch
-        # that brings nothing ends the read. Until then, ``quiet`` seconds without a record
-        # end it (a topic kept in S3 can pause between fetches).
+        # that brings nothing ends the read. Short of the end, the records exist: a broker
+        # that keeps its log in S3 may take long over a fetch, so the read waits up to
+        # STALL x ``quiet`` without a record, then fails (a partial read would be counted
+        # as lost events).
         ends = await consumer.end_offsets(tps)
         last = time.monotonic()
-        while time.monotonic() - last < quiet:
+        while True:
             at_end = all([await consumer.position(tp) >= ends[tp] for tp in tps])
             batches = await consumer.getmany(timeout_ms=250, max_records=10_000)
             if at_end and not any(batches.values()):
@@ -122,6 +127,15 @@ async def read_kafka(bootstrap: str, topic: str, quiet: float) -> list[Message]:
                     )
                 if msgs:
                     last = time.monotonic()
+            waited = time.monotonic() - last
+            if waited >= STALL * quiet:
+                at = {tp.partition: await consumer.position(tp) for tp in tps}
+                end = {tp.partition: ends[tp] for tp in tps}
+                raise SourceError(
+                    f"kafka://{bootstrap}/{topic}: no record for {waited:.0f} s at offsets "
+                    f"{at}, short of the end offsets {end}: the broker is too slow to read "
+                    "back (nothing was counted from the partial read)"
+                )
     finally:
         await consumer.stop()
     return out
