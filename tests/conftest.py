@@ -32,3 +32,27 @@ def tansu() -> Iterator[Tansu]:
     t.start()
     yield t
     t.stop()
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A PostgreSQL database of its own on this machine's server (a fleet reads every run in
+    its ledger), dropped afterwards; its URL."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    admin_url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    name = f"df_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

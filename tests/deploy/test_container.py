@@ -13,8 +13,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +23,6 @@ from tests.integration.test_daemon_process import free_port
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
 
 def task_environment() -> set[str]:
     """The variable names the module's daemon container gets (environment and secrets)."""
@@ -34,28 +30,8 @@ def task_environment() -> set[str]:
     return set(re.findall(r'name = "([A-Z_]+)"', text))
 
 
-@pytest.fixture
-def ledger_db() -> Iterator[str]:
-    import asyncio
-
-    import asyncpg
-
-    name = f"tenant_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    yield name
-    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
 def test_the_daemon_starts_from_the_task_definitions_environment_alone(
-    tmp_path: Path, ledger_db: str
+    tmp_path: Path, database: str
 ) -> None:
     names = task_environment()
     assert {"DATAFACTORY_LEDGER", "PGPASSWORD", "DATAFACTORY_TOKEN", "DATAFACTORY_STATE_KEY",
@@ -67,7 +43,7 @@ def test_the_daemon_starts_from_the_task_definitions_environment_alone(
         "run: {name: hello, duration: 1s}\npacks: {retail: {}}\nsinks: {out: {type: stdout}}\n"
     )
     values = {
-        "DATAFACTORY_LEDGER": f"postgresql://postgres@127.0.0.1:5432/{ledger_db}",
+        "DATAFACTORY_LEDGER": database,
         "PGPASSWORD": "unused by this machine's trust auth",
         "DATAFACTORY_TOKEN": "a-tenant-token",
         "DATAFACTORY_STATE_KEY": "the fleet's shared state key",

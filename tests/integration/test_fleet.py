@@ -11,7 +11,6 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from tests.integration.test_daemon_process import Serve
 from tests.retail_checks import by_time, check_money, check_references, check_stock
 
 pytestmark = pytest.mark.integration
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SHARDS = 6
 
 RETAIL = """
@@ -45,25 +43,6 @@ sinks:
   bus: {{type: kafka, bootstrap: "{bootstrap}", topic: "fleet-{uid}.{{stream}}", partitions: 2}}
 engine: {{snapshot_interval: 3s}}
 """
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A database of its own (the fleet reads every run in its ledger)."""
-    import asyncpg
-
-    name = f"fleet_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 def daemons(tmp: Path, url: str, n: int) -> list[Serve]:
