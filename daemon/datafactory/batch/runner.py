@@ -419,9 +419,10 @@ def run_batch(
     }
 
 
-async def _prepare(spec: BatchSection, ledger_url: str) -> int:
+async def _prepare(spec: BatchSection, ledger_url: str, abort: bool = True) -> int:
     """Before any worker starts: the ledger's tables (and WAL) created, the bucket in place,
-    what killed writers left removed (temp files, open multipart uploads; how many)."""
+    and (``abort``) what killed writers left removed (temp files, open multipart uploads; how
+    many). A shard run on its own (``--shard``) does not abort: others may be uploading."""
     ledger = open_ledger(ledger_url)
     await ledger.open()
     await ledger.close()
@@ -430,7 +431,7 @@ async def _prepare(spec: BatchSection, ledger_url: str) -> int:
     try:
         if hasattr(target, "ensure_bucket"):
             await target.ensure_bucket()
-        return int(await target.abort_incomplete())
+        return int(await target.abort_incomplete()) if abort else 0
     finally:
         await target.close()
 

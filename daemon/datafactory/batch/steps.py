@@ -17,10 +17,9 @@ import asyncio
 from pathlib import PurePosixPath
 from typing import Any
 
-from datafactory.batch.output import open_target
-from datafactory.batch.runner import BatchError, BatchJob, _write_manifest, run_shard
+from datafactory.batch.runner import BatchError, BatchJob, _prepare, _write_manifest, run_shard
 from datafactory.batch.simulate import day_chunks
-from datafactory.config import BatchSection, Config
+from datafactory.config import Config
 from datafactory.control.ledger import open_ledger
 
 # where the module's tasks find the tenant's configs (synced from its S3 prefix)
@@ -32,24 +31,9 @@ def one_shard(job: BatchJob, index: int) -> dict[str, Any]:
     spec = job.section()
     if not 0 <= index < spec.shards:
         raise BatchError(f"--shard {index}: this batch has shards 0 to {spec.shards - 1}")
-    asyncio.run(_ready(spec, job.ledger_url))
+    asyncio.run(_prepare(spec, job.ledger_url, abort=False))
     stats = run_shard(job, index)
     return {"batch_id": job.batch_id, "out": spec.out, **stats}
-
-
-async def _ready(spec: BatchSection, ledger_url: str) -> None:
-    """The ledger's tables and the bucket in place. Unlike a whole batch's start, nothing is
-    aborted: other shards may be uploading now (``--finish`` clears what killed ones left)."""
-    ledger = open_ledger(ledger_url)
-    await ledger.open()
-    await ledger.close()
-    target = open_target(spec.out, spec.part_size, spec.endpoint_url, spec.region)
-    await target.open()
-    try:
-        if hasattr(target, "ensure_bucket"):
-            await target.ensure_bucket()
-    finally:
-        await target.close()
 
 
 def finish(job: BatchJob, config: Config) -> dict[str, Any]:
@@ -65,7 +49,7 @@ def finish(job: BatchJob, config: Config) -> dict[str, Any]:
             f"cannot finish batch {job.batch_id}: shards not written: {shown}{more}; "
             "run `datafactory batch ... --shard K` for each first"
         )
-    aborted = asyncio.run(_abort_leftovers(spec))
+    aborted = asyncio.run(_prepare(spec, job.ledger_url))  # every shard is done now
     manifest = asyncio.run(_write_manifest(job, config, spec))
     return {
         "batch_id": job.batch_id,
@@ -91,15 +75,6 @@ async def _unfinished(job: BatchJob, shards: int, days: int) -> list[tuple[int, 
         if 0 <= int(r[0]) < shards:
             done[int(r[0])] += 1
     return [(k, n) for k, n in enumerate(done) if n < days]
-
-
-async def _abort_leftovers(spec: BatchSection) -> int:
-    target = open_target(spec.out, spec.part_size, spec.endpoint_url, spec.region)
-    await target.open()
-    try:
-        return int(await target.abort_incomplete())
-    finally:
-        await target.close()
 
 
 def sfn_input(
