@@ -60,8 +60,8 @@ def main() -> int:
 
         # simulation alone (no conversion, no files)
         cpu = time.process_time()
-        sim_rows = sum(c.rows for c in ShardSimulation(config, Shard(), job.start_us,
-                                                       job.end_us).chunks())  # fmt: skip
+        sim = ShardSimulation(config, Shard(), job.start_us, job.end_us)
+        sim_rows = sum(len(b) for c in sim.chunks() for b in c.blocks)
         sim_cpu = time.process_time() - cpu
 
         cpu, wall = time.process_time(), time.perf_counter()

@@ -200,7 +200,8 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SINK=URI",
         help="read this sink's output from URI (path, file://, kafka://host:port/topic, "
-        "s3://bucket/prefix?endpoint=..., kinesis://stream?endpoint=...)",
+        "s3://bucket/prefix?endpoint=..., kinesis://stream?endpoint=...); {stream} in URI "
+        "is replaced by each stream's name",
     )
     f.add_argument("--sink", action="append", help="check only these sinks (default: all)")
     f.add_argument("--dlq", metavar="URI", help="the platform's dead-letter queue")

@@ -222,6 +222,13 @@ class BatchSection(BaseModel):
     row_group_rows: int = Field(
         1_000_000, ge=1_000, le=100_000_000, description="Parquet rows per row group (at most)"
     )
+    file_rows: int = Field(
+        20_000_000,
+        ge=1_000,
+        le=2_000_000_000,
+        description="rows per file at most: a partition with more is written as several "
+        "files (memory stays a row group's either way)",
+    )
     part_size: int = Field(
         16 * 1024 * 1024,
         ge=5 * 1024 * 1024,

@@ -169,6 +169,19 @@ def test_verify_cli_on_files_passes_then_catches_a_lost_line(tmp_path: Path, fmt
     assert event_id(5, "retail.pos_transaction", t["missing_sample"][0]) == gone
     assert "1 events missing" in report["failures"][0]
 
+    # the same output read from elsewhere, named per stream: {stream} in --source
+    moved = tmp_path / "copy" / "retail.pos_transaction"
+    moved.mkdir(parents=True)
+    data.rename(moved / data.name)
+    elsewhere = subprocess.run(
+        [*cli, "verify", str(cfg), "--json", "--source", f"out={tmp_path}/copy/{{stream}}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    t = orjson.loads(elsewhere.stdout)["sinks"]["out"]["retail.pos_transaction"]
+    assert t["missing"] == 1 and t["delivered"] == 36_000 - drops - 1
+
 
 LIVE = """
 run: {{name: live, seed: 3}}

@@ -26,6 +26,7 @@ from datafactory.config import parse_config
 from datafactory.lifecycle.local import Moto, Tansu
 from datafactory.verify import verify
 from tests.integration.test_daemon_process import Serve
+from tests.soak.follow import Follower
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -83,6 +84,10 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
     asyncio.run(_bucket(moto.endpoint, f"tansu-{uid}"))
     broker = Tansu(storage=f"s3://tansu-{uid}/", s3_endpoint=moto.endpoint)
     broker.start()
+    streams = ("retail.pos_transaction", "retail.customer_event")
+    topics = {f"soak-{uid}.{s.split('.')[1]}": s for s in streams}  # the sink's topic names
+    follower = Follower(broker.bootstrap, topics, tmp_path / "bus")
+    follower.start()
     d = Serve(tmp_path, {"DATAFACTORY_STATE_DIR": str(tmp_path / "state"), **AWS})
     args = dict(
         uid=uid,
@@ -141,9 +146,12 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
         os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
         cfg = parse_config(CONFIG.format(rate=100, **args))
         verify_started = time.monotonic()
-        # Tansu reads a topic kept in S3 back one object at a time: a long run's topic can
-        # pause for seconds between fetches, so the reader waits longer for quiet
-        report = asyncio.run(verify(cfg, quiet=READ_QUIET))
+        # the topics were read while the run went on (see follow.py): here to their end
+        follower.finish(within=600)
+        follow_seconds = time.monotonic() - verify_started
+        report = asyncio.run(
+            verify(cfg, quiet=5.0, source_overrides={"bus": f"{tmp_path}/bus/{{stream}}"})
+        )
         verify_seconds = time.monotonic() - verify_started
     finally:
         broker.stop()
@@ -165,6 +173,8 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
         # what each sink acknowledged, by the ledger (beside what reading it back found)
         "acked": {f"{c['sink']}/{c['stream']}": c["acked"] for c in view["counters"]},
         "verify_seconds": round(verify_seconds, 1),
+        "of_which_kafka_to_its_end_seconds": round(follow_seconds, 1),
+        "kafka_records_followed": follower.records,
         "sinks": {
             sink: {st: {k: row[k] for k in SUMMARY} for st, row in streams.items()}
             for sink, streams in report["sinks"].items()
@@ -189,7 +199,6 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
     return summary
 
 
-READ_QUIET = 30.0
 SUMMARY = ("delivered", "missing", "missing_sample", "shed", "duplicated_beyond")
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datafactory.batch.output import FileEncoder, file_key, split_files
+from datafactory.batch.output import FileFormat, file_key, partition_of, split_files
 from datafactory.batch.runner import BatchError, window
 from datafactory.encoders.arrow import ArrowConverter
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
@@ -85,7 +85,7 @@ def test_arrow_types_and_values_follow_the_avro_schema() -> None:
 
 
 def test_parquet_bytes_are_the_same_every_time() -> None:
-    enc = FileEncoder(_schema(), "parquet", "zstd", 1, 1_000_000)  # type: ignore[arg-type]
+    enc = FileFormat(_schema(), "parquet", "zstd", 1, 1_000_000)  # type: ignore[arg-type]
     digests = {hashlib.sha256(enc.encode(_block(), 0)).hexdigest() for _ in range(5)}
     assert len(digests) == 1
     back = pq.read_table(pa.BufferReader(enc.encode(_block(), 0)))
@@ -98,15 +98,20 @@ def test_json_lines_gzip_is_deterministic_and_files_split_by_day() -> None:
     pack = pk(pk.Params(stores=3, customers=100, skus=50), SeedTree(2))
     block = pack.stream("pos_transaction").generate(0, uniform_times(100, T0, T0))
     block.event_time = T0 + np.arange(100, dtype=np.int64) * 3_600_000_000  # ~4 days
-    parts = split_files([block], "day")
-    assert [p for p, _ in parts] == [f"dt=2024-03-0{d}" for d in (1, 2, 3, 4, 5)]
+    parts = split_files(block, "day")
+    assert [partition_of(p, "day") for p, _ in parts] == [
+        f"dt=2024-03-0{d}" for d in (1, 2, 3, 4, 5)
+    ]
     assert sum(len(b) for _, b in parts) == 100
-    assert file_key("retail.pos_transaction", parts[1][0], 3, parts[1][1], "jsonl.gz") == (
-        "stream=retail.pos_transaction/dt=2024-03-02/part-0003-0000000000024-0000000000047.jsonl.gz"
-    )
-    hourly = split_files([block], "hour")
-    assert len(hourly) == 100 and hourly[0][0] == "dt=2024-03-01/hour=00"
-    enc = FileEncoder(schema, "jsonl", "gzip", 2, 1_000_000)
+    first = int(parts[1][1].seq[0])
+    assert first == 24 and int(parts[1][1].seq[-1]) == 47
+    assert file_key("retail.pos_transaction", partition_of(parts[1][0], "day"), 3, first,
+                    "jsonl.gz") == (
+        "stream=retail.pos_transaction/dt=2024-03-02/part-0003-0000000000024.jsonl.gz"
+    )  # fmt: skip
+    hourly = split_files(block, "hour")
+    assert len(hourly) == 100 and partition_of(hourly[0][0], "hour") == "dt=2024-03-01/hour=00"
+    enc = FileFormat(schema, "jsonl", "gzip", 2, 1_000_000)
     assert enc.encode(block, 0) == enc.encode(block, 0)
 
 
@@ -199,7 +204,7 @@ def test_healthcare_shards_split_the_patients_and_number_claims_apart() -> None:
             sim = ShardSimulation(config, Shard(k, 3), job.start_us, job.end_us)
             lo, hi = sim.packs["healthcare"].care.patients
             for chunk in sim.chunks():
-                for block in chunk.blocks.get("healthcare.claim", []):
+                for block in (b for b in chunk.blocks if b.stream == "healthcare.claim"):
                     for doc in block.columns["resource"].to_list():  # type: ignore[union-attr]
                         claim = __import__("json").loads(doc)
                         patient = claim["patient"]["reference"]

@@ -1,29 +1,24 @@
-"""Batch files: rows of one stream, one Hive partition, one shard and one seq range per file.
+"""Batch files: rows of one stream, one Hive partition and one shard per file, in seq order.
 
 Layout (under the output prefix)::
 
-    stream=retail.pos_transaction/dt=2024-01-01/[hour=00/]part-0003-<first seq>-<last seq>.parquet
+    stream=retail.pos_transaction/dt=2024-01-01/[hour=00/]part-0003-<first seq>.parquet
+
+A file is encoded a row group at a time (:class:`FileFormat`: Parquet row groups, JSON
+lines through a streaming gzip or zstd, one Avro container block per row group), so it can
+be written as it fills, however big it grows (see :mod:`datafactory.batch.write`).
 
 Bytes are deterministic (no write times inside: gzip's mtime is 0, Avro's sync marker derives
-from the seed, shard and seq), so a rerun writes the same file under the same name, and
-"create only if absent" makes reruns safe: an existing file with the same checksum counts as
-written, a different one is an error (the config or seed changed under the same output).
-
-Targets: :class:`LocalTarget` (temp file + rename) and :class:`S3Target` (aiobotocore; one
-PutObject up to ``part_size``, multipart above it; ``If-None-Match: *`` on both; failed
-multipart uploads are aborted; the CompleteMultipartUpload answer is checked).
+from the seed, shard and first seq; files and row groups are cut at row counts), so a rerun
+writes the same file under the same name, and "create only if absent"
+(:mod:`datafactory.batch.targets`) makes reruns safe.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import gzip
-import hashlib
-import io
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,22 +27,17 @@ import pyarrow.parquet as pq
 
 from datafactory.encoders import build_encoder
 from datafactory.encoders.arrow import ArrowConverter
-from datafactory.engine.blocks import RecordBlock, concat
+from datafactory.engine.blocks import RecordBlock
 from datafactory.schema import EventSchema
-from datafactory.sinks import aws, ocf
+from datafactory.sinks import ocf
 
 DAY_US = 86_400_000_000
-MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
 HOUR_US = 3_600_000_000
 CONTENT_TYPE = {
     "parquet": "application/vnd.apache.parquet",
     "jsonl": "application/x-ndjson",
     "avro": "application/avro",
 }
-
-
-class ExistsDifferentError(Exception):
-    """A file of this name exists with other bytes: the same output, another config."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +73,8 @@ def resolve_compression(fmt: str, compression: str | None) -> str:
     return codec
 
 
-class FileEncoder:
-    """One stream's rows to file bytes in the batch's format."""
+class FileFormat:
+    """One stream's files in the batch's format, a row group at a time."""
 
     def __init__(self, schema: EventSchema, fmt: str, compression: str | None, run_seed: int,
                  row_group_rows: int) -> None:  # fmt: skip
@@ -105,38 +95,129 @@ class FileEncoder:
             return "jsonl.zst"
         return self.fmt
 
-    def encode(self, block: RecordBlock, shard: int) -> bytes:
+    def body(self, stream: str, shard: int, first_seq: int) -> Body:
+        """A new file's encoder: ``add`` a row group's blocks at a time, then ``end``."""
         if self.fmt == "parquet":
-            return self._parquet(block)
-        batch = self.encoder.encode(block)
-        data = bytes(batch.contiguous())
+            return ParquetBody(self)
         if self.fmt == "avro":
-            sync = ocf.sync_marker(self.run_seed, block.stream, shard, int(block.seq[0]))
-            return b"".join([ocf.header(self.schema, sync), *ocf.block(len(block), data, sync)])
-        if self.compression == "gzip":
-            buf = io.BytesIO()
-            with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as f:
-                f.write(data)
-            return buf.getvalue()
-        if self.compression == "zstd":
-            out = pa.BufferOutputStream()
-            with pa.CompressedOutputStream(out, "zstd") as f:
-                f.write(data)
-            return bytes(out.getvalue().to_pybytes())
-        return data
+            return AvroBody(self, ocf.sync_marker(self.run_seed, stream, shard, first_seq))
+        return JsonBody(self)
 
-    def _parquet(self, block: RecordBlock) -> bytes:
-        table = pa.Table.from_batches([self.arrow.batch(b) for b in block.slices(65_536)])
-        sink = pa.BufferOutputStream()
-        pq.write_table(
-            table,
-            sink,
-            row_group_size=self.row_group_rows,
-            compression=self.compression,
-            store_schema=False,  # plain Parquet types: strings read back as strings
-            write_statistics=True,
-        )
-        return bytes(sink.getvalue().to_pybytes())
+    def encode(self, block: RecordBlock, shard: int) -> bytes:
+        """A whole file at once (row groups of ``row_group_rows``)."""
+        body = self.body(block.stream, shard, int(block.seq[0]))
+        parts = [body.add([b]) for b in block.slices(self.row_group_rows)]
+        return b"".join([*parts, body.end()])
+
+
+class _Drain:
+    """A write-only file whose bytes are taken as they come."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.pos = 0
+
+    def write(self, data: Any) -> int:
+        b = bytes(data)
+        self.parts.append(b)
+        self.pos += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+class Body:
+    """One file's bytes as it grows: ``add`` returns what a row group adds, ``end`` the
+    rest (footer, trailer)."""
+
+    def add(self, blocks: list[RecordBlock]) -> bytes:
+        """(``blocks`` may be emptied: they are the caller's no more.)"""
+        raise NotImplementedError
+
+    def end(self) -> bytes:
+        raise NotImplementedError
+
+
+class ParquetBody(Body):
+    def __init__(self, fmt: FileFormat) -> None:
+        self.fmt, self.out = fmt, _Drain()
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, blocks: list[RecordBlock]) -> bytes:
+        conv = self.fmt.arrow.batch
+        table = pa.Table.from_batches([conv(s) for b in blocks for s in b.slices(65_536)])
+        blocks.clear()  # the rows are Arrow's now: a row group is in memory once
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(
+                self.out,
+                table.schema,
+                compression=self.fmt.compression,
+                store_schema=False,  # plain Parquet types: strings read back as strings
+                write_statistics=True,
+            )
+        elif not table.schema.equals(self.writer.schema):
+            table = table.cast(self.writer.schema)
+        self.writer.write_table(table, row_group_size=max(1, table.num_rows))
+        return self.out.take()
+
+    def end(self) -> bytes:
+        if self.writer is not None:
+            self.writer.close()
+        return self.out.take()
+
+
+class JsonBody(Body):
+    def __init__(self, fmt: FileFormat) -> None:
+        self.fmt, self.out = fmt, _Drain()
+        self.z: Any = None
+        if fmt.compression == "gzip":
+            self.z = gzip.GzipFile(fileobj=self.out, mode="wb", compresslevel=6, mtime=0)
+        elif fmt.compression == "zstd":
+            self.z = pa.CompressedOutputStream(pa.PythonFile(self.out, mode="w"), "zstd")
+
+    def add(self, blocks: list[RecordBlock]) -> bytes:
+        data = b"".join(bytes(self.fmt.encoder.encode(b).contiguous()) for b in blocks)
+        if self.z is None:
+            return data
+        self.z.write(data)
+        return self.out.take()
+
+    def end(self) -> bytes:
+        if self.z is not None:
+            self.z.close()
+        return self.out.take()
+
+
+class AvroBody(Body):
+    """An object container file: the header, then one block per row group."""
+
+    def __init__(self, fmt: FileFormat, sync: bytes) -> None:
+        self.fmt, self.sync = fmt, sync
+        self.started = False
+
+    def add(self, blocks: list[RecordBlock]) -> bytes:
+        data = b"".join(bytes(self.fmt.encoder.encode(b).contiguous()) for b in blocks)
+        parts = [] if self.started else [ocf.header(self.fmt.schema, self.sync)]
+        self.started = True
+        n = sum(len(b) for b in blocks)
+        return b"".join([*parts, *ocf.block(n, data, self.sync)])
+
+    def end(self) -> bytes:
+        return b""
 
 
 def partition_of(t_us: int, by: str) -> str:
@@ -144,224 +225,27 @@ def partition_of(t_us: int, by: str) -> str:
     return f"dt={when:%Y-%m-%d}" + (f"/hour={when:%H}" if by == "hour" else "")
 
 
-def split_files(blocks: list[RecordBlock], by: str) -> list[tuple[str, RecordBlock]]:
-    """A chunk's rows of one stream grouped by Hive partition (their event time), in seq
-    order within each."""
-    block = concat(blocks) if len(blocks) > 1 else blocks[0]
+def partition_unit(by: str) -> int:
+    return HOUR_US if by == "hour" else DAY_US
+
+
+def split_files(block: RecordBlock, by: str) -> list[tuple[int, RecordBlock]]:
+    """A block's rows grouped by Hive partition (their event time): (the partition's start,
+    its rows in seq order)."""
     if not len(block):
         return []
-    unit = HOUR_US if by == "hour" else DAY_US
+    unit = partition_unit(by)
     bucket = block.event_time // unit
-    first, last = int(bucket.min()), int(bucket.max())
-    if first == last:
-        return [(partition_of(first * unit, by), block)]
+    first = int(bucket.min())
+    if first == int(bucket.max()):
+        return [(first * unit, block)]
     order = np.argsort(bucket, kind="stable")
     keys = bucket[order]
     cuts = np.flatnonzero(np.diff(keys)) + 1
-    out = []
-    for idx in np.split(order, cuts):
-        part = block.take(idx)
-        out.append((partition_of(int(bucket[idx[0]]) * unit, by), part))
-    return out
+    return [(int(bucket[idx[0]]) * unit, block.take(idx)) for idx in np.split(order, cuts)]
 
 
-def file_key(stream: str, partition: str, shard: int, block: RecordBlock, ext: str) -> str:
-    first, last = int(block.seq.min()), int(block.seq.max())
-    return f"stream={stream}/{partition}/part-{shard:04d}-{first:013d}-{last:013d}.{ext}"
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class LocalTarget:
-    def __init__(self, root: str) -> None:
-        self.root = Path(root)
-
-    async def open(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    async def close(self) -> None:
-        pass
-
-    async def put(self, key: str, data: bytes, digest: str, content_type: str) -> bool:
-        """Create ``key`` with ``data``; False when it was already there, identical."""
-        return await asyncio.to_thread(self._put, key, data, digest)
-
-    def _put(self, key: str, data: bytes, digest: str) -> bool:
-        path = self.root / key
-        if path.exists():
-            if sha256(path.read_bytes()) == digest:
-                return False
-            raise ExistsDifferentError(f"{path} exists with other content")
-        self._replace(path, data)
-        return True
-
-    async def put_state(self, key: str, data: bytes) -> None:
-        """A state snapshot: overwritten (pickles are not byte-stable across processes)."""
-        await asyncio.to_thread(self._replace, self.root / key, data)
-
-    @staticmethod
-    def _replace(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-
-    async def read(self, key: str) -> bytes | None:
-        path = self.root / key
-        return await asyncio.to_thread(lambda: path.read_bytes() if path.exists() else None)
-
-    async def abort_incomplete(self) -> int:
-        """Temp files of writers that were killed."""
-        n = 0
-        for tmp in self.root.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-            n += 1
-        return n
-
-
-class S3Target:
-    """aiobotocore; conditional create; multipart above ``part_size``."""
-
-    def __init__(self, url: str, part_size: int, endpoint_url: str | None, region: str) -> None:
-        rest = url[len("s3://") :]
-        self.bucket, _, prefix = rest.partition("/")
-        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        self.part_size = part_size
-        self.endpoint_url = endpoint_url
-        self.region = region
-        self._cm: Any = None
-        self.client: Any = None
-
-    async def open(self) -> None:
-        self._cm = aws.client("s3", self.region, self.endpoint_url)
-        self.client = await self._cm.__aenter__()
-
-    async def close(self) -> None:
-        cm, self._cm, self.client = self._cm, None, None
-        if cm is not None:
-            await cm.__aexit__(None, None, None)
-
-    async def ensure_bucket(self) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            await self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            try:
-                await self.client.create_bucket(**aws.bucket_args(self.bucket, self.region))
-            except ClientError as e:
-                code = e.response.get("Error", {}).get("Code")
-                if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                    raise
-
-    async def put(self, key: str, data: bytes, digest: str, content_type: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        full = self.prefix + key
-        meta = {"sha256": digest}
-        try:
-            if len(data) <= self.part_size:
-                await self.client.put_object(
-                    Bucket=self.bucket, Key=full, Body=data, IfNoneMatch="*",
-                    ContentType=content_type, Metadata=meta,
-                )  # fmt: skip
-            else:
-                await self._multipart(full, data, content_type, meta)
-        except ClientError as e:
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            code = e.response.get("Error", {}).get("Code")
-            if status == 412 or code == "PreconditionFailed":
-                head = await self.client.head_object(Bucket=self.bucket, Key=full)
-                if head.get("Metadata", {}).get("sha256") == digest:
-                    return False
-                raise ExistsDifferentError(
-                    f"s3://{self.bucket}/{full} exists with other content"
-                ) from e
-            raise
-        return True
-
-    async def _multipart(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str,
-        meta: dict[str, str],
-        conditional: bool = True,
-    ) -> None:
-        c = self.client
-        up = await c.create_multipart_upload(
-            Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=meta
-        )
-        upload_id = up["UploadId"]
-        # S3 takes at most 10,000 parts: bigger files get bigger parts
-        size = max(self.part_size, -(-len(data) // MAX_PARTS))
-        try:
-            parts = []
-            view = memoryview(data)
-            for i, off in enumerate(range(0, len(data), size), start=1):
-                body = bytes(view[off : off + size])
-                r = await c.upload_part(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=i, Body=body
-                )
-                parts.append({"PartNumber": i, "ETag": r["ETag"]})
-            done = await c.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                **({"IfNoneMatch": "*"} if conditional else {}),
-            )
-            # S3 can answer 200 with an error in the body; botocore raises for those, and a
-            # body without the object's ETag is not a completed upload either
-            etag = str(done.get("ETag", ""))
-            if (
-                not etag
-                or done.get("Key", key) != key
-                or not etag.strip('"').endswith(f"-{len(parts)}")
-            ):
-                raise RuntimeError(f"CompleteMultipartUpload of {key}: unexpected answer {done}")
-        except BaseException:
-            try:
-                await c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            finally:
-                raise
-
-    async def put_state(self, key: str, data: bytes) -> None:
-        """A state snapshot: overwritten (pickles are not byte-stable across processes);
-        multipart above ``part_size`` like the data."""
-        full = self.prefix + key
-        if len(data) <= self.part_size:
-            await self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
-            return
-        await self._multipart(full, data, "application/octet-stream", {}, conditional=False)
-
-    async def read(self, key: str) -> bytes | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            r = await self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-        except ClientError:
-            return None
-        async with r["Body"] as body:
-            return bytes(await body.read())
-
-    async def abort_incomplete(self) -> int:
-        """Multipart uploads under the prefix that a killed run left open."""
-        n = 0
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            for u in page.get("Uploads", []):
-                await self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]
-                )
-                n += 1
-        return n
-
-
-def open_target(out: str, part_size: int, endpoint_url: str | None, region: str) -> Any:
-    if out.startswith("s3://"):
-        return S3Target(out, part_size, endpoint_url, region)
-    return LocalTarget(out)
+def file_key(stream: str, partition: str, shard: int, first_seq: int, ext: str) -> str:
+    """A file is named by its first row's seq: known when the file opens, so it can be
+    written (and uploaded) as it fills."""
+    return f"stream={stream}/{partition}/part-{shard:04d}-{first_seq:013d}.{ext}"

@@ -28,16 +28,14 @@ import structlog
 
 from datafactory.batch.output import (
     CONTENT_TYPE,
-    FileEncoder,
+    FileFormat,
     FileInfo,
-    file_key,
-    open_target,
     partition_of,
     resolve_compression,
-    sha256,
-    split_files,
 )
 from datafactory.batch.simulate import Chunk, ShardSimulation, StateError, day_chunks
+from datafactory.batch.targets import open_target, sha256
+from datafactory.batch.write import DayWriter
 from datafactory.chaos.manifest import fault_rows
 from datafactory.config import BatchSection, Config, load_config, shard_problems
 from datafactory.control.ledger import open_ledger
@@ -167,8 +165,8 @@ async def _run_shard(job: BatchJob, index: int) -> dict[str, Any]:
         first = await _restore(sim, target, finished)
         stats["restored_from"] = first - 1
         days = day_chunks(job.start_us, job.end_us)
-        encoders = {
-            s.event_type: FileEncoder(
+        formats = {
+            s.event_type: FileFormat(
                 registered_packs()[s.pack].schema_for(s.stream),
                 spec.format,
                 spec.compression,
@@ -182,19 +180,16 @@ async def _run_shard(job: BatchJob, index: int) -> dict[str, Any]:
             if chunk.index in done:
                 stats["replayed"] += 1
                 continue
-            files: list[FileInfo] = []
-            for stream, blocks in sorted(chunk.blocks.items()):
-                enc = encoders[stream]
-                for partition, block in split_files(blocks, spec.partition):
-                    data = enc.encode(block, index)
-                    key = file_key(stream, partition, index, block, enc.ext)
-                    digest = sha256(data)
-                    created = await target.put(key, data, digest, CONTENT_TYPE[spec.format])
-                    stats["existing"] += not created
-                    files.append(
-                        FileInfo(key, stream, len(block), len(data), digest,
-                                 int(block.seq.min()), int(block.seq.max()))
-                    )  # fmt: skip
+            out = DayWriter(target, formats, index, spec.partition, spec.file_rows, spec.format)
+            try:
+                for block in chunk.blocks:
+                    await out.add(block)
+                    await out.passed(chunk.done_us)
+                files = await out.finish()
+            except BaseException:
+                await out.abort()
+                raise
+            stats["existing"] += out.existing
             if chunk.labels.items:
                 files.append(await _ground_truth(target, chunk, index, config))
             state_key = ""

@@ -38,19 +38,20 @@ SLICE_US = 3_600_000_000  # paced streams advance an hour at a time (at most)
 
 @dataclass
 class Chunk:
-    """What one shard released in one day ``[start_us, end_us)``: blocks per event type."""
+    """One shard's day ``[start_us, end_us)``: its blocks come as they are simulated
+    (:meth:`ShardSimulation.chunks` sets ``blocks``; read them all, in order, before the
+    next day)."""
 
     index: int
     start_us: int
     end_us: int
-    blocks: dict[str, list[RecordBlock]] = field(default_factory=dict)
+    blocks: Iterator[RecordBlock] = field(default_factory=lambda: iter(()))
     # the packs' labelled records (domain errors, incidents), as the engine hands them to
-    # the chaos manifest
+    # the chaos manifest: complete once ``blocks`` is exhausted
     labels: FaultLog = field(default_factory=FaultLog)
-
-    @property
-    def rows(self) -> int:
-        return sum(len(b) for bs in self.blocks.values() for b in bs)
+    rows: int = 0  # so far
+    done_us: int = 0  # simulated through (a slice at a time): later blocks' paced events
+    # come after it
 
 
 def day_chunks(start_us: int, end_us: int) -> list[tuple[int, int]]:
@@ -87,25 +88,31 @@ class ShardSimulation:
 
     def chunks(self, first: int = 0) -> Iterator[Chunk]:
         """Day after day, in order (state carries from one to the next), from day ``first``
-        (the state must then be the one at its start: see :meth:`restore`)."""
+        (the state must then be the one at its start: see :meth:`restore`). Memory is a
+        generated block's, whatever the day's volume."""
         days = day_chunks(self.start_us, self.end_us)
         for i, (a, b) in enumerate(days):
             if i < first:
                 continue
-            chunk = Chunk(i, a, b)
-            t = a
-            while t < b:
-                nxt = min(t + SLICE_US, b)
-                # the end: the packs' days done, what happened by it (what happens at the end
-                # stays pending in the state, for a run that continues)
-                final = i == len(days) - 1 and nxt == b
-                for block in self.driver.step(t, nxt, final):
-                    if block.labels:
-                        chunk.labels.add_labels(block.stream.partition(".")[0], block)
-                        block.labels = ()
-                    chunk.blocks.setdefault(block.stream, []).append(block)
-                t = nxt
+            chunk = Chunk(i, a, b, done_us=a)
+            chunk.blocks = self._day(chunk, last=i == len(days) - 1)
             yield chunk
+            for _ in chunk.blocks:  # a day the caller skipped is still simulated
+                pass
+
+    def _day(self, chunk: Chunk, last: bool) -> Iterator[RecordBlock]:
+        t, b = chunk.start_us, chunk.end_us
+        while t < b:
+            nxt = min(t + SLICE_US, b)
+            # the end: the packs' days done, what happened by it (what happens at the end
+            # stays pending in the state, for a run that continues)
+            for block in self.driver.step(t, nxt, final=last and nxt == b):
+                if block.labels:
+                    chunk.labels.add_labels(block.stream.partition(".")[0], block)
+                    block.labels = ()
+                chunk.rows += len(block)
+                yield block
+            t = chunk.done_us = nxt
 
     # -- state: checkpoints and the hand-over to a stream run ---------------------------------
 
@@ -187,7 +194,7 @@ async def load_run_state(config: Config, allowed: list[str] | None = None) -> di
     except StateError as e:
         raise StateError(f"run.from_state: {e}") from None
     if where.startswith("s3://"):
-        from datafactory.batch.output import S3Target
+        from datafactory.batch.targets import S3Target
 
         bucket, _, key = where[5:].partition("/")
         target = S3Target(f"s3://{bucket}/", 5 * 1024**2, None, "us-east-1")

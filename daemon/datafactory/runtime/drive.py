@@ -356,8 +356,9 @@ class Driver:
         have due before ``b`` (``final``: the run ends at ``b``; the packs' days are made
         complete first)."""
         for lane in list(self.lanes.values()):
-            if not lane.driven:
-                yield from self.paced(lane.name, a_us, b_us)
+            if not lane.driven:  # a generated block at a time: memory stays a block's
+                while piece := self.paced(lane.name, a_us, b_us, one_block=True):
+                    yield from piece
         if final:
             for pack in self.packs.values():
                 with pack.lock:

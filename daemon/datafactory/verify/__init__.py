@@ -138,7 +138,9 @@ async def verify(
             if name not in plan.sinks:
                 continue
             stream = plan.event_type
-            uri = overrides.get(name) or sink_uri(config, name, sink, stream)
+            override = overrides.get(name)
+            uri = override.replace("{stream}", stream) if override else None
+            uri = uri or sink_uri(config, name, sink, stream)
             prefix = config.run.name if sink.type == "file" and name not in overrides else ""
             try:
                 msgs = await sources.read(uri, quiet, name_prefix=prefix)
