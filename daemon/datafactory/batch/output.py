@@ -141,15 +141,22 @@ class _Drain:
 
 
 class Body:
-    """One file's bytes as it grows: ``add`` returns what a row group adds, ``end`` the
-    rest (footer, trailer)."""
+    """One file's bytes as it grows, a row group at a time: ``prepare`` does the part that
+    holds the GIL (Arrow conversion, record encoding), ``write`` the part that does not
+    (Parquet encoding, compression) and returns the bytes the row group adds; ``end`` the
+    rest (footer, trailer). ``add`` is both."""
 
-    def add(self, blocks: list[RecordBlock]) -> bytes:
-        """(``blocks`` may be emptied: they are the caller's no more.)"""
+    def prepare(self, blocks: list[RecordBlock]) -> Any:
+        raise NotImplementedError
+
+    def write(self, prepared: Any) -> bytes:
         raise NotImplementedError
 
     def end(self) -> bytes:
         raise NotImplementedError
+
+    def add(self, blocks: list[RecordBlock]) -> bytes:
+        return self.write(self.prepare(blocks))
 
 
 class ParquetBody(Body):
@@ -157,10 +164,11 @@ class ParquetBody(Body):
         self.fmt, self.out = fmt, _Drain()
         self.writer: pq.ParquetWriter | None = None
 
-    def add(self, blocks: list[RecordBlock]) -> bytes:
+    def prepare(self, blocks: list[RecordBlock]) -> pa.Table:
         conv = self.fmt.arrow.batch
-        table = pa.Table.from_batches([conv(s) for b in blocks for s in b.slices(65_536)])
-        blocks.clear()  # the rows are Arrow's now: a row group is in memory once
+        return pa.Table.from_batches([conv(s) for b in blocks for s in b.slices(65_536)])
+
+    def write(self, table: pa.Table) -> bytes:
         if self.writer is None:
             self.writer = pq.ParquetWriter(
                 self.out,
@@ -180,6 +188,11 @@ class ParquetBody(Body):
         return self.out.take()
 
 
+def _records(fmt: FileFormat, blocks: list[RecordBlock]) -> tuple[int, bytes]:
+    data = b"".join(bytes(fmt.encoder.encode(b).contiguous()) for b in blocks)
+    return sum(len(b) for b in blocks), data
+
+
 class JsonBody(Body):
     def __init__(self, fmt: FileFormat) -> None:
         self.fmt, self.out = fmt, _Drain()
@@ -189,8 +202,10 @@ class JsonBody(Body):
         elif fmt.compression == "zstd":
             self.z = pa.CompressedOutputStream(pa.PythonFile(self.out, mode="w"), "zstd")
 
-    def add(self, blocks: list[RecordBlock]) -> bytes:
-        data = b"".join(bytes(self.fmt.encoder.encode(b).contiguous()) for b in blocks)
+    def prepare(self, blocks: list[RecordBlock]) -> bytes:
+        return _records(self.fmt, blocks)[1]
+
+    def write(self, data: bytes) -> bytes:
         if self.z is None:
             return data
         self.z.write(data)
@@ -209,11 +224,13 @@ class AvroBody(Body):
         self.fmt, self.sync = fmt, sync
         self.started = False
 
-    def add(self, blocks: list[RecordBlock]) -> bytes:
-        data = b"".join(bytes(self.fmt.encoder.encode(b).contiguous()) for b in blocks)
+    def prepare(self, blocks: list[RecordBlock]) -> tuple[int, bytes]:
+        return _records(self.fmt, blocks)
+
+    def write(self, prepared: tuple[int, bytes]) -> bytes:
+        n, data = prepared
         parts = [] if self.started else [ocf.header(self.fmt.schema, self.sync)]
         self.started = True
-        n = sum(len(b) for b in blocks)
         return b"".join([*parts, *ocf.block(n, data, self.sync)])
 
     def end(self) -> bytes:

@@ -158,24 +158,31 @@ class DayWriter:
         await self._submit(f, None)
 
     async def _submit(self, f: OpenFile, group: list[RecordBlock] | None) -> None:
+        """Encode a row group (None: the file's end): the Python part here, the rest in a
+        worker thread that starts at once and runs while the caller simulates on."""
         await self._wait()  # one row group at a time: bounded memory, bytes in file order
-        self._busy = asyncio.create_task(self._encode(f, group))
+        end = group is None
+        prepared = f.body.prepare(group) if group is not None else None
+        work = asyncio.get_running_loop().run_in_executor(None, self._encode, f, prepared, end)
+        self._busy = asyncio.ensure_future(self._send(f, work, end))
+
+    @staticmethod
+    def _encode(f: OpenFile, prepared: Any, end: bool) -> bytes:
+        data = f.body.end() if end else f.body.write(prepared)
+        f.sha.update(data)
+        f.nbytes += len(data)
+        return data
 
     async def _wait(self) -> None:
         busy, self._busy = self._busy, None
         if busy is not None:
             await busy
 
-    async def _encode(self, f: OpenFile, group: list[RecordBlock] | None) -> None:
-        if group is not None:
-            data = await asyncio.to_thread(f.body.add, group)
-        else:
-            data = await asyncio.to_thread(f.body.end)
-        f.sha.update(data)
-        f.nbytes += len(data)
+    async def _send(self, f: OpenFile, work: asyncio.Future[bytes], end: bool) -> None:
+        data = await work
         if data:
             await f.upload.write(data)
-        if group is None:
+        if end:
             digest = f.sha.hexdigest()
             created = await f.upload.commit(digest)
             self.existing += not created
