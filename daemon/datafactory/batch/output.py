@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from datafactory.encoders import build_encoder
 from datafactory.encoders.arrow import ArrowConverter
-from datafactory.engine.blocks import RecordBlock
+from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.schema import EventSchema
 from datafactory.sinks import ocf
 
@@ -165,8 +165,11 @@ class ParquetBody(Body):
         self.writer: pq.ParquetWriter | None = None
 
     def prepare(self, blocks: list[RecordBlock]) -> pa.Table:
-        conv = self.fmt.arrow.batch
-        return pa.Table.from_batches([conv(s) for b in blocks for s in b.slices(65_536)])
+        # one block first: driven streams come in many small blocks, and Arrow batches of a
+        # few rows each cost more to convert and to write than their rows
+        block = concat(blocks)
+        blocks.clear()
+        return pa.Table.from_batches([self.fmt.arrow.batch(s) for s in block.slices(65_536)])
 
     def write(self, table: pa.Table) -> bytes:
         if self.writer is None:
