@@ -217,6 +217,42 @@ def test_avro_drift_is_framed_with_its_own_schema_and_lies_are_not() -> None:
     assert ok > 3000 and drifted and broken
 
 
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+def test_each_drift_reads_back_as_the_record_with_just_that_change(fmt: str) -> None:
+    from datafactory.chaos import records
+    from datafactory.chaos.steps.schema_drift import SchemaDrift
+
+    schema = load_schema(STREAM)
+    block = events(40)
+    ctx = RenderContext(fmt, schema, fmt == "avro", None)
+    clean = build_encoder(fmt, schema, 9, single_object=fmt == "avro").encode(block)
+    (cfg,) = steps([{"step": "schema_drift", "rate": 1.0}])
+    step = SchemaDrift(cfg, STREAM, schema, 9)
+    field = "store_id"
+
+    def read(data: bytes, change: str) -> dict[str, Any]:
+        if fmt == "json":
+            assert data.endswith(b"\n") and data.count(b"\n") == 1
+            return dict(orjson.loads(data))
+        doc = step._schema(change, field, ctx) if change else records.raw_doc(ctx)
+        assert data[:10] == records.AVRO_MAGIC + records.avro_fingerprint(doc)
+        parsed = records._parsed(doc)
+        return dict(schemaless_reader(io.BytesIO(data[10:]), parsed, None))  # type: ignore[arg-type]
+
+    for i in range(0, 40, 7):
+        rec = bytes(clean.record(i))
+        before = read(rec, "")
+        want = {
+            "add": {**before, "unexpected_field": "drift"},
+            "version": {**before, "schema_version": 2},
+            "rename": {(k + "_v2" if k == field else k): v for k, v in before.items()},
+            "remove": {k: v for k, v in before.items() if k != field},
+        }
+        for change, expect in want.items():
+            got = read(step.render(rec, (change, field), ctx), change)
+            assert got == expect and list(got) == list(expect), change
+
+
 def test_oversize_goes_past_the_sink_limit() -> None:
     _clean, batch, rendered = _rendered([{"step": "oversize", "rate": 0.01}], "json", False)
     sizes = batch.sizes()

@@ -217,6 +217,15 @@ class Step:
     def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
         raise NotImplementedError
 
+    # steps that only choose rows (drop, duplicate right after): the chain composes their
+    # choices and takes the rows once, instead of copying the whole block at each of them
+    selects_rows: ClassVar[bool] = False
+
+    def rows(self, block: RecordBlock, log: FaultLog) -> npt.NDArray[np.intp] | None:
+        """The rows of ``block`` this step lets through, in order, repeats allowed (None: all,
+        unchanged). It reads only ``seq``, ``event_time`` and ``key``."""
+        raise NotImplementedError
+
     def due(self, now_us: int | None) -> RecordBlock | None:
         """What the step held back and releases now (all of it when ``now_us`` is None)."""
         return None

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 
 from datafactory.chaos.base import Fault, FaultLog, RenderContext, Step
@@ -52,11 +53,23 @@ class Chain:
             self._empty = block.take(np.empty(0, dtype=np.intp))
         faults = FaultLog()
         now = int(block.event_time[-1]) if len(block) else None
+        chosen: npt.NDArray[np.intp] | None = None  # rows chosen by steps, not yet taken
         for step in self.steps:
             released = step.due(now) if now is not None else None
-            block = step.apply(block, faults)
+            if step.selects_rows:
+                idx = step.rows(block if chosen is None else _keys(block, chosen), faults)
+                if idx is not None:
+                    chosen = idx if chosen is None else chosen[idx]
+            else:
+                if chosen is not None:
+                    block, chosen = block.take(chosen), None
+                block = step.apply(block, faults)
             if released is not None:
+                if chosen is not None:
+                    block, chosen = block.take(chosen), None
                 block = concat([block, released])
+        if chosen is not None:
+            block = block.take(chosen)
         if self.carry is not None:
             block, self.carry = concat([block, self.carry]), None
         return block, faults
@@ -95,6 +108,12 @@ class Chain:
         if old.carry is not None:
             parts.insert(0, old.carry)
         self.carry = concat(parts) if parts else None
+
+
+def _keys(block: RecordBlock, idx: npt.NDArray[np.intp]) -> RecordBlock:
+    """The rows ``idx`` of ``block`` as a step that only chooses rows sees them: their seq,
+    event time and key, no columns."""
+    return RecordBlock(block.stream, block.seq[idx], block.event_time[idx], block.key[idx], {})
 
 
 def digest(record: bytes, fmt: str) -> str:

@@ -98,11 +98,16 @@ def dump(
         doc = schema if isinstance(schema, bytes) else orjson.dumps(schema)
     buf = io.BytesIO()
     schemaless_writer(buf, _parsed(doc), record)
-    prefix = b""
-    if ctx.framed:
-        fp = avro_fingerprint(doc) if honest else ctx.schema.fingerprint
-        prefix = AVRO_MAGIC + fp
-    return prefix + buf.getvalue()
+    return frame(buf.getvalue(), ctx, doc, honest=honest)
+
+
+def frame(body: bytes, ctx: RenderContext, doc: bytes, *, honest: bool = True) -> bytes:
+    """An Avro body as the sink sends it: single-object framed (with the fingerprint of the
+    schema ``doc``, or, not ``honest``, the stream's own) when the sink frames records."""
+    if not ctx.framed:
+        return body
+    fp = avro_fingerprint(doc) if honest else ctx.schema.fingerprint
+    return AVRO_MAGIC + fp + body
 
 
 def field_type(f: dict[str, Any]) -> tuple[Any, bool]:

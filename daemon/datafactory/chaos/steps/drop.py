@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from datafactory.chaos.base import FaultLog, Step, StepConfig
 from datafactory.engine.blocks import RecordBlock
@@ -19,11 +20,17 @@ class Drop(Step):
     Config = DropConfig
     rejectable = False
 
-    def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
+    selects_rows = True
+
+    def rows(self, block: RecordBlock, log: FaultLog) -> npt.NDArray[np.intp] | None:
         rows = self.select(block)
         if not len(rows):
-            return block
+            return None
         log.add(self, "drop", block, rows)
         keep = np.ones(len(block), dtype=np.bool_)
         keep[rows] = False
-        return block.take(np.flatnonzero(keep))
+        return np.flatnonzero(keep)
+
+    def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
+        idx = self.rows(block, log)
+        return block if idx is None else block.take(idx)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field
 
 from datafactory.chaos.base import FaultLog, HoldingStep, StepConfig
@@ -23,17 +24,31 @@ class Duplicate(HoldingStep):
     Config = DuplicateConfig
     rejectable = False
 
+    @property
+    def selects_rows(self) -> bool:  # type: ignore[override]
+        return self.cfg.delay <= 0  # type: ignore[attr-defined, no-any-return]
+
+    def rows(self, block: RecordBlock, log: FaultLog) -> npt.NDArray[np.intp] | None:
+        rows = self.select(block)
+        if not len(rows):
+            return None
+        cfg = self.cfg
+        assert isinstance(cfg, DuplicateConfig) and cfg.delay <= 0
+        log.add(self, "duplicate", block, rows, {"copies": cfg.copies, "delay_s": cfg.delay})
+        reps = np.ones(len(block), dtype=np.intp)
+        reps[rows] += cfg.copies
+        return np.repeat(np.arange(len(block)), reps)
+
     def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
+        cfg = self.cfg
+        assert isinstance(cfg, DuplicateConfig)
+        if cfg.delay <= 0:
+            idx = self.rows(block, log)
+            return block if idx is None else block.take(idx)
         rows = self.select(block)
         if not len(rows):
             return block
-        cfg = self.cfg
-        assert isinstance(cfg, DuplicateConfig)
         log.add(self, "duplicate", block, rows, {"copies": cfg.copies, "delay_s": cfg.delay})
-        if cfg.delay <= 0:
-            reps = np.ones(len(block), dtype=np.intp)
-            reps[rows] += cfg.copies
-            return block.take(np.repeat(np.arange(len(block)), reps))
         copies = np.repeat(rows, cfg.copies)
         due = block.event_time[copies] + int(cfg.delay * 1_000_000)
         self.holding.add(block.take(copies), due)
