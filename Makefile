@@ -84,11 +84,14 @@ lint: install         ## ruff + mypy --strict
 
 # the Kafka anchor is Debian's kcat (apt-get install kcat) run against the librdkafka that the
 # confluent-kafka wheel bundles; without kcat the Kafka ratio is left out and said so
+# batch memory: one day of POS at 2,000/s (172.8 M rows, ~20 min); fewer hours to shorten
+BENCH_BATCH_HOURS ?= 24
 bench: install /usr/bin/kcat  ## throughput figures as ratios to baselines measured in the same run
 	$(BIN)/pip install --quiet 'confluent-kafka>=2.3'
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/batch_memory.py --hours $(BENCH_BATCH_HOURS)
 	$(BIN)/python bench/shards.py
 
 clean:
