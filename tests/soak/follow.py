@@ -26,6 +26,7 @@ class Follower(threading.Thread):
         self.out = out
         self.records = 0
         self.error: BaseException | None = None
+        self.trace: list[tuple[float, str, int, str, str]] = []  # (monotonic, what, records..)
         self._finish = threading.Event()
         self._done_by = 0.0
 
@@ -83,6 +84,7 @@ class Follower(threading.Thread):
                 files[tp] = (d / f"{tp.partition}.jsonl").open("ab")
             quiet_since = time.monotonic()
             ends: dict[TopicPartition, int] | None = None
+            reached = False
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
                 got = 0
@@ -99,8 +101,14 @@ class Follower(threading.Thread):
                     continue
                 if ends is None:  # the run is over: nothing more will be produced
                     ends = await consumer.end_offsets(tps)
+                    at = {str(tp): await consumer.position(tp) for tp in tps}
+                    self.trace.append((round(now, 1), "finish", self.records, str(at), str(ends)))
                 at_end = all([await consumer.position(tp) >= ends[tp] for tp in tps])
+                if at_end and not reached:
+                    reached = True
+                    self.trace.append((round(now, 1), "at_end", self.records, "", ""))
                 if at_end and now - quiet_since >= 5:  # Tansu's end is its last batch's base
+                    self.trace.append((round(now, 1), "done", self.records, "", ""))
                     return
                 if now > self._done_by:
                     at = {str(tp): await consumer.position(tp) for tp in tps}

@@ -175,6 +175,7 @@ def soak(tmp_path: Path, moto: Moto, seconds: int, kill_every: float) -> dict[st
         "verify_seconds": round(verify_seconds, 1),
         "of_which_kafka_to_its_end_seconds": round(follow_seconds, 1),
         "kafka_records_followed": follower.records,
+        "follower_trace": follower.trace,
         "sinks": {
             sink: {st: {k: row[k] for k in SUMMARY} for st, row in streams.items()}
             for sink, streams in report["sinks"].items()
