@@ -6,7 +6,7 @@ import uuid
 
 import numpy as np
 
-from datafactory.engine.identity import event_id, event_ids
+from datafactory.engine.identity import event_id, event_ids, event_ids_numpy
 from datafactory.engine.seeding import SeedTree
 from datafactory.runtime.drive import uniform_times
 from datafactory_retail import RetailPack, RetailParams
@@ -23,6 +23,23 @@ def test_event_ids_are_uuids_v8_unique_and_reproducible() -> None:
     again = event_ids(42, "retail.pos_transaction", seq)
     assert np.array_equal(ids, again)
     assert event_id(42, "retail.pos_transaction", 99_999) == ids[99_999].decode()
+
+
+def test_compiled_and_numpy_event_ids_are_the_same() -> None:
+    from datafactory.encoders import fast
+
+    assert fast.available()  # the compiled path is part of every supported build
+    rng = np.random.default_rng(5)
+    for seq in (
+        np.arange(5_000, dtype=np.int64),
+        rng.integers(-(2**63), 2**63 - 1, 20_000, dtype=np.int64),
+        np.array([0, 2**63 - 1, -(2**63), -1], dtype=np.int64),
+        np.arange(1, 12_000, 7, dtype=np.int64)[::3],  # not contiguous
+    ):
+        ids = event_ids(11, "retail.pos_transaction", seq)
+        assert ids.dtype == np.dtype("S36") and len(ids) == len(seq)
+        assert (ids == event_ids_numpy(11, "retail.pos_transaction", seq)).all()
+    assert len(event_ids(11, "a.b", np.empty(0, dtype=np.int64))) == 0
 
 
 def test_event_ids_depend_on_seed_and_stream() -> None:
