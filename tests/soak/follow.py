@@ -57,6 +57,10 @@ class Follower(threading.Thread):
             auto_offset_reset="earliest",
             request_timeout_ms=10_000,
             retry_backoff_ms=500,
+            # the topics appear when the run starts: without this, aiokafka saw them only at
+            # its next metadata refresh, five minutes on (the three-minute soak read nothing
+            # until it was over)
+            metadata_max_age_ms=2_000,
         )
         await consumer.start()
         files: dict[TopicPartition, IO[bytes]] = {}
