@@ -14,7 +14,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 class Follower(threading.Thread):
@@ -48,6 +48,22 @@ class Follower(threading.Thread):
             self.error = e
 
     async def _follow(self) -> None:
+        from aiokafka import TopicPartition
+
+        files: dict[TopicPartition, IO[bytes]] = {}
+        nxt: dict[TopicPartition, int] = {}  # the next offset to read, per partition
+        try:
+            while not await self._consume(files, nxt):
+                self.trace.append((round(time.monotonic(), 1), "restart", self.records, "", ""))
+        finally:
+            for f in files.values():
+                f.close()
+
+    async def _consume(self, files: dict[Any, IO[bytes]], nxt: dict[Any, int]) -> bool:
+        """Read with one consumer from ``nxt`` on; True when the end is reached, False when
+        the consumer is stuck (no record for STUCK seconds while the broker's end offsets
+        are ahead of it: seen after a broker restart, aiokafka fetching nothing for good)
+        and a new one should take over."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.errors import KafkaError
 
@@ -62,9 +78,8 @@ class Follower(threading.Thread):
             # until it was over)
             metadata_max_age_ms=2_000,
         )
-        await consumer.start()
-        files: dict[TopicPartition, IO[bytes]] = {}
         try:
+            await consumer.start()
             tps: list[TopicPartition] = []
             while len({tp.topic for tp in tps}) < len(self.topics):  # the run creates them
                 try:
@@ -81,12 +96,16 @@ class Follower(threading.Thread):
                     raise TimeoutError(f"topics {sorted(self.topics)} never appeared")
                 await asyncio.sleep(1)
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
             for tp in tps:
-                d = self.out / self.topics[tp.topic]
-                d.mkdir(parents=True, exist_ok=True)
-                files[tp] = (d / f"{tp.partition}.jsonl").open("ab")
-            quiet_since = time.monotonic()
+                if tp in nxt:
+                    consumer.seek(tp, nxt[tp])
+                else:
+                    await consumer.seek_to_beginning(tp)
+                if tp not in files:
+                    d = self.out / self.topics[tp.topic]
+                    d.mkdir(parents=True, exist_ok=True)
+                    files[tp] = (d / f"{tp.partition}.jsonl").open("ab")
+            quiet_since = checked = time.monotonic()
             ends: dict[TopicPartition, int] | None = None
             reached = False
             while True:
@@ -97,10 +116,20 @@ class Follower(threading.Thread):
                     f.write(b"".join(m.value + b"\n" for m in msgs if m.value))
                     f.flush()
                     got += len(msgs)
+                    if msgs:
+                        nxt[tp] = msgs[-1].offset + 1
                 self.records += got
                 now = time.monotonic()
                 if got:
                     quiet_since = now
+                if now - quiet_since >= STUCK and now - checked >= STUCK:
+                    checked = now
+                    try:
+                        latest = await consumer.end_offsets(tps)
+                    except KafkaError:
+                        continue  # the broker is away: wait for it
+                    if any(nxt.get(tp, 0) < latest[tp] for tp in tps):
+                        return False  # records are there and this consumer gets none
                 if not self._finish.is_set():
                     continue
                 if ends is None:  # the run is over: nothing more will be produced
@@ -113,11 +142,12 @@ class Follower(threading.Thread):
                     self.trace.append((round(now, 1), "at_end", self.records, "", ""))
                 if at_end and now - quiet_since >= 5:  # Tansu's end is its last batch's base
                     self.trace.append((round(now, 1), "done", self.records, "", ""))
-                    return
+                    return True
                 if now > self._done_by:
                     at = {str(tp): await consumer.position(tp) for tp in tps}
                     raise TimeoutError(f"the follower stopped at {at}, short of {ends}")
         finally:
-            for f in files.values():
-                f.close()
             await consumer.stop()
+
+
+STUCK = 30.0  # seconds without a record, with the end offsets ahead: a new consumer
