@@ -620,3 +620,29 @@ sinks: {none: {type: stdout}}
     stuck = [t for t in truth if t["kind"] == "stuck_at"]
     assert stuck and all(t["detail"]["device"] == "D000045" for t in stuck)
     assert all(t["step"] == "domain" and t["event_id"] for t in truth)  # the manifest's shape
+
+
+def test_hourly_partitions_and_file_rows_cut_a_day_into_files_as_it_is_written(
+    tmp_path: Path,
+) -> None:
+    cfg = write_config(tmp_path, rate=0.5)
+    spec = {"shards": 1, "format": "jsonl", "partition": "hour", "file_rows": 1_000}
+    first = batch(cfg, tmp_path, "2024-03-01", "2024-03-02", out=str(tmp_path / "a"), **spec)
+    files = sorted((tmp_path / "a").rglob("stream=retail.pos_transaction/*/*/*.jsonl"))
+    seqs: list[int] = []
+    hours: set[tuple[str, str]] = set()
+    for p in files:
+        rows = jsonl([p])
+        assert 0 < len(rows) <= 1_000
+        hour = p.parent.name  # hour=HH: every row of the file is in it
+        hours.add((p.parent.parent.name, hour))
+        assert {f"hour={r['event_time'][11:13]}" for r in rows} == {hour}, p
+        assert int(p.name.split("-")[2].split(".")[0]) == len(seqs)  # named by first seq
+        seqs += list(range(len(seqs), len(seqs) + len(rows)))
+    assert len(hours) == 48 and len(seqs) == round(0.5 * 2 * 86_400)
+    ids = [r["event_id"] for r in jsonl(files)]
+    assert len(set(ids)) == len(ids) == len(seqs)
+    # the same files, byte for byte, from a fresh run
+    again = batch(cfg, tmp_path, "2024-03-01", "2024-03-02", out=str(tmp_path / "b"), **spec)
+    assert local_files(tmp_path / "a") == local_files(tmp_path / "b")
+    assert first["rows"] == again["rows"]
