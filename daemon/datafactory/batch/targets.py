@@ -291,6 +291,7 @@ class S3Upload:
                 Bucket=bucket, Key=self.key, UploadId=self.upload_id,
                 MultipartUpload={"Parts": self.parts}, **cond,
             )  # fmt: skip
+            self.upload_id = None  # completed: nothing to abort any more
             # S3 can answer 200 with an error in the body; botocore raises for those, and a
             # body without the object's ETag is not a completed upload either
             etag = str(done.get("ETag", ""))
@@ -300,7 +301,6 @@ class S3Upload:
                 or not etag.strip('"').endswith(f"-{len(self.parts)}")
             ):
                 raise RuntimeError(f"CompleteMultipartUpload of {self.key}: unexpected {done}")
-            self.upload_id = None
             return True
         except ClientError as e:
             await self.abort()
