@@ -11,6 +11,7 @@ end ``verify`` reads the files (``source_overrides={"bus": "<dir>/{stream}"}``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -124,8 +125,10 @@ class Follower(threading.Thread):
                     quiet_since = now
                 if now - quiet_since >= STUCK and now - checked >= STUCK:
                     checked = now
-                    try:
-                        latest = await consumer.end_offsets(tps)
+                    try:  # (an aiokafka stuck after a broker restart hangs here too)
+                        latest = await asyncio.wait_for(consumer.end_offsets(tps), 10)
+                    except TimeoutError:
+                        return False
                     except KafkaError:
                         continue  # the broker is away: wait for it
                     if any(nxt.get(tp, 0) < latest[tp] for tp in tps):
@@ -147,7 +150,8 @@ class Follower(threading.Thread):
                     at = {str(tp): await consumer.position(tp) for tp in tps}
                     raise TimeoutError(f"the follower stopped at {at}, short of {ends}")
         finally:
-            await consumer.stop()
+            with contextlib.suppress(TimeoutError, KafkaError):  # a stuck one is dropped
+                await asyncio.wait_for(consumer.stop(), 10)
 
 
 STUCK = 30.0  # seconds without a record, with the end offsets ahead: a new consumer
