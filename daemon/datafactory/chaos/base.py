@@ -215,7 +215,11 @@ class Step:
         return rows
 
     def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
-        raise NotImplementedError
+        """The block through this step (a step that only chooses rows: those rows)."""
+        if not self.selects_rows:
+            raise NotImplementedError
+        idx = self.rows(block, log)
+        return block if idx is None else block.take(idx)
 
     # steps that only choose rows (drop, duplicate right after): the chain composes their
     # choices and takes the rows once, instead of copying the whole block at each of them

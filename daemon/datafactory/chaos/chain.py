@@ -60,13 +60,13 @@ class Chain:
                 idx = step.rows(block if chosen is None else _keys(block, chosen), faults)
                 if idx is not None:
                     chosen = idx if chosen is None else chosen[idx]
-            else:
-                if chosen is not None:
-                    block, chosen = block.take(chosen), None
+                if released is None:
+                    continue
+            if chosen is not None:  # the rows chosen so far, taken before a step that reads
+                block, chosen = block.take(chosen), None  # columns or a release joins them
+            if not step.selects_rows:
                 block = step.apply(block, faults)
             if released is not None:
-                if chosen is not None:
-                    block, chosen = block.take(chosen), None
                 block = concat([block, released])
         if chosen is not None:
             block = block.take(chosen)

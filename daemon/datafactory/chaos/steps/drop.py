@@ -30,7 +30,3 @@ class Drop(Step):
         keep = np.ones(len(block), dtype=np.bool_)
         keep[rows] = False
         return np.flatnonzero(keep)
-
-    def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
-        idx = self.rows(block, log)
-        return block if idx is None else block.take(idx)

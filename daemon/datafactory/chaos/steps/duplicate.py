@@ -29,27 +29,29 @@ class Duplicate(HoldingStep):
         return self.cfg.delay <= 0  # type: ignore[attr-defined, no-any-return]
 
     def rows(self, block: RecordBlock, log: FaultLog) -> npt.NDArray[np.intp] | None:
-        rows = self.select(block)
+        rows = self._hits(block, log)
         if not len(rows):
             return None
-        cfg = self.cfg
-        assert isinstance(cfg, DuplicateConfig) and cfg.delay <= 0
-        log.add(self, "duplicate", block, rows, {"copies": cfg.copies, "delay_s": cfg.delay})
         reps = np.ones(len(block), dtype=np.intp)
-        reps[rows] += cfg.copies
+        reps[rows] += self.cfg.copies  # type: ignore[attr-defined]
         return np.repeat(np.arange(len(block)), reps)
 
     def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
+        if self.selects_rows:
+            return super().apply(block, log)
         cfg = self.cfg
         assert isinstance(cfg, DuplicateConfig)
-        if cfg.delay <= 0:
-            idx = self.rows(block, log)
-            return block if idx is None else block.take(idx)
-        rows = self.select(block)
-        if not len(rows):
-            return block
-        log.add(self, "duplicate", block, rows, {"copies": cfg.copies, "delay_s": cfg.delay})
-        copies = np.repeat(rows, cfg.copies)
-        due = block.event_time[copies] + int(cfg.delay * 1_000_000)
-        self.holding.add(block.take(copies), due)
+        rows = self._hits(block, log)
+        if len(rows):
+            copies = np.repeat(rows, cfg.copies)
+            due = block.event_time[copies] + int(cfg.delay * 1_000_000)
+            self.holding.add(block.take(copies), due)
         return block
+
+    def _hits(self, block: RecordBlock, log: FaultLog) -> npt.NDArray[np.intp]:
+        """The rows hit, written down."""
+        cfg = self.cfg
+        assert isinstance(cfg, DuplicateConfig)
+        rows = self.select(block)
+        log.add(self, "duplicate", block, rows, {"copies": cfg.copies, "delay_s": cfg.delay})
+        return rows
