@@ -323,17 +323,31 @@ class Driver:
             self._record("skip", name, a=a_us, b=b_us)
         return lost
 
-    def set_profile(self, name: str, profile: Any, at_us: int) -> None:
+    def set_profile(
+        self, name: str, profile: Any, at_us: int, owe_at_most_s: float | None = None
+    ) -> int:
         """A new rate profile from ``at`` on; what was earned by then stays earned (events
-        already made keep their times, and go out as the new profile earns them)."""
+        already made keep their times, and go out as the new profile earns them), but no
+        more than ``owe_at_most_s`` seconds of the new profile of it (a stream far behind a
+        huge rate would otherwise go on releasing that backlog long after a lower rate was
+        set): returns how many events the lane forgoes."""
         lane = self.lanes[name]
         at = at_us / 1e6
         with lane.pack.lock:
             earned_part = lane.profile.cumulative(at, lane.t0) - lane.base
             lane.profile = profile
             lane.base = profile.cumulative(at, lane.t0) - earned_part
+            lost = 0
+            if owe_at_most_s is not None:
+                owed = lane.due(at_us) - lane.earned
+                r = profile.cumulative
+                cap = lane.pack.shard_share * (r(at, lane.t0) - r(at - owe_at_most_s, lane.t0))
+                lost = max(0, owed - math.ceil(cap))
+                lane.base += lost / lane.pack.shard_share
             self._replan(lane, at_us)
-            self._record("profile", name, at=at_us, rate=profile.model_dump(mode="json"))
+            rate = profile.model_dump(mode="json")
+            self._record("profile", name, at=at_us, rate=rate, owe=owe_at_most_s)
+        return lost
 
     # -- driven streams ------------------------------------------------------------------
 

@@ -286,7 +286,7 @@ class Journal:
                     continue
                 for cmd in self.store.commands(n):
                     commands += 1
-                    for block in _apply(driver, cmd):
+                    for block in replay_command(driver, cmd):
                         mark = marks.get(block.stream, 0)
                         if len(block) and int(block.seq[-1]) >= mark:
                             keep = (
@@ -331,7 +331,7 @@ def _commands(path: Path) -> Iterator[dict[str, Any]]:
             yield orjson.loads(line)
 
 
-def _apply(driver: Driver, cmd: dict[str, Any]) -> list[RecordBlock]:
+def replay_command(driver: Driver, cmd: dict[str, Any]) -> list[RecordBlock]:
     """One journaled command, again; the events it makes."""
     op, name = cmd["op"], cmd["s"]
     if name not in driver.lanes:
@@ -344,7 +344,8 @@ def _apply(driver: Driver, cmd: dict[str, Any]) -> list[RecordBlock]:
     elif op == "skip":
         driver.skip(name, cmd["a"], cmd["b"])
     elif op == "profile":
-        driver.set_profile(name, _PROFILE.validate_python(cmd["rate"]), cmd["at"])
+        profile = _PROFILE.validate_python(cmd["rate"])
+        driver.set_profile(name, profile, cmd["at"], cmd.get("owe"))
     elif op == "poll":
         block = driver.poll(name, cmd["until"], cmd["limit"], cmd["final"])
         return [block] if block is not None else []

@@ -127,8 +127,14 @@ async def run_paced(s: StreamRuntime, run: RunHandle) -> None:
             if limit is not None and limit <= 0:
                 break
             if s.new_profile is not None:
-                driver.set_profile(s.name, s.new_profile, a)
+                # a stream behind its old rate owes at most CATCH_UP of its new one: a
+                # lower rate applies at once, not after the old rate's backlog
+                owe = None if clock.simulated else CATCH_UP
+                lost = driver.set_profile(s.name, s.new_profile, a, owe)
                 s.new_profile = None
+                if lost:
+                    s.skipped += lost
+                    run.on_skipped(s, lost)
             rate = max(s.target_rate(), 1e-9)
             if clock.simulated:  # about batch_max events (made while the last are encoded)
                 step = min(max(eng.batch_max / rate, SIMULATED_SLICE_MIN), SIMULATED_SLICE_MAX)
