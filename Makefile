@@ -19,7 +19,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-in
 
 .PHONY: install run test test-unit test-integration soak lint bench clean system-deps
 
-$(BIN)/datafactory: pyproject.toml
+$(BIN)/datafactory: pyproject.toml daemon/datafactory/encoders/_fastrender.c  # the compiled renderer is built at install
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -89,6 +89,7 @@ BENCH_BATCH_HOURS ?= 24
 bench: install /usr/bin/kcat  ## throughput figures as ratios to baselines measured in the same run
 	$(BIN)/pip install --quiet 'confluent-kafka>=2.3'
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/healthcare.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/batch_memory.py --hours $(BENCH_BATCH_HOURS)

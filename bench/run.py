@@ -290,7 +290,7 @@ chaos: {json.dumps(CHAIN5) if chaos else "[]"}
 
 
 def clock_driven_end_to_end(pack: str, params: dict[str, Any], duration: str) -> float:
-    """A clock-driven pack (IoT, healthcare) through the real engine to JSON files, simulated
+    """A clock-driven pack (IoT) through the real engine to JSON files, simulated
     clock: every stream's events per second of wall time."""
     from datafactory.config import parse_config
     from datafactory.runtime.engine import Engine
@@ -353,7 +353,6 @@ def main() -> int:
     cases["... + 5-step chaos chain at 1%, Avro"] = chain_avro
     per_stream = retail_streams(args.seconds * 2.5)
     iot = clock_driven_end_to_end("iot", {"devices": 500, "sites": 10}, "12h")
-    healthcare = clock_driven_end_to_end("healthcare", {"patients": 20_000}, "30d")
     e2e = engine_end_to_end(2_000_000)
     e2e_chaos = engine_end_to_end(2_000_000, chaos=True)
 
@@ -379,8 +378,7 @@ def main() -> int:
         print(
             f"  retail.{name:38s} {rate:12,.0f} {rate / faker:9.1f} {rate / prebuilt:18.2f}" + extra
         )
-    for name, rate in (("iot, all streams (2 cores)", iot),
-                       ("healthcare, FHIR + HL7 (2 cores)", healthcare)):  # fmt: skip
+    for name, rate in (("iot, all streams (2 cores)", iot),):  # (healthcare: bench/healthcare.py)
         print(f"{'engine end to end, ' + name:46s} {rate:12,.0f} {rate / faker:9.1f} "
               f"{rate / prebuilt:18.2f}")  # fmt: skip
     print(
@@ -399,7 +397,6 @@ def main() -> int:
         "cases": cases,
         "retail_streams": per_stream,
         "engine_end_to_end_iot": iot,
-        "engine_end_to_end_healthcare": healthcare,
         "engine_end_to_end_json_files": e2e,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],

@@ -6,10 +6,13 @@ Streams (driven by the care model's own clock, like IoT: volume follows ``patien
 ``claim_response`` (its ``ClaimResponse`` when adjudicated: paid, partially paid or denied
 with reason codes; some denials come back as a new claim naming the first). Each record is
 the FHIR document itself (``format: json``), the referenced Patient, Practitioner,
-Organizations and Coverage contained in it or beside it in a Bundle (``fhir_packaging``).
+Organizations and Coverage contained in it or beside it in a Bundle (``fhir_packaging``);
+``explanation_of_benefit`` (what the patient is told) with the response; ``adt`` and ``dft``
+(HL7 v2.5 messages of the same encounters). Error kinds are injected at tunable rates and
+labelled (ground truth).
 
-Still to come (issue 8): HL7 v2 ADT / DFT streams, ExplanationOfBenefit, and the tunable,
-labelled error kinds.
+A poll takes the rows its due events name from the care model's records (columns) and renders
+the block's documents at once (``fhir.py``, ``hl7.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from datafactory.engine.blocks import DictColumn, Label, RecordBlock
 from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
-from datafactory_healthcare.care import CLAIM_ERRORS, Care, Network
-from datafactory_healthcare.fhir import Renderer, dumps
-from datafactory_healthcare.hl7 import Hl7Renderer
+from datafactory_healthcare.care import CLAIM_ERRORS, Care
+from datafactory_healthcare.fhir import Renderer, error_field
+from datafactory_healthcare.hl7 import TRIGGERS, Hl7Renderer
+from datafactory_healthcare.network import Network
 
 
 class ErrorRates(BaseModel):
@@ -193,35 +197,35 @@ class Documents(_Driven):
             return None
         assert pk.renderer is not None
         numbers = ev["claim"]
-        docs = [care.docs[n] for n in numbers.tolist()]
+        claims = care.records.claims(numbers)
         render = {
-            "claim": pk.renderer.claim,
-            "claim_response": pk.renderer.claim_response,
-            "explanation_of_benefit": pk.renderer.explanation_of_benefit,
+            "claim": pk.renderer.claims,
+            "claim_response": pk.renderer.claim_responses,
+            "explanation_of_benefit": pk.renderer.explanations_of_benefit,
         }[self.name]
-        texts = tuple(dumps(render(d)) for d in docs)
-        n = len(docs)
+        texts = render(claims)
+        n = claims.n
         labels: list[Label] = []
         if self.name == "claim":  # ground truth: which record, what kind, which field
-            dup = ev["dup"].tolist()
-            wrong: dict[str, list[int]] = {}
-            for i, d in enumerate(docs):
-                kind = d["error"]
-                if kind is not None and (kind != "duplicate_claim" or dup[i]):
-                    wrong.setdefault(kind, []).append(i)
-            for kind, rows in wrong.items():
+            wrong = (claims.error >= 0) & (
+                (claims.error != CLAIM_ERRORS.index("duplicate_claim")) | (ev["dup"] == 1)
+            )
+            lines = np.diff(claims.item_off)
+            for code in np.unique(claims.error[wrong]).tolist():
+                kind = CLAIM_ERRORS[code]
+                rows = np.flatnonzero(wrong & (claims.error == code))
                 details = [
-                    {"record_id": f"claim-{docs[i]['number']}", "error": kind,
-                     "field": docs[i]["field"]}
-                    for i in rows
+                    {"record_id": f"claim-{claims.number[i]}", "error": kind,
+                     "field": error_field(kind, int(lines[i]))}
+                    for i in rows.tolist()
                 ]  # fmt: skip
-                labels.append(Label(kind, np.array(rows, dtype=np.intp), details))
-        patient = np.array([d["patient"] for d in docs], dtype=np.int64)
+                labels.append(Label(kind, rows.astype(np.intp), details))
+        patient = claims.patient
         care.forget(numbers)
         if self.name != "claim":
-            status = [d["outcome"] for d in docs]
+            status = claims.outcome + 2  # complete, partial, denied
         else:
-            status = ["resubmitted" if d["related"] is not None else "submitted" for d in docs]
+            status = (claims.related >= 0).astype(np.int64)  # submitted, resubmitted
         pool = ("submitted", "resubmitted", "complete", "partial", "denied")
         return RecordBlock(
             stream=f"healthcare.{self.name}",
@@ -231,14 +235,11 @@ class Documents(_Driven):
             columns={
                 "claim_id": numbers.astype(np.int64),
                 "patient_id": DictColumn(patient.astype(np.int32), pk.network.patient_ids),
-                "status": DictColumn(np.array([pool.index(s) for s in status], np.int32), pool),
+                "status": DictColumn(status.astype(np.int32), pool),
                 "resource": DictColumn(np.arange(n, dtype=np.int32), texts),
             },
             labels=tuple(labels),
         )
-
-
-TRIGGERS = ("A01", "A04", "A03")
 
 
 class Messages(_Driven):
@@ -254,40 +255,28 @@ class Messages(_Driven):
         assert pk.hl7 is not None
         n = len(ev["t"])
         seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
-        encs = [care.encounters[e] for e in ev["encounter"].tolist()]
+        cols = care.records.encounters(ev["encounter"])
+        bad = ev["bad"].astype(np.bool_)  # the PID segment left out: a structure error
         if self.name == "adt":
-            kinds = [TRIGGERS[k] for k in ev["trigger"].tolist()]
-            texts = tuple(
-                pk.hl7.adt(e, k, t, f"ADT{s}")
-                for e, k, t, s in zip(encs, kinds, ev["t"].tolist(), seq.tolist(), strict=True)
-            )
-            types = tuple(f"ADT^{k}" for k in kinds)
+            trigger = ev["trigger"].astype(np.int64)
+            texts = pk.hl7.adt(cols, trigger, ev["t"], seq, bad)
+            types = tuple(f"ADT^{TRIGGERS[k]}" for k in trigger.tolist())
         else:
-            texts = tuple(
-                pk.hl7.dft(e, t, f"DFT{s}")
-                for e, t, s in zip(encs, ev["t"].tolist(), seq.tolist(), strict=True)
-            )
+            texts = pk.hl7.dft(cols, ev["t"], seq, bad)
             types = ("DFT^P03",) * n
         care.sent_encounter(ev["encounter"])
-        bad = np.flatnonzero(ev["bad"])
+        rows = np.flatnonzero(bad)
         labels: tuple[Label, ...] = ()
-        if len(bad):  # the PID segment left out: a structure error any v2.5 parser reports
-            broken = set(bad.tolist())
-            texts = tuple(
-                "\r".join(x for x in t.split("\r") if not x.startswith("PID|"))
-                if i in broken
-                else t
-                for i, t in enumerate(texts)
-            )
+        if len(rows):
             labels = (
                 Label(
                     "malformed_hl7",
-                    bad.astype(np.intp),
+                    rows.astype(np.intp),
                     [{"record_id": f"{types[i]}:V{int(ev['encounter'][i])}",
-                      "error": "malformed_hl7", "field": "PID"} for i in bad.tolist()],
+                      "error": "malformed_hl7", "field": "PID"} for i in rows.tolist()],
                 ),
             )  # fmt: skip
-        patient = np.array([e["patient"] for e in encs], dtype=np.int64)
+        patient = cols.patient
         type_pool = tuple(sorted(set(types)))
         return RecordBlock(
             stream=f"healthcare.{self.name}",

@@ -1,6 +1,6 @@
-"""The population, the provider network and the care -> claim -> adjudication lifecycle.
+"""The care -> claim -> adjudication lifecycle (of the network's patients, ``network.py``).
 
-Encounters happen at ``visits_per_year`` per patient (Poisson per step), outpatient,
+Encounters happen at ``visits_per_year`` per patient (Poisson per day), outpatient,
 emergency or inpatient (1-6 days). The diagnosis is drawn from the curated ICD-10-CM list by
 frequency among the codes that fit the patient's sex and age and the encounter class;
 procedures follow the diagnosis (those that fit sex and age), plus the E/M visit code of the
@@ -15,6 +15,7 @@ plan's fee factor and pays the allowed amount less the plan's coinsurance.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -22,41 +23,22 @@ import numpy.typing as npt
 
 from datafactory.engine.timeline import PendingEvents, Steps
 from datafactory_healthcare import codes
-from datafactory_healthcare.npi import make_npis
+from datafactory_healthcare.network import ORG_KINDS, PAYERS, Network
+from datafactory_healthcare.records import Batch, Records, offsets, ragged_take
 
 S = 1_000_000
+I64 = npt.NDArray[np.int64]
+AGES = 121  # ages the tables cover (patients are 0-99)
 DAY = 86_400 * S
 YEAR = 365.25 * DAY
 CLASSES = ("AMB", "EMER", "IMP")  # FHIR v3 ActCode: ambulatory, emergency, inpatient
 CLASS_LETTER = ("o", "e", "i")
 CLASS_P = np.array([0.86, 0.1, 0.04])
-GIVEN_F = ("Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Maria", "Susan", "Aisha",
-           "Mei", "Sofia", "Emma", "Olivia", "Fatima", "Priya", "Grace", "Chloe")  # fmt: skip
-GIVEN_M = ("James", "Robert", "John", "Michael", "David", "William", "Carlos", "Wei",
-           "Ahmed", "Raj", "Liam", "Noah", "Lucas", "Daniel", "Omar", "Ethan")  # fmt: skip
-FAMILY = ("Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis",
-          "Rodriguez", "Martinez", "Nguyen", "Patel", "Kim", "Chen", "Lopez", "Wilson",
-          "Anderson", "Thomas", "Taylor", "Moore")  # fmt: skip
-STATES = (("MA", "021"), ("NY", "100"), ("TX", "750"), ("CA", "940"), ("IL", "606"),
-          ("FL", "331"), ("WA", "981"), ("GA", "303"))  # fmt: skip
-# payer, plans (name, fee factor, coinsurance), share of patients, min age
-PAYERS = (
-    ("Medicare", (("Original Medicare Part B", 1.0, 0.20),), 0.18, 65),
-    ("Medicaid", (("Medicaid Managed Care", 0.8, 0.0),), 0.20, 0),
-    ("Blue Harbor Health", (("Blue Harbor PPO", 1.6, 0.2), ("Blue Harbor HMO", 1.4, 0.1)), 0.27, 0),
-    ("Summit Mutual", (("Summit Choice PPO", 1.5, 0.25),), 0.2, 0),
-    ("Keystone Care", (("Keystone Select HMO", 1.3, 0.15),), 0.15, 0),
-)  # fmt: skip
-SPECIALTIES = (("208D00000X", "General Practice"), ("207Q00000X", "Family Medicine"),
-               ("207R00000X", "Internal Medicine"), ("208000000X", "Pediatrics"),
-               ("207P00000X", "Emergency Medicine"), ("207V00000X", "Obstetrics & Gynecology"),
-               ("207X00000X", "Orthopaedic Surgery"), ("2084P0800X", "Psychiatry"))  # fmt: skip
-ORG_KINDS = (("Clinic", 1.8), ("Medical Group", 2.0), ("Hospital", 2.8))
-# adjustment reason codes (X12 CARC) for denied lines
 # what can be wrong with a claim (at most one kind per claim), and with an HL7 message
 CLAIM_ERRORS = ("invalid_icd10", "sex_age_mismatch", "invalid_npi", "service_after_submission",
                 "amounts_mismatch", "duplicate_claim", "missing_fhir_element")  # fmt: skip
 ERROR_KINDS = (*CLAIM_ERRORS, "malformed_hl7")
+# adjustment reason codes (X12 CARC) for denied lines
 DENIALS = (("16", "Claim/service lacks information needed for adjudication"),
            ("50", "Not deemed a medical necessity by the payer"),
            ("97", "Payment included in the allowance for another service"),
@@ -64,61 +46,57 @@ DENIALS = (("16", "Claim/service lacks information needed for adjudication"),
            ("204", "Service not covered under the patient's current benefit plan"))  # fmt: skip
 
 
-class Network:
-    """Patients with coverage, practitioners and organisations (NPIs), payers and plans."""
+class Tables:
+    """Per (sex, class, age): the diagnoses' cumulative weights (what fits the patient); per
+    diagnosis: its usual procedures; per age: the preventive visit's code; per plan: its fee
+    factor and coinsurance. The same for every run (not part of a saved state)."""
 
-    def __init__(self, p: Any, rng: np.random.Generator) -> None:
-        n = p.patients
-        self.sex = np.where(rng.random(n) < 0.51, "F", "M")
-        band = rng.choice(10, n, p=[0.06, 0.12, 0.12, 0.13, 0.13, 0.13, 0.13, 0.1, 0.06, 0.02])
-        self.age = np.minimum(band * 10 + rng.integers(0, 10, n), 99)
-        self.birth_offset_days = self.age * 365 + rng.integers(0, 365, n)
-        self.given = [
-            (GIVEN_F if s == "F" else GIVEN_M)[k]
-            for s, k in zip(self.sex.tolist(), rng.integers(0, 16, n).tolist(), strict=True)
-        ]
-        self.family = [FAMILY[k] for k in rng.integers(0, len(FAMILY), n).tolist()]
-        self.state = rng.integers(0, len(STATES), n)
-        self.zip = [
-            STATES[s][1] + f"{z:02d}"
-            for s, z in zip(self.state.tolist(), rng.integers(0, 100, n).tolist(), strict=True)
-        ]
-        # coverage: Medicare from 65, otherwise by share
-        share = np.array([x[2] for x in PAYERS])
-        payer = rng.choice(len(PAYERS), n, p=share / share.sum())
-        payer[self.age >= 65] = np.where(rng.random(int((self.age >= 65).sum())) < 0.85, 0, 2)
-        payer[(self.age < 65) & (payer == 0)] = 2
-        self.payer = payer
-        self.plan = np.array(
-            [int(rng.integers(0, len(PAYERS[k][1]))) for k in payer.tolist()], dtype=np.int64
+    def __init__(self) -> None:
+        d, px = codes.diagnoses(), codes.procedures()
+        ages = np.arange(AGES)
+        cdf = np.zeros((2, 3, AGES, len(d.code)))
+        for si, sex in enumerate(("F", "M")):
+            for c in range(3):
+                kind = np.array(
+                    [(s in ("A", sex)) and (CLASS_LETTER[c] in cl)
+                     for s, cl in zip(d.sex, d.classes, strict=True)]
+                )  # fmt: skip
+                ok = kind & (d.min_age <= ages[:, None]) & (ages[:, None] <= d.max_age)
+                cdf[si, c] = np.cumsum(d.weight * ok, axis=1)
+        self.dx_cdf = cdf
+        self.dx_proc_off = offsets([len(x) for x in d.procedures])
+        self.dx_proc = np.array([px.index(c) for x in d.procedures for c in x], dtype=np.int64)
+        self.routine = np.array([c.startswith("Z00") for c in d.code])
+        preventive = ("99391", "99392", "99393", "99394", "99395", "99396", "99397")
+        self.preventive = np.array(
+            [next(px.index(c) for c in preventive if px.min_age[px.index(c)] <= a <= px.max_age[
+                px.index(c)]) for a in ages]
+        )  # fmt: skip
+        self.px_sex = np.array([{"A": 2, "F": 0, "M": 1}[x] for x in px.sex])
+        self.em = tuple(
+            (np.array([px.index(c) for c in codes_]), np.cumsum(p))
+            for codes_, p in (
+                (("99212", "99213", "99214", "99215"), (0.15, 0.45, 0.32, 0.08)),
+                (("99283", "99284", "99285"), (0.35, 0.45, 0.2)),
+                (("99221", "99222", "99223"), (0.2, 0.5, 0.3)),
+            )
         )
-        self.member_id = tuple(f"M{rng.integers(10**8, 10**9)}" for _ in range(n))
-        self.patient_ids = tuple(f"pat-{i + 1:07d}" for i in range(n))
-        # organisations and their practitioners
-        k = p.organizations
-        self.org_kind = rng.choice(len(ORG_KINDS), k, p=[0.6, 0.3, 0.1])
-        self.org_npi = make_npis(rng, k, 1)
-        self.org_names = tuple(
-            f"{FAMILY[int(rng.integers(0, len(FAMILY)))]} {ORG_KINDS[t][0]}"
-            for t in self.org_kind.tolist()
-        )
-        self.org_state = rng.integers(0, len(STATES), k)
-        m = p.practitioners
-        self.pr_npi = make_npis(rng, m, 1)
-        self.pr_org = rng.integers(0, k, m)
-        self.pr_specialty = rng.integers(0, len(SPECIALTIES), m)
-        self.pr_given = [(GIVEN_F + GIVEN_M)[int(x)] for x in rng.integers(0, 32, m).tolist()]
-        self.pr_family = [FAMILY[int(x)] for x in rng.integers(0, len(FAMILY), m).tolist()]
-        hospitals = np.flatnonzero(self.org_kind == 2)
-        self.hospital_pr = np.flatnonzero(np.isin(self.pr_org, hospitals))
-        if not len(self.hospital_pr):  # every network has somewhere to admit patients
-            self.pr_org[0] = hospitals[0] if len(hospitals) else 0
-            self.org_kind[self.pr_org[0]] = 2
-            self.hospital_pr = np.array([0])
+        self.daily, self.discharge = px.index("99231"), px.index("99238")
+        plans = [(f, c) for _, pl, _, _ in PAYERS for _, f, c in pl]
+        self.plan_first = np.cumsum([0] + [len(x[1]) for x in PAYERS])[:-1]
+        self.fee_factor = np.array([f for f, _ in plans])
+        self.coinsurance = np.array([c for _, c in plans])
+
+
+@functools.cache
+def tables() -> Tables:
+    return Tables()
 
 
 class Care(Steps):
-    """Encounters, claims and adjudications in steps of an hour."""
+    """Encounters, claims and adjudications: the clock moves in steps of an hour, the care is
+    made a day at a time (numpy over the day's encounters; what each stream needs is kept as
+    columns in :attr:`records`)."""
 
     def __init__(
         self,
@@ -130,8 +108,8 @@ class Care(Steps):
         number_base: int = 0,
     ) -> None:
         """``patients``: the range of the network's patients whose care this simulates (a
-        batch shard's); ``number_base``: where its claim and encounter numbers start."""
-        """``error_rng`` decides the injected errors alone, so the same seed gives the same
+        batch shard's); ``number_base``: where its claim and encounter numbers start.
+        ``error_rng`` decides the injected errors alone, so the same seed gives the same
         care with or without them."""
         super().__init__(3600 * S)
         self.p, self.rng, self.net = p, rng, net
@@ -142,14 +120,7 @@ class Care(Steps):
         self.hl7_error_rate = rates["malformed_hl7"]
         self.dx = codes.diagnoses()
         self.px = codes.procedures()
-        d = self.dx
-        self.dx_fits = {  # (sex, class) -> which codes apply, before the age check
-            (sex, c): np.array(
-                [(s in ("A", sex)) and (CLASS_LETTER[c] in cl) for s, cl in
-                 zip(d.sex, d.classes, strict=True)]
-            )
-            for sex in ("F", "M") for c in range(3)
-        }  # fmt: skip
+        self.error_index = np.array([CLAIM_ERRORS.index(x) for x in self.claim_errors] + [-1])
         self.claims = PendingEvents()
         self.responses = PendingEvents()
         self.eobs = PendingEvents()
@@ -162,14 +133,29 @@ class Care(Steps):
             "adt": False,
             "dft": False,
         }
-        self.encounters: dict[int, dict[str, Any]] = {}  # what the HL7 messages need
+        self.records = Records()
         self.patients = patients or (0, p.patients)
         self.next_claim = number_base + 1
         self.next_encounter = number_base + 1
-        self.docs: dict[int, dict[str, Any]] = {}  # claim number -> what its documents need
+        self.made_until = 0  # the care is made up to here (a day ahead of the clock at most)
+
+    def _diagnoses(self, sex: I64, klass: I64, age: I64) -> I64:
+        """A diagnosis per encounter, by frequency among those that fit (-1: none fits)."""
+        cdf = tables().dx_cdf[sex, klass, age]
+        total = cdf[:, -1]
+        u = self.rng.random(len(sex)) * total
+        dx = (cdf <= u[:, None]).sum(axis=1)
+        return np.where(total > 0, np.minimum(dx, cdf.shape[1] - 1), -1)
 
     def _step(self, t0: int, t1: int) -> None:
-        p, rng = self.p, self.rng
+        """An hour: the model makes a (UTC) day's care at once, at the first hour of it it
+        simulates (its events wait in the streams' buffers until their time comes)."""
+        if t0 >= self.made_until:
+            self.made_until = (t0 // DAY + 1) * DAY
+            self._day(t0, self.made_until)
+
+    def _day(self, t0: int, t1: int) -> None:
+        p, rng, net = self.p, self.rng, self.net
         lo, hi = self.patients
         lam = (hi - lo) * p.visits_per_year * (t1 - t0) / YEAR
         k = int(rng.poisson(lam))
@@ -178,181 +164,222 @@ class Care(Steps):
         start = np.sort(t0 + (rng.random(k) * (t1 - t0)).astype(np.int64) + 1)
         patient = rng.integers(lo, hi, k)
         klass = rng.choice(3, k, p=CLASS_P)
-        for i in range(k):
-            self._encounter(int(start[i]), int(patient[i]), int(klass[i]))
-
-    def _diagnosis(self, patient: int, klass: int) -> int | None:
-        net, d = self.net, self.dx
-        age = int(net.age[patient])
-        ok = self.dx_fits[(str(net.sex[patient]), klass)] & (d.min_age <= age) & (age <= d.max_age)
-        if not ok.any():
-            return None
-        w = d.weight * ok
-        return int(self.rng.choice(len(w), p=w / w.sum()))
-
-    def _encounter(self, start: int, patient: int, klass: int) -> None:
-        rng, net, px = self.rng, self.net, self.px
-        dx = self._diagnosis(patient, klass)
-        if dx is None:
-            klass = 0
-            dx = self._diagnosis(patient, 0)
-            if dx is None:
-                return
-        age, sex = int(net.age[patient]), str(net.sex[patient])
-        dxs = [dx]
-        if rng.random() < 0.35:  # a second, chronic condition on the claim
-            other = self._diagnosis(patient, 0)
-            if other is not None and other != dx:
-                dxs.append(other)
-        days = int(rng.integers(1, 7)) if klass == 2 else 0
-        end = start + days * DAY + int(rng.integers(20, 120)) * 60 * S
-        code = self.dx.code[dx]
-        if klass == 0:
-            if code.startswith("Z00"):
-                em = next(
-                    c
-                    for c in ("99391", "99392", "99393", "99394", "99395", "99396", "99397")
-                    if px.min_age[px.index(c)] <= age <= px.max_age[px.index(c)]
-                )
-            else:
-                em = ("99212", "99213", "99214", "99215")[
-                    int(rng.choice(4, p=[0.15, 0.45, 0.32, 0.08]))
-                ]
-        elif klass == 1:
-            em = ("99283", "99284", "99285")[int(rng.choice(3, p=[0.35, 0.45, 0.2]))]
-        else:
-            em = ("99221", "99222", "99223")[int(rng.choice(3, p=[0.2, 0.5, 0.3]))]
-        items = [em]
-        for c in self.dx.procedures[dx]:
-            j = px.index(c)
-            fits = px.sex[j] in ("A", sex) and px.min_age[j] <= age <= px.max_age[j]
-            if fits and (rng.random() < 0.7 or klass == 2):
-                items.append(c)
-        if klass == 2:
-            items += ["99231"] * max(0, days - 1) + ["99238"]
-        # who: a hospital's practitioner for inpatient and emergency care
-        pool = net.hospital_pr if klass > 0 else np.arange(len(net.pr_npi))
-        practitioner = int(pool[int(rng.integers(0, len(pool)))])
-        encounter = self.next_encounter
-        self.next_encounter += 1
-        submitted = end + int(rng.integers(1, 11)) * DAY + int(rng.integers(0, 8 * 3600)) * S
-        doc = self._claim(
-            submitted, patient, practitioner, klass, encounter, start, end, dxs, items, None
+        sex = (net.sex[patient] == "M").astype(np.int64)
+        age = net.age[patient]
+        dx = self._diagnoses(sex, klass, age)
+        none = dx < 0  # nothing fits this class: an outpatient visit
+        klass[none] = 0
+        dx[none] = self._diagnoses(sex[none], klass[none], age[none])
+        keep = dx >= 0
+        start, patient, klass, sex, age, dx = (
+            x[keep] for x in (start, patient, klass, sex, age, dx)
         )
-        sends = 0
-        bad = self.error_rng.random(3) < self.hl7_error_rate if self.hl7_error_rate else [0] * 3
+        k = len(start)
+        if not k:
+            return
+        # a second, chronic condition on a third of the claims
+        second = self._diagnoses(sex, np.zeros(k, dtype=np.int64), age)
+        second[(rng.random(k) >= 0.35) | (second == dx)] = -1
+        days = np.where(klass == 2, rng.integers(1, 7, k), 0)
+        end = start + days * DAY + rng.integers(20, 120, k) * 60 * S
+        items_off, item_px, served = self._lines(klass, dx, sex, age, days, start, end)
+        # who: a hospital's practitioner for inpatient and emergency care
+        pool_size = np.where(klass > 0, len(net.hospital_pr), len(net.pr_npi))
+        pick = rng.integers(0, pool_size)
+        practitioner = np.where(
+            klass > 0, net.hospital_pr[np.minimum(pick, len(net.hospital_pr) - 1)], pick
+        )
+        org = net.pr_org[practitioner]
+        submitted = end + rng.integers(1, 11, k) * DAY + rng.integers(0, 8 * 3600, k) * S
+        factor = np.array([f for _, f in ORG_KINDS])[net.org_kind[org]]
+        charge = np.rint(self.px.fee_cents[item_px] * np.repeat(factor, np.diff(items_off)))
+        charge = charge.astype(np.int64)
+        has2 = second >= 0
+        dx_off = offsets(1 + has2)
+        dxs = np.empty(int(dx_off[-1]), dtype=np.int64)
+        dxs[dx_off[:-1]] = dx
+        dxs[dx_off[:-1][has2] + 1] = second[has2]
+        enc_first = self.next_encounter
+        self.next_encounter += k
+        encounter = enc_first + np.arange(k)
+        claims = self._claims(patient, submitted, np.arange(k), items_off, item_px, charge)
+        enc_sends = np.zeros(k, dtype=np.int64)
+        bad = (
+            self.error_rng.random((k, 3)) < self.hl7_error_rate
+            if self.hl7_error_rate
+            else np.zeros((k, 3), dtype=np.bool_)
+        )
         if self.emit["adt"]:  # admitted (or registered), then discharged
             self.adt.add(
-                t=np.array([start, end]),
-                encounter=np.array([encounter, encounter]),
-                trigger=np.array([1 if klass == 0 else 0, 2], dtype=np.int8),
-                bad=np.array(bad[:2], dtype=np.bool_),
+                t=np.concatenate([start, end]),
+                encounter=np.concatenate([encounter, encounter]),
+                trigger=np.concatenate([np.where(klass == 0, 1, 0), np.full(k, 2)]).astype(np.int8),
+                bad=np.concatenate([bad[:, 0], bad[:, 1]]),
             )
-            sends += 2
+            enc_sends += 2
         if self.emit["dft"]:  # the charges, when the encounter ends
-            self.dft.add(
-                t=np.array([end]),
-                encounter=np.array([encounter]),
-                bad=np.array(bad[2:], dtype=np.bool_),
+            self.dft.add(t=end, encounter=encounter, bad=bad[:, 2])
+            enc_sends += 1
+        self.records.add(
+            Batch(
+                enc_first=enc_first,
+                claim_first=claims.pop("first"),
+                enc={"patient": patient, "practitioner": practitioner, "org": org,
+                     "klass": klass, "start": start, "end": end},
+                dx_off=dx_off,
+                dx=dxs,
+                item_off=items_off,
+                items={"px": item_px, "charge": charge, "served": served},
+                claim=claims["claim"],
+                claim_item_off=claims["item_off"],
+                claim_items=claims["items"],
+                enc_sends=enc_sends,
+                claim_sends=claims["sends"],
             )
-            sends += 1
-        if sends:
-            keys = ("patient", "practitioner", "org", "class", "encounter", "start", "end",
-                    "dxs", "items", "charge")  # fmt: skip
-            self.encounters[encounter] = {k: doc[k] for k in keys} | {"sends": sends}
+        )  # fmt: skip
 
-    def _claim(
+    def _lines(
+        self, klass: I64, dx: I64, sex: I64, age: I64, days: I64, start: I64, end: I64
+    ) -> tuple[npt.NDArray[np.int32], I64, I64]:
+        """Each encounter's lines: the visit's E/M code, the diagnosis's usual procedures that
+        fit the patient (all of them for an inpatient stay, else 70 %), then daily inpatient
+        care and the discharge; each line's service time."""
+        rng, px = self.rng, self.px
+        k = len(klass)
+        u = rng.random(k)
+        em = tables().preventive[age].copy()
+        for c, (codes_, cdf) in enumerate(tables().em):
+            rows = (klass == c) & ~((c == 0) & tables().routine[dx])
+            em[rows] = codes_[np.minimum(np.searchsorted(cdf, u[rows], "right"), len(codes_) - 1)]
+        # the diagnosis's procedures
+        poff, flat = ragged_take(tables().dx_proc_off, dx)
+        cand = tables().dx_proc[flat]
+        owner = np.repeat(np.arange(k), np.diff(poff))
+        fits = (
+            ((tables().px_sex[cand] == 2) | (tables().px_sex[cand] == sex[owner]))
+            & (px.min_age[cand] <= age[owner])
+            & (age[owner] <= px.max_age[cand])
+        )
+        kept = fits & ((rng.random(len(cand)) < 0.7) | (klass[owner] == 2))
+        # order: E/M, procedures, daily care (day 1 ..), discharge
+        stay = np.where(klass == 2, days, 0)  # days - 1 daily lines + the discharge
+        daily_owner = np.repeat(np.arange(k), np.maximum(stay - 1, 0))
+        day_no = (
+            np.arange(len(daily_owner))
+            - np.repeat(offsets(np.maximum(stay - 1, 0))[:-1], np.maximum(stay - 1, 0))
+            + 1
+        )
+        out_owner = np.concatenate([np.arange(k), owner[kept], daily_owner, np.flatnonzero(stay)])
+        part = np.concatenate([np.zeros(k), np.ones(int(kept.sum())), np.full(len(daily_owner), 2),
+                               np.full(int((stay > 0).sum()), 3)])  # fmt: skip
+        code = np.concatenate([em, cand[kept], np.full(len(daily_owner), tables().daily),
+                               np.full(int((stay > 0).sum()), tables().discharge)])  # fmt: skip
+        when = np.concatenate([start, start[owner[kept]], start[daily_owner] + day_no * DAY,
+                               end[stay > 0]])  # fmt: skip
+        order = np.lexsort((part, out_owner))
+        return offsets(np.bincount(out_owner, minlength=k)), code[order], when[order]
+
+    def _claims(
         self,
-        submitted: int,
-        patient: int,
-        practitioner: int,
-        klass: int,
-        encounter: int,
-        start: int,
-        end: int,
-        dxs: list[int],
-        items: list[str],
-        related: int | None,
+        patient: I64,
+        submitted: I64,
+        enc_rows: I64,
+        item_off: npt.NDArray[np.int32],
+        item_px: I64,
+        charge: I64,
     ) -> dict[str, Any]:
-        rng, net, px = self.rng, self.net, self.px
-        org = int(net.pr_org[practitioner])
-        factor = ORG_KINDS[int(net.org_kind[org])][1]
-        charge = [round(px.fee_cents[px.index(c)] * factor) for c in items]
-        number = self.next_claim
-        self.next_claim += 1
-        doc: dict[str, Any] = {
-            "number": number, "patient": patient, "practitioner": practitioner, "org": org,
-            "class": klass, "encounter": encounter, "start": start, "end": end, "dxs": dxs,
-            "items": items, "charge": charge, "submitted": submitted, "related": related,
-        }  # fmt: skip
-        self.docs[number] = doc
-        error = None
+        """The step's claims (one per encounter, then the corrected resubmissions of some
+        denied ones), adjudicated, and their events."""
+        rng = self.rng
+        k = len(patient)
+        related = np.full(k, -1, dtype=np.int64)
+        first = self.next_claim
+        parts = [self._adjudicate(patient, submitted, enc_rows, related, item_off, item_px, charge)]
+        denied = (parts[0]["claim"]["outcome"] == 2) & (rng.random(k) < self.p.resubmit_rate)
+        if denied.any():  # corrected and sent again: a new claim that names the first
+            again = (
+                parts[0]["claim"]["decided"][denied] + rng.integers(5, 21, int(denied.sum())) * DAY
+            )
+            numbers = first + np.flatnonzero(denied)
+            parts.append(
+                self._adjudicate(patient[denied], again, enc_rows[denied], numbers, item_off,
+                                 item_px, charge)
+            )  # fmt: skip
+        out: dict[str, Any] = {"first": first}
+        out["claim"] = {
+            key: np.concatenate([x["claim"][key] for x in parts]) for key in parts[0]["claim"]
+        }
+        out["items"] = {
+            key: np.concatenate([x["items"][key] for x in parts]) for key in parts[0]["items"]
+        }
+        lines = np.diff(item_off)[out["claim"]["enc"]]
+        out["item_off"] = offsets(lines)
+        out["sends"] = np.concatenate([x["sends"] for x in parts])
+        return out
+
+    def _adjudicate(
+        self,
+        patient: I64,
+        submitted: I64,
+        enc_rows: I64,
+        related: I64,
+        item_off: npt.NDArray[np.int32],
+        item_px: I64,
+        charge: I64,
+    ) -> dict[str, Any]:
+        rng, net = self.rng, self.net
+        k = len(patient)
+        number = self.next_claim + np.arange(k)
+        self.next_claim += k
+        error = np.full(k, -1, dtype=np.int64)
         if self.claim_errors:
-            k = int(np.searchsorted(self.claim_error_cdf, self.error_rng.random(), side="right"))
-            error = self.claim_errors[k] if k < len(self.claim_errors) else None
-        doc["error"] = error
-        doc["need"] = (
-            self.emit["claim"] + self.emit["claim_response"] + self.emit["explanation_of_benefit"]
+            e = np.searchsorted(self.claim_error_cdf, self.error_rng.random(k), side="right")
+            error = self.error_index[e]
+        sends = np.full(
+            k, sum(self.emit[s] for s in ("claim", "claim_response", "explanation_of_benefit"))
         )
         if self.emit["claim"]:
-            self.claims.add(t=np.array([submitted]), claim=np.array([number]), dup=np.array([0]))
-            if error == "duplicate_claim":  # sent again, hours later: the copy is the error
-                again = submitted + int(self.error_rng.integers(1, 48 * 3600)) * S
-                self.claims.add(t=np.array([again]), claim=np.array([number]), dup=np.array([1]))
-                doc["need"] += 1
+            self.claims.add(t=submitted, claim=number, dup=np.zeros(k, dtype=np.int64))
+            dup = np.flatnonzero(error == CLAIM_ERRORS.index("duplicate_claim"))
+            if len(dup):  # sent again, hours later: the copy is the error
+                again = submitted[dup] + self.error_rng.integers(1, 48 * 3600, len(dup)) * S
+                self.claims.add(t=again, claim=number[dup], dup=np.ones(len(dup), dtype=np.int64))
+                sends[dup] += 1
         # adjudication
-        payer, plan = int(net.payer[patient]), int(net.plan[patient])
-        _, fee_factor, coins = PAYERS[payer][1][plan]
-        decided = submitted + int(rng.integers(3, 31)) * DAY + int(rng.integers(0, 8 * 3600)) * S
-        u = rng.random()
-        outcome = "complete" if u < 0.75 or related is not None else (
-            "partial" if u < 0.9 else "denied"
-        )  # fmt: skip
-        denied = np.zeros(len(items), dtype=bool)
-        if outcome == "denied":
-            denied[:] = True
-        elif outcome == "partial":
-            if len(items) > 1:  # a line other than the visit itself is denied
-                denied[1 + int(rng.integers(0, len(items) - 1))] = True
-            else:
-                outcome = "complete"
-        allowed = [
-            0 if denied[i] else min(charge[i], round(px.fee_cents[px.index(c)] * fee_factor))
-            for i, c in enumerate(items)
-        ]
-        benefit = [a - round(a * coins) for a in allowed]
-        reason = [
-            DENIALS[int(rng.integers(0, len(DENIALS)))][0] if denied[i] else None
-            for i in range(len(items))
-        ]
-        doc.update(
-            decided=decided, outcome=outcome, allowed=allowed, benefit=benefit, reason=reason,
-            payer=payer, plan=plan,
-        )  # fmt: skip
+        plan = tables().plan_first[net.payer[patient]] + net.plan[patient]
+        fee_factor, coins = tables().fee_factor[plan], tables().coinsurance[plan]
+        decided = submitted + rng.integers(3, 31, k) * DAY + rng.integers(0, 8 * 3600, k) * S
+        u = rng.random(k)
+        outcome = np.where((u < 0.75) | (related >= 0), 0, np.where(u < 0.9, 1, 2))
+        lines_off, flat = ragged_take(item_off, enc_rows)
+        lines = np.diff(lines_off)
+        owner = np.repeat(np.arange(k), lines)
+        outcome[(outcome == 1) & (lines <= 1)] = 0  # one line: nothing to deny but the visit
+        denied = outcome[owner] == 2
+        partial = np.flatnonzero(outcome == 1)
+        if len(partial):  # a line other than the visit itself is denied
+            pick = 1 + rng.integers(0, lines[partial] - 1)
+            denied[lines_off[partial] + pick] = True
+        px = item_px[flat]
+        allowed = np.minimum(charge[flat], np.rint(self.px.fee_cents[px] * fee_factor[owner]))
+        allowed = np.where(denied, 0, allowed).astype(np.int64)
+        benefit = allowed - np.rint(allowed * coins[owner]).astype(np.int64)
+        reason = np.full(len(flat), -1, dtype=np.int64)
+        reason[denied] = rng.integers(0, len(DENIALS), int(denied.sum()))
         if self.emit["claim_response"]:
-            self.responses.add(t=np.array([decided]), claim=np.array([number]))
+            self.responses.add(t=decided, claim=number)
         if self.emit["explanation_of_benefit"]:
-            self.eobs.add(t=np.array([decided]), claim=np.array([number]))
-        if outcome == "denied" and related is None and rng.random() < self.p.resubmit_rate:
-            again = decided + int(rng.integers(5, 21)) * DAY
-            self._claim(
-                again, patient, practitioner, klass, encounter, start, end, dxs, items, number
-            )
-        return doc
+            self.eobs.add(t=decided, claim=number)
+        return {
+            "claim": {"enc": enc_rows, "submitted": submitted, "related": related,
+                      "error": error, "decided": decided, "outcome": outcome},
+            "items": {"allowed": allowed, "benefit": benefit, "reason": reason},
+            "sends": sends,
+        }  # fmt: skip
 
-    def sent_encounter(self, numbers: npt.NDArray[np.int64]) -> None:
-        for n in numbers.tolist():
-            e = self.encounters.get(n)
-            if e is not None:
-                e["sends"] -= 1
-                if e["sends"] <= 0:
-                    del self.encounters[n]
+    def sent_encounter(self, numbers: I64) -> None:
+        self.records.sent_encounters(numbers)
 
-    def forget(self, numbers: npt.NDArray[np.int64]) -> None:
-        """Documents no stream needs any more (both sent, or their stream is off)."""
-        for n in numbers.tolist():
-            d = self.docs.get(n)
-            if d is not None:
-                d["sent"] = d.get("sent", 0) + 1
-                if d["sent"] >= d["need"]:
-                    del self.docs[n]
+    def forget(self, numbers: I64) -> None:
+        """Documents no stream needs any more (all sent, or their stream is off)."""
+        self.records.sent_claims(numbers)

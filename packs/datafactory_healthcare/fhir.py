@@ -1,15 +1,23 @@
-"""FHIR R4 JSON: ``Claim`` and ``ClaimResponse`` with the ``Patient``, ``Practitioner``,
-``Organization`` and ``Coverage`` they reference — contained in the resource, or all of them
-entries of a ``collection`` Bundle (``fhir_packaging``)."""
+"""FHIR R4 JSON: ``Claim``, ``ClaimResponse`` and ``ExplanationOfBenefit`` with the
+``Patient``, ``Practitioner``, ``Organization`` and ``Coverage`` they reference — contained in
+the resource, or all of them entries of a ``collection`` Bundle (``fhir_packaging``).
+
+A block's documents are rendered at once from its claims' columns (:class:`Claims`) by a
+document program (``datafactory.encoders.documents``): the compiled renderer, or the same
+program in Python. A claim's one injected error changes its columns before rendering."""
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
-import orjson
+import numpy as np
+import numpy.typing as npt
 
-from datafactory_healthcare.care import CLASSES, PAYERS, SPECIALTIES, STATES, Care
+from datafactory.encoders.documents import DATE, ISO_SECONDS, Pool, Program, texts
+from datafactory_healthcare.care import CLAIM_ERRORS, CLASSES, DENIALS, Care
+from datafactory_healthcare.fhir_resources import Resources
+from datafactory_healthcare.records import Claims
 
 NPI = "http://hl7.org/fhir/sid/us-npi"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -25,371 +33,309 @@ RELATED = TERMS + "ex-relatedclaimrelationship"
 PAYMENT_TYPE = TERMS + "ex-paymenttype"
 SUBSCRIBER = TERMS + "subscriber-relationship"
 US = 1_000_000
+DAY = 86_400 * US
+FHIR_OUTCOME = ("complete", "partial", "error")
+DISPOSITION = (
+    "Claim settled as billed under the plan",
+    "Claim partially paid: see denied lines",
+    "Claim denied",
+)
+I64 = npt.NDArray[np.int64]
+_Body = Callable[[Program, "Claims"], Any]
 
 
-def _ts(us: int) -> str:
-    return dt.datetime.fromtimestamp(us / US, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _date(us: int) -> str:
-    return dt.datetime.fromtimestamp(us / US, dt.UTC).strftime("%Y-%m-%d")
-
-
-def _money(cents: int) -> dict[str, Any]:
-    return {"value": cents / 100, "currency": "USD"}
+def error_field(kind: str, lines: int) -> str:
+    """Where a claim's error is (ground truth)."""
+    return {
+        "invalid_icd10": "Claim.diagnosis[0].diagnosisCodeableConcept.coding[0].code",
+        "sex_age_mismatch": "Claim.diagnosis[0].diagnosisCodeableConcept.coding[0].code",
+        "invalid_npi": "Practitioner.identifier[0].value",
+        "service_after_submission": f"Claim.item[{lines - 1}].servicedDate",
+        "amounts_mismatch": "Claim.total",
+        "missing_fhir_element": "Claim.priority",
+        "duplicate_claim": "Claim.identifier",
+    }[kind]
 
 
 class Renderer:
     def __init__(self, care: Care, packaging: str, start_us: int) -> None:
         self.care = care
-        self.net = care.net
+        self.net = net = care.net
         self.packaging = packaging
+        self.contained = packaging == "contained"
         self.start_us = start_us
-
-    # -- the referenced resources -----------------------------------------------------------
-
-    def patient(self, i: int) -> dict[str, Any]:
-        net = self.net
-        birth = self.start_us - int(net.birth_offset_days[i]) * 86_400 * US
-        return {
-            "resourceType": "Patient",
-            "id": net.patient_ids[i],
-            "identifier": [{"system": "urn:datafactory:mrn", "value": net.patient_ids[i]}],
-            "name": [{"family": net.family[i], "given": [net.given[i]]}],
-            "gender": "female" if net.sex[i] == "F" else "male",
-            "birthDate": _date(birth),
-            "address": [
-                {"state": STATES[int(net.state[i])][0], "postalCode": net.zip[i], "country": "US"}
-            ],
-        }
-
-    def practitioner(self, i: int) -> dict[str, Any]:
-        net = self.net
-        code, name = SPECIALTIES[int(net.pr_specialty[i])]
-        return {
-            "resourceType": "Practitioner",
-            "id": f"pr-{net.pr_npi[i]}",
-            "identifier": [{"system": NPI, "value": net.pr_npi[i]}],
-            "name": [{"family": net.pr_family[i], "given": [net.pr_given[i]], "prefix": ["Dr."]}],
-            "qualification": [
-                {
-                    "code": {
-                        "coding": [
-                            {"system": "http://nucc.org/provider-taxonomy", "code": code,
-                             "display": name}
-                        ]
-                    }
-                }
-            ],
-        }  # fmt: skip
-
-    def organization(self, i: int) -> dict[str, Any]:
-        net = self.net
-        return {
-            "resourceType": "Organization",
-            "id": f"org-{net.org_npi[i]}",
-            "identifier": [{"system": NPI, "value": net.org_npi[i]}],
-            "active": True,
-            "name": net.org_names[i],
-            "address": [{"state": STATES[int(net.org_state[i])][0], "country": "US"}],
-        }
-
-    def payer(self, k: int) -> dict[str, Any]:
-        return {
-            "resourceType": "Organization",
-            "id": f"payer-{k + 1}",
-            "identifier": [{"system": "urn:datafactory:payer", "value": f"P{k + 1:03d}"}],
-            "active": True,
-            "name": PAYERS[k][0],
-        }
-
-    def coverage(self, i: int) -> dict[str, Any]:
-        net = self.net
-        payer, plan = int(net.payer[i]), int(net.plan[i])
-        return {
-            "resourceType": "Coverage",
-            "id": f"cov-{net.patient_ids[i]}",
-            "status": "active",
-            "subscriberId": net.member_id[i],
-            "beneficiary": {"reference": self.ref("Patient", net.patient_ids[i])},
-            "relationship": {
-                "coding": [
-                    {"system": SUBSCRIBER,
-                     "code": "self"}
-                ]
-            },
-            "payor": [{"reference": self.ref("Organization", f"payer-{payer + 1}")}],
-            "class": [
-                {
-                    "type": {"coding": [{"system": COVERAGE_CLASS, "code": "plan"}]},
-                    "value": f"PLAN-{payer + 1}-{plan + 1}",
-                    "name": PAYERS[payer][1][plan][0],
-                }
-            ],
-        }  # fmt: skip
-
-    def _practitioner_ref(self, doc: dict[str, Any]) -> str:
-        return self.ref("Practitioner", f"pr-{self.net.pr_npi[doc['practitioner']]}")
-
-    def ref(self, kind: str, rid: str) -> str:
-        return f"#{rid}" if self.packaging == "contained" else f"urn:uuid:{_uuid(kind, rid)}"
+        self.res = Resources(net, self.contained, start_us)
+        dx, px = care.dx, care.px
+        self.dx_code, self.dx_desc = Pool(dx.code), Pool(dx.description)
+        self.px_code, self.px_desc = Pool(px.code), Pool(px.description)
+        self.px_system = Pool(HCPCS if c[0].isalpha() else CPT for c in px.code)
+        self.carc = Pool((c for c, _ in DENIALS), as_json=False)
+        self.claim_type = Pool(("professional", "professional", "institutional"), as_json=False)
+        self.klass = Pool(CLASSES, as_json=False)
+        self.outcome = Pool(FHIR_OUTCOME, as_json=False)
+        self.disposition = Pool(DISPOSITION)
 
     # -- documents ---------------------------------------------------------------------------
 
-    def _refs(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
-        net = self.net
-        p = doc["patient"]
-        return [
-            self.patient(p),
-            self.practitioner(doc["practitioner"]),
-            self.organization(doc["org"]),
-            self.coverage(p),
-            self.payer(int(net.payer[p])),
-        ]
+    def claims(self, c: Claims) -> tuple[str, ...]:
+        """Each claim's ``Claim`` (its injected error in it)."""
+        return self._documents(c, "Claim", "claim", c.submitted, self._claim)
 
-    def claim(self, doc: dict[str, Any]) -> dict[str, Any]:
-        net, care = self.net, self.care
-        p = doc["patient"]
-        dx, px = care.dx, care.px
-        klass = doc["class"]
-        items = []
-        day = 0
-        for i, (code, charge) in enumerate(zip(doc["items"], doc["charge"], strict=True)):
-            system = HCPCS if code[0].isalpha() else CPT
-            if code == "99231":  # daily inpatient care: the days after admission
-                day += 1
-            served = (
-                doc["end"]
-                if code == "99238"
-                else doc["start"] + (day * 86_400 * US if code == "99231" else 0)
-            )
-            items.append(
-                {
-                    "sequence": i + 1,
-                    "diagnosisSequence": [1],
-                    "productOrService": {
-                        "coding": [{"system": system, "code": code,
-                                    "display": px.description[px.index(code)]}]
-                    },
-                    "servicedDate": _date(served),
-                    "quantity": {"value": 1},
-                    "unitPrice": _money(charge),
-                    "net": _money(charge),
-                    "encounter": [{"reference": f"Encounter/enc-{doc['encounter']}"}],
-                }
-            )  # fmt: skip
-        claim: dict[str, Any] = {
-            "resourceType": "Claim",
-            "id": f"claim-{doc['number']}",
-            "identifier": [{"system": "urn:datafactory:claim", "value": str(doc["number"])}],
-            "status": "active",
-            "type": {
-                "coding": [
-                    {"system": CLAIM_TYPE,
-                     "code": "institutional" if klass == 2 else "professional"}
+    def claim_responses(self, c: Claims) -> tuple[str, ...]:
+        return self._documents(c, "ClaimResponse", "cr", c.decided, self._claim_response)
+
+    def explanations_of_benefit(self, c: Claims) -> tuple[str, ...]:
+        return self._documents(c, "ExplanationOfBenefit", "eob", c.decided, self._eob)
+
+    def _documents(
+        self,
+        c: Claims,
+        kind: str,
+        prefix: str,
+        created: I64,
+        body: Callable[[Program, Claims], Any],
+    ) -> tuple[str, ...]:
+        p = Program()
+        err = c.error if kind == "Claim" else np.full(c.n, -1)
+        if self.contained:
+            body(p, c)
+            p.text(',"contained":[')
+            self.res.referenced(p, c, err)
+            p.text("]}")
+            return texts(c.n, p)
+        p.text('{"resourceType":"Bundle","id":"bundle-').text(prefix + "-").integer(c.number)
+        p.text('","type":"collection","timestamp":"').time(created, ISO_SECONDS)
+        p.text('+00:00","entry":[{"fullUrl":"urn:uuid:')
+        rids = [f"{prefix}-{n}" for n in c.number.tolist()]
+        self.res.uuids(p, kind, rids).text('","resource":')
+        body(p, c)
+        p.text("}},")  # the resource, its entry
+        self.res.referenced(p, c, err)
+        p.text("]}")
+        return texts(c.n, p)
+
+    def _claim(self, p: Program, c: Claims) -> None:
+        err = c.error
+        p.text('{"resourceType":"Claim","id":"claim-').integer(c.number)
+        p.text('","identifier":[{"system":"urn:datafactory:claim","value":"').integer(c.number)
+        p.text('"}],"status":"active",')
+        self._type(p, c).text(',"use":"claim",')
+        self._patient_ref(p, c).text(",")
+        self._period(p, c).text(',"created":"').time(c.submitted, ISO_SECONDS).text('Z",')
+        self._provider(p, c)
+        missing = err == CLAIM_ERRORS.index("missing_fhir_element")  # Claim.priority is 1..1
+        p.optional(
+            ~missing,
+            lambda q: q.text(
+                f',"priority":{{"coding":[{{"system":"{PRIORITY}","code":"normal"}}]}}'
+            ),
+        )
+        p.text(",")
+        self._insurer(p, c).text(",")
+        self._facility(p, c).text(",")
+        self._diagnoses(p, c, broken=True)
+        p.text(',"insurance":[{"sequence":1,"focal":true,"coverage":{"reference":"')
+        self.res.ref(p, "Coverage", c.patient).text('"}}],"item":')
+        served = c.item_served
+        late = np.flatnonzero(err == CLAIM_ERRORS.index("service_after_submission"))
+        if len(late):  # the last line served after the claim was submitted
+            served = served.copy()
+            served[c.item_off[late + 1] - 1] = c.submitted[late] + 3 * DAY
+        p.repeat(c.item_off, lambda q: self._claim_item(q, c, served), json_array=True)
+        total = c.total
+        wrong = np.flatnonzero(err == CLAIM_ERRORS.index("amounts_mismatch"))
+        if len(wrong):  # the total is not the sum of the lines
+            total = total.copy()
+            total[wrong] += 1000 + c.number[wrong] % 5000
+        p.text(',"total":')
+        _money(p, total)
+        p.text(',"extension":[{"url":"urn:datafactory:encounter-class","valueCode":"')
+        p.pool(c.klass, self.klass).text('"}]')
+        p.optional(
+            c.related >= 0,
+            lambda q: (
+                q.text(',"related":[{"claim":{"reference":"Claim/claim-')
+                .integer(c.related[c.related >= 0])
+                .text(
+                    f'"}},"relationship":{{"coding":[{{"system":"{RELATED}","code":"prior"}}]}}}}]'
+                )
+            ),
+        )
+
+    def _claim_item(self, q: Program, c: Claims, served: I64) -> None:
+        q.text('{"sequence":').integer(c.item_seq).text(',"diagnosisSequence":[1],')
+        self._product(q, c).text(',"servicedDate":"').time(served, DATE)
+        q.text('","quantity":{"value":1},"unitPrice":')
+        _money(q, c.item_charge).text(',"net":')
+        _money(q, c.item_charge).text(',"encounter":[{"reference":"Encounter/enc-')
+        q.integer(c.encounter[c.item_claim]).text('"}]}')
+
+    def _claim_response(self, p: Program, c: Claims) -> None:
+        p.text('{"resourceType":"ClaimResponse","id":"cr-').integer(c.number)
+        p.text('","identifier":[{"system":"urn:datafactory:claim-response","value":"')
+        p.integer(c.number).text('"}],"status":"active",')
+        self._type(p, c).text(',"use":"claim",')
+        self._patient_ref(p, c).text(',"created":"').time(c.decided, ISO_SECONDS).text('Z",')
+        self._insurer(p, c).text(',"requestor":{"reference":"')
+        self.res.ref(p, "Practitioner", c.practitioner)
+        p.text('"},"request":{"reference":"Claim/claim-').integer(c.number)
+        p.text('"},"outcome":"').pool(c.outcome, self.outcome).text('","disposition":')
+        p.pool(c.outcome, self.disposition).text(',"item":')
+        p.repeat(
+            c.item_off,
+            lambda q: self._adjudication(
+                q.text('{"itemSequence":').integer(c.item_seq).text(","), c
+            ).text("}"),
+            json_array=True,
+        )
+        p.text(',"total":')
+        self._totals(p, c)
+        p.text(
+            f',"payment":{{"type":{{"coding":[{{"system":"{PAYMENT_TYPE}","code":"complete"}}]}},'
+        )
+        p.text('"date":"').time(c.decided, DATE).text('","amount":')
+        _money(p, np.add.reduceat(c.benefit, c.item_off[:-1])).text("}")
+        denied = c.outcome == 2  # denied
+        first = c.reason[c.item_off[:-1][denied]]
+        p.optional(
+            denied,
+            lambda q: (
+                q.text(f',"error":[{{"code":{{"coding":[{{"system":"{CARC}","code":"')
+                .pool(first, self.carc)
+                .text('"}]}}]')
+            ),
+        )
+
+    def _eob(self, p: Program, c: Claims) -> None:
+        p.text('{"resourceType":"ExplanationOfBenefit","id":"eob-').integer(c.number)
+        p.text('","identifier":[{"system":"urn:datafactory:eob","value":"').integer(c.number)
+        p.text('"}],"status":"active",')
+        self._type(p, c).text(',"use":"claim",')
+        self._patient_ref(p, c).text(",")
+        self._period(p, c).text(',"created":"').time(c.decided, ISO_SECONDS).text('Z",')
+        self._insurer(p, c).text(",")
+        self._provider(p, c).text(",")
+        self._facility(p, c).text(',"claim":{"reference":"Claim/claim-').integer(c.number)
+        p.text('"},"claimResponse":{"reference":"ClaimResponse/cr-').integer(c.number)
+        p.text('"},"outcome":"').pool(c.outcome, self.outcome).text('",')
+        self._diagnoses(p, c, broken=False)
+        p.text(',"insurance":[{"focal":true,"coverage":{"reference":"')
+        self.res.ref(p, "Coverage", c.patient).text('"}}],"item":')
+
+        def item(q: Program) -> None:
+            q.text('{"sequence":').integer(c.item_seq).text(",")
+            self._product(q, c).text(',"servicedDate":"').time(c.item_served, DATE)
+            q.text('","net":')
+            _money(q, c.item_charge).text(",")
+            self._adjudication(q, c).text("}")
+
+        p.repeat(c.item_off, item, json_array=True)
+        p.text(',"total":')
+        self._totals(p, c)
+        p.text(',"payment":{"date":"').time(c.decided, DATE).text('","amount":')
+        _money(p, np.add.reduceat(c.benefit, c.item_off[:-1])).text("}")
+
+    # -- the parts documents share -----------------------------------------------------------
+
+    def _type(self, p: Program, c: Claims) -> Program:
+        p.text(f'"type":{{"coding":[{{"system":"{CLAIM_TYPE}","code":"')
+        return p.pool(c.klass, self.claim_type).text('"}]}')
+
+    def _patient_ref(self, p: Program, c: Claims) -> Program:
+        p.text('"patient":{"reference":"')
+        return self.res.ref(p, "Patient", c.patient).text('"}')
+
+    def _period(self, p: Program, c: Claims) -> Program:
+        p.text('"billablePeriod":{"start":"').time(c.start, ISO_SECONDS).text('Z","end":"')
+        return p.time(c.end, ISO_SECONDS).text('Z"}')
+
+    def _provider(self, p: Program, c: Claims) -> Program:
+        p.text('"provider":{"reference":"')
+        return self.res.ref(p, "Practitioner", c.practitioner).text('"}')
+
+    def _insurer(self, p: Program, c: Claims) -> Program:
+        p.text('"insurer":{"reference":"')
+        return self.res.ref(p, "Payer", self.net.payer[c.patient]).text('"}')
+
+    def _facility(self, p: Program, c: Claims) -> Program:
+        p.text('"facility":{"reference":"')
+        return self.res.ref(p, "Organization", c.org).text('"}')
+
+    def _product(self, q: Program, c: Claims) -> Program:
+        q.text('"productOrService":{"coding":[{"system":').pool(c.item_px, self.px_system)
+        q.text(',"code":').pool(c.item_px, self.px_code)
+        return q.text(',"display":').pool(c.item_px, self.px_desc).text("}]}")
+
+    def _diagnoses(self, p: Program, c: Claims, broken: bool) -> None:
+        dx, code_pool = c.dx, self.dx_code
+        if broken:
+            first = c.dx_off[:-1]
+            swap = np.flatnonzero(c.error == CLAIM_ERRORS.index("sex_age_mismatch"))
+            if len(swap):  # a real code the patient's sex rules out
+                dx = dx.copy()
+                care = self.care
+                for row in swap.tolist():
+                    sex = str(self.net.sex[c.patient[row]])
+                    wrong = [i for i, x in enumerate(care.dx.sex) if x not in ("A", sex)]
+                    dx[first[row]] = wrong[int(c.number[row]) % len(wrong)]
+            bad = np.flatnonzero(c.error == CLAIM_ERRORS.index("invalid_icd10"))
+            codes = dx
+            if len(bad):  # not an ICD-10-CM code at all: a digit where a letter goes
+                texts_ = [
+                    str(int(c.number[r]) % 10) + self.care.dx.code[dx[first[r]]][1:]
+                    for r in bad.tolist()
                 ]
-            },
-            "use": "claim",
-            "patient": {"reference": self.ref("Patient", net.patient_ids[p])},
-            "billablePeriod": {"start": _ts(doc["start"]), "end": _ts(doc["end"])},
-            "created": _ts(doc["submitted"]),
-            "provider": {"reference": self._practitioner_ref(doc)},
-            "priority": {"coding": [{"system": PRIORITY, "code": "normal"}]},
-            "insurer": {"reference": self.ref("Organization", f"payer-{int(net.payer[p]) + 1}")},
-            "facility": {"reference": self.ref("Organization", f"org-{net.org_npi[doc['org']]}")},
-            "diagnosis": [
-                {"sequence": k + 1,
-                 "diagnosisCodeableConcept": {
-                     "coding": [{"system": ICD10, "code": dx.code[d],
-                                 "display": dx.description[d]}]}}
-                for k, d in enumerate(doc["dxs"])
-            ],
-            "insurance": [
-                {"sequence": 1, "focal": True,
-                 "coverage": {"reference": self.ref("Coverage", f"cov-{net.patient_ids[p]}")}}
-            ],
-            "item": items,
-            "total": _money(sum(doc["charge"])),
-            "extension": [
-                {"url": "urn:datafactory:encounter-class", "valueCode": CLASSES[klass]}
-            ],
-        }  # fmt: skip
-        if doc["related"] is not None:
-            claim["related"] = [
-                {"claim": {"reference": f"Claim/claim-{doc['related']}"},
-                 "relationship": {"coding": [{"system": RELATED, "code": "prior"}]}}
-            ]  # fmt: skip
-        refs = self._refs(doc)
-        if doc.get("error") is not None:
-            doc["field"] = self._break(claim, refs, doc)
-        return self._package(claim, doc, refs)
+                code_pool = code_pool.extended(texts_)
+                codes = dx.copy()
+                codes[first[bad]] = len(self.dx_code) + np.arange(len(bad))
+        else:
+            codes = dx
+        seq = np.arange(len(dx)) - np.repeat(c.dx_off[:-1], np.diff(c.dx_off)) + 1
+        p.text('"diagnosis":').repeat(
+            c.dx_off,
+            lambda q: q.text('{"sequence":').integer(seq)
+            .text(f',"diagnosisCodeableConcept":{{"coding":[{{"system":"{ICD10}","code":')
+            .pool(codes, code_pool).text(',"display":').pool(dx, self.dx_desc).text("}]}}"),
+            json_array=True,
+        )  # fmt: skip
 
-    def _break(self, claim: dict[str, Any], refs: list[dict[str, Any]], doc: dict[str, Any]) -> str:
-        """The claim's one error (its kind in ``doc["error"]``); returns the field it is in."""
-        kind, care = doc["error"], self.care
-        if kind == "invalid_icd10":  # not an ICD-10-CM code at all: a digit where a letter goes
-            coding = claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]
-            coding["code"] = str(doc["number"] % 10) + coding["code"][1:]
-            return "Claim.diagnosis[0].diagnosisCodeableConcept.coding[0].code"
-        if kind == "sex_age_mismatch":  # a real code the patient's sex rules out
-            sex = str(self.net.sex[doc["patient"]])
-            wrong = [i for i, x in enumerate(care.dx.sex) if x not in ("A", sex)]
-            d = wrong[doc["number"] % len(wrong)]
-            claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0].update(
-                code=care.dx.code[d], display=care.dx.description[d]
-            )
-            return "Claim.diagnosis[0].diagnosisCodeableConcept.coding[0].code"
-        if kind == "invalid_npi":  # the practitioner's NPI with a wrong check digit
-            ident = refs[1]["identifier"][0]
-            ident["value"] = ident["value"][:9] + str((int(ident["value"][9]) + 1) % 10)
-            return "Practitioner.identifier[0].value"
-        if kind == "service_after_submission":
-            late = _date(doc["submitted"] + 3 * 86_400 * US)
-            claim["item"][-1]["servicedDate"] = late
-            return f"Claim.item[{len(claim['item']) - 1}].servicedDate"
-        if kind == "amounts_mismatch":  # the total is not the sum of the lines
-            claim["total"] = _money(sum(doc["charge"]) + 1000 + doc["number"] % 5000)
-            return "Claim.total"
-        if kind == "missing_fhir_element":  # Claim.priority is required (1..1)
-            del claim["priority"]
-            return "Claim.priority"
-        if kind == "duplicate_claim":  # the copy is the error; the first is clean
-            return "Claim.identifier"
-        raise ValueError(f"no such claim error {kind!r}")
+    def _adjudication(self, q: Program, c: Claims) -> Program:
+        q.text('"adjudication":[')
+        _category(q, "submitted")
+        _money(q, c.item_charge).text("},")
+        _category(q, "eligible")
+        _money(q, c.allowed)
+        denied = c.reason >= 0
+        q.optional(
+            denied,
+            lambda r: (
+                r.text(f',"reason":{{"coding":[{{"system":"{CARC}","code":"')
+                .pool(c.reason[denied], self.carc)
+                .text('"}]}')
+            ),
+        )
+        q.text("},")
+        _category(q, "benefit")
+        return _money(q, c.benefit).text("}]")
 
-    def _adjudication(
-        self, doc: dict[str, Any]
-    ) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]], int]:
-        """Per line (submitted, eligible, benefit; a denial's reason), totals, amount paid."""
-        lines = []
-        for charge, allowed, benefit, reason in zip(
-            doc["charge"], doc["allowed"], doc["benefit"], doc["reason"], strict=True
-        ):
-            adj: list[dict[str, Any]] = [
-                {"category": {"coding": [{"system": ADJ, "code": "submitted"}]},
-                 "amount": _money(charge)},
-                {"category": {"coding": [{"system": ADJ, "code": "eligible"}]},
-                 "amount": _money(allowed)},
-                {"category": {"coding": [{"system": ADJ, "code": "benefit"}]},
-                 "amount": _money(benefit)},
-            ]  # fmt: skip
-            if reason is not None:
-                adj[1]["reason"] = {"coding": [{"system": CARC, "code": reason}]}
-            lines.append(adj)
-        paid = sum(doc["benefit"])
-        totals = [
-            {"category": {"coding": [{"system": ADJ, "code": "submitted"}]},
-             "amount": _money(sum(doc["charge"]))},
-            {"category": {"coding": [{"system": ADJ, "code": "eligible"}]},
-             "amount": _money(sum(doc["allowed"]))},
-            {"category": {"coding": [{"system": ADJ, "code": "benefit"}]},
-             "amount": _money(paid)},
-        ]  # fmt: skip
-        return lines, totals, paid
+    def _totals(self, p: Program, c: Claims) -> None:
+        starts = c.item_off[:-1]
+        p.text("[")
+        for name, values in (("submitted", c.item_charge), ("eligible", c.allowed),
+                             ("benefit", c.benefit)):  # fmt: skip
+            _category(p, name)
+            _money(p, np.add.reduceat(values, starts)).text("}" if name == "benefit" else "},")
+        p.text("]")
 
-    def explanation_of_benefit(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """What the patient is told: the claim's lines, diagnoses and coverage, adjudicated."""
-        net = self.net
-        p = doc["patient"]
-        lines, totals, paid = self._adjudication(doc)
-        claim = self.claim({**doc, "error": None})
-        main = claim if self.packaging == "contained" else claim["entry"][0]["resource"]
-        items = [
-            {"sequence": it["sequence"], "productOrService": it["productOrService"],
-             "servicedDate": it["servicedDate"], "net": it["net"], "adjudication": adj}
-            for it, adj in zip(main["item"], lines, strict=True)
-        ]  # fmt: skip
-        eob: dict[str, Any] = {
-            "resourceType": "ExplanationOfBenefit",
-            "id": f"eob-{doc['number']}",
-            "identifier": [{"system": "urn:datafactory:eob", "value": str(doc["number"])}],
-            "status": "active",
-            "type": main["type"],
-            "use": "claim",
-            "patient": {"reference": self.ref("Patient", net.patient_ids[p])},
-            "billablePeriod": main["billablePeriod"],
-            "created": _ts(doc["decided"]),
-            "insurer": main["insurer"],
-            "provider": main["provider"],
-            "facility": main["facility"],
-            "claim": {"reference": f"Claim/claim-{doc['number']}"},
-            "claimResponse": {"reference": f"ClaimResponse/cr-{doc['number']}"},
-            "outcome": {"complete": "complete", "partial": "partial",
-                        "denied": "error"}[doc["outcome"]],
-            "diagnosis": main["diagnosis"],
-            "insurance": [  # (no sequence on an EOB's insurance)
-                {"focal": True, "coverage": main["insurance"][0]["coverage"]}
-            ],
-            "item": items,
-            "total": totals,
-            "payment": {"date": _date(doc["decided"]), "amount": _money(paid)},
-        }  # fmt: skip
-        return self._package(eob, doc, self._refs(doc))
-
-    def claim_response(self, doc: dict[str, Any]) -> dict[str, Any]:
-        net = self.net
-        p = doc["patient"]
-        lines, totals, paid = self._adjudication(doc)
-        items = [{"itemSequence": i + 1, "adjudication": adj} for i, adj in enumerate(lines)]
-        outcome = {"complete": "complete", "partial": "partial", "denied": "error"}[doc["outcome"]]
-        resp: dict[str, Any] = {
-            "resourceType": "ClaimResponse",
-            "id": f"cr-{doc['number']}",
-            "identifier": [
-                {"system": "urn:datafactory:claim-response", "value": str(doc["number"])}
-            ],
-            "status": "active",
-            "type": {"coding": [{"system": CLAIM_TYPE, "code": _claim_type(doc)}]},
-            "use": "claim",
-            "patient": {"reference": self.ref("Patient", net.patient_ids[p])},
-            "created": _ts(doc["decided"]),
-            "insurer": {"reference": self.ref("Organization", f"payer-{int(net.payer[p]) + 1}")},
-            "requestor": {"reference": self._practitioner_ref(doc)},
-            "request": {"reference": f"Claim/claim-{doc['number']}"},
-            "outcome": outcome,
-            "disposition": {"complete": "Claim settled as billed under the plan",
-                            "partial": "Claim partially paid: see denied lines",
-                            "denied": "Claim denied"}[doc["outcome"]],
-            "item": items,
-            "total": totals,
-            "payment": {
-                "type": {"coding": [{"system": PAYMENT_TYPE, "code": "complete"}]},
-                "date": _date(doc["decided"]),
-                "amount": _money(paid),
-            },
-        }  # fmt: skip
-        if doc["outcome"] == "denied":
-            resp["error"] = [{"code": {"coding": [{"system": CARC, "code": doc["reason"][0]}]}}]
-        return self._package(resp, doc, self._refs(doc))
-
-    def _package(
-        self, resource: dict[str, Any], doc: dict[str, Any], refs: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        if self.packaging == "contained":
-            resource["contained"] = refs
-            return resource
-        entries = [resource, *refs]
-        return {
-            "resourceType": "Bundle",
-            "id": f"bundle-{resource['id']}",
-            "type": "collection",
-            "timestamp": resource["created"].replace("Z", "+00:00"),
-            "entry": [
-                {"fullUrl": f"urn:uuid:{_uuid(r['resourceType'], r['id'])}", "resource": r}
-                for r in entries
-            ],
-        }
+    # -- the referenced resources ------------------------------------------------------------
 
 
-def _claim_type(doc: dict[str, Any]) -> str:
-    return "institutional" if doc["class"] == 2 else "professional"
+_PRIORITY = f',"priority":{{"coding":[{{"system":"{PRIORITY}","code":"normal"}}]}}'
 
 
-def _uuid(kind: str, rid: str) -> str:
-    import uuid
-
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"datafactory/{kind}/{rid}"))
+def _money(p: Program, cents: npt.ArrayLike) -> Program:
+    return p.text('{"value":').decimal(cents, 2).text(',"currency":"USD"}')
 
 
-def dumps(resource: dict[str, Any]) -> str:
-    return orjson.dumps(resource).decode()
+def _category(p: Program, code: str) -> None:
+    p.text(f'{{"category":{{"coding":[{{"system":"{ADJ}","code":"{code}"}}]}},"amount":')

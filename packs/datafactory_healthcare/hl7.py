@@ -1,21 +1,31 @@
 """HL7 v2.5 messages, pipe-delimited, segments separated by carriage returns: ADT^A01
 (admission: inpatient and emergency), ADT^A04 (outpatient registration), ADT^A03 (discharge
-or end of visit) and DFT^P03 (the encounter's charges: one FT1 per line, then its DG1s)."""
+or end of visit) and DFT^P03 (the encounter's charges: one FT1 per line, then its DG1s).
+
+A block's messages are rendered at once from its encounters' columns by a document program
+(``datafactory.encoders.documents``), like the FHIR documents; a malformed message (an
+injected error) is one without its PID segment."""
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
-from datafactory_healthcare.care import STATES, Care
+import numpy as np
+import numpy.typing as npt
+
+from datafactory.encoders.documents import HL7_DATE, HL7_SECONDS, Pool, Program, texts
+from datafactory_healthcare.care import Care
+from datafactory_healthcare.network import FAMILY, GIVEN, STATES
+from datafactory_healthcare.records import Encounters, offsets
 
 US = 1_000_000
+DAY = 86_400 * US
 PATIENT_CLASS = ("O", "E", "I")  # outpatient, emergency, inpatient (HL7 table 0004)
-TRIGGER_STRUCTURE = {"A01": "ADT_A01", "A03": "ADT_A03", "A04": "ADT_A01", "P03": "DFT_P03"}
-
-
-def _ts(us: int) -> str:
-    return dt.datetime.fromtimestamp(us / US, dt.UTC).strftime("%Y%m%d%H%M%S")
+LOCATION = ("CLINIC", "ED", "WARD")
+TRIGGERS = ("A01", "A04", "A03")
+STRUCTURE = ("ADT_A01", "ADT_A01", "ADT_A03")
+I64 = npt.NDArray[np.int64]
 
 
 def _text(s: str) -> str:
@@ -29,88 +39,159 @@ def _text(s: str) -> str:
     )
 
 
+def _pool(values: Sequence[str]) -> Pool:
+    return Pool((_text(v) for v in values), as_json=False)
+
+
+def _fields(segment: str, values: dict[int, str], last: int) -> str:
+    """A segment's text with ``values`` at their field numbers, as far as field ``last``;
+    ``{n}`` where a value comes from a column."""
+    fields = [""] * (last + 1)
+    for k, v in values.items():
+        fields[k] = v
+    return segment + "|" + "|".join(fields[1:])
+
+
 class Hl7Renderer:
     def __init__(self, care: Care, start_us: int) -> None:
         self.care = care
-        self.net = care.net
+        self.net = net = care.net
         self.start_us = start_us
+        self.org_npi = Pool(net.org_npi, as_json=False)
+        self.pr_npi = Pool(net.pr_npi, as_json=False)
+        self.given, self.family = _pool(GIVEN), _pool(FAMILY)
+        self.state = _pool([s for s, _ in STATES])
+        self.zip_prefix = _pool([z for _, z in STATES])
+        self.sex = Pool(("F", "M"), as_json=False)
+        self.klass = Pool(PATIENT_CLASS, as_json=False)
+        self.location = Pool(LOCATION, as_json=False)
+        self.trigger = Pool(TRIGGERS, as_json=False)
+        self.structure = Pool(STRUCTURE, as_json=False)
+        self.dx_code, self.dx_desc = _pool(care.dx.code), _pool(care.dx.description)
+        self.px_code, self.px_desc = _pool(care.px.code), _pool(care.px.description)
 
-    def _msh(self, enc: dict[str, Any], kind: str, trigger: str, at: int, control: str) -> str:
-        org = self.net.org_npi[enc["org"]]  # the facility by its NPI (HD is 20 characters)
-        return (
-            f"MSH|^~\\&|DATAFACTORY|{org}|BILLING|CLEARINGHOUSE|{_ts(at)}||"
-            f"{kind}^{trigger}^{TRIGGER_STRUCTURE[trigger]}|{control}|P|2.5"
+    def adt(
+        self, e: Encounters, trigger: I64, at: I64, seq: I64, bad: npt.NDArray[np.bool_]
+    ) -> tuple[str, ...]:
+        """ADT messages: ``trigger`` an index into TRIGGERS (A01, A04, A03)."""
+        p = Program()
+        self._msh(p, e, at, seq, "ADT")
+        p.pool(trigger, self.trigger).text("^").pool(trigger, self.structure)
+        p.text("|ADT").integer(seq).text("|P|2.5\rEVN|").pool(trigger, self.trigger).text("|")
+        p.time(at, HL7_SECONDS)
+        self._pid(p, e, bad)
+        discharged = trigger == TRIGGERS.index("A03")
+        self._pv1(p, e, discharged)
+        counts = np.where(discharged, 0, np.diff(e.dx_off))  # a discharge names no diagnoses
+        self._dg1(p, e, counts)
+        return texts(len(at), p)
+
+    def dft(self, e: Encounters, at: I64, seq: I64, bad: npt.NDArray[np.bool_]) -> tuple[str, ...]:
+        p = Program()
+        self._msh(p, e, at, seq, "DFT")
+        p.text("P03^DFT_P03|DFT").integer(seq).text("|P|2.5\rEVN|P03|").time(at, HL7_SECONDS)
+        self._pid(p, e, bad)
+        self._pv1(p, e, np.ones(len(at), dtype=np.bool_))
+        rows = e.item_row
+        primary = e.dx[offsets(np.diff(e.dx_off))[:-1]][rows]
+        pr = e.practitioner[rows]
+
+        def ft1(q: Program) -> None:
+            q.text("\r")
+            template = _fields(
+                "FT1", {1: "{seq}", 4: "{start}", 5: "{at}", 6: "CG", 7: "{code}^CPT",
+                        10: "1", 11: "{charge}", 19: "{dx}^^I10", 20: "{doctor}",
+                        25: "{code}^CPT"}, 25)  # fmt: skip
+            parts = {
+                "seq": lambda: q.integer(e.item_seq),
+                "start": lambda: q.time(e.start[rows], HL7_SECONDS),
+                "at": lambda: q.time(at[rows], HL7_SECONDS),
+                "code": lambda: (
+                    q.pool(e.item_px, self.px_code).text("^").pool(e.item_px, self.px_desc)
+                ),
+                "charge": lambda: q.decimal(e.item_charge, 2),
+                "dx": lambda: q.pool(primary, self.dx_code),
+                "doctor": lambda: self._doctor(q, pr),
+            }
+            _fill(q, template, parts)
+
+        p.repeat(e.item_off, ft1, sep="")
+        self._dg1(p, e, np.diff(e.dx_off))
+        return texts(len(at), p)
+
+    def _msh(self, p: Program, e: Encounters, at: I64, seq: I64, kind: str) -> None:
+        # the facility by its NPI (HD is 20 characters)
+        p.text("MSH|^~\\&|DATAFACTORY|").pool(e.org, self.org_npi)
+        p.text("|BILLING|CLEARINGHOUSE|").time(at, HL7_SECONDS).text(f"||{kind}^")
+
+    def _pid(self, p: Program, e: Encounters, bad: npt.NDArray[np.bool_]) -> None:
+        """The PID segment (left out where ``bad``: a structure error any parser reports)."""
+        net = self.net
+        keep = ~bad
+        pt = e.patient[keep]
+        birth = self.start_us - net.birth_offset_days[pt] * DAY
+
+        def pid(q: Program) -> None:
+            q.text("\rPID|1||pat-").integer(pt + 1, 7).text("^^^DATAFACTORY^MR||")
+            q.pool(net.family[pt], self.family).text("^").pool(net.given[pt], self.given)
+            q.text("||").time(birth, HL7_DATE).text("|")
+            q.pool((net.sex[pt] == "M").astype(np.int64), self.sex).text("|||^^^")
+            q.pool(net.state[pt], self.state).text("^").pool(net.state[pt], self.zip_prefix)
+            q.integer(net.zip[pt], 2).text("^USA")
+
+        p.optional(keep, pid)
+
+    def _doctor(self, q: Program, pr: I64) -> Program:
+        net = self.net
+        q.pool(pr, self.pr_npi).text("^").pool(net.pr_family[pr], self.family).text("^")
+        return q.pool(net.pr_given[pr], self.given)
+
+    def _pv1(self, p: Program, e: Encounters, discharged: npt.NDArray[np.bool_]) -> None:
+        p.text("\r")
+        template = _fields(
+            "PV1", {1: "1", 2: "{class}", 3: "{location}", 7: "{doctor}^^^^^^NPI",
+                    19: "V{encounter}", 44: "{start}"}, 44)  # fmt: skip
+        _fill(
+            p,
+            template,
+            {
+                "class": lambda: p.pool(e.klass, self.klass),
+                "location": lambda: (
+                    p.pool(e.klass, self.location).text("^^^").pool(e.org, self.org_npi)
+                ),
+                "doctor": lambda: self._doctor(p, e.practitioner),
+                "encounter": lambda: p.integer(e.encounter),
+                "start": lambda: p.time(e.start, HL7_SECONDS),
+            },
         )
+        end = e.end[discharged]
+        p.optional(discharged, lambda q: q.text("|").time(end, HL7_SECONDS))
 
-    def _pid(self, enc: dict[str, Any]) -> str:
-        net = self.net
-        p = enc["patient"]
-        birth = self.start_us - int(net.birth_offset_days[p]) * 86_400 * US
-        state = STATES[int(net.state[p])][0]
-        return (
-            f"PID|1||{net.patient_ids[p]}^^^DATAFACTORY^MR||"
-            f"{_text(net.family[p])}^{_text(net.given[p])}||{_ts(birth)[:8]}|{net.sex[p]}|||"
-            f"^^^{state}^{net.zip[p]}^USA"
-        )
+    def _dg1(self, p: Program, e: Encounters, counts: npt.NDArray[np.int64]) -> None:
+        """The diagnoses (the first admitting, then working), ``counts`` of each row's."""
+        off = offsets(counts)
+        starts = offsets(np.diff(e.dx_off))[:-1]
+        k = np.arange(int(off[-1])) - np.repeat(off[:-1], counts)
+        rows = np.repeat(np.arange(len(counts)), counts)
+        dx = e.dx[starts[rows] + k]
+        p.repeat(
+            off,
+            lambda q: q.text("\rDG1|").integer(k + 1).text("||").pool(dx, self.dx_code).text("^")
+            .pool(dx, self.dx_desc).text("^I10||").time(e.start[rows], HL7_SECONDS).text("|")
+            .pool((k > 0).astype(np.int64), _KIND),
+            sep="",
+        )  # fmt: skip
 
-    def _pv1(self, enc: dict[str, Any], discharged: bool) -> str:
-        net = self.net
-        pr = enc["practitioner"]
-        doctor = f"{net.pr_npi[pr]}^{_text(net.pr_family[pr])}^{_text(net.pr_given[pr])}^^^^^^NPI"
-        fields = [""] * 46
-        fields[1] = "1"
-        fields[2] = PATIENT_CLASS[enc["class"]]
-        fields[3] = f"{('CLINIC', 'ED', 'WARD')[enc['class']]}^^^{net.org_npi[enc['org']]}"
-        fields[7] = doctor
-        fields[19] = f"V{enc['encounter']}"
-        fields[44] = _ts(enc["start"])
-        fields[45] = _ts(enc["end"]) if discharged else ""
-        return "PV1|" + "|".join(fields[1:]).rstrip("|")
 
-    def _dg1(self, enc: dict[str, Any]) -> list[str]:
-        dx = self.care.dx
-        return [
-            f"DG1|{k + 1}||{dx.code[d]}^{_text(dx.description[d])}^I10||{_ts(enc['start'])}|"
-            + ("A" if k == 0 else "W")
-            for k, d in enumerate(enc["dxs"])
-        ]
+_KIND = Pool(("A", "W"), as_json=False)
 
-    def adt(self, enc: dict[str, Any], trigger: str, at: int, control: str) -> str:
-        segs = [
-            self._msh(enc, "ADT", trigger, at, control),
-            f"EVN|{trigger}|{_ts(at)}",
-            self._pid(enc),
-            self._pv1(enc, trigger == "A03"),
-        ]
-        if trigger != "A03":
-            segs += self._dg1(enc)
-        return "\r".join(segs)
 
-    def dft(self, enc: dict[str, Any], at: int, control: str) -> str:
-        px, dx = self.care.px, self.care.dx
-        net = self.net
-        pr = enc["practitioner"]
-        segs = [
-            self._msh(enc, "DFT", "P03", at, control),
-            f"EVN|P03|{_ts(at)}",
-            self._pid(enc),
-            self._pv1(enc, True),
-        ]
-        primary = dx.code[enc["dxs"][0]]
-        for i, (code, charge) in enumerate(zip(enc["items"], enc["charge"], strict=True)):
-            desc = _text(px.description[px.index(code)])
-            when = _ts(enc["start"])
-            f = [""] * 26
-            f[1] = str(i + 1)
-            f[4] = when
-            f[5] = _ts(at)
-            f[6] = "CG"
-            f[7] = f"{code}^{desc}^CPT"
-            f[10] = "1"
-            f[11] = f"{charge / 100:.2f}"
-            f[19] = f"{primary}^^I10"
-            f[20] = f"{net.pr_npi[pr]}^{_text(net.pr_family[pr])}^{_text(net.pr_given[pr])}"
-            f[25] = f"{code}^{desc}^CPT"
-            segs.append("FT1|" + "|".join(f[1:]).rstrip("|"))
-        segs += self._dg1(enc)
-        return "\r".join(segs)
+def _fill(p: Program, template: str, parts: dict[str, Any]) -> None:
+    """``template``'s text, with each ``{name}`` rendered by ``parts[name]()``."""
+    rest = template
+    while "{" in rest:
+        before, _, after = rest.partition("{")
+        name, _, rest = after.partition("}")
+        p.text(before)
+        parts[name]()
+    p.text(rest)

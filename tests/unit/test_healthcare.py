@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from datafactory.config import parse_config
+from datafactory.encoders import fast
 from datafactory.runtime.engine import Engine
 from datafactory_healthcare import codes
 from datafactory_healthcare.npi import check_digit, is_valid
@@ -182,6 +183,32 @@ def test_same_seed_same_documents(tmp_path: Path) -> None:
     a = run(tmp_path / "a", "contained", days=10)
     b = run(tmp_path / "b", "contained", days=10)
     assert a == b and a["claim"]
+
+
+@pytest.mark.skipif(not fast.available(), reason="the compiled renderer is not built")
+@pytest.mark.parametrize("packaging", ["contained", "bundle"])
+def test_the_compiled_documents_and_the_python_fallback_are_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, packaging: str
+) -> None:
+    """Every stream, every injected error kind: the files are byte for byte the same."""
+
+    def files(out: Path) -> dict[str, bytes]:
+        cfg = {
+            "run": {"name": "fp", "seed": 5, "clock": "simulated",
+                    "start": "2026-01-05T00:00:00Z", "duration": "20d"},
+            "packs": {"healthcare": {"params": {"patients": 2000, "fhir_packaging": packaging,
+                                                "errors": RATES}}},
+            "sinks": {"out": {"type": "file", "path": str(out)}},
+            "telemetry": {"enabled": False},
+        }  # fmt: skip
+        asyncio.run(Engine(parse_config(orjson.dumps(cfg).decode())).run())
+        return {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*.jsonl"))}
+
+    compiled = files(tmp_path / "compiled")
+    monkeypatch.setenv("DATAFACTORY_FAST_PATH", "0")
+    fallback = files(tmp_path / "python")
+    assert len(compiled) >= 5 and all(compiled.values())
+    assert compiled == fallback
 
 
 def _hl7_fields(msg: str, seg: str) -> list[list[str]]:

@@ -19,6 +19,12 @@
  *   (9, int32 list offsets, [ops])           array (ops index the flat child rows)
  *   (10, int64 seq array, base)              event id: UUIDv8 text from splitmix64(seq ^ base),
  *                                            as datafactory.engine.identity.event_ids
+ * Ops of documents (a FHIR resource, an HL7 message: text whatever the format):
+ *   (11, int array, width)                   integer, zero-padded to at least width digits
+ *   (12, int64 array, style)                 time (epoch µs, UTC) as text: 0 YYYY-MM-DDTHH:MM:SS,
+ *                                            1 YYYY-MM-DD, 2 YYYYMMDDHHMMSS, 3 YYYYMMDD
+ *   (13, int32 offsets, [ops], separator)    child rows joined by separator (no brackets:
+ *                                            0 or 1 child is an optional part)
  * Formats: 0 = JSON text, 1 = Avro binary.
  */
 #define PY_SSIZE_T_CLEAN
@@ -30,7 +36,7 @@
 #include <string.h>
 
 enum { OP_LIT, OP_INT, OP_DEC, OP_TS, OP_POOL, OP_FIXED, OP_BOOL, OP_DOUBLE, OP_NULLABLE, OP_LIST,
-       OP_UUID };
+       OP_UUID, OP_PADINT, OP_TIME, OP_JOIN };
 enum { FMT_JSON = 0, FMT_AVRO = 1 };
 
 typedef struct Op {
@@ -47,6 +53,8 @@ typedef struct Op {
     uint64_t base;
     struct Op *sub;
     Py_ssize_t nsub;
+    const char *sep;
+    Py_ssize_t seplen;
 } Op;
 
 typedef struct {
@@ -145,9 +153,10 @@ static int parse_op(Ctx *c, PyObject *t, Op *op) {
         op->base = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(t, 2));
         if (PyErr_Occurred()) return -1;
         return set_array(c, op, a1);
-    case OP_DEC:
+    case OP_DEC: case OP_PADINT: case OP_TIME:
         if (size < 3) break;
         op->scale = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 2));
+        if (op->scale < 0 || op->scale > 18 || (op->code == OP_TIME && op->scale > 3)) break;
         return set_array(c, op, a1);
     case OP_POOL: {
         if (size < 4) break;
@@ -178,6 +187,18 @@ static int parse_op(Ctx *c, PyObject *t, Op *op) {
         if (!o) return -1;
         op->offsets = o->buf;
         op->len = o->len / 4 - 1;
+        return parse_ops(c, PyTuple_GET_ITEM(t, 2), &op->sub, &op->nsub);
+    }
+    case OP_JOIN: {
+        if (size < 4) break;
+        Py_buffer *o = ctx_view(c, a1, 0);
+        if (!o) return -1;
+        op->offsets = o->buf;
+        op->len = o->len / 4 - 1;
+        Py_buffer *sep = ctx_view(c, PyTuple_GET_ITEM(t, 3), 0);
+        if (!sep) return -1;
+        op->sep = sep->buf;
+        op->seplen = sep->len;
         return parse_ops(c, PyTuple_GET_ITEM(t, 2), &op->sub, &op->nsub);
     }
     }
@@ -334,6 +355,53 @@ static int json_timestamp(Buf *b, int64_t us) {
     return 0;
 }
 
+/* A document's time as text (no quotes), in one of the styles of OP_TIME. */
+static int put_time(Buf *b, int64_t us, int style) {
+    int64_t days = us >= 0 ? us / 86400000000LL : -((-us + 86400000000LL - 1) / 86400000000LL);
+    int64_t rem = us - days * 86400000000LL;
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
+    if (y < 0 || y > 9999) return -2;
+    unsigned secs = (unsigned)(rem / 1000000);
+    ENSURE(b, 20);
+    char *p = b->p + b->len;
+    int dash = style <= 1;
+    digits(p, (unsigned)y, 4);
+    int k = 4;
+    if (dash) p[k++] = '-';
+    digits(p + k, m, 2);
+    k += 2;
+    if (dash) p[k++] = '-';
+    digits(p + k, d, 2);
+    k += 2;
+    if (style == 0 || style == 2) {
+        if (style == 0) p[k++] = 'T';
+        digits(p + k, secs / 3600, 2);
+        k += 2;
+        if (style == 0) p[k++] = ':';
+        digits(p + k, secs / 60 % 60, 2);
+        k += 2;
+        if (style == 0) p[k++] = ':';
+        digits(p + k, secs % 60, 2);
+        k += 2;
+    }
+    b->len += (size_t)k;
+    return 0;
+}
+
+static int put_padded(Buf *b, int64_t v, int width) {
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char tmp[24];
+    int n = 0;
+    do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+    ENSURE(b, (size_t)(n > width ? n : width) + 1);
+    if (v < 0) b->p[b->len++] = '-';
+    for (int k = n; k < width; k++) b->p[b->len++] = '0';
+    while (n) b->p[b->len++] = tmp[--n];
+    return 0;
+}
+
 static int json_double(Buf *b, double x) {
     if (!isfinite(x)) return put_bytes(b, "null", 4);
     char tmp[40];
@@ -455,6 +523,19 @@ static int run_op(Buf *b, const Op *op, Py_ssize_t row, int fmt) {
         }
         return put_varint(b, 0);
     }
+    case OP_PADINT:
+        return put_padded(b, get_int(op, row), op->scale);
+    case OP_TIME:
+        return put_time(b, ((const int64_t *)op->data)[row], op->scale);
+    case OP_JOIN: {
+        int32_t lo = op->offsets[row], hi = op->offsets[row + 1];
+        for (int32_t j = lo; j < hi; j++) {
+            if (j > lo && put_bytes(b, op->sep, (size_t)op->seplen) < 0) return -1;
+            int r = run_ops(b, op->sub, op->nsub, j, fmt);
+            if (r < 0) return r;
+        }
+        return 0;
+    }
     }
     return -2;
 }
@@ -476,7 +557,7 @@ static int check_ops(const Op *ops, Py_ssize_t n, Py_ssize_t rows) {
         case OP_NULLABLE:
             if (op->len < rows || check_ops(op->sub, op->nsub, rows) < 0) return -1;
             break;
-        case OP_LIST: {
+        case OP_LIST: case OP_JOIN: {
             if (op->len < rows) return -1;
             int32_t prev = op->offsets[0];
             if (prev < 0) return -1;
@@ -487,10 +568,10 @@ static int check_ops(const Op *ops, Py_ssize_t n, Py_ssize_t rows) {
             if (check_ops(op->sub, op->nsub, prev) < 0) return -1;
             break;
         }
-        case OP_DEC: case OP_TS: case OP_DOUBLE: case OP_UUID:
+        case OP_DEC: case OP_TS: case OP_DOUBLE: case OP_UUID: case OP_TIME:
             if (op->itemsize != 8 || op->len < rows) return -1;
             break;
-        case OP_INT: case OP_POOL:
+        case OP_INT: case OP_POOL: case OP_PADINT:
             if ((op->itemsize != 1 && op->itemsize != 2 && op->itemsize != 4 && op->itemsize != 8) ||
                 op->len < rows)
                 return -1;
