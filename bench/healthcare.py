@@ -126,8 +126,8 @@ def engine(patients: int, days: int) -> tuple[float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--patients", type=int, default=200_000)
-    ap.add_argument("--days", type=int, default=14)
+    ap.add_argument("--patients", type=int, default=100_000)
+    ap.add_argument("--days", type=int, default=60)
     ap.add_argument("--seconds", type=float, default=3.0, help="time for the anchor")
     ap.add_argument("--json", default="artifacts/bench-healthcare.json")
     args = ap.parse_args()
