@@ -80,7 +80,7 @@ soak: install         ## an hour of kill -9s, reloads and broker restarts (DATAF
 lint: install         ## ruff + mypy --strict
 	$(BIN)/ruff check daemon packs tests bench
 	$(BIN)/ruff format --check daemon packs tests bench
-	$(BIN)/mypy -p datafactory -p datafactory_retail -p datafactory_iot -p datafactory_healthcare
+	$(BIN)/mypy -p datafactory -p datafactory_retail -p datafactory_iot -p datafactory_healthcare -p datafactory_template
 
 # the Kafka anchor is Debian's kcat (apt-get install kcat) run against the librdkafka that the
 # confluent-kafka wheel bundles; without kcat the Kafka ratio is left out and said so

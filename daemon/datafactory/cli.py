@@ -590,7 +590,10 @@ def _packs(args: argparse.Namespace) -> int:
                 ],
                 "params": {
                     k: {
-                        "default": to_jsonable_python(f.get_default(call_default_factory=True)),
+                        "default": None
+                        if f.is_required()
+                        else to_jsonable_python(f.get_default(call_default_factory=True)),
+                        "required": f.is_required(),
                         "description": f.description,
                     }
                     for k, f in pack.Params.model_fields.items()
@@ -605,9 +608,12 @@ def _packs(args: argparse.Namespace) -> int:
         for s in p["streams"]:
             print(f"  stream {s['event_type']}  (schema schemas/{p['pack']}/{s['stream']}.avsc)")
             print(f"      {s['description']}")
+        if not p["streams"]:
+            print("  streams: the ones its params declare (see the README's Templates)")
         print("  params:")
         for k, v in p["params"].items():
-            print(f"    {k} = {v['default']!r}  {v['description'] or ''}")
+            value = "(required)" if v["required"] else f"= {v['default']!r}"
+            print(f"    {k} {value}  {v['description'] or ''}")
     return 0
 
 

@@ -284,6 +284,7 @@ class StreamPlan:
     sinks: tuple[str, ...]
     max_events: int | None
     driven: bool = False
+    schema: Any = None  # its EventSchema (a template's is derived from the template)
 
     @property
     def event_type(self) -> str:
@@ -527,17 +528,18 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int], secret: set
             params[pname] = pack.Params.model_validate(psec.params)
         except ValidationError as e:
             problems += _pyd_problems(e, (*loc, "params"), secret)
-        chosen = (
-            psec.streams if psec.streams is not None else {s: StreamSection() for s in pack.streams}
-        )
+        if pname not in params and pack.streams_for(None) is not pack.streams:
+            continue  # its streams come from its params, which are invalid (said above)
+        specs = pack.streams_for(params.get(pname))
+        chosen = psec.streams if psec.streams is not None else {s: StreamSection() for s in specs}
         for sname, ssec in chosen.items():
             sloc = (*loc, "streams", sname)
-            if sname not in pack.streams:
+            if sname not in specs:
                 problems.append(
                     (
                         sloc,
                         f"pack {pname!r} has no stream {sname!r}; "
-                        f"streams: {', '.join(sorted(pack.streams))}",
+                        f"streams: {', '.join(sorted(specs))}",
                     )
                 )
                 continue
@@ -552,7 +554,7 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int], secret: set
                             f"no sink named {t!r}; sinks: {', '.join(sorted(model.sinks))}",
                         )
                     )
-            spec = pack.streams[sname]
+            spec = specs[sname]
             if spec.driven and ssec.rate is not None:
                 problems.append(
                     (
@@ -564,8 +566,9 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int], secret: set
             rate = (
                 ssec.rate or pack.default_rate(sname, params.get(pname)) or ConstantProfile(base=0)
             )
+            schema = pack.schema_of(sname, params.get(pname))
             streams.append(
-                StreamPlan(pname, sname, rate, targets, ssec.max_events, driven=spec.driven)
+                StreamPlan(pname, sname, rate, targets, ssec.max_events, spec.driven, schema)
             )
     if not problems and not streams:
         problems.append((("packs",), "no stream is enabled"))
@@ -632,14 +635,13 @@ def _chaos_problems(
 ) -> tuple[list[Any], SinkBase | None]:
     """The chaos steps and the manifest sink, validated against the streams and sinks."""
     from datafactory.chaos import applies, parse_steps, step_class
-    from datafactory.pack import registered_packs, registered_sinks
+    from datafactory.pack import registered_sinks
 
     indexed, found = parse_steps(model.chaos)
     problems += found
     steps = [c for _, c in indexed]
     names = {p.event_type for p in streams} | {p.stream for p in streams}
     sink_types = registered_sinks()
-    packs = registered_packs()
     for i, cfg in indexed:
         loc: tuple[str | int, ...] = ("chaos", i)
         for j, name in enumerate(cfg.streams or []):
@@ -649,7 +651,7 @@ def _chaos_problems(
         for plan in streams:
             if not applies(cfg, plan.event_type):
                 continue
-            schema = packs[plan.pack].schema_for(plan.stream)
+            schema = plan.schema
             if schema.raw.get("x-payload") and cfg.step not in PAYLOAD_SAFE_STEPS:
                 problems.append(
                     (

@@ -170,6 +170,18 @@ class Pack(ABC):
     def schema_for(cls, stream: str) -> EventSchema:
         return load_schema(f"{cls.name}.{stream}")
 
+    # packs whose streams their params declare (templates) override these two; the others
+    # have the streams and shipped schemas of their class
+    @classmethod
+    def streams_for(cls, params: BaseModel | None) -> dict[str, StreamSpec]:
+        """The pack's streams under ``params`` (None: the params were invalid)."""
+        return cls.streams
+
+    @classmethod
+    def schema_of(cls, stream: str, params: BaseModel | None) -> EventSchema:
+        """The schema of one of :meth:`streams_for`'s streams."""
+        return cls.schema_for(stream)
+
 
 @functools.cache
 def _load(group: str) -> dict[str, Any]:

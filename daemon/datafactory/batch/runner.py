@@ -167,7 +167,7 @@ async def _run_shard(job: BatchJob, index: int) -> dict[str, Any]:
         days = day_chunks(job.start_us, job.end_us)
         formats = {
             s.event_type: FileFormat(
-                registered_packs()[s.pack].schema_for(s.stream),
+                s.schema,
                 spec.format,
                 spec.compression,
                 config.run.seed,

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from datafactory.config import Config, SinkBase
-from datafactory.schema import load_schema
 from datafactory.sinks.base import SinkContext
 from datafactory.verify import sources
 from datafactory.verify.reconcile import Identifier, Seen, Truth, platform, transport
@@ -115,7 +114,7 @@ async def verify(
 ) -> dict[str, Any]:
     th = thresholds or Thresholds()
     truth = await load_truth(manifest or manifest_uri(config), config.run.name, quiet)
-    schemas = {p.event_type: load_schema(p.event_type) for p in config.streams}
+    schemas = {p.event_type: p.schema for p in config.streams}
     ident = Identifier(truth, schemas)
     report: dict[str, Any] = {
         "run": truth.run,

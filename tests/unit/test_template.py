@@ -1,0 +1,200 @@
+"""The template pack: every generator kind recovers its parameters on 100,000 events, the same
+seq is the same event however blocks are cut, the derived Avro schema decodes the Avro output,
+and template errors name the file, line, stream and field."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import numpy as np
+import orjson
+import pytest
+
+from datafactory.config import ConfigError, parse_config
+from datafactory.encoders import build_encoder
+from datafactory.engine.seeding import SeedTree
+from datafactory.runtime.engine import Engine
+from datafactory_template import TemplatePack
+from datafactory_template.words import words
+
+N = 100_000
+T0 = 1_772_409_600_000_000
+FIELDS = """
+            price: {gen: uniform, min: 5, max: 25, decimals: 2}
+            score: {gen: normal, mean: 50, sd: 8}
+            basket: {gen: lognormal, mu: 3.0, sigma: 0.5}
+            wait_s: {gen: exponential, mean: 30}
+            qty: {gen: uniform, min: 1, max: 5, integer: true}
+            rank: {gen: zipf, n: 100, s: 1.2}
+            status: {gen: choice, values: [placed, paid, shipped], weights: [5, 3, 2]}
+            size: {gen: choice, values: [1, 2, 3]}
+            coupon: {gen: pattern, pattern: "[A-Z]{6}", null_rate: 0.25}
+            order_id: {gen: pattern, pattern: "ORD-{seq:08d}-?#"}
+            line: {gen: sequence, start: 100, step: 2}
+            ref: {gen: uuid}
+            city: {gen: words, list: cities}
+            shipped_at: {gen: time, offset: [3600, 7200]}
+            channel: {gen: const, value: web}
+            bounded: {gen: normal, mean: 0, sd: 10, min: -5, max: 5}
+"""
+CONFIG = f"""
+run: {{name: tpl, seed: 11, clock: simulated, start: "2026-03-02T00:00:00Z", duration: 20s}}
+packs:
+  template:
+    params:
+      streams:
+        orders:
+          doc: An order in a web shop.
+          fields:{FIELDS}
+    streams:
+      orders: {{rate: {{profile: constant, base: 50}}}}
+sinks: {{out: {{type: file, path: OUT, format: json}}}}
+telemetry: {{enabled: false}}
+"""
+
+
+def pack(seed: int = 11) -> TemplatePack:
+    cfg = parse_config(CONFIG.replace("OUT", "/tmp/unused"))
+    return TemplatePack(cfg.pack_params["template"], SeedTree(seed))
+
+
+def block(n: int = N, first: int = 0, seed: int = 11) -> Any:
+    times = T0 + np.arange(first, first + n, dtype=np.int64) * 1000
+    return pack(seed).stream("orders").generate(first, times)
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[str, Any]:
+    b = block()
+    out: dict[str, Any] = {}
+    for name, col in b.columns.items():
+        values = np.asarray(col.to_list()) if hasattr(col, "to_list") else np.asarray(col)
+        out[name] = values
+    out["_nulls"] = b.nulls
+    out["_time"] = b.event_time
+    return out
+
+
+def test_numbers_recover_their_parameters(rows: dict[str, Any]) -> None:
+    price = rows["price"] / 100  # minor units, 2 decimals
+    assert price.min() >= 5 and price.max() <= 25
+    assert abs(price.mean() - 15) < 0.1 and abs(price.std() - 20 / math.sqrt(12)) < 0.1
+    assert abs(rows["score"].mean() - 50) < 0.1 and abs(rows["score"].std() - 8) < 0.1
+    logs = np.log(rows["basket"])
+    assert abs(logs.mean() - 3.0) < 0.01 and abs(logs.std() - 0.5) < 0.01
+    assert abs(rows["wait_s"].mean() - 30) < 0.5 and rows["wait_s"].min() >= 0
+    qty = rows["qty"]
+    assert qty.dtype.kind == "i" and set(qty.tolist()) == {1, 2, 3, 4, 5}
+    bounded = rows["bounded"]
+    assert bounded.min() == -5 and bounded.max() == 5
+    share_clipped = ((bounded == -5) | (bounded == 5)).mean()
+    assert abs(share_clipped - 0.617) < 0.01  # P(|N(0, 10)| > 5)
+
+
+def test_zipf_and_choices_follow_their_weights(rows: dict[str, Any]) -> None:
+    ranks = rows["rank"]
+    weights = np.arange(1, 101, dtype=np.float64) ** -1.2
+    expected = weights / weights.sum()
+    got = np.bincount(ranks, minlength=101)[1:] / N
+    assert ranks.min() >= 1 and ranks.max() <= 100
+    assert np.abs(got[:5] - expected[:5]).max() < 0.005
+    status = rows["status"]
+    for value, share in (("placed", 0.5), ("paid", 0.3), ("shipped", 0.2)):
+        assert abs((status == value).mean() - share) < 0.01, value
+    assert set(rows["size"].tolist()) == {1, 2, 3}
+    assert abs((rows["size"] == 2).mean() - 1 / 3) < 0.01
+
+
+def test_text_ids_times_and_nulls(rows: dict[str, Any]) -> None:
+    nulls = rows["_nulls"]["coupon"]
+    assert abs(nulls.mean() - 0.25) < 0.01
+    coupons = [c.decode() for c in rows["coupon"][~nulls][:1000]]
+    assert all(re.fullmatch(r"[A-Z]{6}", c) for c in coupons)
+    ids = [x.decode() for x in rows["order_id"][:1000]]
+    assert ids[7].startswith("ORD-00000007-")
+    assert all(re.fullmatch(r"ORD-\d{8}-[A-Z]\d", x) for x in ids)
+    assert rows["line"][:3].tolist() == [100, 102, 104]
+    refs = rows["ref"]
+    assert len(set(refs.tolist())) == N and re.fullmatch(rb"[0-9a-f-]{36}", refs[0])
+    assert set(rows["city"].tolist()) <= set(words("cities"))
+    offset = rows["shipped_at"] - rows["_time"]
+    assert offset.min() >= 3600 * 10**6 and offset.max() <= 7200 * 10**6
+    assert set(rows["channel"].tolist()) == {"web"}
+
+
+def test_the_same_seq_is_the_same_event_however_blocks_are_cut() -> None:
+    schema = pack().stream("orders").schema
+    enc = build_encoder("json", schema, 11)
+    whole = bytes(enc.encode(block(3000)).payload)
+    parts = b"".join(
+        bytes(enc.encode(block(n, first)).payload)
+        for first, n in ((0, 1000), (1000, 7), (1007, 1993))
+    )
+    assert whole == parts
+    assert bytes(enc.encode(block(3000, seed=12)).payload) != whole  # another seed: other data
+
+
+def test_the_derived_avro_schema_decodes_the_avro_output() -> None:
+    gen = pack().stream("orders")
+    b = block(500)
+    enc = build_encoder("avro", gen.schema, 11)
+    batch = enc.encode(b)
+    payload = bytes(batch.payload)
+    decoded = [
+        fastavro.schemaless_reader(io.BytesIO(payload[a:z]), gen.schema.parsed)
+        for a, z in zip(batch.offsets[:-1].tolist(), batch.offsets[1:].tolist(), strict=True)
+    ]
+    assert len(decoded) == 500
+    first = decoded[0]
+    assert set(first) == {f["name"] for f in gen.schema.fields}
+    assert str(first["price"]) == f"{b.columns['price'][0] / 100:.2f}"
+    assert [d["coupon"] is None for d in decoded] == b.nulls["coupon"].tolist()
+    assert [d["line"] for d in decoded[:3]] == [100, 102, 104]
+
+
+def test_a_template_stream_runs_through_the_engine(tmp_path: Path) -> None:
+    cfg = parse_config(CONFIG.replace("OUT", str(tmp_path)))
+    summary = asyncio.run(Engine(cfg).run())
+    assert summary["streams"]["template.orders"]["released"] == 1000  # 50/s for 20 s
+    lines = [
+        orjson.loads(x)
+        for f in sorted(tmp_path.rglob("*.jsonl"))
+        for x in f.read_bytes().splitlines()
+    ]
+    assert len(lines) == 1000 and lines[0]["channel"] == "web"
+
+
+@pytest.mark.parametrize(
+    ("field", "where"),
+    [
+        ("{gen: lognormal, mu: 1, sigma: -1}", "fields.bad.lognormal.sigma"),
+        ("{gen: choice, values: [a, 1]}", "fields.bad.choice"),
+        ("{gen: choice, values: [a, b], weights: [1]}", "fields.bad.choice"),
+        ("{gen: pattern, pattern: '{foo}'}", "fields.bad.pattern"),
+        ("{gen: words, list: nope}", "fields.bad.words"),
+        ("{gen: uniform, min: 5, max: 1}", "fields.bad.uniform"),
+        ("{gen: gaussian}", "fields.bad"),
+    ],
+)
+def test_template_errors_name_the_file_line_stream_and_field(field: str, where: str) -> None:
+    text = f"""run: {{name: t, seed: 1}}
+packs:
+  template:
+    params:
+      streams:
+        orders:
+          fields:
+            ok: {{gen: uuid}}
+            bad: {field}
+sinks: {{out: {{type: stdout}}}}
+"""
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, source="shop.yaml")
+    message = str(e.value)
+    assert "shop.yaml:9:" in message and f"streams.orders.{where}" in message, message
