@@ -90,6 +90,7 @@ bench: install /usr/bin/kcat  ## throughput figures as ratios to baselines measu
 	$(BIN)/pip install --quiet 'confluent-kafka>=2.3'
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/healthcare.py
+	$(BIN)/python bench/template.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/batch_memory.py --hours $(BENCH_BATCH_HOURS)

@@ -26,14 +26,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.rate import ConstantProfile, RateProfile
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory.schema import EventSchema, make_schema
-from datafactory_template.fields import AnyField, Context, Draws
+from datafactory_template.expr import Expression
+from datafactory_template.fields import AnyField, Context, Salts, compile_fields, make_fields
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 RESERVED = ("event_id", "event_time")
@@ -48,6 +49,12 @@ class StreamTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     doc: str | None = Field(None, max_length=2000, description="what the events are")
     fields: dict[str, AnyField] = Field(..., min_length=1, max_length=MAX_FIELDS)
+    _compiled: dict[str, Expression] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _derived(self) -> StreamTemplate:
+        self._compiled = compile_fields(self.fields, ("fields",))
+        return self
 
     @field_validator("fields")
     @classmethod
@@ -150,20 +157,12 @@ class TemplateStream(StreamGenerator):
         self.schema = pack.schema_for(name)
         self.event_type = f"template.{name}"
         self.run_seed = pack.seeds.seed
-        self.salts = {
-            field: int(pack.seeds.child("template", name, field).generate_state(2, np.uint64)[0])
-            for field in self.template.fields
-        }
+        self.salts = Salts(pack.seeds, (name,))
 
     def generate(self, seq_start: int, event_time: npt.NDArray[np.int64]) -> RecordBlock:
         n = len(event_time)
         seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
         ctx = Context(seq, event_time, self.run_seed, self.event_type)
-        columns: dict[str, Any] = {}
-        nulls: dict[str, npt.NDArray[np.bool_]] = {}
-        for field, spec in self.template.fields.items():
-            made = spec.make(Draws(seq, self.salts[field]), ctx)
-            columns[field] = made.column
-            if made.nulls is not None:
-                nulls[field] = made.nulls
+        t = self.template
+        columns, nulls, _ = make_fields(t.fields, t._compiled, ctx, self.salts)
         return RecordBlock(self.event_type, seq, event_time.astype(np.int64), seq, columns, nulls)

@@ -198,3 +198,83 @@ sinks: {{out: {{type: stdout}}}}
         parse_config(text, source="shop.yaml")
     message = str(e.value)
     assert "shop.yaml:9:" in message and f"streams.orders.{where}" in message, message
+
+
+POS = """
+run: {name: pos, seed: 5}
+packs:
+  template:
+    params:
+      streams:
+        sale:
+          fields:
+            items:
+              gen: array
+              length: {min: 1, max: 5}
+              items:
+                sku: {gen: pattern, pattern: "SKU-#######"}
+                qty: {gen: uniform, min: 1, max: 4, integer: true}
+                price: {gen: uniform, min: 0.5, max: 60, decimals: 2}
+                line_total: {gen: expr, expr: "qty * price", decimals: 2}
+            tax: {gen: uniform, min: 0.05, max: 0.1, decimals: 3}
+            subtotal: {gen: expr, expr: "sum(items.line_total)", decimals: 2}
+            total: {gen: expr, expr: "round(subtotal * (1 + tax), 2)", decimals: 2}
+            mean_price: {gen: expr, expr: "sum(items.price) / sum(items.qty)"}
+sinks: {out: {type: stdout}}
+"""
+
+
+def test_arrays_and_derived_fields_are_exact_to_the_cent() -> None:
+    from decimal import ROUND_HALF_UP, Decimal
+
+    cfg = parse_config(POS)
+    gen = TemplatePack(cfg.pack_params["template"], SeedTree(5)).stream("sale")
+    b = gen.generate(0, T0 + np.arange(20_000, dtype=np.int64))
+    lines = bytes(build_encoder("json", gen.schema, 5).encode(b).payload).splitlines()
+    cent = Decimal("0.01")
+    lengths = []
+    for raw in lines:
+        r = orjson.loads(raw)  # decimals as JSON numbers: exact through str -> Decimal
+        sub = Decimal(0)
+        for it in r["items"]:
+            assert re.fullmatch(r"SKU-\d{7}", it["sku"]) and 1 <= it["qty"] <= 4
+            line = (it["qty"] * Decimal(str(it["price"]))).quantize(cent, ROUND_HALF_UP)
+            assert Decimal(str(it["line_total"])) == line
+            sub += line
+        lengths.append(len(r["items"]))
+        assert Decimal(str(r["subtotal"])) == sub
+        total = (sub * (1 + Decimal(str(r["tax"])))).quantize(cent, ROUND_HALF_UP)
+        assert Decimal(str(r["total"])) == total, r
+    assert set(lengths) == {1, 2, 3, 4, 5}
+    # the Avro schema has the items as an array of records and decodes the output
+    avro = build_encoder("avro", gen.schema, 5).encode(b.take(slice(0, 50)))
+    first = fastavro.schemaless_reader(
+        io.BytesIO(bytes(avro.payload)[: int(avro.offsets[1])]), gen.schema.parsed
+    )
+    assert str(first["total"]) == str(orjson.loads(lines[0])["total"])
+
+
+@pytest.mark.parametrize(
+    ("expr", "says"),
+    [
+        ("nope * 2", "no field 'nope'"),
+        ("items * 2", "is an array"),
+        ("items.qty * 2", "per item"),
+        ("sum(items.nope)", "no item field"),
+        ("__import__('os').system('id')", "not allowed"),
+        ("().__class__", "only an array's item fields"),
+        ("tax ** 99999999", "not allowed"),
+        ("[x for x in 'ab']", "not allowed"),
+        ("round(tax, 99)", "places"),
+        ("sku", "no field 'sku'"),  # not a number: not something an expression can use
+    ],
+)
+def test_expressions_are_checked_and_cannot_run_code(expr: str, says: str) -> None:
+    text = POS.replace(
+        'expr: "round(subtotal * (1 + tax), 2)"', f"expr: {orjson.dumps(expr).decode()}"
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, source="pos.yaml")
+    message = str(e.value)
+    assert "streams.sale.fields.total.expr" in message and says in message, message
+    assert "pos.yaml:19:" in message, message  # the line of `total`
