@@ -26,15 +26,34 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.rate import ConstantProfile, RateProfile
 from datafactory.engine.seeding import SeedTree
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory.schema import EventSchema, make_schema
+from datafactory_template.compose import (
+    AnyField,
+    Array,
+    Lookup,
+    Ref,
+    Salts,
+    compile_fields,
+    make_fields,
+)
+from datafactory_template.entities import EntityTemplate, World, check_references, resolved
 from datafactory_template.expr import Expression
-from datafactory_template.fields import AnyField, Context, Salts, compile_fields, make_fields
+from datafactory_template.fields import Context
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 RESERVED = ("event_id", "event_time")
@@ -70,22 +89,38 @@ class StreamTemplate(BaseModel):
 
 
 class TemplateParams(BaseModel):
-    """Parameters of the template pack: the streams it makes."""
+    """Parameters of the template pack: the streams it makes, the entities they draw from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     streams: dict[str, StreamTemplate] = Field(
         ..., min_length=1, max_length=MAX_STREAMS, description="stream name -> its fields"
     )
+    entities: dict[str, EntityTemplate] = Field(
+        default_factory=dict, max_length=MAX_STREAMS, description="populations streams refer to"
+    )
 
-    @field_validator("streams")
+    @field_validator("streams", "entities")
     @classmethod
     def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for name in v:
             if not NAME.match(name):
-                raise ValueError(
-                    f"stream name {name!r}: lower case letters, digits and _, a letter first"
-                )
+                raise ValueError(f"name {name!r}: lower case letters, digits and _, a letter first")
         return v
+
+    @model_validator(mode="after")
+    def _references(self) -> TemplateParams:
+        problems = [
+            p
+            for name, t in self.streams.items()
+            for p in check_references(t.fields, self.entities, ("streams", name, "fields"))
+        ]
+        if problems:
+            raise ValidationError.from_exception_data(
+                "template",
+                [InitErrorDetails(type=PydanticCustomError("reference", msg), loc=loc, input=value)
+                 for loc, msg, value in problems],
+            )  # fmt: skip
+        return self
 
 
 class TemplatePack(Pack):
@@ -118,7 +153,7 @@ class TemplatePack(Pack):
     def schema_of(cls, stream: str, params: BaseModel | None) -> EventSchema:
         if not isinstance(params, TemplateParams) or stream not in params.streams:
             raise KeyError(f"template has no stream {stream!r}")
-        return derive_schema(stream, params.streams[stream])
+        return derive_schema(stream, params.streams[stream], params.entities)
 
     def schema_for(self, stream: str) -> EventSchema:  # type: ignore[override]
         return self.schema_of(stream, self.p)
@@ -129,22 +164,48 @@ class TemplatePack(Pack):
         return TemplateStream(self, name)
 
 
-def derive_schema(stream: str, t: StreamTemplate) -> EventSchema:
+def derive_schema(
+    stream: str, t: StreamTemplate, entities: dict[str, EntityTemplate]
+) -> EventSchema:
     """The stream's Avro schema: the envelope, then each field's type (nullable where it has a
-    null rate)."""
+    null rate; a reference has the type of the entity field it gives)."""
     raw: dict[str, Any] = {
         "type": "record",
-        "name": "".join(part.capitalize() for part in stream.split("_")) or "Event",
+        "name": _record_name(stream) or "Event",
         "namespace": "datafactory.template",
         "fields": [
             {"name": "event_id", "type": {"type": "string", "logicalType": "uuid"}},
             {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-            *(f.avro_field(name) for name, f in t.fields.items()),
+            *_avro_fields(t.fields, entities),
         ],
     }
     if t.doc:
         raw["doc"] = t.doc
     return make_schema(f"template.{stream}", raw)
+
+
+def _record_name(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _avro_fields(fields: dict[str, Any], entities: dict[str, EntityTemplate]) -> list[Any]:
+    out = []
+    for name, f in fields.items():
+        nullable = f.null_rate > 0
+        if isinstance(f, Array):
+            items = {"type": "record", "name": _record_name(name) + "Item",
+                     "fields": _avro_fields(f.items, entities)}  # fmt: skip
+            t: Any = {"type": "array", "items": items}
+        elif isinstance(f, Ref | Lookup):
+            target = resolved(f, fields, entities)
+            t, nullable = target.avro(), nullable or target.null_rate > 0
+        else:
+            t = f.avro()
+        field: dict[str, Any] = {"name": name, "type": ["null", t] if nullable else t}
+        if f.doc:
+            field["doc"] = f.doc
+        out.append(field)
+    return out
 
 
 class TemplateStream(StreamGenerator):
@@ -158,11 +219,12 @@ class TemplateStream(StreamGenerator):
         self.event_type = f"template.{name}"
         self.run_seed = pack.seeds.seed
         self.salts = Salts(pack.seeds, (name,))
+        self.world = World(pack.p.entities, pack.seeds)
 
     def generate(self, seq_start: int, event_time: npt.NDArray[np.int64]) -> RecordBlock:
         n = len(event_time)
         seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
-        ctx = Context(seq, event_time, self.run_seed, self.event_type)
+        ctx = Context(seq, event_time, self.run_seed, self.event_type, self.world)
         t = self.template
         columns, nulls, _ = make_fields(t.fields, t._compiled, ctx, self.salts)
         return RecordBlock(self.event_type, seq, event_time.astype(np.int64), seq, columns, nulls)

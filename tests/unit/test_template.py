@@ -278,3 +278,83 @@ def test_expressions_are_checked_and_cannot_run_code(expr: str, says: str) -> No
     message = str(e.value)
     assert "streams.sale.fields.total.expr" in message and says in message, message
     assert "pos.yaml:19:" in message, message  # the line of `total`
+
+
+SHOP = """
+run: {name: shop, seed: 8}
+packs:
+  template:
+    params:
+      entities:
+        customers:
+          count: 5000
+          fields:
+            customer_id: {gen: pattern, pattern: "C{seq:06d}"}
+            segment: {gen: choice, values: [retail, business], weights: [9, 1]}
+            credit: {gen: uniform, min: 100, max: 1000, decimals: 2}
+      streams:
+        orders:
+          fields:
+            customer: {gen: ref, entity: customers, field: customer_id, pick: zipf, s: 1.1}
+            segment: {gen: lookup, ref: customer, field: segment}
+            amount: {gen: uniform, min: 1, max: 50, decimals: 2}
+        visits:
+          fields:
+            who: {gen: ref, entity: customers, field: customer_id}
+            credit: {gen: lookup, ref: who, field: credit}
+sinks: {out: {type: stdout}}
+"""
+
+
+def test_references_always_resolve_and_agree_across_streams() -> None:
+    cfg = parse_config(SHOP)
+    pk = TemplatePack(cfg.pack_params["template"], SeedTree(8))
+    orders = pk.stream("orders").generate(0, T0 + np.arange(50_000, dtype=np.int64))
+    visits = pk.stream("visits").generate(0, T0 + np.arange(50_000, dtype=np.int64))
+    # the population, member by member, as a stream that refers to it sees it
+    members = pk.stream("orders").world
+    everyone = np.arange(5000, dtype=np.int64)
+    ids = members.values("customers", everyone, "customer_id").column
+    segment = members.values("customers", everyone, "segment").column.to_list()
+    credit = members.values("customers", everyone, "credit").column
+    index = {x.decode(): i for i, x in enumerate(ids.tolist())}
+    assert len(index) == 5000 and ids[42] == b"C000042"
+    got = [x.decode() for x in orders.columns["customer"].tolist()]
+    assert all(c in index for c in got)  # every reference resolves
+    seg = orders.columns["segment"].to_list()
+    assert all(seg[i] == segment[index[c]] for i, c in enumerate(got))  # the member's own
+    who = [index[x.decode()] for x in visits.columns["who"].tolist()]
+    assert (visits.columns["credit"] == credit[who]).all()
+    # zipf: a few members get most orders; uniform: all about alike
+    counts = np.sort(np.bincount([index[c] for c in got], minlength=5000))[::-1]
+    assert counts[:50].sum() > 0.3 * len(got)
+    flat = np.bincount(who, minlength=5000)
+    assert flat.max() < 40 and (flat > 0).mean() > 0.99
+    # the derived schema types a reference as the entity's field
+    fields = {f["name"]: f["type"] for f in pk.stream("visits").schema.fields}
+    assert fields["credit"]["logicalType"] == "decimal" and fields["who"] == "string"
+
+
+BROKEN = {
+    "customer.entity": (
+        "entity: customers, field: customer_id",
+        "entity: people, field: customer_id",
+    ),
+    "customer.field": ("field: customer_id, pick", "field: nope, pick"),
+    "segment.ref": ("ref: customer, field: segment}", "ref: buyer, field: segment}"),
+}
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [("customer.entity", "no entity"), ("customer.field", "has no field"),
+     ("segment.ref", "no ref field")],
+)  # fmt: skip
+def test_reference_errors_name_the_field(where: str, says: str) -> None:
+    old, new = BROKEN[where]
+    with pytest.raises(ConfigError) as e:
+        parse_config(SHOP.replace(old, new), source="shop.yaml")
+    message = str(e.value)
+    assert f"streams.orders.fields.{where}" in message and says in message, message
+    line = 16 if where.startswith("customer") else 17  # the field's own line
+    assert f"shop.yaml:{line}:" in message, message

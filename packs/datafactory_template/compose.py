@@ -1,0 +1,267 @@
+"""How a template's fields are put together: derived fields (``expr.py``), arrays of records,
+references to entities; and a block of every field of a stream (or entity), in order."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from datafactory.engine.blocks import ListColumn
+from datafactory_template.expr import Env, ExprError, Expression, Num
+from datafactory_template.fields import (
+    MAX_DECIMALS,
+    Choice,
+    Const,
+    Context,
+    Draws,
+    Exponential,
+    FieldBase,
+    LogNormal,
+    Made,
+    Normal,
+    NumberBase,
+    Pattern,
+    Sequence,
+    Time,
+    Uniform,
+    Uuid,
+    Words,
+    Zipf,
+)
+
+MAX_ITEMS = 1000
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+# -- derived values ----------------------------------------------------------------------------
+
+
+class Derived(FieldBase):
+    """Arithmetic over fields before it (``expr.py``): exact in decimals, rounded to its own
+    ``decimals`` (or a whole number with ``integer``, else a double)."""
+
+    gen: Literal["expr"]
+    expr: str = Field(..., min_length=1, max_length=500)
+    decimals: int | None = Field(None, ge=0, le=MAX_DECIMALS)
+    integer: bool = False
+
+    def avro(self) -> Any:
+        if self.integer:
+            return "long"
+        if self.decimals is not None:
+            return {"type": "bytes", "logicalType": "decimal", "precision": 18,
+                    "scale": self.decimals}  # fmt: skip
+        return "double"
+
+    def compute(self, compiled: Expression, env: Env, n: int) -> Made:
+        v = compiled.evaluate(env, n)
+        places = 0 if self.integer else self.decimals
+        if places is None:
+            x = v.real()
+            bad = ~np.isfinite(x)
+            return Made(np.where(bad, 0.0, x), bad if bad.any() else None)
+        if v.scale is None:  # floating point: rounded half away from zero
+            x = v.values * 10.0**places
+            bad = ~np.isfinite(x) | (np.abs(x) >= 9e18)
+            x = np.where(bad, 0.0, x)
+            minor = (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int64)
+            return Made(minor, bad if bad.any() else None)
+        if v.scale <= places:
+            return Made(v.values * 10 ** (places - v.scale))
+        q = 10 ** (v.scale - places)
+        return Made(np.sign(v.values) * ((np.abs(v.values) + q // 2) // q))
+
+
+class Length(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min: int = Field(0, ge=0, le=MAX_ITEMS)
+    max: int = Field(..., ge=0, le=MAX_ITEMS)
+
+    @model_validator(mode="after")
+    def _order(self) -> Length:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class Array(FieldBase):
+    """A list of items per event, each a record of its own fields (which may be derived from
+    the item's fields before them); its length uniform in [min, max]."""
+
+    gen: Literal["array"]
+    length: Length
+    items: dict[str, AnyField] = Field(..., min_length=1, max_length=100)
+    _compiled: dict[str, Expression] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _items(self) -> Array:
+        for name, f in self.items.items():
+            if isinstance(f, Array):
+                raise ValueError(f"item field {name!r}: arrays of arrays are not supported")
+            if not _NAME.match(name):
+                raise ValueError(f"item field name {name!r}: lower case letters, digits, _")
+        self._compiled = compile_fields(self.items, ("items",))
+        return self
+
+    def avro_items(self, name: str) -> Any:
+        return {
+            "type": "record",
+            "name": "".join(p.capitalize() for p in name.split("_")) + "Item",
+            "fields": [f.avro_field(k) for k, f in self.items.items()],
+        }
+
+    def avro(self) -> Any:
+        raise NotImplementedError  # (avro_field below: the item record is named by the field)
+
+    def avro_field(self, name: str) -> dict[str, Any]:
+        t = {"type": "array", "items": self.avro_items(name)}
+        out: dict[str, Any] = {"name": name, "type": ["null", t] if self.null_rate > 0 else t}
+        if self.doc:
+            out["doc"] = self.doc
+        return out
+
+
+class Ref(FieldBase):
+    """A reference to one of an entity's members: the value of its ``field`` (the entity's
+    key), the member picked uniformly or by Zipf popularity (rank k with weight 1 / k^s, the
+    popular ones scattered over the population)."""
+
+    gen: Literal["ref"]
+    entity: str
+    field: str
+    pick: Literal["uniform", "zipf"] = "uniform"
+    s: float = Field(1.0, gt=0, le=10, description="zipf: how steep the popularity")
+
+
+class Lookup(FieldBase):
+    """Another field of the member an earlier ``ref`` field of this event picked."""
+
+    gen: Literal["lookup"]
+    ref: str = Field(..., description="the ref field (of this event) whose member it is")
+    field: str
+
+
+AnyField = Annotated[
+    Uniform | Normal | LogNormal | Exponential | Zipf | Const | Choice | Sequence | Uuid
+    | Words | Pattern | Time | Derived | Array | Ref | Lookup,
+    Field(discriminator="gen"),
+]  # fmt: skip
+Array.model_rebuild()
+NUMERIC = (NumberBase, Zipf, Sequence, Derived)
+
+
+def _numeric(f: Any) -> bool:
+    return isinstance(f, NUMERIC) or (
+        isinstance(f, Const | Choice) and f.avro() in ("long", "double")
+    )
+
+
+def compile_fields(fields: dict[str, Any], where: tuple[str, ...]) -> dict[str, Expression]:
+    """Each derived field's expression, checked against the fields before it; a problem is
+    a validation error at that field's ``expr``."""
+    known: dict[str, set[str] | None] = {}
+    out: dict[str, Expression] = {}
+    for name, f in fields.items():
+        if isinstance(f, Derived):
+            try:
+                out[name] = Expression(f.expr, known)
+            except ExprError as e:
+                raise ValidationError.from_exception_data(
+                    "template",
+                    [InitErrorDetails(type=PydanticCustomError("expr", str(e)),
+                                      loc=(*where, name, "expr"), input=f.expr)],
+                ) from None  # fmt: skip
+        if isinstance(f, Array):
+            known[name] = {k for k, x in f.items.items() if _numeric(x)}
+        elif _numeric(f):
+            known[name] = None
+    return out
+
+
+def _num_of(f: Any, column: Any) -> Num:
+    if getattr(f, "integer", False) or isinstance(f, Zipf | Sequence) or column.dtype.kind == "i":
+        if isinstance(f, NumberBase | Derived) and f.decimals is not None:
+            return Num(column, f.decimals)
+        return Num(column.astype(np.int64), 0)
+    return Num(column.astype(np.float64), None)
+
+
+def make_fields(
+    fields: dict[str, Any], compiled: dict[str, Expression], ctx: Context, salts: Salts
+) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.bool_]], Env]:
+    """A block of every field, in order (derived ones from those before them)."""
+    columns: dict[str, Any] = {}
+    nulls: dict[str, npt.NDArray[np.bool_]] = {}
+    env = Env()
+    n = len(ctx.seq)
+    picked: dict[str, tuple[str, npt.NDArray[np.int64]]] = {}  # ref field -> its members
+    for name, f in fields.items():
+        d = Draws(ctx.seq, salts.of(name))
+        if isinstance(f, Derived):
+            made = f.compute(compiled[name], env, n)
+            if f.null_rate > 0:
+                extra = d.u(lane=31) < f.null_rate
+                made = Made(made.column, extra if made.nulls is None else made.nulls | extra)
+        elif isinstance(f, Array):
+            made, items_env = _array(f, name, d, ctx, salts)
+            env.items[name] = items_env
+        elif isinstance(f, Ref | Lookup):
+            if isinstance(f, Ref):
+                picked[name] = (f.entity, ctx.world.pick(f, d, n))
+            entity, members = picked[_ref_of(f, name)]
+            made = ctx.world.values(entity, members, f.field)
+            if f.null_rate > 0:
+                extra = d.u(lane=31) < f.null_rate
+                made = Made(made.column, extra if made.nulls is None else made.nulls | extra)
+        else:
+            made = f.make(d, ctx)
+        columns[name] = made.column
+        if made.nulls is not None:
+            nulls[name] = made.nulls
+        if _numeric(f):
+            env.fields[name] = _num_of(f, made.column)
+    return columns, nulls, env
+
+
+def _ref_of(f: Ref | Lookup, name: str) -> str:
+    return name if isinstance(f, Ref) else f.ref
+
+
+def _array(
+    f: Array, name: str, d: Draws, ctx: Context, salts: Salts
+) -> tuple[Made, tuple[npt.NDArray[np.int32], dict[str, Num]]]:
+    lo, hi = f.length.min, f.length.max
+    lengths = lo + np.minimum((d.u(lane=1) * (hi - lo + 1)).astype(np.int64), hi - lo)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    parent = np.repeat(np.arange(len(lengths)), lengths)
+    k = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    # an item's draws: by its event's seq and its place in the list
+    item_ctx = Context(ctx.seq[parent] * MAX_ITEMS + k, ctx.event_time[parent], ctx.run_seed,
+                       f"{ctx.stream}#{name}", ctx.world)  # fmt: skip
+    cols, item_nulls, env = make_fields(f.items, f._compiled, item_ctx, salts.under(name))
+    column = ListColumn(offsets, cols, item_nulls)
+    made = Made(column, d.u(lane=31) < f.null_rate if f.null_rate > 0 else None)
+    return made, (offsets, env.fields)
+
+
+class Salts:
+    """Each field's own salt, by its path in the template (a function of the run's seed)."""
+
+    def __init__(self, seeds: Any, path: tuple[str, ...]) -> None:
+        self.seeds, self.path = seeds, path
+        self._cache: dict[str, int] = {}
+
+    def of(self, name: str) -> int:
+        if name not in self._cache:
+            state = self.seeds.child("template", *self.path, name).generate_state(2, np.uint64)
+            self._cache[name] = int(state[0])
+        return self._cache[name]
+
+    def under(self, name: str) -> Salts:
+        return Salts(self.seeds, (*self.path, name))

@@ -1,0 +1,139 @@
+"""Entities: named populations (customers, devices, accounts) that streams draw from.
+
+An entity has a ``count`` and fields, made like a stream's but with the member's index in the
+place of the event's seq: a member's fields are a function of the seed, the entity and its
+index, so nothing is stored (a billion members cost nothing) and every stream that refers to
+a member sees the same values. A ``ref`` field picks a member per event (uniformly, or by
+Zipf popularity) and gives one of its fields (its key); ``lookup`` fields give other fields
+of the same member.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from datafactory.engine.seeding import SeedTree
+from datafactory_template.compose import (
+    AnyField,
+    Array,
+    Lookup,
+    Ref,
+    Salts,
+    compile_fields,
+    make_fields,
+)
+from datafactory_template.expr import Expression
+from datafactory_template.fields import Context, Draws, Made, Time
+
+MAX_MEMBERS = 1_000_000_000
+_PRIMES = (1_000_003, 999_983, 2_147_483_647, 3_000_017)
+I64 = npt.NDArray[np.int64]
+
+
+class EntityTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    doc: str | None = Field(None, max_length=2000)
+    count: int = Field(..., ge=1, le=MAX_MEMBERS, description="members of the population")
+    fields: dict[str, AnyField] = Field(..., min_length=1, max_length=200)
+    _compiled: dict[str, Expression] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fields(self) -> EntityTemplate:
+        for name, f in self.fields.items():
+            if isinstance(f, Ref | Lookup | Array | Time):
+                raise ValueError(
+                    f"field {name!r}: an entity's fields are plain values or derived from "
+                    "its other fields (no ref, lookup, array or time)"
+                )
+        self._compiled = compile_fields(self.fields, ("fields",))
+        return self
+
+
+class World:
+    """The run's entities, as the streams' fields see them."""
+
+    def __init__(self, entities: dict[str, EntityTemplate], seeds: SeedTree) -> None:
+        self.entities = entities
+        self.seeds = seeds
+        self.run_seed = seeds.seed
+
+    def pick(self, f: Ref, d: Draws, n: int) -> I64:
+        """A member per event."""
+        count = self.entities[f.entity].count
+        u = d.u(lane=2)
+        if f.pick == "uniform":
+            return np.minimum((u * count).astype(np.int64), count - 1)
+        top = float(count + 1)
+        if abs(f.s - 1.0) < 1e-9:
+            rank = np.floor(top**u)
+        else:  # the continuous power law's inverse CDF on [1, count + 1)
+            a = 1.0 - f.s
+            rank = np.floor((1.0 + u * (top**a - 1.0)) ** (1.0 / a))
+        rank = np.clip(rank, 1, count).astype(np.int64)
+        # the popular members scattered over the population (a bijection of 0..count-1)
+        prime = next(p for p in _PRIMES if count % p)
+        return ((rank - 1) * prime) % count
+
+    def values(self, entity: str, members: I64, field: str) -> Made:
+        """``field`` of each member."""
+        e = self.entities[entity]
+        ctx = Context(members, np.zeros(len(members), dtype=np.int64), self.run_seed,
+                      f"entity.{entity}")  # fmt: skip
+        wanted = {}
+        for name, f in e.fields.items():  # the field and those before it (derived ones)
+            wanted[name] = f
+            if name == field:
+                break
+        columns, nulls, _ = make_fields(
+            wanted, e._compiled, ctx, Salts(self.seeds, ("entity", entity))
+        )
+        return Made(columns[field], nulls.get(field))
+
+
+Problem = tuple[tuple[str | int, ...], str, str]
+
+
+def check_references(
+    fields: dict[str, Any], entities: dict[str, EntityTemplate], where: tuple[str | int, ...]
+) -> list[Problem]:
+    """What is wrong with a stream's ref and lookup fields: (location, message, value)."""
+    problems: list[Problem] = []
+    refs: dict[str, str] = {}  # ref field -> its entity
+    for name, f in fields.items():
+        loc = (*where, name)
+        if isinstance(f, Array):
+            problems += check_references(f.items, entities, (*loc, "items"))
+        if isinstance(f, Ref):
+            if f.entity not in entities:
+                known = ", ".join(sorted(entities)) or "none"
+                problems.append(
+                    ((*loc, "entity"), f"no entity {f.entity!r} (entities: {known})", f.entity)
+                )
+                continue
+            if f.field not in entities[f.entity].fields:
+                problems.append(
+                    ((*loc, "field"), f"entity {f.entity!r} has no field {f.field!r}", f.field)
+                )
+            refs[name] = f.entity
+        if isinstance(f, Lookup):
+            if f.ref not in refs:
+                problems.append(((*loc, "ref"), f"no ref field {f.ref!r} before this one", f.ref))
+            elif f.field not in entities[refs[f.ref]].fields:
+                problems.append(
+                    ((*loc, "field"), f"entity {refs[f.ref]!r} has no field {f.field!r}", f.field)
+                )
+    return problems
+
+
+def resolved(f: Any, fields: dict[str, Any], entities: dict[str, EntityTemplate]) -> Any:
+    """The entity field a ref or lookup field gives (its type is that field's)."""
+    if isinstance(f, Ref):
+        return entities[f.entity].fields[f.field]
+    if isinstance(f, Lookup):
+        ref = fields[f.ref]
+        return entities[ref.entity].fields[f.field]
+    return f
