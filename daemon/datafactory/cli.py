@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import signal
 import socket
 import sys
@@ -232,6 +233,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=5, help="how many events (default 5)")
     s.add_argument("--format", choices=["json", "avro"], default="json")
     s.add_argument("--seed", type=int, default=0)
+
+    i = sub.add_parser(
+        "infer", help="draft a template from example records (JSON lines, Avro, Parquet)"
+    )
+    i.add_argument("sample", help="a .jsonl / .json, .avro or .parquet file of records")
+    i.add_argument("--stream", default="events", help="the drafted stream's name")
+    i.add_argument("-o", "--out", help="write the draft here (default: print it)")
+    i.add_argument("--limit", type=int, default=100_000, help="records read at most")
+    i.add_argument(
+        "--report", action="store_true", help="also compare what the draft makes with the sample"
+    )
     return p
 
 
@@ -247,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify": _verify,
         "serve": _serve,
         "batch": _batch,
+        "infer": _infer,
     }
     return int(handler[args.command](args))
 
@@ -687,6 +700,40 @@ def _sample(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(data)
     sys.stdout.flush()
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    """The template pack's drafting (``datafactory_template.infer``)."""
+    from datafactory_template import infer
+
+    path = Path(args.sample)
+    try:
+        records = infer.read_sample(path, max(1, args.limit))
+    except (OSError, ValueError) as e:
+        print(f"datafactory: {path}: cannot read the sample: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not records or not all(isinstance(r, dict) for r in records):
+        print(f"datafactory: {path}: no records (objects) in the sample", file=sys.stderr)
+        return EXIT_CONFIG
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", args.stream):
+        print("datafactory: --stream: lower case letters, digits and _", file=sys.stderr)
+        return EXIT_CONFIG
+    scenario, notes = infer.draft(records, args.stream)
+    text = infer.to_yaml(scenario, notes)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    if args.report:
+        made = infer.render(scenario, min(len(records), 20_000))
+        report = infer.compare(records, made)
+        head = f"# sample vs draft ({len(records):,} vs {len(made):,} events; close: "
+        print(f"{head}KS <= {infer.MAX_KS}, overlap >= {infer.MIN_OVERLAP})", file=sys.stderr)
+        for name, r in report.items():
+            measure = f"KS {r['ks']:.3f}" if "ks" in r else f"overlap {r['overlap']:.3f}"
+            print(f"#   {name:28s} {measure:16s} {'close' if r['close'] else 'FAR'}",
+                  file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -3,6 +3,7 @@ references to entities; and a block of every field of a stream (or entity), in o
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -78,15 +79,34 @@ class Derived(FieldBase):
 
 
 class Length(BaseModel):
+    """How many items: uniform in [min, max], or by ``weights`` (one per length, min..max)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     min: int = Field(0, ge=0, le=MAX_ITEMS)
     max: int = Field(..., ge=0, le=MAX_ITEMS)
+    weights: list[float] | None = None
 
     @model_validator(mode="after")
     def _order(self) -> Length:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        if self.weights is not None:
+            if len(self.weights) != self.max - self.min + 1:
+                raise ValueError(
+                    f"{len(self.weights)} weights for lengths {self.min}..{self.max}: one each"
+                )
+            if any(w < 0 or not math.isfinite(w) for w in self.weights) or not sum(self.weights):
+                raise ValueError("weights are finite, not negative, and not all 0")
         return self
+
+    def draw(self, u: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        lo, hi = self.min, self.max
+        if self.weights is None:
+            return np.asarray(lo + np.minimum((u * (hi - lo + 1)).astype(np.int64), hi - lo))
+        cdf = np.cumsum(np.asarray(self.weights, dtype=np.float64))
+        k = np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), hi - lo)
+        out: npt.NDArray[np.int64] = (lo + k).astype(np.int64)
+        return out
 
 
 class Array(FieldBase):
@@ -235,8 +255,7 @@ def _ref_of(f: Ref | Lookup, name: str) -> str:
 def _array(
     f: Array, name: str, d: Draws, ctx: Context, salts: Salts
 ) -> tuple[Made, tuple[npt.NDArray[np.int32], dict[str, Num]]]:
-    lo, hi = f.length.min, f.length.max
-    lengths = lo + np.minimum((d.u(lane=1) * (hi - lo + 1)).astype(np.int64), hi - lo)
+    lengths = f.length.draw(d.u(lane=1))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     parent = np.repeat(np.arange(len(lengths)), lengths)

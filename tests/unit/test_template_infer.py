@@ -1,0 +1,113 @@
+"""``datafactory infer``: a template drafted from records the retail pack wrote makes events
+within the stated distances of them; each kind of value is drafted as what it is; JSON lines,
+Avro and Parquet samples read alike; a bad sample is refused with a message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from datafactory.config import parse_config
+from datafactory.encoders import build_encoder
+from datafactory.engine.seeding import SeedTree
+from datafactory.runtime.drive import uniform_times
+from datafactory_retail import RetailPack, RetailParams
+from datafactory_template import infer
+
+
+def retail_sample(n: int) -> list[dict]:
+    pack = RetailPack(RetailParams(), SeedTree(3))
+    gen = pack.stream("pos_transaction")
+    block = gen.generate(
+        0, uniform_times(n, 1_767_787_200_000_000, 1_767_787_200_000_000 + n * 10**5)
+    )
+    payload = bytes(build_encoder("json", gen.schema, 3).encode(block).payload)
+    return [orjson.loads(x) for x in payload.splitlines()]
+
+
+def test_a_draft_of_retail_transactions_makes_events_close_to_them(tmp_path: Path) -> None:
+    sample = retail_sample(5000)
+    scenario, notes = infer.draft(sample, "pos")
+    text = infer.to_yaml(scenario, notes)
+    parse_config(text, source="draft.yaml")  # a valid scenario as it is
+    assert yaml.safe_load(text) == scenario
+    fields = scenario["packs"]["template"]["params"]["streams"]["pos"]["fields"]
+    assert fields["transaction_id"]["gen"] == "sequence"
+    assert fields["channel"]["gen"] == "choice" and fields["items"]["gen"] == "array"
+    assert fields["total"]["decimals"] == 2 and fields["customer_id"]["null_rate"] > 0
+    report = infer.compare(sample, infer.render(scenario, 5000))
+    assert set(report) >= {"store_id", "channel", "items", "subtotal", "total"}
+    far = {k: v for k, v in report.items() if not v["close"]}
+    assert not far, far  # every field within KS <= 0.1 or overlap >= 0.9
+
+
+def test_each_kind_of_value_is_drafted_as_what_it_is() -> None:
+    rng = np.random.default_rng(4)
+    t0 = 1_772_409_600
+    sample = [
+        {
+            "event_time": f"2026-03-02T00:00:{i % 60:02d}Z",
+            "flag": bool(rng.random() < 0.3),
+            "size": int(rng.integers(1, 4)),
+            "price": round(float(rng.lognormal(3, 0.4)), 2),
+            "wait": float(rng.exponential(5.0)),
+            "ref": str(uuid.UUID(int=int(rng.integers(0, 2**62)))),
+            "code": f"AB-{rng.integers(0, 10**6):06d}",
+            "shipped": f"2026-03-02T01:{i % 60:02d}:00Z",
+            "note": None if i % 4 else "x",
+        }
+        for i in range(4000)
+    ]
+    del t0
+    scenario, _ = infer.draft(sample, "things")
+    f = scenario["packs"]["template"]["params"]["streams"]["things"]["fields"]
+    assert f["flag"]["gen"] == "choice" and set(f["flag"]["values"]) == {True, False}
+    assert f["size"]["gen"] == "choice" and sorted(f["size"]["values"]) == [1, 2, 3]
+    assert f["price"]["gen"] == "lognormal" and f["price"]["decimals"] == 2
+    assert abs(f["price"]["mu"] - 3) < 0.05 and abs(f["price"]["sigma"] - 0.4) < 0.05
+    assert f["wait"]["gen"] == "exponential" and abs(f["wait"]["mean"] - 5) < 0.3
+    assert f["ref"]["gen"] == "uuid"
+    assert f["code"] == {"gen": "pattern", "pattern": "??-######"}
+    assert f["shipped"]["gen"] == "time" and f["shipped"]["offset"][0] >= 3600 - 60
+    assert f["note"]["null_rate"] == 0.75
+    parse_config(infer.to_yaml(scenario, []))
+
+
+def test_json_lines_avro_and_parquet_samples_read_alike(tmp_path: Path) -> None:
+    records = [{"a": i, "b": f"x{i}", "c": i / 4} for i in range(100)]
+    (tmp_path / "s.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
+    schema = {"type": "record", "name": "S",
+              "fields": [{"name": "a", "type": "long"}, {"name": "b", "type": "string"},
+                         {"name": "c", "type": "double"}]}  # fmt: skip
+    with (tmp_path / "s.avro").open("wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(schema), records)
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "s.parquet")
+    for name in ("s.jsonl", "s.avro", "s.parquet"):
+        assert infer.read_sample(tmp_path / name) == records, name
+    assert len(infer.read_sample(tmp_path / "s.jsonl", limit=7)) == 7
+
+
+def test_the_command_drafts_reports_and_refuses_a_bad_sample(tmp_path: Path) -> None:
+    sample = tmp_path / "pos.jsonl"
+    sample.write_bytes(b"\n".join(orjson.dumps(r) for r in retail_sample(2000)) + b"\n")
+    draft = tmp_path / "draft.yaml"
+    run = [sys.executable, "-m", "datafactory", "infer"]
+    r = subprocess.run([*run, str(sample), "--stream", "pos", "-o", str(draft), "--report"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "total" in r.stderr and "FAR" not in r.stderr, r.stderr
+    parse_config(draft.read_text())
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    r = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot read the sample" in r.stderr
+    assert "Traceback" not in r.stderr
