@@ -579,7 +579,7 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int], secret: set
         and any(
             s.max_events is None
             for s in streams
-            if not s.driven or (s.pack in packs and packs[s.pack].clock_driven)
+            if not s.driven or (s.pack in packs and packs[s.pack].driven_follow_clock())
         )
     ):
         problems.append(

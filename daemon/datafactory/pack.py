@@ -156,6 +156,12 @@ class Pack(ABC):
         starts, before its first event."""
 
     @classmethod
+    def driven_follow_clock(cls) -> bool:
+        """Whether its driven streams follow the clock when none of its paced streams runs
+        (clock-driven packs; templates' state-machine streams)."""
+        return cls.clock_driven
+
+    @classmethod
     def max_shards(cls, params: BaseModel) -> int:
         """How many shards the population can be split into (1: it cannot)."""
         return 1

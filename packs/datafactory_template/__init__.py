@@ -37,23 +37,32 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from datafactory.engine.blocks import RecordBlock
+from datafactory.engine.blocks import DictColumn, RecordBlock
 from datafactory.engine.rate import ConstantProfile, RateProfile
 from datafactory.engine.seeding import SeedTree
+from datafactory.engine.timeline import PendingEvents
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory.schema import EventSchema, make_schema
 from datafactory_template.compose import (
     AnyField,
     Array,
     Lookup,
+    Member,
     Ref,
     Salts,
     compile_fields,
     make_fields,
 )
-from datafactory_template.entities import EntityTemplate, World, check_references, resolved
+from datafactory_template.entities import (
+    EntityTemplate,
+    Problem,
+    World,
+    check_references,
+    resolved,
+)
 from datafactory_template.expr import Expression
 from datafactory_template.fields import Context
+from datafactory_template.machines import Machine
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 RESERVED = ("event_id", "event_time")
@@ -62,12 +71,19 @@ MAX_STREAMS = 100
 DEFAULT_RATE = 10.0
 
 
+class Moves(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    entity: str = Field(..., description="an entity with states: an event per member's move")
+
+
 class StreamTemplate(BaseModel):
-    """One stream's events: its fields, in order."""
+    """One stream's events: its fields, in order; a ``transitions`` stream's events are an
+    entity's members' moves (``from_state``, ``to_state``, then the fields)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     doc: str | None = Field(None, max_length=2000, description="what the events are")
-    fields: dict[str, AnyField] = Field(..., min_length=1, max_length=MAX_FIELDS)
+    transitions: Moves | None = None
+    fields: dict[str, AnyField] = Field(default_factory=dict, max_length=MAX_FIELDS)
     _compiled: dict[str, Expression] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
@@ -83,8 +99,8 @@ class StreamTemplate(BaseModel):
                 raise ValueError(
                     f"field name {name!r}: lower case letters, digits and _, a letter first"
                 )
-            if name in RESERVED:
-                raise ValueError(f"{name!r} is in every event already: name the field otherwise")
+            if name in RESERVED or name in ("from_state", "to_state"):
+                raise ValueError(f"{name!r} is in the events already: name the field otherwise")
         return v
 
 
@@ -109,11 +125,21 @@ class TemplateParams(BaseModel):
 
     @model_validator(mode="after")
     def _references(self) -> TemplateParams:
-        problems = [
-            p
-            for name, t in self.streams.items()
-            for p in check_references(t.fields, self.entities, ("streams", name, "fields"))
-        ]
+        problems: list[Problem] = []
+        for name, t in self.streams.items():
+            mover = t.transitions.entity if t.transitions is not None else None
+            if mover is not None and (
+                mover not in self.entities or self.entities[mover].states is None
+            ):
+                problems.append(
+                    (("streams", name, "transitions", "entity"),
+                     f"no entity {mover!r} with states", mover)
+                )  # fmt: skip
+                mover = None
+            elif mover is None and not t.fields:
+                problems.append((("streams", name, "fields"), "a stream needs fields", name))
+            where = ("streams", name, "fields")
+            problems += check_references(t.fields, self.entities, where, mover)
         if problems:
             raise ValidationError.from_exception_data(
                 "template",
@@ -133,6 +159,20 @@ class TemplatePack(Pack):
         super().__init__(params, seeds, shard)
         p = params if isinstance(params, TemplateParams) else TemplateParams.model_validate(params)
         self.p = p
+        self.world = World(p.entities, seeds)
+        self.machines = {
+            name: Machine(e.states, e.count, Salts(seeds, ("machine",)).of(name))
+            for name, e in p.entities.items()
+            if e.states is not None
+        }
+
+    def begin(self, now_us: int) -> None:
+        for m in self.machines.values():
+            m.begin(now_us)
+
+    def advance(self, now_us: int) -> None:
+        for m in self.machines.values():
+            m.advance(now_us)
 
     @classmethod
     def streams_for(cls, params: BaseModel | None) -> dict[str, StreamSpec]:
@@ -140,10 +180,17 @@ class TemplatePack(Pack):
             return {}
         return {
             name: StreamSpec(
-                name, t.doc or f"template stream {name}", ConstantProfile(base=DEFAULT_RATE)
+                name,
+                t.doc or f"template stream {name}",
+                None if t.transitions else ConstantProfile(base=DEFAULT_RATE),
+                driven=t.transitions is not None,
             )
             for name, t in params.streams.items()
         }
+
+    @classmethod
+    def driven_follow_clock(cls) -> bool:
+        return True  # moves follow the clock when no paced stream of the template runs
 
     @classmethod
     def default_rate(cls, stream: str, params: BaseModel | None) -> RateProfile | None:
@@ -161,6 +208,8 @@ class TemplatePack(Pack):
     def stream(self, name: str) -> StreamGenerator:
         if name not in self.p.streams:
             raise KeyError(f"template has no stream {name!r}; streams: {sorted(self.p.streams)}")
+        if self.p.streams[name].transitions is not None:
+            return MoveStream(self, name)
         return TemplateStream(self, name)
 
 
@@ -176,7 +225,8 @@ def derive_schema(
         "fields": [
             {"name": "event_id", "type": {"type": "string", "logicalType": "uuid"}},
             {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-            *_avro_fields(t.fields, entities),
+            *(_MOVE_FIELDS if t.transitions else []),
+            *_avro_fields(t.fields, entities, t.transitions.entity if t.transitions else None),
         ],
     }
     if t.doc:
@@ -188,7 +238,12 @@ def _record_name(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _avro_fields(fields: dict[str, Any], entities: dict[str, EntityTemplate]) -> list[Any]:
+_MOVE_FIELDS = [{"name": "from_state", "type": "string"}, {"name": "to_state", "type": "string"}]
+
+
+def _avro_fields(
+    fields: dict[str, Any], entities: dict[str, EntityTemplate], mover: str | None = None
+) -> list[Any]:
     out = []
     for name, f in fields.items():
         nullable = f.null_rate > 0
@@ -196,8 +251,8 @@ def _avro_fields(fields: dict[str, Any], entities: dict[str, EntityTemplate]) ->
             items = {"type": "record", "name": _record_name(name) + "Item",
                      "fields": _avro_fields(f.items, entities)}  # fmt: skip
             t: Any = {"type": "array", "items": items}
-        elif isinstance(f, Ref | Lookup):
-            target = resolved(f, fields, entities)
+        elif isinstance(f, Ref | Lookup | Member):
+            target = resolved(f, fields, entities, mover)
             t, nullable = target.avro(), nullable or target.null_rate > 0
         else:
             t = f.avro()
@@ -219,7 +274,7 @@ class TemplateStream(StreamGenerator):
         self.event_type = f"template.{name}"
         self.run_seed = pack.seeds.seed
         self.salts = Salts(pack.seeds, (name,))
-        self.world = World(pack.p.entities, pack.seeds)
+        self.world = pack.world
 
     def generate(self, seq_start: int, event_time: npt.NDArray[np.int64]) -> RecordBlock:
         n = len(event_time)
@@ -228,3 +283,45 @@ class TemplateStream(StreamGenerator):
         t = self.template
         columns, nulls, _ = make_fields(t.fields, t._compiled, ctx, self.salts)
         return RecordBlock(self.event_type, seq, event_time.astype(np.int64), seq, columns, nulls)
+
+
+class MoveStream(StreamGenerator):
+    """A driven stream: an event per move of an entity's members, in time order."""
+
+    def __init__(self, pack: TemplatePack, name: str) -> None:
+        self.pack = pack
+        self.name = name
+        self.template = pack.p.streams[name]
+        assert self.template.transitions is not None
+        self.entity = self.template.transitions.entity
+        self.machine = pack.machines[self.entity]
+        self.buffer = PendingEvents()
+        self.machine.buffers.append(self.buffer)
+        self.schema = pack.schema_for(name)
+        self.event_type = f"template.{name}"
+        self.salts = Salts(pack.seeds, (name,))
+
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
+        if until_us is None:
+            return None
+        self.machine.advance(until_us)
+        ev = self.buffer.take(until_us, limit)
+        if ev is None:
+            return None
+        n = len(ev["t"])
+        seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
+        ctx = Context(seq, ev["t"], self.pack.seeds.seed, self.event_type, self.pack.world)
+        ctx.mover = (self.entity, ev["member"])
+        t = self.template
+        columns, nulls, _ = make_fields(t.fields, t._compiled, ctx, self.salts)
+        states = self.machine.states
+        moves = {
+            "from_state": DictColumn(ev["before"].astype(np.int32), states),
+            "to_state": DictColumn(ev["after"].astype(np.int32), states),
+        }
+        return RecordBlock(
+            self.event_type, seq, ev["t"].astype(np.int64), ev["member"].astype(np.int64),
+            {**moves, **columns}, nulls,
+        )  # fmt: skip

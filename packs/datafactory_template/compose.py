@@ -166,9 +166,16 @@ class Lookup(FieldBase):
     field: str
 
 
+class Member(FieldBase):
+    """In a stream of an entity's moves (``transitions``): a field of the member that moved."""
+
+    gen: Literal["member"]
+    field: str
+
+
 AnyField = Annotated[
     Uniform | Normal | LogNormal | Exponential | Zipf | Const | Choice | Sequence | Uuid
-    | Words | Pattern | Time | Derived | Array | Ref | Lookup,
+    | Words | Pattern | Time | Derived | Array | Ref | Lookup | Member,
     Field(discriminator="gen"),
 ]  # fmt: skip
 Array.model_rebuild()
@@ -230,6 +237,9 @@ def make_fields(
         elif isinstance(f, Array):
             made, items_env = _array(f, name, d, ctx, salts)
             env.items[name] = items_env
+        elif isinstance(f, Member):
+            entity, members = ctx.mover
+            made = ctx.world.values(entity, members, f.field)
         elif isinstance(f, Ref | Lookup):
             if isinstance(f, Ref):
                 picked[name] = (f.entity, ctx.world.pick(f, d, n))

@@ -21,6 +21,7 @@ from datafactory_template.compose import (
     AnyField,
     Array,
     Lookup,
+    Member,
     Ref,
     Salts,
     compile_fields,
@@ -28,6 +29,7 @@ from datafactory_template.compose import (
 )
 from datafactory_template.expr import Expression
 from datafactory_template.fields import Context, Draws, Made, Time
+from datafactory_template.machines import MAX_MEMBERS_WITH_STATE, StateMachine
 
 MAX_MEMBERS = 1_000_000_000
 _PRIMES = (1_000_003, 999_983, 2_147_483_647, 3_000_017)
@@ -39,16 +41,22 @@ class EntityTemplate(BaseModel):
     doc: str | None = Field(None, max_length=2000)
     count: int = Field(..., ge=1, le=MAX_MEMBERS, description="members of the population")
     fields: dict[str, AnyField] = Field(..., min_length=1, max_length=200)
+    states: StateMachine | None = Field(None, description="each member's state machine")
     _compiled: dict[str, Expression] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _fields(self) -> EntityTemplate:
         for name, f in self.fields.items():
-            if isinstance(f, Ref | Lookup | Array | Time):
+            if isinstance(f, Ref | Lookup | Array | Time | Member):
                 raise ValueError(
                     f"field {name!r}: an entity's fields are plain values or derived from "
-                    "its other fields (no ref, lookup, array or time)"
+                    "its other fields (no ref, lookup, member, array or time)"
                 )
+        if self.states is not None and self.count > MAX_MEMBERS_WITH_STATE:
+            raise ValueError(
+                f"an entity with states has at most {MAX_MEMBERS_WITH_STATE:,} members "
+                "(their states are kept)"
+            )
         self._compiled = compile_fields(self.fields, ("fields",))
         return self
 
@@ -98,9 +106,13 @@ Problem = tuple[tuple[str | int, ...], str, str]
 
 
 def check_references(
-    fields: dict[str, Any], entities: dict[str, EntityTemplate], where: tuple[str | int, ...]
+    fields: dict[str, Any],
+    entities: dict[str, EntityTemplate],
+    where: tuple[str | int, ...],
+    mover: str | None = None,
 ) -> list[Problem]:
-    """What is wrong with a stream's ref and lookup fields: (location, message, value)."""
+    """What is wrong with a stream's ref, lookup and member fields: (location, message,
+    value). ``mover``: the entity whose moves the stream's events are."""
     problems: list[Problem] = []
     refs: dict[str, str] = {}  # ref field -> its entity
     for name, f in fields.items():
@@ -119,6 +131,15 @@ def check_references(
                     ((*loc, "field"), f"entity {f.entity!r} has no field {f.field!r}", f.field)
                 )
             refs[name] = f.entity
+        if isinstance(f, Member):
+            if mover is None:
+                problems.append(
+                    ((*loc, "gen"), "member fields are for transitions streams", "member")
+                )
+            elif f.field not in entities[mover].fields:
+                problems.append(
+                    ((*loc, "field"), f"entity {mover!r} has no field {f.field!r}", f.field)
+                )
         if isinstance(f, Lookup):
             if f.ref not in refs:
                 problems.append(((*loc, "ref"), f"no ref field {f.ref!r} before this one", f.ref))
@@ -129,8 +150,12 @@ def check_references(
     return problems
 
 
-def resolved(f: Any, fields: dict[str, Any], entities: dict[str, EntityTemplate]) -> Any:
-    """The entity field a ref or lookup field gives (its type is that field's)."""
+def resolved(
+    f: Any, fields: dict[str, Any], entities: dict[str, EntityTemplate], mover: str | None = None
+) -> Any:
+    """The entity field a ref, lookup or member field gives (its type is that field's)."""
+    if isinstance(f, Member) and mover is not None:
+        return entities[mover].fields[f.field]
     if isinstance(f, Ref):
         return entities[f.entity].fields[f.field]
     if isinstance(f, Lookup):

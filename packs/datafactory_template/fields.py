@@ -85,6 +85,7 @@ class Context:
     ) -> None:
         self.seq, self.event_time, self.run_seed, self.stream = seq, event_time, run_seed, stream
         self.world = world
+        self.mover: Any = None  # (entity, members): the members whose moves these events are
 
 
 # -- numbers -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import math
 import re
 from pathlib import Path
@@ -358,3 +359,92 @@ def test_reference_errors_name_the_field(where: str, says: str) -> None:
     assert f"streams.orders.fields.{where}" in message and says in message, message
     line = 16 if where.startswith("customer") else 17  # the field's own line
     assert f"shop.yaml:{line}:" in message, message
+
+
+MOVES = """
+run: {name: moves, seed: 6, clock: simulated, start: "2026-03-02T00:00:00Z", duration: 10d}
+packs:
+  template:
+    params:
+      entities:
+        accounts:
+          count: 4000
+          fields:
+            account_id: {gen: pattern, pattern: "A{seq:07d}"}
+          states:
+            initial: {a: 3, b: 1}
+            transitions:
+              - {from: a, to: b, per_day: 1.0}
+              - {from: a, to: c, per_day: 0.5}
+              - {from: b, to: a, per_day: 2.0}
+              - {from: c, to: a, per_day: 4.0}
+      streams:
+        changes:
+          transitions: {entity: accounts}
+          fields:
+            account: {gen: member, field: account_id}
+            note: {gen: choice, values: [auto, manual]}
+sinks: {out: {type: file, path: OUT, format: json}}
+telemetry: {enabled: false}
+"""
+
+
+def _moves(step_h: int, days: int = 10) -> list[tuple[int, str, str, str]]:
+    cfg = parse_config(MOVES.replace("OUT", "/tmp/unused"))
+    pk = TemplatePack(cfg.pack_params["template"], SeedTree(6))
+    gen = pk.stream("changes")
+    pk.begin(T0)
+    out, seq, hour = [], 0, 3_600_000_000
+    for k in range(1, days * 24 // step_h + 1):
+        while (b := gen.poll(T0 + k * step_h * hour, seq, 5000)) is not None:
+            seq += len(b)
+            out += list(zip(b.event_time.tolist(), b.columns["account"].tolist(),
+                            b.columns["from_state"].to_list(), b.columns["to_state"].to_list(),
+                            strict=True))  # fmt: skip
+    return out
+
+
+def test_state_machine_moves_follow_their_rates_and_do_not_depend_on_polling() -> None:
+    moves = _moves(1)
+    seven = _moves(7)  # polled every 7 h up to 238 h: the same moves up to there
+    assert seven == [m for m in moves if m[0] <= T0 + 238 * 3_600_000_000] and seven
+    by_member: dict[bytes, list[tuple[int, str, str]]] = {}
+    for t, who, a, b in moves:
+        by_member.setdefault(who, []).append((t, a, b))
+    for chain in by_member.values():  # each member's moves chain, in time order
+        assert all(x[2] == y[1] and x[0] <= y[0] for x, y in itertools.pairwise(chain))
+    from_a = [b for _, _, a, b in moves if a == "a"]
+    assert abs(from_a.count("b") / len(from_a) - 2 / 3) < 0.02  # rate 1 vs 0.5 a day
+    # time spent in a before leaving: exponential at 1.5 a day (stays that began in the
+    # first 5 of the 10 days: all but 0.06 % of them ended in the window)
+    waits = [
+        (y[0] - x[0]) / 86_400e6
+        for chain in by_member.values()
+        for x, y in itertools.pairwise(chain)
+        if x[2] == "a" and x[0] < T0 + 5 * 86_400_000_000
+    ]
+    assert abs(np.mean(waits) - 1 / 1.5) < 0.03, np.mean(waits)
+    assert len(moves) > 20_000
+
+
+def test_a_transitions_stream_runs_on_the_clock_through_the_engine(tmp_path: Path) -> None:
+    cfg = parse_config(MOVES.replace("OUT", str(tmp_path)))
+    summary = asyncio.run(Engine(cfg).run())
+    released = summary["streams"]["template.changes"]["released"]
+    rows = [orjson.loads(x) for f in sorted(tmp_path.rglob("*.jsonl"))
+            for x in f.read_bytes().splitlines()]  # fmt: skip
+    assert released == len(rows) > 20_000
+    assert {r["from_state"] for r in rows} == {"a", "b", "c"}
+    assert rows[0]["account"].startswith("A") and rows[0]["note"] in ("auto", "manual")
+    times = [r["event_time"] for r in rows]
+    assert times == sorted(times) and times[-1] < "2026-03-12"
+
+
+def test_a_transitions_stream_needs_an_entity_with_states() -> None:
+    text = MOVES.replace("          states:\n", "          unused:\n").replace("OUT", "/tmp/unused")
+    with pytest.raises(ConfigError):
+        parse_config(text)
+    no_states = MOVES.replace("transitions: {entity: accounts}", "transitions: {entity: users}")
+    with pytest.raises(ConfigError) as e:
+        parse_config(no_states.replace("OUT", "/tmp/unused"), source="m.yaml")
+    assert "streams.changes.transitions.entity" in str(e.value) and "m.yaml:20:" in str(e.value)

@@ -218,7 +218,7 @@ async def run_driven(s: StreamRuntime, run: RunHandle) -> None:
             s.wake.clear()  # a release from now on wakes us, even during the poll
             sources = [x for x in run.streams() if x.pack is s.pack and not x.driven]
             live = [x for x in sources if not x.done]
-            by_clock = not sources and type(s.pack).clock_driven
+            by_clock = not sources and type(s.pack).driven_follow_clock()
             ended = by_clock and s.end_us is not None and clock.now_us() >= s.end_us
             if by_clock:  # the pack's own time: up to now (the run's end at the latest)
                 until = clock.now_us()
