@@ -48,6 +48,7 @@ from datafactory_template.compose import (
     Array,
     Lookup,
     Member,
+    Posting,
     Ref,
     Salts,
     compile_fields,
@@ -140,6 +141,17 @@ class TemplateParams(BaseModel):
                 problems.append((("streams", name, "fields"), "a stream needs fields", name))
             where = ("streams", name, "fields")
             problems += check_references(t.fields, self.entities, where, mover)
+        posters: dict[str, str] = {}  # an entity's balances: one stream posts to them
+        for name, t in self.streams.items():
+            for fname, f in t.fields.items():
+                if isinstance(f, Posting) and isinstance(ref := t.fields.get(f.ref), Ref):
+                    other = posters.setdefault(ref.entity, name)
+                    if other != name:
+                        problems.append(
+                            (("streams", name, "fields", fname),
+                             f"{other!r} posts to {ref.entity!r} already: one stream posts "
+                             "to an entity's balances (their order is its seq order)", name)
+                        )  # fmt: skip
         if problems:
             raise ValidationError.from_exception_data(
                 "template",
@@ -251,7 +263,7 @@ def _avro_fields(
             items = {"type": "record", "name": _record_name(name) + "Item",
                      "fields": _avro_fields(f.items, entities)}  # fmt: skip
             t: Any = {"type": "array", "items": items}
-        elif isinstance(f, Ref | Lookup | Member):
+        elif isinstance(f, Ref | Lookup | Member | Posting):
             target = resolved(f, fields, entities, mover)
             t, nullable = target.avro(), nullable or target.null_rate > 0
         else:

@@ -166,6 +166,28 @@ class Lookup(FieldBase):
     field: str
 
 
+class Posting(FieldBase):
+    """The balance after this event's ``amount`` is posted to the member its ``ref`` field
+    picked (``ledger.py``): declined, and the balance unchanged, where it would go below 0."""
+
+    gen: Literal["posting"]
+    ref: str
+    amount: str
+
+    def avro(self) -> Any:
+        raise NotImplementedError  # its entity's balance decides (see the schema)
+
+
+class Declined(FieldBase):
+    """Whether a ``posting`` field of this event was declined."""
+
+    gen: Literal["declined"]
+    posting: str
+
+    def avro(self) -> Any:
+        return "boolean"
+
+
 class Member(FieldBase):
     """In a stream of an entity's moves (``transitions``): a field of the member that moved."""
 
@@ -175,7 +197,7 @@ class Member(FieldBase):
 
 AnyField = Annotated[
     Uniform | Normal | LogNormal | Exponential | Zipf | Const | Choice | Sequence | Uuid
-    | Words | Pattern | Time | Derived | Array | Ref | Lookup | Member,
+    | Words | Pattern | Time | Derived | Array | Ref | Lookup | Member | Posting | Declined,
     Field(discriminator="gen"),
 ]  # fmt: skip
 Array.model_rebuild()
@@ -227,6 +249,7 @@ def make_fields(
     env = Env()
     n = len(ctx.seq)
     picked: dict[str, tuple[str, npt.NDArray[np.int64]]] = {}  # ref field -> its members
+    declined: dict[str, npt.NDArray[np.bool_]] = {}  # posting field -> declined events
     for name, f in fields.items():
         d = Draws(ctx.seq, salts.of(name))
         if isinstance(f, Derived):
@@ -240,6 +263,12 @@ def make_fields(
         elif isinstance(f, Member):
             entity, members = ctx.mover
             made = ctx.world.values(entity, members, f.field)
+        elif isinstance(f, Posting):
+            entity, members = picked[f.ref]
+            after, declined[name] = ctx.world.post(entity, members, columns[f.amount])
+            made = Made(after)
+        elif isinstance(f, Declined):
+            made = Made(declined[f.posting])
         elif isinstance(f, Ref | Lookup):
             if isinstance(f, Ref):
                 picked[name] = (f.entity, ctx.world.pick(f, d, n))

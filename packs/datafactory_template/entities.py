@@ -20,8 +20,10 @@ from datafactory.engine.seeding import SeedTree
 from datafactory_template.compose import (
     AnyField,
     Array,
+    Declined,
     Lookup,
     Member,
+    Posting,
     Ref,
     Salts,
     compile_fields,
@@ -29,6 +31,7 @@ from datafactory_template.compose import (
 )
 from datafactory_template.expr import Expression
 from datafactory_template.fields import Context, Draws, Made, Time
+from datafactory_template.ledger import Balance, Ledger
 from datafactory_template.machines import MAX_MEMBERS_WITH_STATE, StateMachine
 
 MAX_MEMBERS = 1_000_000_000
@@ -42,6 +45,7 @@ class EntityTemplate(BaseModel):
     count: int = Field(..., ge=1, le=MAX_MEMBERS, description="members of the population")
     fields: dict[str, AnyField] = Field(..., min_length=1, max_length=200)
     states: StateMachine | None = Field(None, description="each member's state machine")
+    balance: Balance | None = Field(None, description="a running balance per member, never < 0")
     _compiled: dict[str, Expression] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
@@ -52,10 +56,19 @@ class EntityTemplate(BaseModel):
                     f"field {name!r}: an entity's fields are plain values or derived from "
                     "its other fields (no ref, lookup, member, array or time)"
                 )
-        if self.states is not None and self.count > MAX_MEMBERS_WITH_STATE:
+        if self.balance is not None:
+            opening = self.fields.get(self.balance.opening)
+            if opening is None or getattr(opening, "decimals", None) != self.balance.decimals:
+                raise ValueError(
+                    f"balance.opening: {self.balance.opening!r} is a field of the entity with "
+                    f"{self.balance.decimals} decimals"
+                )
+        if (self.states is not None or self.balance is not None) and (
+            self.count > MAX_MEMBERS_WITH_STATE
+        ):
             raise ValueError(
-                f"an entity with states has at most {MAX_MEMBERS_WITH_STATE:,} members "
-                "(their states are kept)"
+                f"an entity with states or a balance has at most {MAX_MEMBERS_WITH_STATE:,} "
+                "members (what they are in is kept)"
             )
         self._compiled = compile_fields(self.fields, ("fields",))
         return self
@@ -68,6 +81,16 @@ class World:
         self.entities = entities
         self.seeds = seeds
         self.run_seed = seeds.seed
+        self.ledgers = {
+            name: Ledger(e.count) for name, e in entities.items() if e.balance is not None
+        }
+
+    def post(self, entity: str, members: I64, amounts: Any) -> tuple[I64, Any]:
+        """Amounts (minor units) to members' balances: (balances after, declined)."""
+        e = self.entities[entity]
+        assert e.balance is not None
+        opening = self.values(entity, members, e.balance.opening).column
+        return self.ledgers[entity].post(members, np.asarray(amounts, dtype=np.int64), opening)
 
     def pick(self, f: Ref, d: Draws, n: int) -> I64:
         """A member per event."""
@@ -115,6 +138,8 @@ def check_references(
     value). ``mover``: the entity whose moves the stream's events are."""
     problems: list[Problem] = []
     refs: dict[str, str] = {}  # ref field -> its entity
+    seen: set[str] = set()
+    postings: set[str] = set()
     for name, f in fields.items():
         loc = (*where, name)
         if isinstance(f, Array):
@@ -140,6 +165,28 @@ def check_references(
                 problems.append(
                     ((*loc, "field"), f"entity {mover!r} has no field {f.field!r}", f.field)
                 )
+        if isinstance(f, Posting):
+            if f.ref not in refs or entities[refs[f.ref]].balance is None:
+                problems.append(
+                    ((*loc, "ref"), f"{f.ref!r} is no ref field (before this one) to an entity "
+                     "with a balance", f.ref)
+                )  # fmt: skip
+            else:
+                balance = entities[refs[f.ref]].balance
+                assert balance is not None
+                amount = fields.get(f.amount)
+                places = 0 if getattr(amount, "integer", False) else getattr(amount, "decimals", -1)
+                if f.amount not in seen or places != balance.decimals:
+                    problems.append(
+                        ((*loc, "amount"), f"{f.amount!r} is a field before this one with the "
+                         f"balance's {balance.decimals} decimals", f.amount)
+                    )  # fmt: skip
+            postings.add(name)
+        if isinstance(f, Declined) and f.posting not in postings:
+            problems.append(
+                ((*loc, "posting"), f"no posting field {f.posting!r} before", f.posting)
+            )
+        seen.add(name)
         if isinstance(f, Lookup):
             if f.ref not in refs:
                 problems.append(((*loc, "ref"), f"no ref field {f.ref!r} before this one", f.ref))
@@ -156,9 +203,25 @@ def resolved(
     """The entity field a ref, lookup or member field gives (its type is that field's)."""
     if isinstance(f, Member) and mover is not None:
         return entities[mover].fields[f.field]
+    if isinstance(f, Posting):
+        balance = entities[fields[f.ref].entity].balance
+        return _BalanceType(balance.decimals if balance is not None else 2)
     if isinstance(f, Ref):
         return entities[f.entity].fields[f.field]
     if isinstance(f, Lookup):
         ref = fields[f.ref]
         return entities[ref.entity].fields[f.field]
     return f
+
+
+class _BalanceType:
+    """The type of a posting field: a decimal with the balance's places."""
+
+    null_rate = 0.0
+
+    def __init__(self, decimals: int) -> None:
+        self.decimals = decimals
+
+    def avro(self) -> Any:
+        return {"type": "bytes", "logicalType": "decimal", "precision": 18,
+                "scale": self.decimals}  # fmt: skip

@@ -448,3 +448,79 @@ def test_a_transitions_stream_needs_an_entity_with_states() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(no_states.replace("OUT", "/tmp/unused"), source="m.yaml")
     assert "streams.changes.transitions.entity" in str(e.value) and "m.yaml:20:" in str(e.value)
+
+
+LEDGER = """
+run: {name: ledger, seed: 2}
+packs:
+  template:
+    params:
+      entities:
+        accounts:
+          count: 500
+          fields:
+            account_id: {gen: pattern, pattern: "ACC{seq:06d}"}
+            opening: {gen: lognormal, mu: 4, sigma: 1, decimals: 2}
+          balance: {opening: opening, decimals: 2}
+      streams:
+        payments:
+          fields:
+            account_id: {gen: ref, entity: accounts, field: account_id}
+            sign: {gen: choice, values: [-1, 1], weights: [7, 3]}
+            amount: {gen: lognormal, mu: 3, sigma: 1, min: 0.01, decimals: 2}
+            delta: {gen: expr, expr: "sign * amount", decimals: 2}
+            balance_after: {gen: posting, ref: account_id, amount: delta}
+            declined: {gen: declined, posting: balance_after}
+sinks: {out: {type: stdout}}
+"""
+
+
+def _ledger_rows(cuts: list[int]) -> list[dict]:
+    cfg = parse_config(LEDGER)
+    gen = TemplatePack(cfg.pack_params["template"], SeedTree(2)).stream("payments")
+    enc = build_encoder("json", gen.schema, 2)
+    rows, first = [], 0
+    for n in cuts:
+        b = gen.generate(first, T0 + np.arange(first, first + n, dtype=np.int64))
+        rows += [orjson.loads(x) for x in bytes(enc.encode(b).payload).splitlines()]
+        first += n
+    return rows
+
+
+def test_balances_never_go_negative_and_postings_are_exact() -> None:
+    from decimal import Decimal
+
+    rows = _ledger_rows([20_000])
+    assert rows == _ledger_rows([7, 9_993, 3_000, 7_000])  # however the blocks are cut
+    balance: dict[str, Decimal] = {}
+    declined = 0
+    for r in rows:
+        after, delta = Decimal(str(r["balance_after"])), Decimal(str(r["delta"]))
+        assert after >= 0
+        before = balance.get(r["account_id"])
+        if before is not None:
+            if r["declined"]:
+                declined += 1
+                assert before + delta < 0 and after == before
+            else:
+                assert after == before + delta
+        balance[r["account_id"]] = after
+    assert 0.05 < declined / len(rows) < 0.9  # debits outweigh credits: some are declined
+
+
+def test_one_stream_posts_to_an_entity_and_postings_are_checked() -> None:
+    two = LEDGER.replace(
+        "sinks:",
+        "        refunds:\n          fields:\n"
+        "            account_id: {gen: ref, entity: accounts, field: account_id}\n"
+        "            amount: {gen: uniform, min: 1, max: 5, decimals: 2}\n"
+        "            balance_after: {gen: posting, ref: account_id, amount: amount}\n"
+        "sinks:",
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_config(two)
+    assert "one stream posts" in str(e.value)
+    wrong = LEDGER.replace("amount: delta}", "amount: sign}")
+    with pytest.raises(ConfigError) as e:
+        parse_config(wrong)
+    assert "balance_after.amount" in str(e.value) and "2 decimals" in str(e.value)
