@@ -301,3 +301,32 @@ def test_run_ends_with_its_account_as_json_and_as_text_on_a_terminal(tmp_path: P
     shown = text.decode()
     assert "stream retail.pos_transaction: 3,000 released" in shown, shown[-2000:]
     assert "sink out / retail.pos_transaction:" in shown and "manifest:" in shown
+
+
+def test_a_run_piped_into_a_reader_that_stops_ends(tmp_path: Path) -> None:
+    """``datafactory run x.yaml | head -2``: once the reader is gone the run ends (as a pipe's
+    writer does), quietly, instead of retrying its writes to a closed pipe."""
+    cfg = tmp_path / "piped.yaml"
+    cfg.write_text(
+        "run: {name: piped, seed: 1}\n"
+        "packs: {retail: {streams: {pos_transaction: {rate: {profile: constant, base: 500}}}}}\n"
+        "sinks: {out: {type: stdout}}\n"
+        "telemetry: {enabled: false}\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "datafactory", "run", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    lines = [p.stdout.readline() for _ in range(2)]
+    assert all(orjson.loads(x)["event_id"] for x in lines)
+    p.stdout.close()  # the reader goes away
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise AssertionError("the run went on writing to a closed pipe") from None
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    assert "stdout_closed" in err and "Traceback" not in err, err[-2000:]
