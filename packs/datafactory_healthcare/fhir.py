@@ -168,7 +168,7 @@ class Renderer:
         q.text('","quantity":{"value":1},"unitPrice":')
         _money(q, c.item_charge).text(',"net":')
         _money(q, c.item_charge).text(',"encounter":[{"reference":"Encounter/enc-')
-        q.integer(c.encounter[c.item_claim]).text('"}]}')
+        q.integer(c.encounter[c.item_row]).text('"}]}')
 
     def _claim_response(self, p: Program, c: Claims) -> None:
         p.text('{"resourceType":"ClaimResponse","id":"cr-').integer(c.number)

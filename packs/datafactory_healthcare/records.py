@@ -52,11 +52,10 @@ class Batch:
     claim_sends: I64  # documents still to send, per claim
 
 
-class Claims:
-    """Claims as columns: one row per claim, child rows per diagnosis (``dx_off``) and per
-    line (``item_off``)."""
+class Encounters:
+    """Encounters as columns: one row per encounter, child rows per diagnosis (``dx_off``)
+    and per line (``item_off``)."""
 
-    number: I64
     patient: I64
     practitioner: I64
     org: I64
@@ -64,50 +63,34 @@ class Claims:
     encounter: I64
     start: I64
     end: I64
-    submitted: I64
-    related: I64  # -1: none
-    error: I64  # index into CLAIM_ERRORS, -1: none
-    decided: I64
-    outcome: I64  # index into OUTCOMES
     dx_off: I32
     dx: I64
     item_off: I32
     item_px: I64
     item_charge: I64
     item_served: I64
-    item_seq: I64  # 1, 2, ... within the claim
-    item_claim: I64  # the row each line is of
-    allowed: I64
-    benefit: I64
-    reason: I64  # index into DENIALS, -1: not denied
-    total: I64
-
-    @property
-    def n(self) -> int:
-        return len(self.number)
-
-
-class Encounters:
-    """Encounters as columns (child rows per diagnosis and per line)."""
-
-    patient: I64
-    practitioner: I64
-    org: I64
-    klass: I64
-    encounter: I64
-    start: I64
-    end: I64
-    dx_off: I32
-    dx: I64
-    item_off: I32
-    item_px: I64
-    item_charge: I64
+    item_seq: I64  # 1, 2, ... within the row
     item_row: I64  # the row each line is of
-    item_seq: I64
 
     @property
     def n(self) -> int:
         return len(self.encounter)
+
+
+class Claims(Encounters):
+    """Claims as columns: one row per claim, with the encounter it bills (its diagnoses and
+    lines as child rows) and its adjudication (per line)."""
+
+    number: I64
+    submitted: I64
+    related: I64  # -1: none
+    error: I64  # index into CLAIM_ERRORS, -1: none
+    decided: I64
+    outcome: I64  # index into OUTCOMES
+    allowed: I64
+    benefit: I64
+    reason: I64  # index into DENIALS, -1: not denied
+    total: I64
 
 
 class _View:
@@ -206,7 +189,7 @@ class Records:
         for key in ("allowed", "benefit", "reason"):
             setattr(out, key, v.claim_items[key][flat])
         out.item_seq = _positions(out.item_off)
-        out.item_claim = np.repeat(np.arange(out.n), np.diff(out.item_off))
+        out.item_row = np.repeat(np.arange(out.n), np.diff(out.item_off))
         out.total = np.add.reduceat(out.item_charge, out.item_off[:-1].astype(np.int64))
         return out
 

@@ -33,6 +33,7 @@ from datafactory_template.fields import (
     Uuid,
     Words,
     Zipf,
+    number_type,
 )
 
 MAX_ITEMS = 1000
@@ -52,12 +53,7 @@ class Derived(FieldBase):
     integer: bool = False
 
     def avro(self) -> Any:
-        if self.integer:
-            return "long"
-        if self.decimals is not None:
-            return {"type": "bytes", "logicalType": "decimal", "precision": 18,
-                    "scale": self.decimals}  # fmt: skip
-        return "double"
+        return number_type(self.integer, self.decimals)
 
     def compute(self, compiled: Expression, env: Env, n: int) -> Made:
         v = compiled.evaluate(env, n)

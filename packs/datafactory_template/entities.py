@@ -30,7 +30,7 @@ from datafactory_template.compose import (
     make_fields,
 )
 from datafactory_template.expr import Expression
-from datafactory_template.fields import Context, Draws, Made, Time
+from datafactory_template.fields import Context, Draws, Made, Time, number_type
 from datafactory_template.ledger import Balance, Ledger
 from datafactory_template.machines import MAX_MEMBERS_WITH_STATE, StateMachine
 
@@ -223,5 +223,4 @@ class _BalanceType:
         self.decimals = decimals
 
     def avro(self) -> Any:
-        return {"type": "bytes", "logicalType": "decimal", "precision": 18,
-                "scale": self.decimals}  # fmt: skip
+        return number_type(False, self.decimals)

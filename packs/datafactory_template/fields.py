@@ -91,6 +91,15 @@ class Context:
 # -- numbers -----------------------------------------------------------------------------------
 
 
+def number_type(integer: bool, decimals: int | None) -> Any:
+    """A number's Avro type: long, a decimal (18 digits, its places), or double."""
+    if integer:
+        return "long"
+    if decimals is not None:
+        return {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": decimals}
+    return "double"
+
+
 class NumberBase(FieldBase):
     min: float | None = Field(None, description="values below are raised to it")
     max: float | None = Field(None, description="values above are lowered to it")
@@ -108,12 +117,7 @@ class NumberBase(FieldBase):
         return self
 
     def avro(self) -> Any:
-        if self.integer:
-            return "long"
-        if self.decimals is not None:
-            return {"type": "bytes", "logicalType": "decimal", "precision": 18,
-                    "scale": self.decimals}  # fmt: skip
-        return "double"
+        return number_type(self.integer, self.decimals)
 
     def raw(self, d: Draws) -> F64:
         raise NotImplementedError
