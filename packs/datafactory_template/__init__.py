@@ -214,9 +214,6 @@ class TemplatePack(Pack):
             raise KeyError(f"template has no stream {stream!r}")
         return derive_schema(stream, params.streams[stream], params.entities)
 
-    def schema_for(self, stream: str) -> EventSchema:  # type: ignore[override]
-        return self.schema_of(stream, self.p)
-
     def stream(self, name: str) -> StreamGenerator:
         if name not in self.p.streams:
             raise KeyError(f"template has no stream {name!r}; streams: {sorted(self.p.streams)}")
@@ -282,7 +279,7 @@ class TemplateStream(StreamGenerator):
         self.pack = pack
         self.name = name
         self.template = pack.p.streams[name]
-        self.schema = pack.schema_for(name)
+        self.schema = pack.schema_of(name, pack.p)
         self.event_type = f"template.{name}"
         self.run_seed = pack.seeds.seed
         self.salts = Salts(pack.seeds, (name,))
@@ -309,7 +306,7 @@ class MoveStream(StreamGenerator):
         self.machine = pack.machines[self.entity]
         self.buffer = PendingEvents()
         self.machine.buffers.append(self.buffer)
-        self.schema = pack.schema_for(name)
+        self.schema = pack.schema_of(name, pack.p)
         self.event_type = f"template.{name}"
         self.salts = Salts(pack.seeds, (name,))
 

@@ -139,8 +139,13 @@ class Machine:
         self.t_us = now_us
 
     def advance(self, until_us: int) -> None:
-        """Every move up to ``until_us``, in time order, to every buffer."""
-        if self.t_us is None or self.state is None or until_us <= self.t_us:
+        """Every move up to ``until_us``, in time order, to every buffer. A machine nobody
+        began (a batch: its packs are not begun) begins at its first advance, as the packs'
+        time-stepped models do."""
+        if self.t_us is None:
+            self.begin(until_us)
+            return
+        if self.state is None or until_us <= self.t_us:
             return
         while True:
             due = np.flatnonzero(self.next_us <= until_us)

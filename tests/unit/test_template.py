@@ -524,3 +524,41 @@ def test_one_stream_posts_to_an_entity_and_postings_are_checked() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(wrong)
     assert "balance_after.amount" in str(e.value) and "2 decimals" in str(e.value)
+
+
+def test_a_template_with_balances_and_moves_makes_history_in_batch_mode(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import pyarrow.dataset as ds
+
+    cfg = tmp_path / "ledger.yaml"
+    cfg.write_text(
+        LEDGER.replace("sinks: {out: {type: stdout}}", "sinks: {out: {type: stdout}}\n")
+        .replace(
+            "          balance: {opening: opening, decimals: 2}",
+            "          balance: {opening: opening, decimals: 2}\n"
+            "          states:\n            initial: open\n            transitions:\n"
+            "              - {from: open, to: frozen, per_day: 2}\n"
+            "              - {from: frozen, to: open, per_day: 4}",
+        )
+        .replace(
+            "sinks:",
+            "        status:\n          transitions: {entity: accounts}\n          fields:\n"
+            "            account_id: {gen: member, field: account_id}\n"
+            "    streams:\n      payments: {rate: {profile: constant, base: 2}}\n"
+            "      status: {}\nsinks:",
+        )
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "datafactory", "batch", str(cfg), "--start", "2026-03-02",
+         "--end", "2026-03-02", "--out", str(tmp_path / "lake"), "--shards", "1",
+         "--workers", "1", "--no-progress", "--ledger", f"sqlite:///{tmp_path / 'l.db'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    lake = tmp_path / "lake"
+    pay = ds.dataset(lake / "stream=template.payments", format="parquet").to_table()
+    moves = ds.dataset(lake / "stream=template.status", format="parquet").to_table()
+    assert pay.num_rows == 2 * 86_400 and moves.num_rows > 500  # 500 members, ~2.7 moves a day
+    assert min(float(x) for x in pay.column("balance_after").to_pylist()) >= 0

@@ -39,7 +39,7 @@ from datafactory.batch.write import DayWriter
 from datafactory.chaos.manifest import fault_rows
 from datafactory.config import BatchSection, Config, load_config, shard_problems
 from datafactory.control.ledger import open_ledger
-from datafactory.pack import Shard, registered_packs
+from datafactory.pack import Shard
 
 GROUND_TRUTH = "_ground_truth"
 # batch settings that change how fast or through which endpoint, not what is written
@@ -474,10 +474,7 @@ async def _write_manifest(job: BatchJob, config: Config, spec: BatchSection) -> 
         if f["stream"] != GROUND_TRUTH:
             totals["rows"] += f["rows"]
         totals["bytes"] += f["bytes"]
-    packs = registered_packs()
-    schemas = {
-        s.event_type: packs[s.pack].schema_for(s.stream).fingerprint.hex() for s in config.streams
-    }
+    schemas = {s.event_type: s.schema.fingerprint.hex() for s in config.streams}
     key = f"_manifests/{job.batch_id}.json"
     manifest = {
         "batch_id": job.batch_id,
