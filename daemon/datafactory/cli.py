@@ -232,7 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("stream", help="PACK.STREAM, e.g. retail.pos_transaction")
     s.add_argument("-n", type=int, default=5, help="how many events (default 5)")
     s.add_argument("--format", choices=["json", "avro"], default="json")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=None, help="(default: the scenario's, else 0)")
+    s.add_argument("--config", help="a scenario file: its pack params (a template's streams)")
 
     i = sub.add_parser(
         "infer", help="draft a template from example records (JSON lines, Avro, Parquet)"
@@ -630,7 +631,7 @@ def _packs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_block(pack: Any, stream: str, n: int, now: int) -> Any:
+def _sample_block(pack: Any, specs: dict[str, Any], stream: str, n: int, now: int) -> Any:
     """The first ``n`` events of one stream, driven like any run: a paced stream over the last
     ``n`` seconds; a driven one from its pack's paced streams (64 events an hour each), an
     hour at a time, for a simulated month at most. None: nothing happened."""
@@ -641,12 +642,12 @@ def _sample_block(pack: Any, stream: str, n: int, now: int) -> Any:
 
     driver = Driver({pack.name: pack}, 8192)
     hour = 3_600_000_000
-    if not pack.streams[stream].driven:
+    if not specs[stream].driven:
         start = now - n * 1_000_000
         plan = StreamPlan(pack.name, stream, ConstantProfile(base=1.0), (), None)
         driver.add(plan, t0=start / 1e6)
         return concat(driver.paced(plan.event_type, start, now, end=True))  # exactly n
-    for name, spec in pack.streams.items():
+    for name, spec in specs.items():
         if not spec.driven:
             rate = ConstantProfile(base=64 / 3600)
             driver.add(StreamPlan(pack.name, name, rate, (), None), t0=(now - 720 * hour) / 1e6)
@@ -668,10 +669,27 @@ def _sample(args: argparse.Namespace) -> int:
 
     pack_name, _, stream = args.stream.partition(".")
     packs = registered_packs()
-    if pack_name not in packs or stream not in packs[pack_name].streams:
+    params: Any = None
+    seed = args.seed
+    if args.config:  # the stream as a scenario file has it (a template's streams are its own)
+        cfg = _load(args.config)
+        if cfg is None:
+            return EXIT_CONFIG
+        params = cfg.pack_params.get(pack_name)
+        seed = cfg.run.seed if args.seed is None else args.seed
+    if pack_name in packs and params is None:
+        try:
+            params = packs[pack_name].Params()
+        except ValueError:
+            params = None  # a pack whose params are required (template): --config
+    specs = packs[pack_name].streams_for(params) if pack_name in packs else {}
+    if stream not in specs:
         known = [f"{p}.{s}" for p, cls in packs.items() for s in cls.streams]
+        hint = (
+            "; a template's streams: pass its scenario file (--config)" if not args.config else ""
+        )
         print(
-            f"datafactory: unknown stream {args.stream!r}; known: {', '.join(sorted(known))}",
+            f"datafactory: unknown stream {args.stream!r}; known: {', '.join(sorted(known))}{hint}",
             file=sys.stderr,
         )
         return EXIT_CONFIG
@@ -682,16 +700,17 @@ def _sample(args: argparse.Namespace) -> int:
         print("datafactory: Avro is binary; redirect it to a file or a pipe", file=sys.stderr)
         return EXIT_CONFIG
     cls = packs[pack_name]
-    pack = cls(cls.Params(), SeedTree(args.seed))
-    block = _sample_block(pack, stream, args.n, time.time_ns() // 1000)
+    seed = 0 if seed is None else seed
+    pack = cls(params, SeedTree(seed))
+    block = _sample_block(pack, specs, stream, args.n, time.time_ns() // 1000)
     if block is None:
         print(f"datafactory: {args.stream}: nothing happened in 30 simulated days")
         return 1
-    schema = cls.schema_for(stream)
-    batch = build_encoder(args.format, schema, args.seed).encode(block)
+    schema = cls.schema_of(stream, params)
+    batch = build_encoder(args.format, schema, seed).encode(block)
     data = bytes(batch.contiguous())
     if args.format == "avro":
-        sync = ocf.sync_marker(args.seed, args.stream)
+        sync = ocf.sync_marker(seed, args.stream)
         buf = io.BytesIO()
         buf.write(ocf.header(schema, sync))
         for part in ocf.block(len(batch), data, sync):

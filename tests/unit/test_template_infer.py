@@ -106,6 +106,13 @@ def test_the_command_drafts_reports_and_refuses_a_bad_sample(tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
     assert "total" in r.stderr and "FAR" not in r.stderr, r.stderr
     parse_config(draft.read_text())
+    shown = subprocess.run(
+        [sys.executable, "-m", "datafactory", "sample", "template.pos", "--config", str(draft),
+         "-n", "3"], capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    made = [orjson.loads(x) for x in shown.stdout.splitlines()]
+    assert len(made) == 3 and {"store_id", "items", "total"} <= set(made[0])
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     r = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60)
