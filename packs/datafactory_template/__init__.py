@@ -22,6 +22,7 @@ are made a block at a time in numpy (``fields.py``), from the seed, stream, fiel
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,6 +54,7 @@ from datafactory_template.compose import (
     Salts,
     compile_fields,
     make_fields,
+    refers,
 )
 from datafactory_template.entities import (
     EntityTemplate,
@@ -89,7 +91,8 @@ class StreamTemplate(BaseModel):
 
     @model_validator(mode="after")
     def _derived(self) -> StreamTemplate:
-        self._compiled = compile_fields(self.fields, ("fields",))
+        if not refers(self.fields):  # (else once the entities are known: TemplateParams)
+            self._compiled = compile_fields(self.fields, ("fields",))
         return self
 
     @field_validator("fields")
@@ -158,7 +161,20 @@ class TemplateParams(BaseModel):
                 [InitErrorDetails(type=PydanticCustomError("reference", msg), loc=loc, input=value)
                  for loc, msg, value in problems],
             )  # fmt: skip
+        for name, t in self.streams.items():
+            if refers(t.fields):  # a member's numbers may be used in expressions
+                t._compiled = compile_fields(
+                    t.fields, ("streams", name, "fields"), self._resolver(t)
+                )
         return self
+
+    def _resolver(self, t: StreamTemplate) -> Callable[[Any], Any]:
+        mover = t.transitions.entity if t.transitions is not None else None
+
+        def resolve(f: Any) -> Any:
+            return resolved(f, t.fields, self.entities, mover)
+
+        return resolve
 
 
 class TemplatePack(Pack):

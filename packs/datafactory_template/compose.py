@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -206,12 +207,19 @@ def _numeric(f: Any) -> bool:
     )
 
 
-def compile_fields(fields: dict[str, Any], where: tuple[str, ...]) -> dict[str, Expression]:
+def compile_fields(
+    fields: dict[str, Any],
+    where: tuple[str, ...],
+    resolve: Callable[[Any], Any] | None = None,
+) -> dict[str, Expression]:
     """Each derived field's expression, checked against the fields before it; a problem is
-    a validation error at that field's ``expr``."""
+    a validation error at that field's ``expr``. ``resolve``: the entity field a ref, lookup
+    or member field gives (its numbers may be used too); without it they may not."""
     known: dict[str, set[str] | None] = {}
     out: dict[str, Expression] = {}
     for name, f in fields.items():
+        if resolve is not None and isinstance(f, Ref | Lookup | Member) and _numeric(resolve(f)):
+            known[name] = None
         if isinstance(f, Derived):
             try:
                 out[name] = Expression(f.expr, known)
@@ -226,6 +234,11 @@ def compile_fields(fields: dict[str, Any], where: tuple[str, ...]) -> dict[str, 
         elif _numeric(f):
             known[name] = None
     return out
+
+
+def refers(fields: dict[str, Any]) -> bool:
+    """Whether fields name entities (their expressions are compiled once those are known)."""
+    return any(isinstance(f, Ref | Lookup | Member | Posting) for f in fields.values())
 
 
 def _num_of(f: Any, column: Any) -> Num:
@@ -259,6 +272,7 @@ def make_fields(
         elif isinstance(f, Member):
             entity, members = ctx.mover
             made = ctx.world.values(entity, members, f.field)
+            _member_number(env, name, ctx.world.entities[entity].fields[f.field], made)
         elif isinstance(f, Posting):
             entity, members = picked[f.ref]
             after, declined[name] = ctx.world.post(entity, members, columns[f.amount])
@@ -270,6 +284,7 @@ def make_fields(
                 picked[name] = (f.entity, ctx.world.pick(f, d, n))
             entity, members = picked[_ref_of(f, name)]
             made = ctx.world.values(entity, members, f.field)
+            _member_number(env, name, ctx.world.entities[entity].fields[f.field], made)
             if f.null_rate > 0:
                 extra = d.u(lane=31) < f.null_rate
                 made = Made(made.column, extra if made.nulls is None else made.nulls | extra)
@@ -281,6 +296,12 @@ def make_fields(
         if _numeric(f):
             env.fields[name] = _num_of(f, made.column)
     return columns, nulls, env
+
+
+def _member_number(env: Env, name: str, target: Any, made: Made) -> None:
+    """A member's number, for the expressions after it."""
+    if _numeric(target):
+        env.fields[name] = _num_of(target, made.column)
 
 
 def _ref_of(f: Ref | Lookup, name: str) -> str:

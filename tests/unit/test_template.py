@@ -562,3 +562,24 @@ def test_a_template_with_balances_and_moves_makes_history_in_batch_mode(tmp_path
     moves = ds.dataset(lake / "stream=template.status", format="parquet").to_table()
     assert pay.num_rows == 2 * 86_400 and moves.num_rows > 500  # 500 members, ~2.7 moves a day
     assert min(float(x) for x in pay.column("balance_after").to_pylist()) >= 0
+
+
+def test_expressions_may_use_a_referenced_members_numbers() -> None:
+    text = SHOP.replace(
+        "            amount: {gen: uniform, min: 1, max: 50, decimals: 2}",
+        "            amount: {gen: uniform, min: 1, max: 50, decimals: 2}\n"
+        "            credit: {gen: lookup, ref: customer, field: credit}\n"
+        '            headroom: {gen: expr, expr: "credit - amount", decimals: 2}',
+    )
+    cfg = parse_config(text)
+    b = (
+        TemplatePack(cfg.pack_params["template"], SeedTree(8))
+        .stream("orders")
+        .generate(0, T0 + np.arange(2000, dtype=np.int64))
+    )
+    cols = b.columns
+    assert (cols["headroom"] == cols["credit"] - cols["amount"]).all()  # minor units, exact
+    not_a_number = text.replace('"credit - amount"', '"segment * 2"')
+    with pytest.raises(ConfigError) as e:
+        parse_config(not_a_number, source="shop.yaml")
+    assert "orders.fields.headroom.expr" in str(e.value) and "no field 'segment'" in str(e.value)
