@@ -433,9 +433,14 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_config(
-    text: str, source: str = "<config>", overrides: dict[str, Any] | None = None
+    text: str,
+    source: str = "<config>",
+    overrides: dict[str, Any] | None = None,
+    base_dir: Path | None = None,
 ) -> Config:
-    """Validate config text; raises :class:`ConfigError` listing every problem."""
+    """Validate config text; raises :class:`ConfigError` listing every problem. ``base_dir``:
+    the folder of the file it came from (files a config names, such as a template's schema,
+    are read from there, nowhere else; None: a config sent as text names no files)."""
     try:
         data = yamltext.load(text)
     except yamltext.YamlError as e:
@@ -461,7 +466,7 @@ def parse_config(
         raise ConfigError(source, problems, lines) from None
     if problems:
         raise ConfigError(source, problems, lines)
-    return _resolve(model, source, lines, secret)
+    return _resolve(model, source, lines, secret, base_dir)
 
 
 def _plugin_problems(data: dict[str, Any]) -> list[Any]:
@@ -491,7 +496,13 @@ def _plugin_problems(data: dict[str, Any]) -> list[Any]:
     return out
 
 
-def _resolve(model: ConfigModel, source: str, lines: dict[Any, int], secret: set[Any]) -> Config:
+def _resolve(
+    model: ConfigModel,
+    source: str,
+    lines: dict[Any, int],
+    secret: set[Any],
+    base_dir: Path | None = None,
+) -> Config:
     from datafactory.pack import registered_packs, registered_sinks
 
     problems: list[Any] = []
@@ -525,7 +536,7 @@ def _resolve(model: ConfigModel, source: str, lines: dict[Any, int], secret: set
             continue
         pack = packs[pname]
         try:
-            params[pname] = pack.Params.model_validate(psec.params)
+            params[pname] = pack.Params.model_validate(psec.params, context={"base_dir": base_dir})
         except ValidationError as e:
             problems += _pyd_problems(e, (*loc, "params"), secret)
         if pname not in params and pack.streams_for(None) is not pack.streams:
@@ -708,7 +719,7 @@ def _chaos_problems(
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    return parse_config(read_config_text(path), str(path), overrides)
+    return parse_config(read_config_text(path), str(path), overrides, Path(path).resolve().parent)
 
 
 def read_config_text(path: str | Path) -> str:

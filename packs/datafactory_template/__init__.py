@@ -33,6 +33,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -44,6 +45,7 @@ from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory.schema import EventSchema, make_schema
+from datafactory_template import ownschema
 from datafactory_template.compose import (
     AnyField,
     Array,
@@ -87,7 +89,25 @@ class StreamTemplate(BaseModel):
     doc: str | None = Field(None, max_length=2000, description="what the events are")
     transitions: Moves | None = None
     fields: dict[str, AnyField] = Field(default_factory=dict, max_length=MAX_FIELDS)
+    avsc: dict[str, Any] | str | None = Field(
+        None, description="your own schema (inline, or a file beside the scenario): checked"
+    )
     _compiled: dict[str, Expression] = PrivateAttr(default_factory=dict)
+    _own: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _own_schema(self, info: ValidationInfo) -> StreamTemplate:
+        if self.avsc is not None:
+            base = (info.context or {}).get("base_dir")
+            try:
+                self._own = ownschema.load(self.avsc, base)
+            except ValueError as e:
+                raise ValidationError.from_exception_data(
+                    "template",
+                    [InitErrorDetails(type=PydanticCustomError("avsc", str(e)), loc=("avsc",),
+                                      input=self.avsc if isinstance(self.avsc, str) else "...")],
+                ) from None  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _derived(self) -> StreamTemplate:
@@ -166,6 +186,19 @@ class TemplateParams(BaseModel):
                 t._compiled = compile_fields(
                     t.fields, ("streams", name, "fields"), self._resolver(t)
                 )
+        mismatched = [
+            (("streams", name, "avsc"), "the template does not make your schema: " + "; ".join(d),
+             name)
+            for name, t in self.streams.items()
+            if t._own is not None
+            and (d := ownschema.differences(t._own, derive_schema(name, t, self.entities).raw))
+        ]  # fmt: skip
+        if mismatched:
+            raise ValidationError.from_exception_data(
+                "template",
+                [InitErrorDetails(type=PydanticCustomError("avsc", msg), loc=loc, input=value)
+                 for loc, msg, value in mismatched],
+            )  # fmt: skip
         return self
 
     def _resolver(self, t: StreamTemplate) -> Callable[[Any], Any]:

@@ -583,3 +583,56 @@ def test_expressions_may_use_a_referenced_members_numbers() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(not_a_number, source="shop.yaml")
     assert "orders.fields.headroom.expr" in str(e.value) and "no field 'segment'" in str(e.value)
+
+
+OWN = {
+    "type": "record",
+    "name": "Order",
+    "fields": [
+        {"name": "event_id", "type": "string"},
+        {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "status", "type": {"type": "enum", "name": "S", "symbols": ["placed", "paid"]}},
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9,
+                                    "scale": 2}},
+        {"name": "coupon", "type": ["null", "string"]},
+    ],
+}  # fmt: skip
+OWN_TEMPLATE = """
+run: {name: own, seed: 1}
+packs:
+  template:
+    params:
+      streams:
+        orders:
+          avsc: AVSC
+          fields:
+            status: {gen: choice, values: [placed, paid]}
+            amount: {gen: uniform, min: 1, max: 9, decimals: 2}
+            coupon: {gen: pattern, pattern: "[A-Z]{5}", null_rate: 0.5}
+sinks: {out: {type: stdout}}
+"""
+
+
+def test_a_users_own_avsc_is_checked_against_the_template(tmp_path: Path) -> None:
+    from datafactory.config import load_config
+
+    inline = OWN_TEMPLATE.replace("AVSC", orjson.dumps(OWN).decode())
+    parse_config(inline)  # matches: no error
+    wrong = dict(OWN, fields=[*OWN["fields"][:3], {"name": "amount", "type": "double"}])
+    with pytest.raises(ConfigError) as e:
+        parse_config(OWN_TEMPLATE.replace("AVSC", orjson.dumps(wrong).decode()), source="o.yaml")
+    message = str(e.value)
+    assert "streams.orders.avsc" in message and "amount: yours is" in message, message
+    assert "coupon: made by the template, not in your schema" in message
+    # a file beside the scenario file; nothing outside its folder; no file from a text config
+    (tmp_path / "orders.avsc").write_bytes(orjson.dumps(OWN))
+    scenario = tmp_path / "shop.yaml"
+    scenario.write_text(OWN_TEMPLATE.replace("AVSC", "orders.avsc"))
+    load_config(scenario)
+    scenario.write_text(OWN_TEMPLATE.replace("AVSC", "../../etc/passwd"))
+    with pytest.raises(ConfigError) as e:
+        load_config(scenario)
+    assert "outside the scenario file's folder" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config(OWN_TEMPLATE.replace("AVSC", str(tmp_path / "orders.avsc")))
+    assert "read only for a scenario file" in str(e.value)
