@@ -238,8 +238,11 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser(
         "infer", help="draft a template from example records (JSON lines, Avro, Parquet)"
     )
-    i.add_argument("sample", help="a .jsonl / .json, .avro or .parquet file of records")
-    i.add_argument("--stream", default="events", help="the drafted stream's name")
+    i.add_argument(
+        "sample", nargs="+", help="files of records (.jsonl / .json, .avro, .parquet): a stream "
+        "each, named by the file; keys of one that another refers to become entities"
+    )  # fmt: skip
+    i.add_argument("--stream", help="the drafted stream's name (one sample)")
     i.add_argument("-o", "--out", help="write the draft here (default: print it)")
     i.add_argument("--limit", type=int, default=100_000, help="records read at most")
     i.add_argument(
@@ -726,33 +729,42 @@ def _infer(args: argparse.Namespace) -> int:
     """The template pack's drafting (``datafactory_template.infer``)."""
     from datafactory_template import infer
 
-    path = Path(args.sample)
-    try:
-        records = infer.read_sample(path, max(1, args.limit))
-    except (OSError, ValueError) as e:
-        print(f"datafactory: {path}: cannot read the sample: {e}", file=sys.stderr)
+    if args.stream is not None and len(args.sample) > 1:
+        print("datafactory: --stream names the stream of one sample", file=sys.stderr)
         return EXIT_CONFIG
-    if not records or not all(isinstance(r, dict) for r in records):
-        print(f"datafactory: {path}: no records (objects) in the sample", file=sys.stderr)
-        return EXIT_CONFIG
-    if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", args.stream):
-        print("datafactory: --stream: lower case letters, digits and _", file=sys.stderr)
-        return EXIT_CONFIG
-    scenario, notes = infer.draft(records, args.stream)
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for name in args.sample:
+        path = Path(name)
+        try:
+            records = infer.read_sample(path, max(1, args.limit))
+        except (OSError, ValueError) as e:
+            print(f"datafactory: {path}: cannot read the sample: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        if not records or not all(isinstance(r, dict) for r in records):
+            print(f"datafactory: {path}: no records (objects) in the sample", file=sys.stderr)
+            return EXIT_CONFIG
+        stream = args.stream or re.sub(r"[^a-z0-9_]", "_", path.name.split(".")[0].lower())
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", stream) or stream in samples:
+            print(f"datafactory: {path}: stream name {stream!r}: lower case letters, digits "
+                  "and _, a letter first, one per sample (rename the file, or --stream)",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_CONFIG
+        samples[stream] = records
+    scenario, notes = infer.draft_many(samples)
     text = infer.to_yaml(scenario, notes)
     if args.out:
         Path(args.out).write_text(text)
     else:
         print(text, end="")
     if args.report:
-        made = infer.render(scenario, min(len(records), 20_000))
-        report = infer.compare(records, made)
-        head = f"# sample vs draft ({len(records):,} vs {len(made):,} events; close: "
-        print(f"{head}KS <= {infer.MAX_KS}, overlap >= {infer.MIN_OVERLAP})", file=sys.stderr)
-        for name, r in report.items():
-            measure = f"KS {r['ks']:.3f}" if "ks" in r else f"overlap {r['overlap']:.3f}"
-            print(f"#   {name:28s} {measure:16s} {'close' if r['close'] else 'FAR'}",
-                  file=sys.stderr)  # fmt: skip
+        head = f"# sample vs draft (close: KS <= {infer.MAX_KS}, overlap >= {infer.MIN_OVERLAP})"
+        print(head, file=sys.stderr)
+        for stream, records in samples.items():
+            made = infer.render(scenario, min(len(records), 20_000), stream=stream)
+            for name, r in infer.compare(records, made).items():
+                measure = f"KS {r['ks']:.3f}" if "ks" in r else f"overlap {r['overlap']:.3f}"
+                print(f"#   {stream + '.' + name:40s} {measure:16s} "
+                      f"{'close' if r['close'] else 'FAR'}", file=sys.stderr)  # fmt: skip
     return 0
 
 

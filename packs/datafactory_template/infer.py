@@ -243,21 +243,114 @@ def _event_times(records: list[dict[str, Any]]) -> list[int] | None:
 
 def draft(records: list[dict[str, Any]], stream: str) -> tuple[dict[str, Any], list[str]]:
     """A scenario (as a dict) with one template stream drafted from ``records``."""
-    fields, notes = draft_fields(records, _event_times(records))
-    rate = 10
-    times = _event_times(records)
-    if times and len(times) > 1 and max(times) > min(times):
-        rate = max(1, round(len(times) / ((max(times) - min(times)) / 1e6)))
-    template = {"doc": "drafted by datafactory infer", "fields": fields}
+    return draft_many({stream: records})
+
+
+def draft_many(samples: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], list[str]]:
+    """A scenario with a stream per sample; where a field of one sample refers to a key of
+    another (its values unique there, and at least 95 % of this field's found among them), the
+    other sample is drafted as an entity too and the field as a reference to it."""
+    streams: dict[str, Any] = {}
+    rates: dict[str, Any] = {}
+    notes: list[str] = []
+    for stream, records in samples.items():
+        fields, found = draft_fields(records, _event_times(records))
+        notes += [f"{stream}.{n}" for n in found]
+        streams[stream] = {"doc": "drafted by datafactory infer", "fields": fields}
+        rate = 10
+        times = _event_times(records)
+        if times and len(times) > 1 and max(times) > min(times):
+            rate = max(1, round(len(times) / ((max(times) - min(times)) / 1e6)))
+        rates[stream] = {"rate": {"profile": "constant", "base": rate}}
+    entities: dict[str, Any] = {}
+    keys = {s: _keys(r) for s, r in samples.items()}
+    for stream, records in samples.items():
+        for name in list(streams[stream]["fields"]):
+            for other, other_keys in keys.items():
+                if other == stream or name in keys[stream]:
+                    continue
+                for key, values in other_keys.items():
+                    share, skewed = _refers(records, name, values)
+                    if share < 0.95:
+                        continue
+                    if other not in entities:
+                        entities[other] = _entity(samples[other], key, values)
+                    streams[stream]["fields"][name] = {
+                        "gen": "ref", "entity": other, "field": key,
+                        "pick": "zipf" if skewed else "uniform",
+                    }  # fmt: skip
+                    notes.append(
+                        f"{other}.{key} is a key (unique); {stream}.{name} refers to it "
+                        f"({share:.1%} of its values found): a ref to entity {other!r}"
+                    )
+                    break
+                else:
+                    continue
+                break
+    params: dict[str, Any] = {"streams": streams}
+    if entities:
+        params["entities"] = entities
+    name = "-".join(samples)[:40]
     scenario = {
-        "run": {"name": f"{stream}-draft", "seed": 1},
-        "packs": {"template": {
-            "params": {"streams": {stream: template}},
-            "streams": {stream: {"rate": {"profile": "constant", "base": rate}}},
-        }},
+        "run": {"name": f"{name}-draft", "seed": 1},
+        "packs": {"template": {"params": params, "streams": rates}},
         "sinks": {"out": {"type": "stdout"}},
-    }  # fmt: skip
+    }
     return scenario, notes
+
+
+def _keys(records: list[dict[str, Any]]) -> dict[str, set[Any]]:
+    """Candidate keys: fields whose values are all there, scalar and different."""
+    out: dict[str, set[Any]] = {}
+    if len(records) < 20:
+        return out
+    for name in records[0]:
+        if name in ENVELOPE:
+            continue
+        values = [r.get(name) for r in records]
+        if all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
+            distinct = set(values)
+            if len(distinct) == len(values):
+                out[name] = distinct
+    return out
+
+
+def _refers(records: list[dict[str, Any]], name: str, keys: set[Any]) -> tuple[float, bool]:
+    """The share of a field's values found among ``keys``, and whether a few keys take most."""
+    values = [r.get(name) for r in records if r.get(name) is not None]
+    if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
+        return 0.0, False  # (lists, objects, floats: not references)
+    if len(set(values)) < 20:
+        return 0.0, False
+    share = sum(v in keys for v in values) / len(values)
+    counts = sorted(Counter(values).values(), reverse=True)
+    top = counts[: max(1, len(counts) // 100)]
+    return share, sum(top) > 0.1 * len(values)
+
+
+def _entity(records: list[dict[str, Any]], key: str, values: set[Any]) -> dict[str, Any]:
+    """An entity drafted from a sample whose ``key`` is unique: the key made from the member's
+    index (so members stay distinct), its other plain fields as drafted."""
+    fields, _ = draft_fields(records, None)
+    plain = {k: f for k, f in fields.items() if f["gen"] not in ("array", "time", "sequence")}
+    plain[key] = _key_field(values)
+    ordered = {key: plain.pop(key), **plain}
+    return {"count": len(values), "fields": ordered}
+
+
+def _key_field(values: set[Any]) -> dict[str, Any]:
+    if all(isinstance(v, int) for v in values):
+        return {"gen": "sequence", "start": min(values), "step": 1}
+    texts = [str(v) for v in values]
+    if all(UUID.match(t) for t in texts):
+        return {"gen": "uuid"}
+    shapes = {re.fullmatch(r"([A-Za-z_-]*)(\d+)", t) for t in texts}
+    if None not in shapes:
+        prefixes = {m.group(1) for m in shapes if m}
+        widths = {len(m.group(2)) for m in shapes if m}
+        if len(prefixes) == 1 and len(widths) == 1:
+            return {"gen": "pattern", "pattern": f"{prefixes.pop()}{{seq:0{widths.pop()}d}}"}
+    return {"gen": "pattern", "pattern": "K{seq:08d}"}
 
 
 def to_yaml(scenario: dict[str, Any], notes: list[str]) -> str:
@@ -304,8 +397,10 @@ def _category(v: Any) -> Any:
     return v
 
 
-def render(scenario: dict[str, Any], n: int, seed: int = 1) -> list[dict[str, Any]]:
-    """``n`` events of the draft's stream, as JSON records."""
+def render(
+    scenario: dict[str, Any], n: int, seed: int = 1, stream: str | None = None
+) -> list[dict[str, Any]]:
+    """``n`` events of one of the draft's streams (its first by default), as JSON records."""
     import orjson
 
     from datafactory.config import parse_config
@@ -314,7 +409,7 @@ def render(scenario: dict[str, Any], n: int, seed: int = 1) -> list[dict[str, An
     from datafactory_template import TemplatePack
 
     cfg = parse_config(json.dumps(scenario))
-    stream = next(iter(scenario["packs"]["template"]["params"]["streams"]))
+    stream = stream or next(iter(scenario["packs"]["template"]["params"]["streams"]))
     gen = TemplatePack(cfg.pack_params["template"], SeedTree(seed)).stream(stream)
     block = gen.generate(0, 1_772_409_600_000_000 + np.arange(n, dtype=np.int64) * 1000)
     payload = bytes(build_encoder("json", gen.schema, seed).encode(block).payload)

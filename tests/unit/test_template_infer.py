@@ -118,3 +118,50 @@ def test_the_command_drafts_reports_and_refuses_a_bad_sample(tmp_path: Path) -> 
     r = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot read the sample" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_keys_and_references_between_samples_become_entities_and_refs() -> None:
+    from datafactory_template import TemplatePack
+
+    shop = """
+run: {name: shop, seed: 8}
+packs:
+  template:
+    params:
+      entities:
+        customers:
+          count: 3000
+          fields:
+            customer_id: {gen: pattern, pattern: "C{seq:06d}"}
+            segment: {gen: choice, values: [retail, business], weights: [9, 1]}
+      streams:
+        orders:
+          fields:
+            customer: {gen: ref, entity: customers, field: customer_id, pick: zipf, s: 1.1}
+            amount: {gen: uniform, min: 1, max: 50, decimals: 2}
+sinks: {out: {type: stdout}}
+"""
+    pk = TemplatePack(parse_config(shop).pack_params["template"], SeedTree(8))
+    everyone = np.arange(3000, dtype=np.int64)
+    ids = pk.world.values("customers", everyone, "customer_id").column
+    segments = pk.world.values("customers", everyone, "segment").column.to_list()
+    customers = [{"customer_id": i.decode(), "segment": s}
+                 for i, s in zip(ids.tolist(), segments, strict=True)]  # fmt: skip
+    gen = pk.stream("orders")
+    block = gen.generate(0, 1_772_409_600_000_000 + np.arange(20_000, dtype=np.int64))
+    orders = [orjson.loads(x) for x in bytes(
+        build_encoder("json", gen.schema, 8).encode(block).payload).splitlines()]  # fmt: skip
+    for i, o in enumerate(orders):  # lists and objects beside the references: not keys
+        o["tags"] = ["a", "b"][: i % 3]
+    scenario, notes = infer.draft_many({"customers": customers, "orders": orders})
+    params = scenario["packs"]["template"]["params"]
+    entity = params["entities"]["customers"]
+    assert entity["count"] == 3000
+    assert entity["fields"]["customer_id"] == {"gen": "pattern", "pattern": "C{seq:06d}"}
+    ref = params["streams"]["orders"]["fields"]["customer"]
+    assert ref == {"gen": "ref", "entity": "customers", "field": "customer_id", "pick": "zipf"}
+    assert any("orders.customer refers to it" in n for n in notes), notes
+    parse_config(infer.to_yaml(scenario, notes))
+    made = infer.render(scenario, 500, stream="orders")
+    keys = {c["customer_id"] for c in customers}
+    assert all(m["customer"] in keys for m in made)  # the draft's references resolve too
