@@ -77,7 +77,7 @@ DEFAULT_RATE = 10.0
 
 
 class Moves(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     entity: str = Field(..., description="an entity with states: an event per member's move")
 
 
@@ -85,7 +85,7 @@ class StreamTemplate(BaseModel):
     """One stream's events: its fields, in order; a ``transitions`` stream's events are an
     entity's members' moves (``from_state``, ``to_state``, then the fields)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     doc: str | None = Field(None, max_length=2000, description="what the events are")
     transitions: Moves | None = None
     fields: dict[str, AnyField] = Field(default_factory=dict, max_length=MAX_FIELDS)
@@ -131,7 +131,7 @@ class StreamTemplate(BaseModel):
 class TemplateParams(BaseModel):
     """Parameters of the template pack: the streams it makes, the entities they draw from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     streams: dict[str, StreamTemplate] = Field(
         ..., min_length=1, max_length=MAX_STREAMS, description="stream name -> its fields"
     )

@@ -37,7 +37,8 @@ from datafactory_template.fields import (
     number_type,
 )
 
-MAX_ITEMS = 1000
+MAX_ITEMS = 100  # items of an array, per event
+ITEM_STRIDE = 1000  # an item's draws: its event's seq x this + its place in the list
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -78,7 +79,7 @@ class Derived(FieldBase):
 class Length(BaseModel):
     """How many items: uniform in [min, max], or by ``weights`` (one per length, min..max)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     min: int = Field(0, ge=0, le=MAX_ITEMS)
     max: int = Field(..., ge=0, le=MAX_ITEMS)
     weights: list[float] | None = None
@@ -112,7 +113,7 @@ class Array(FieldBase):
 
     gen: Literal["array"]
     length: Length
-    items: dict[str, AnyField] = Field(..., min_length=1, max_length=100)
+    items: dict[str, AnyField] = Field(..., min_length=1, max_length=50)
     _compiled: dict[str, Expression] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
@@ -317,7 +318,7 @@ def _array(
     parent = np.repeat(np.arange(len(lengths)), lengths)
     k = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
     # an item's draws: by its event's seq and its place in the list
-    item_ctx = Context(ctx.seq[parent] * MAX_ITEMS + k, ctx.event_time[parent], ctx.run_seed,
+    item_ctx = Context(ctx.seq[parent] * ITEM_STRIDE + k, ctx.event_time[parent], ctx.run_seed,
                        f"{ctx.stream}#{name}", ctx.world)  # fmt: skip
     cols, item_nulls, env = make_fields(f.items, f._compiled, item_ctx, salts.under(name))
     column = ListColumn(offsets, cols, item_nulls)

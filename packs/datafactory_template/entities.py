@@ -40,7 +40,7 @@ I64 = npt.NDArray[np.int64]
 
 
 class EntityTemplate(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     doc: str | None = Field(None, max_length=2000)
     count: int = Field(..., ge=1, le=MAX_MEMBERS, description="members of the population")
     fields: dict[str, AnyField] = Field(..., min_length=1, max_length=200)

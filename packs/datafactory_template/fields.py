@@ -9,6 +9,7 @@ mode alike.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, Literal, TypeAlias
@@ -26,6 +27,8 @@ I64 = npt.NDArray[np.int64]
 _TO_UNIT = 1.0 / 2**53
 MAX_DECIMALS = 9
 MAX_ZIPF_N = 10_000_000
+ZIPF_TABLE = 100_000  # ranks up to this from a table; beyond, the continuous power law
+LIMIT = 1e15
 MAX_CHOICES = 100_000
 
 
@@ -52,9 +55,20 @@ class Made:
 
 
 class FieldBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     null_rate: float = Field(0.0, ge=0, le=1, description="share of events where it is null")
     doc: str | None = Field(None, max_length=1000, description="what the field means")
+
+    @model_validator(mode="after")
+    def _magnitudes(self) -> FieldBase:
+        """Every number a template gives is within ±1e15 (its values stay exact in int64 and
+        float64, and never overflow)."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            for x in value if isinstance(value, list | tuple) else (value,):
+                if isinstance(x, int | float) and not isinstance(x, bool) and abs(x) > LIMIT:
+                    raise ValueError(f"{name}: {x!r} is beyond ±{LIMIT:.0e}")
+        return self
 
     def avro(self) -> Any:
         raise NotImplementedError
@@ -177,7 +191,8 @@ class Exponential(NumberBase):
 
 
 class Zipf(FieldBase):
-    """A rank 1..n, rank k with weight 1 / k^s (a few very popular, a long tail)."""
+    """A rank 1..n, rank k with weight 1 / k^s (a few very popular, a long tail); beyond
+    100,000 ranks, the continuous power law on [1, n + 1) (no table), as entities' picks."""
 
     gen: Literal["zipf"]
     n: int = Field(..., ge=1, le=MAX_ZIPF_N)
@@ -187,18 +202,22 @@ class Zipf(FieldBase):
         return "long"
 
     def values(self, d: Draws, ctx: Context) -> Any:
-        cdf = _zipf_cdf(self.n, self.s)
-        return np.searchsorted(cdf, d.u() * cdf[-1], side="right").astype(np.int64) + 1
+        u = d.u()
+        if self.n <= ZIPF_TABLE:
+            cdf = _zipf_cdf(self.n, self.s)
+            return np.searchsorted(cdf, u * cdf[-1], side="right").astype(np.int64) + 1
+        top = float(self.n + 1)  # the continuous power law's inverse CDF on [1, n + 1)
+        if abs(self.s - 1.0) < 1e-9:
+            rank = np.floor(top**u)
+        else:
+            a = 1.0 - self.s
+            rank = np.floor((1.0 + u * (top**a - 1.0)) ** (1.0 / a))
+        return np.clip(rank, 1, self.n).astype(np.int64)
 
 
-_ZIPF: dict[tuple[int, float], F64] = {}
-
-
+@functools.lru_cache(maxsize=32)
 def _zipf_cdf(n: int, s: float) -> F64:
-    key = (n, s)
-    if key not in _ZIPF:
-        _ZIPF[key] = np.cumsum(np.arange(1, n + 1, dtype=np.float64) ** -s)
-    return _ZIPF[key]
+    return np.cumsum(np.arange(1, n + 1, dtype=np.float64) ** -s)
 
 
 # -- categories, identifiers, text -------------------------------------------------------------

@@ -35,7 +35,7 @@ I64 = npt.NDArray[np.int64]
 
 
 class Balance(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     opening: str = Field(..., description="the entity's field each member's balance opens at")
     decimals: int = Field(2, ge=0, le=9, description="the balance's decimal places")
 

@@ -41,14 +41,16 @@ I64 = npt.NDArray[np.int64]
 
 
 class Transition(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
     from_: str = Field(..., alias="from")
     to: str
     per_day: float = Field(..., gt=0, le=1_000_000, description="rate of this move, per day")
 
 
 class StateMachine(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     initial: str | dict[str, float] = Field(
         ..., description="the state every member starts in, or states with weights"
     )

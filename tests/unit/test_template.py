@@ -636,3 +636,41 @@ def test_a_users_own_avsc_is_checked_against_the_template(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as e:
         parse_config(OWN_TEMPLATE.replace("AVSC", str(tmp_path / "orders.avsc")))
     assert "read only for a scenario file" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("{gen: uniform, min: 0, max: .inf}", "finite"),
+        ("{gen: normal, mean: .nan, sd: 1}", "finite"),
+        ("{gen: sequence, start: 99999999999999999999}", "beyond"),
+        ("{gen: const, value: 1.0e+300}", "beyond"),
+        ("{gen: choice, values: [1, 1.0e+20]}", "beyond"),
+        ("{gen: array, length: {max: 5000}, items: {a: {gen: uuid}}}", "less than or equal"),
+    ],
+)
+def test_numbers_a_template_gives_are_bounded(field: str, says: str) -> None:
+    text = f"""run: {{name: t, seed: 1}}
+packs:
+  template:
+    params:
+      streams:
+        s:
+          fields:
+            bad: {field}
+sinks: {{out: {{type: stdout}}}}
+"""
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, source="b.yaml")
+    assert "b.yaml:8:" in str(e.value) and says in str(e.value), str(e.value)
+
+
+def test_a_huge_zipf_population_needs_no_table() -> None:
+    from datafactory_template.fields import Context, Draws, Zipf
+
+    seq = np.arange(200_000, dtype=np.int64)
+    ranks = Zipf(gen="zipf", n=10_000_000, s=1.2).values(Draws(seq, 7), Context(seq, seq, 1, "s"))
+    assert ranks.min() == 1 and ranks.max() <= 10_000_000
+    # rank 1 as often as the continuous power law on [1, n + 1) puts below 2 (s = 1.2: 13.5 %)
+    expected = (2**-0.2 - 1) / (10_000_001**-0.2 - 1)
+    assert abs((ranks == 1).mean() - expected) < 0.005
