@@ -674,3 +674,53 @@ def test_a_huge_zipf_population_needs_no_table() -> None:
     # rank 1 as often as the continuous power law on [1, n + 1) puts below 2 (s = 1.2: 13.5 %)
     expected = (2**-0.2 - 1) / (10_000_001**-0.2 - 1)
     assert abs((ranks == 1).mean() - expected) < 0.005
+
+
+CHAOS = """
+run: {name: tplchaos, seed: 4, clock: simulated, start: "2026-03-02T00:00:00Z", duration: 10m}
+packs:
+  template:
+    params:
+      streams:
+        orders:
+          fields:
+            order_id: {gen: pattern, pattern: "ORD-{seq:08d}"}
+            status: {gen: choice, values: [placed, paid, shipped]}
+            amount: {gen: lognormal, mu: 3, sigma: 0.5, decimals: 2}
+            items:
+              gen: array
+              length: {min: 1, max: 3}
+              items: {qty: {gen: uniform, min: 1, max: 5, integer: true}}
+    streams:
+      orders: {rate: {profile: constant, base: 50}}
+sinks:
+  files: {type: file, path: OUT/data, format: json}
+chaos:
+  - {step: drop, rate: 0.01}
+  - {step: duplicate, rate: 0.01}
+  - {step: corrupt_bytes, rate: 0.01}
+  - {step: schema_drift, rate: 0.01}
+  - {step: corrupt_value, rate: 0.01}
+manifest:
+  sink: {type: file, path: OUT/truth}
+telemetry: {enabled: false}
+"""
+
+
+def test_chaos_and_verify_work_on_a_template_stream(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "chaos.yaml"
+    cfg.write_text(CHAOS.replace("OUT", str(tmp_path)))
+    cli = [sys.executable, "-m", "datafactory"]
+    run = subprocess.run([*cli, "run", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ok = subprocess.run([*cli, "verify", str(cfg), "--json"], capture_output=True, text=True,
+                        timeout=120)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    report = orjson.loads(ok.stdout)
+    t = report["sinks"]["files"]["template.orders"]
+    assert t["released"] == 30_000 and t["missing"] == 0 and t["unidentified"] == 0
+    kinds = {k.split(".")[0] for k in report["chaos"]}
+    assert kinds >= {"drop", "duplicate", "corrupt_bytes", "schema_drift", "corrupt_value"}
