@@ -283,6 +283,12 @@ def draft_many(samples: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any]
                         f"{other}.{key} is a key (unique); {stream}.{name} refers to it "
                         f"({share:.1%} of its values found): a ref to entity {other!r}"
                     )
+                    for field, of in _carried(records, name, samples[other], key,
+                                              entities[other]["fields"]).items():  # fmt: skip
+                        streams[stream]["fields"][field] = {
+                            "gen": "lookup", "ref": name, "field": of,
+                        }  # fmt: skip
+                        notes.append(f"{stream}.{field} is the member's {of}: a lookup")
                     break
                 else:
                     continue
@@ -297,6 +303,34 @@ def draft_many(samples: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any]
         "sinks": {"out": {"type": "stdout"}},
     }
     return scenario, notes
+
+
+def _carried(
+    records: list[dict[str, Any]],
+    ref: str,
+    members: list[dict[str, Any]],
+    key: str,
+    entity_fields: dict[str, Any],
+) -> dict[str, str]:
+    """Fields of ``records`` that are a field of the member their ``ref`` names (the same
+    value in 99 % of them or more): field -> the member's field."""
+    by_key = {m[key]: m for m in members}
+    pairs = [(r, by_key[r[ref]]) for r in records if r.get(ref) in by_key]
+    out: dict[str, str] = {}
+    if len(pairs) < 20:
+        return out
+    for name in records[0]:
+        if name in (ref, *ENVELOPE):
+            continue
+        candidates = sorted(entity_fields, key=lambda f: f != name)  # the same name first
+        for of in candidates:
+            if of == key:
+                continue
+            same = sum(r.get(name) == m.get(of) for r, m in pairs)
+            if same >= 0.99 * len(pairs):
+                out[name] = of
+                break
+    return out
 
 
 def _keys(records: list[dict[str, Any]]) -> dict[str, set[Any]]:

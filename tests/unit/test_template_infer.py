@@ -138,6 +138,7 @@ packs:
         orders:
           fields:
             customer: {gen: ref, entity: customers, field: customer_id, pick: zipf, s: 1.1}
+            segment: {gen: lookup, ref: customer, field: segment}
             amount: {gen: uniform, min: 1, max: 50, decimals: 2}
 sinks: {out: {type: stdout}}
 """
@@ -161,6 +162,10 @@ sinks: {out: {type: stdout}}
     ref = params["streams"]["orders"]["fields"]["customer"]
     assert ref == {"gen": "ref", "entity": "customers", "field": "customer_id", "pick": "zipf"}
     assert any("orders.customer refers to it" in n for n in notes), notes
+    # a field that is the member's own: a lookup, so the draft keeps it consistent
+    segment = params["streams"]["orders"]["fields"]["segment"]
+    assert segment == {"gen": "lookup", "ref": "customer", "field": "segment"}
+    assert params["streams"]["orders"]["fields"]["amount"]["gen"] != "lookup"
     parse_config(infer.to_yaml(scenario, notes))
     made = infer.render(scenario, 500, stream="orders")
     keys = {c["customer_id"] for c in customers}
