@@ -116,11 +116,7 @@ class Renderer:
 
     def _claim(self, p: Program, c: Claims) -> None:
         err = c.error
-        p.text('{"resourceType":"Claim","id":"claim-').integer(c.number)
-        p.text('","identifier":[{"system":"urn:datafactory:claim","value":"').integer(c.number)
-        p.text('"}],"status":"active",')
-        self._type(p, c).text(',"use":"claim",')
-        self._patient_ref(p, c).text(",")
+        self._head(p, c, "Claim", "claim", "claim").text(",")
         self._period(p, c).text(',"created":"').time(c.submitted, ISO_SECONDS).text('Z",')
         self._provider(p, c)
         missing = err == CLAIM_ERRORS.index("missing_fhir_element")  # Claim.priority is 1..1
@@ -171,11 +167,8 @@ class Renderer:
         q.integer(c.encounter[c.item_row]).text('"}]}')
 
     def _claim_response(self, p: Program, c: Claims) -> None:
-        p.text('{"resourceType":"ClaimResponse","id":"cr-').integer(c.number)
-        p.text('","identifier":[{"system":"urn:datafactory:claim-response","value":"')
-        p.integer(c.number).text('"}],"status":"active",')
-        self._type(p, c).text(',"use":"claim",')
-        self._patient_ref(p, c).text(',"created":"').time(c.decided, ISO_SECONDS).text('Z",')
+        self._head(p, c, "ClaimResponse", "cr", "claim-response")
+        p.text(',"created":"').time(c.decided, ISO_SECONDS).text('Z",')
         self._insurer(p, c).text(',"requestor":{"reference":"')
         self.res.ref(p, "Practitioner", c.practitioner)
         p.text('"},"request":{"reference":"Claim/claim-').integer(c.number)
@@ -207,11 +200,7 @@ class Renderer:
         )
 
     def _eob(self, p: Program, c: Claims) -> None:
-        p.text('{"resourceType":"ExplanationOfBenefit","id":"eob-').integer(c.number)
-        p.text('","identifier":[{"system":"urn:datafactory:eob","value":"').integer(c.number)
-        p.text('"}],"status":"active",')
-        self._type(p, c).text(',"use":"claim",')
-        self._patient_ref(p, c).text(",")
+        self._head(p, c, "ExplanationOfBenefit", "eob", "eob").text(",")
         self._period(p, c).text(',"created":"').time(c.decided, ISO_SECONDS).text('Z",')
         self._insurer(p, c).text(",")
         self._provider(p, c).text(",")
@@ -236,6 +225,15 @@ class Renderer:
         _money(p, np.add.reduceat(c.benefit, c.item_off[:-1])).text("}")
 
     # -- the parts documents share -----------------------------------------------------------
+
+    def _head(self, p: Program, c: Claims, kind: str, prefix: str, system: str) -> Program:
+        """What every document begins with: its type, id, identifier, status, claim type,
+        use, and patient."""
+        p.text(f'{{"resourceType":"{kind}","id":"{prefix}-').integer(c.number)
+        p.text(f'","identifier":[{{"system":"urn:datafactory:{system}","value":"')
+        p.integer(c.number).text('"}],"status":"active",')
+        self._type(p, c).text(',"use":"claim",')
+        return self._patient_ref(p, c)
 
     def _type(self, p: Program, c: Claims) -> Program:
         p.text(f'"type":{{"coding":[{{"system":"{CLAIM_TYPE}","code":"')
