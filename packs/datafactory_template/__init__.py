@@ -32,12 +32,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from datafactory.engine.blocks import DictColumn, RecordBlock
 from datafactory.engine.rate import ConstantProfile, RateProfile
@@ -60,13 +58,12 @@ from datafactory_template.compose import (
 )
 from datafactory_template.entities import (
     EntityTemplate,
-    Problem,
     World,
     check_references,
     resolved,
 )
 from datafactory_template.expr import Expression
-from datafactory_template.fields import Context
+from datafactory_template.fields import Context, Problem, invalid
 from datafactory_template.machines import Machine
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -102,11 +99,8 @@ class StreamTemplate(BaseModel):
             try:
                 self._own = ownschema.load(self.avsc, base)
             except ValueError as e:
-                raise ValidationError.from_exception_data(
-                    "template",
-                    [InitErrorDetails(type=PydanticCustomError("avsc", str(e)), loc=("avsc",),
-                                      input=self.avsc if isinstance(self.avsc, str) else "...")],
-                ) from None  # fmt: skip
+                value = self.avsc if isinstance(self.avsc, str) else "..."
+                raise invalid("avsc", [(("avsc",), str(e), value)]) from None
         return self
 
     @model_validator(mode="after")
@@ -176,11 +170,7 @@ class TemplateParams(BaseModel):
                              "to an entity's balances (their order is its seq order)", name)
                         )  # fmt: skip
         if problems:
-            raise ValidationError.from_exception_data(
-                "template",
-                [InitErrorDetails(type=PydanticCustomError("reference", msg), loc=loc, input=value)
-                 for loc, msg, value in problems],
-            )  # fmt: skip
+            raise invalid("reference", problems)
         for name, t in self.streams.items():
             if refers(t.fields):  # a member's numbers may be used in expressions
                 t._compiled = compile_fields(
@@ -194,11 +184,7 @@ class TemplateParams(BaseModel):
             and (d := ownschema.differences(t._own, derive_schema(name, t, self.entities).raw))
         ]  # fmt: skip
         if mismatched:
-            raise ValidationError.from_exception_data(
-                "template",
-                [InitErrorDetails(type=PydanticCustomError("avsc", msg), loc=loc, input=value)
-                 for loc, msg, value in mismatched],
-            )  # fmt: skip
+            raise invalid("avsc", mismatched)
         return self
 
     def _resolver(self, t: StreamTemplate) -> Callable[[Any], Any]:

@@ -10,8 +10,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from datafactory.engine.blocks import ListColumn
 from datafactory_template.expr import Env, ExprError, Expression, Num
@@ -34,6 +33,7 @@ from datafactory_template.fields import (
     Uuid,
     Words,
     Zipf,
+    invalid,
     number_type,
 )
 
@@ -225,11 +225,7 @@ def compile_fields(
             try:
                 out[name] = Expression(f.expr, known)
             except ExprError as e:
-                raise ValidationError.from_exception_data(
-                    "template",
-                    [InitErrorDetails(type=PydanticCustomError("expr", str(e)),
-                                      loc=(*where, name, "expr"), input=f.expr)],
-                ) from None  # fmt: skip
+                raise invalid("expr", [((*where, name, "expr"), str(e), f.expr)]) from None
         if isinstance(f, Array):
             known[name] = {k for k, x in f.items.items() if _numeric(x)}
         elif _numeric(f):

@@ -30,7 +30,7 @@ from datafactory_template.compose import (
     make_fields,
 )
 from datafactory_template.expr import Expression
-from datafactory_template.fields import Context, Draws, Made, Time, number_type
+from datafactory_template.fields import Context, Draws, Made, Problem, Time, number_type
 from datafactory_template.ledger import Balance, Ledger
 from datafactory_template.machines import MAX_MEMBERS_WITH_STATE, StateMachine
 
@@ -123,9 +123,6 @@ class World:
             wanted, e._compiled, ctx, Salts(self.seeds, ("entity", entity))
         )
         return Made(columns[field], nulls.get(field))
-
-
-Problem = tuple[tuple[str | int, ...], str, str]
 
 
 def check_references(

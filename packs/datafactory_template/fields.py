@@ -9,6 +9,7 @@ mode alike.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import math
 import re
@@ -16,7 +17,8 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from datafactory.engine.blocks import DictColumn
 from datafactory.engine.identity import event_ids, splitmix64
@@ -30,6 +32,19 @@ MAX_ZIPF_N = 10_000_000
 ZIPF_TABLE = 100_000  # ranks up to this from a table; beyond, the continuous power law
 LIMIT = 1e15
 MAX_CHOICES = 100_000
+
+
+Problem: TypeAlias = tuple[tuple[str | int, ...], str, Any]  # (where, what is wrong, the value)
+
+
+def invalid(kind: str, problems: collections.abc.Sequence[Problem]) -> ValidationError:
+    """A validation error with each problem at its own place in the template (so the config
+    error names that field's line)."""
+    return ValidationError.from_exception_data(
+        "template",
+        [InitErrorDetails(type=PydanticCustomError(kind, msg), loc=loc, input=value)
+         for loc, msg, value in problems],
+    )  # fmt: skip
 
 
 class Draws:
