@@ -13,7 +13,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from datafactory.engine.blocks import ListColumn
-from datafactory_template.expr import Env, ExprError, Expression, Num
+from datafactory_template.expr import Env, ExprError, Expression, Num, half_away, rescale
 from datafactory_template.fields import (
     MAX_DECIMALS,
     Choice,
@@ -68,12 +68,8 @@ class Derived(FieldBase):
             x = v.values * 10.0**places
             bad = ~np.isfinite(x) | (np.abs(x) >= 9e18)
             x = np.where(bad, 0.0, x)
-            minor = (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int64)
-            return Made(minor, bad if bad.any() else None)
-        if v.scale <= places:
-            return Made(v.values * 10 ** (places - v.scale))
-        q = 10 ** (v.scale - places)
-        return Made(np.sign(v.values) * ((np.abs(v.values) + q // 2) // q))
+            return Made(half_away(x).astype(np.int64), bad if bad.any() else None)
+        return Made(rescale(v.values, v.scale, places))
 
 
 class Length(BaseModel):

@@ -30,7 +30,15 @@ from datafactory_template.compose import (
     make_fields,
 )
 from datafactory_template.expr import Expression
-from datafactory_template.fields import Context, Draws, Made, Problem, Time, number_type
+from datafactory_template.fields import (
+    Context,
+    Draws,
+    Made,
+    Problem,
+    Time,
+    number_type,
+    power_law_rank,
+)
 from datafactory_template.ledger import Balance, Ledger
 from datafactory_template.machines import MAX_MEMBERS_WITH_STATE, StateMachine
 
@@ -98,13 +106,7 @@ class World:
         u = d.u(lane=2)
         if f.pick == "uniform":
             return np.minimum((u * count).astype(np.int64), count - 1)
-        top = float(count + 1)
-        if abs(f.s - 1.0) < 1e-9:
-            rank = np.floor(top**u)
-        else:  # the continuous power law's inverse CDF on [1, count + 1)
-            a = 1.0 - f.s
-            rank = np.floor((1.0 + u * (top**a - 1.0)) ** (1.0 / a))
-        rank = np.clip(rank, 1, count).astype(np.int64)
+        rank = power_law_rank(u, count, f.s)
         # the popular members scattered over the population (a bijection of 0..count-1)
         prime = next(p for p in _PRIMES if count % p)
         return ((rank - 1) * prime) % count

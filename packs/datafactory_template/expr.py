@@ -189,13 +189,28 @@ def _eval(node: ast.AST, env: Env, n: int, items: str | None) -> Num:
     v = _eval(node.args[0], env, n, items)
     places = node.args[1].value  # type: ignore[attr-defined]
     if v.scale is None:
-        scaled = v.values * 10.0**places
-        return Num(np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) / 10.0**places, None)
+        return Num(half_away(v.values * 10.0**places) / 10.0**places, None)
     if v.scale <= places:
         return v
-    q = 10 ** (v.scale - places)
-    mag = (np.abs(v.values) + q // 2) // q
-    return Num(np.sign(v.values) * mag, places, v.per_item)
+    return Num(rescale(v.values, v.scale, places), places, v.per_item)
+
+
+def half_away(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Whole numbers, halves rounded away from zero."""
+    out: npt.NDArray[np.float64] = np.sign(x) * np.floor(np.abs(x) + 0.5)
+    return out
+
+
+def rescale(values: I64, scale: int, places: int) -> I64:
+    """Exact integers in units of 10^-scale as units of 10^-places (halves away from zero
+    where there are fewer places)."""
+    out: I64
+    if scale <= places:
+        out = values * 10 ** (places - scale)
+    else:
+        q = 10 ** (scale - places)
+        out = np.sign(values) * ((np.abs(values) + q // 2) // q)
+    return out
 
 
 def _array_of(node: ast.AST) -> str:

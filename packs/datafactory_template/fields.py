@@ -22,6 +22,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from datafactory.engine.blocks import DictColumn
 from datafactory.engine.identity import event_ids, splitmix64
+from datafactory_template.expr import half_away
 from datafactory_template.words import LISTS, words
 
 F64 = npt.NDArray[np.float64]
@@ -158,8 +159,7 @@ class NumberBase(FieldBase):
         if self.integer:
             return np.floor(x + 0.5).astype(np.int64)
         if self.decimals is not None:  # minor units, rounded half away from zero
-            scaled = x * 10**self.decimals
-            return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
+            return half_away(x * 10**self.decimals).astype(np.int64)
         return x
 
 
@@ -221,13 +221,20 @@ class Zipf(FieldBase):
         if self.n <= ZIPF_TABLE:
             cdf = _zipf_cdf(self.n, self.s)
             return np.searchsorted(cdf, u * cdf[-1], side="right").astype(np.int64) + 1
-        top = float(self.n + 1)  # the continuous power law's inverse CDF on [1, n + 1)
-        if abs(self.s - 1.0) < 1e-9:
-            rank = np.floor(top**u)
-        else:
-            a = 1.0 - self.s
-            rank = np.floor((1.0 + u * (top**a - 1.0)) ** (1.0 / a))
-        return np.clip(rank, 1, self.n).astype(np.int64)
+        return power_law_rank(u, self.n, self.s)
+
+
+def power_law_rank(u: F64, n: int, s: float) -> I64:
+    """A rank 1..n per uniform draw: the continuous power law (density ~ 1 / x^s) on
+    [1, n + 1), by its inverse CDF; no table, whatever n."""
+    top = float(n + 1)
+    if abs(s - 1.0) < 1e-9:
+        rank = np.floor(top**u)
+    else:
+        a = 1.0 - s
+        rank = np.floor((1.0 + u * (top**a - 1.0)) ** (1.0 / a))
+    out: I64 = np.clip(rank, 1, n).astype(np.int64)
+    return out
 
 
 @functools.lru_cache(maxsize=32)
