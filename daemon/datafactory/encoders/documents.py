@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from datafactory.encoders import fast
 
@@ -37,7 +36,11 @@ class Pool:
 
     def __init__(self, texts: Iterable[str], as_json: bool = True) -> None:
         self.as_json = as_json
-        parts = [orjson.dumps(t) if as_json else t.encode() for t in texts]
+        strings = tuple(texts)
+        if as_json:  # as the JSON encoders write strings
+            self.offsets, self.data = fast.render_pool(strings, "json")
+            return
+        parts = [t.encode() for t in strings]
         self.offsets = np.zeros(len(parts) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in parts], out=self.offsets[1:])
         self.data = b"".join(parts)

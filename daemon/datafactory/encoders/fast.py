@@ -64,7 +64,7 @@ def _pool(
         hit = _POOLS.get(key)
         if hit is not None and hit[0] is pool:
             return hit[1], hit[2]
-        offsets, data = _render_pool(pool, fmt, symbols)
+        offsets, data = render_pool(pool, fmt, symbols)
         if len(_POOLS) > 256:
             _POOLS.clear()
         _POOLS[key] = (pool, offsets, data)
@@ -76,9 +76,11 @@ def json_pool(pool: tuple[str, ...]) -> tuple[npt.NDArray[np.int64], bytes]:
     return _pool(pool, "json", None)
 
 
-def _render_pool(
-    pool: tuple[str, ...], fmt: Fmt, symbols: tuple[str, ...] | None
+def render_pool(
+    pool: tuple[str, ...], fmt: Fmt, symbols: tuple[str, ...] | None = None
 ) -> tuple[npt.NDArray[np.int64], bytes]:
+    """Strings as the format writes them (JSON strings; Avro strings, or enum indexes),
+    back to back: (offsets, data)."""
     if fmt == "json":
         encoded = [s.encode() for s in pool]
         if _NEEDS_ESCAPE.search("".join(pool)) is None:  # the common case: quote, no escapes
@@ -102,7 +104,7 @@ def _render_pool(
 def _row_pool(values: Any, fmt: Fmt) -> Op:
     """Any string column, as a pool with one entry per row (slow, but correct)."""
     texts = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
-    offsets, data = _render_pool(texts, fmt, None)  # one-off: not cached
+    offsets, data = render_pool(texts, fmt, None)  # one-off: not cached
     return (POOL, np.arange(len(texts), dtype=np.int32), offsets, data)
 
 
