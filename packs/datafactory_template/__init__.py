@@ -49,6 +49,7 @@ from datafactory_template.compose import (
     Array,
     Lookup,
     Member,
+    Object,
     Posting,
     Ref,
     Salts,
@@ -286,15 +287,23 @@ _MOVE_FIELDS = [{"name": "from_state", "type": "string"}, {"name": "to_state", "
 
 
 def _avro_fields(
-    fields: dict[str, Any], entities: dict[str, EntityTemplate], mover: str | None = None
+    fields: dict[str, Any],
+    entities: dict[str, EntityTemplate],
+    mover: str | None = None,
+    path: str = "",
 ) -> list[Any]:
+    """The fields' Avro fields; nested records are named by their path (``ShipGeo``), so
+    names never clash."""
     out = []
     for name, f in fields.items():
         nullable = f.null_rate > 0
         if isinstance(f, Array):
-            items = {"type": "record", "name": _record_name(name) + "Item",
-                     "fields": _avro_fields(f.items, entities)}  # fmt: skip
+            inner = _avro_fields(f.items, entities, None, f"{path}{name}_item_")
+            items = {"type": "record", "name": _record_name(path + name) + "Item", "fields": inner}
             t: Any = {"type": "array", "items": items}
+        elif isinstance(f, Object):
+            t = {"type": "record", "name": _record_name(path + name),
+                 "fields": _avro_fields(f.fields, entities, mover, f"{path}{name}_")}  # fmt: skip
         elif isinstance(f, Ref | Lookup | Member | Posting):
             target = resolved(f, fields, entities, mover)
             t, nullable = target.avro(), nullable or target.null_rate > 0

@@ -1,5 +1,6 @@
 """How a template's fields are put together: derived fields (``expr.py``), arrays of records,
-references to entities; and a block of every field of a stream (or entity), in order."""
+nested objects, references to entities; and a block of every field of a stream (or entity),
+in order."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from datafactory.engine.blocks import ListColumn
+from datafactory.engine.blocks import ListColumn, StructColumn
 from datafactory_template.expr import Env, ExprError, Expression, Num, half_away, rescale
 from datafactory_template.fields import (
     MAX_DECIMALS,
     Choice,
     Const,
     Context,
+    Date,
     Draws,
     Exponential,
     FieldBase,
@@ -114,30 +116,47 @@ class Array(FieldBase):
 
     @model_validator(mode="after")
     def _items(self) -> Array:
-        for name, f in self.items.items():
-            if isinstance(f, Array):
-                raise ValueError(f"item field {name!r}: arrays of arrays are not supported")
-            if not _NAME.match(name):
-                raise ValueError(f"item field name {name!r}: lower case letters, digits, _")
+        _check_names(self.items, "item field")
+        if (inner := _array_in(self.items)) is not None:
+            raise ValueError(f"item field {inner!r}: arrays of arrays are not supported")
         self._compiled = compile_fields(self.items, ("items",))
         return self
 
-    def avro_items(self, name: str) -> Any:
-        return {
-            "type": "record",
-            "name": "".join(p.capitalize() for p in name.split("_")) + "Item",
-            "fields": [f.avro_field(k) for k, f in self.items.items()],
-        }
 
-    def avro(self) -> Any:
-        raise NotImplementedError  # (avro_field below: the item record is named by the field)
+class Object(FieldBase):
+    """A nested record of its own fields (JSON object, Avro record, Parquet struct), made for
+    the same event: its derived fields name the fields before them in it, its lookups the
+    ref fields in it; the event's derived fields after it name its numbers as
+    ``object.field``."""
 
-    def avro_field(self, name: str) -> dict[str, Any]:
-        t = {"type": "array", "items": self.avro_items(name)}
-        out: dict[str, Any] = {"name": name, "type": ["null", t] if self.null_rate > 0 else t}
-        if self.doc:
-            out["doc"] = self.doc
-        return out
+    gen: Literal["object"]
+    fields: dict[str, AnyField] = Field(..., min_length=1, max_length=50)
+    _compiled: dict[str, Expression] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fields(self) -> Object:
+        _check_names(self.fields, "field")
+        for name, f in self.fields.items():
+            if isinstance(f, Posting | Declined):
+                raise ValueError(f"field {name!r}: postings are fields of the event itself")
+        self._compiled = compile_fields(self.fields, ("fields",))
+        return self
+
+
+def _check_names(fields: dict[str, Any], what: str) -> None:
+    for name in fields:
+        if not _NAME.match(name):
+            raise ValueError(f"{what} name {name!r}: lower case letters, digits, _")
+
+
+def _array_in(fields: dict[str, Any]) -> str | None:
+    """An array among ``fields`` or inside their objects (its name), if any."""
+    for name, f in fields.items():
+        if isinstance(f, Array):
+            return name
+        if isinstance(f, Object) and (inner := _array_in(f.fields)) is not None:
+            return f"{name}.{inner}"
+    return None
 
 
 class Ref(FieldBase):
@@ -191,11 +210,14 @@ class Member(FieldBase):
 
 AnyField = Annotated[
     Uniform | Normal | LogNormal | Exponential | Zipf | Const | Choice | Sequence | Uuid
-    | Words | Pattern | Time | Derived | Array | Ref | Lookup | Member | Posting | Declined,
+    | Words | Pattern | Time | Date | Derived | Array | Object | Ref | Lookup | Member
+    | Posting | Declined,
     Field(discriminator="gen"),
 ]  # fmt: skip
 Array.model_rebuild()
+Object.model_rebuild()
 NUMERIC = (NumberBase, Zipf, Sequence, Derived)
+COMPOSED = (Derived, Array, Object, Ref, Lookup, Member, Posting, Declined)  # made below
 
 
 def _numeric(f: Any) -> bool:
@@ -224,8 +246,21 @@ def compile_fields(
                 raise invalid("expr", [((*where, name, "expr"), str(e), f.expr)]) from None
         if isinstance(f, Array):
             known[name] = {k for k, x in f.items.items() if _numeric(x)}
+        elif isinstance(f, Object):
+            known.update(dict.fromkeys(_numbers_in(f, name)))
         elif _numeric(f):
             known[name] = None
+    return out
+
+
+def _numbers_in(f: Object, path: str) -> list[str]:
+    """An object's numbers, as a derived field after it names them (``ship.cost``)."""
+    out: list[str] = []
+    for name, sub in f.fields.items():
+        if isinstance(sub, Object):
+            out += _numbers_in(sub, f"{path}.{name}")
+        elif _numeric(sub):
+            out.append(f"{path}.{name}")
     return out
 
 
@@ -256,12 +291,12 @@ def make_fields(
         d = Draws(ctx.seq, salts.of(name))
         if isinstance(f, Derived):
             made = f.compute(compiled[name], env, n)
-            if f.null_rate > 0:
-                extra = d.u(lane=31) < f.null_rate
-                made = Made(made.column, extra if made.nulls is None else made.nulls | extra)
         elif isinstance(f, Array):
-            made, items_env = _array(f, name, d, ctx, salts)
-            env.items[name] = items_env
+            made, env.items[name] = _array(f, name, d, ctx, salts)
+        elif isinstance(f, Object):
+            cols, sub_nulls, sub_env = make_fields(f.fields, f._compiled, ctx, salts.under(name))
+            made = Made(StructColumn(cols, sub_nulls))
+            env.fields.update({f"{name}.{k}": v for k, v in sub_env.fields.items()})
         elif isinstance(f, Member):
             entity, members = ctx.mover
             made = ctx.world.values(entity, members, f.field)
@@ -278,11 +313,10 @@ def make_fields(
             entity, members = picked[_ref_of(f, name)]
             made = ctx.world.values(entity, members, f.field)
             _member_number(env, name, ctx.world.entities[entity].fields[f.field], made)
-            if f.null_rate > 0:
-                extra = d.u(lane=31) < f.null_rate
-                made = Made(made.column, extra if made.nulls is None else made.nulls | extra)
         else:
             made = f.make(d, ctx)
+        if isinstance(f, COMPOSED):  # (a plain field's make applies its null rate)
+            made = made.or_null(f.null_mask(d))
         columns[name] = made.column
         if made.nulls is not None:
             nulls[name] = made.nulls
@@ -313,9 +347,7 @@ def _array(
     item_ctx = Context(ctx.seq[parent] * ITEM_STRIDE + k, ctx.event_time[parent], ctx.run_seed,
                        f"{ctx.stream}#{name}", ctx.world)  # fmt: skip
     cols, item_nulls, env = make_fields(f.items, f._compiled, item_ctx, salts.under(name))
-    column = ListColumn(offsets, cols, item_nulls)
-    made = Made(column, d.u(lane=31) < f.null_rate if f.null_rate > 0 else None)
-    return made, (offsets, env.fields)
+    return Made(ListColumn(offsets, cols, item_nulls)), (offsets, env.fields)
 
 
 class Salts:

@@ -23,6 +23,7 @@ from datafactory_template.compose import (
     Declined,
     Lookup,
     Member,
+    Object,
     Posting,
     Ref,
     Salts,
@@ -32,6 +33,7 @@ from datafactory_template.compose import (
 from datafactory_template.expr import Expression
 from datafactory_template.fields import (
     Context,
+    Date,
     Draws,
     Made,
     Problem,
@@ -59,10 +61,13 @@ class EntityTemplate(BaseModel):
     @model_validator(mode="after")
     def _fields(self) -> EntityTemplate:
         for name, f in self.fields.items():
-            if isinstance(f, Ref | Lookup | Array | Time | Member):
+            if isinstance(f, Ref | Lookup | Array | Object | Time | Member) or (
+                isinstance(f, Date) and f.between is None
+            ):
                 raise ValueError(
                     f"field {name!r}: an entity's fields are plain values or derived from "
-                    "its other fields (no ref, lookup, member, array or time)"
+                    "its other fields (no ref, lookup, member, array, object or time; a date "
+                    "is between two dates)"
                 )
         if self.balance is not None:
             opening = self.fields.get(self.balance.opening)
@@ -143,6 +148,8 @@ def check_references(
         loc = (*where, name)
         if isinstance(f, Array):
             problems += check_references(f.items, entities, (*loc, "items"))
+        if isinstance(f, Object):
+            problems += check_references(f.fields, entities, (*loc, "fields"), mover)
         if isinstance(f, Ref):
             if f.entity not in entities:
                 known = ", ".join(sorted(entities)) or "none"

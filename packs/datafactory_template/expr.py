@@ -3,10 +3,11 @@
     total: {expr: "round(sum(items.qty * items.price) * (1 + tax), 2)", decimals: 2}
 
 The text is parsed once (Python's ``ast``, ``eval`` mode) and only these are allowed: numbers,
-names of fields defined before it, ``items.qty`` (a field of an array's items), ``+ - * / //
-%``, unary ``-``, and the functions ``sum`` (over an array's items), ``min`` / ``max`` (two
-values), ``abs``, ``round(x, places)``. Nothing else is evaluated: no attribute but an item
-field, no subscripts, no other calls. A name that is not a field, an array used where a
+names of fields defined before it, ``items.qty`` (a field of an array's items), ``ship.cost``
+(a number of an object before it), ``+ - * / // %``, unary ``-``, and the functions ``sum``
+(over an array's items), ``min`` / ``max`` (two values), ``abs``, ``round(x, places)``.
+Nothing else is evaluated: no attribute but an item field or an object's number, no
+subscripts, no other calls. A name that is not a field, an array used where a
 value is meant, or anything else is a config error naming the field.
 
 Values with decimals are exact: a decimal is carried as integers in minor units with its
@@ -93,9 +94,16 @@ class Expression:
             self.uses.add(node.id)
             return
         if isinstance(node, ast.Attribute):
+            path = _dotted(node)
+            if path is not None and path in known and known[path] is None:  # an object's
+                self.uses.add(path)
+                return
             base = node.value
             if not isinstance(base, ast.Name) or base.id not in known or known[base.id] is None:
-                raise ExprError("only an array's item fields may be named with a dot")
+                raise ExprError(
+                    f"no number {path or ast.unparse(node)!r} before this one: a dot names an "
+                    "object's number (ship.cost) or an array's item field (sum(items.qty))"
+                )
             item_fields = known[base.id] or set()
             if node.attr not in item_fields:
                 raise ExprError(f"array {base.id!r} has no item field {node.attr!r}")
@@ -158,6 +166,9 @@ def _eval(node: ast.AST, env: Env, n: int, items: str | None) -> Num:
     if isinstance(node, ast.Name):
         return env.fields[node.id]
     if isinstance(node, ast.Attribute):
+        path = _dotted(node)
+        if path in env.fields:  # an object's number
+            return env.fields[path]
         assert isinstance(node.value, ast.Name)
         return env.items[node.value.id][1][node.attr]
     if isinstance(node, ast.UnaryOp):
@@ -169,7 +180,7 @@ def _eval(node: ast.AST, env: Env, n: int, items: str | None) -> Num:
     assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
     name = node.func.id
     if name == "sum":
-        array = _array_of(node.args[0])
+        array = _array_of(node.args[0], env)
         off, _ = env.items[array]
         v = _eval(node.args[0], env, n, array)
         totals = np.zeros(n, dtype=v.values.dtype)
@@ -213,11 +224,24 @@ def rescale(values: I64, scale: int, places: int) -> I64:
     return out
 
 
-def _array_of(node: ast.AST) -> str:
+def _array_of(node: ast.AST, env: Env) -> str:
     for sub in ast.walk(node):
-        if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+        if (
+            isinstance(sub, ast.Attribute)
+            and isinstance(sub.value, ast.Name)
+            and (sub.value.id in env.items)
+        ):
             return sub.value.id
     raise ExprError("sum() is over an array's item fields (sum(items.price))")
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``a.b.c`` of names and attributes (None: something else)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute) and (base := _dotted(node.value)) is not None:
+        return f"{base}.{node.attr}"
+    return None
 
 
 def _align(a: Num, b: Num) -> tuple[Num, Num]:

@@ -10,6 +10,7 @@ mode alike.
 from __future__ import annotations
 
 import collections.abc
+import datetime as dt
 import functools
 import math
 import re
@@ -69,6 +70,12 @@ class Made:
         self.column = column
         self.nulls = nulls
 
+    def or_null(self, extra: npt.NDArray[np.bool_] | None) -> Made:
+        """Null where it was, and where ``extra`` says too."""
+        if extra is None:
+            return self
+        return Made(self.column, extra if self.nulls is None else self.nulls | extra)
+
 
 class FieldBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -93,17 +100,11 @@ class FieldBase(BaseModel):
         raise NotImplementedError
 
     def make(self, d: Draws, ctx: Context) -> Made:
-        column = self.values(d, ctx)
-        if self.null_rate <= 0:
-            return Made(column)
-        return Made(column, d.u(lane=31) < self.null_rate)
+        return Made(self.values(d, ctx)).or_null(self.null_mask(d))
 
-    def avro_field(self, name: str) -> dict[str, Any]:
-        t = self.avro()
-        out: dict[str, Any] = {"name": name, "type": ["null", t] if self.null_rate > 0 else t}
-        if self.doc:
-            out["doc"] = self.doc
-        return out
+    def null_mask(self, d: Draws) -> npt.NDArray[np.bool_] | None:
+        """Where its null rate makes it null (None: nowhere)."""
+        return d.u(lane=31) < self.null_rate if self.null_rate > 0 else None
 
 
 class Context:
@@ -458,3 +459,45 @@ class Time(FieldBase):
     def values(self, d: Draws, ctx: Context) -> Any:
         lo, hi = self.offset
         return ctx.event_time + ((lo + d.u() * (hi - lo)) * 1e6).astype(np.int64)
+
+
+DAY_US = 86_400_000_000
+_YEAR_1, _YEAR_9999 = dt.date(1, 1, 1), dt.date(9999, 12, 31)
+_EPOCH = dt.date(1970, 1, 1)
+
+
+class Date(FieldBase):
+    """A calendar date (Avro ``date``; JSON ``"2026-03-02"``): ``offset`` whole days from the
+    event's own (UTC) date, uniform between the two (both included), or uniform ``between``
+    two dates."""
+
+    gen: Literal["date"]
+    offset: tuple[int, int] | None = Field(None, description="[from, to] days from the event's")
+    between: tuple[dt.date, dt.date] | None = Field(None, description="[first, last] dates")
+
+    @model_validator(mode="after")
+    def _range(self) -> Date:
+        if self.offset is not None and self.between is not None:
+            raise ValueError("offset (days from the event's date) or between (two dates): one")
+        lo, hi = self.offset or (0, 0)
+        if lo > hi or max(abs(lo), abs(hi)) > 200 * 366:
+            raise ValueError("offset is [from, to] days, from <= to, within 200 years")
+        if self.between is not None and self.between[0] > self.between[1]:
+            raise ValueError("between is [first, last]: first is not after last")
+        return self
+
+    def avro(self) -> Any:
+        return {"type": "int", "logicalType": "date"}
+
+    def values(self, d: Draws, ctx: Context) -> Any:
+        if self.between is not None:
+            first, last = ((x - _EPOCH).days for x in self.between)
+            base = np.full(len(ctx.seq), first, dtype=np.int64)
+            lo, hi = 0, last - first
+        else:
+            base = np.floor_divide(ctx.event_time, DAY_US)
+            lo, hi = self.offset or (0, 0)
+        days = base + lo + np.minimum((d.u() * (hi - lo + 1)).astype(np.int64), hi - lo)
+        # the years every format writes (a date 200 years from 9990 stays within them)
+        floor, ceiling = (_YEAR_1 - _EPOCH).days, (_YEAR_9999 - _EPOCH).days
+        return np.clip(days, floor, ceiling).astype(np.int32)

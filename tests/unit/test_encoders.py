@@ -14,9 +14,10 @@ import orjson
 import pytest
 
 from datafactory.encoders import fast
+from datafactory.encoders.arrow import ArrowConverter
 from datafactory.encoders.avro import AvroEncoder, to_avro_records
 from datafactory.encoders.json import JsonEncoder
-from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
+from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock, StructColumn, concat
 from datafactory.engine.seeding import SeedTree
 from datafactory.runtime.drive import uniform_times
 from datafactory.schema import load_schema, make_schema
@@ -40,6 +41,8 @@ def ref_value(v: Any, t: Any) -> str:
         if lt == "timestamp-micros":
             d = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=v)
             return '"' + d.strftime("%Y-%m-%dT%H:%M:%S.%f") + 'Z"'
+        if lt == "date":
+            return '"' + (dt.date(1970, 1, 1) + dt.timedelta(days=v)).isoformat() + '"'
         if t["type"] == "array":
             return "[" + ",".join(ref_value(x, t["items"]) for x in v) + "]"
         if t["type"] == "record":
@@ -288,3 +291,107 @@ def test_fingerprint_matches_the_spec_algorithm() -> None:
     assert crc64_avro(b'"int"') == 0x7275D51A3F395C8F
     schema = load_schema("retail.pos_transaction")
     assert schema.fingerprint == crc64_avro(schema.canonical.encode()).to_bytes(8, "little")
+
+
+_DATE = {"type": "int", "logicalType": "date"}
+_CENTS = {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}
+NESTED = make_schema(
+    "test.nested",
+    {
+        "type": "record",
+        "name": "Nested",
+        "fields": [
+            {"name": "event_id", "type": "string"},
+            {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+            {"name": "born", "type": _DATE},
+            {
+                "name": "ship",
+                "type": ["null", {"type": "record", "name": "Ship", "fields": [
+                    {"name": "city", "type": "string"},
+                    {"name": "cost", "type": _CENTS},
+                    {"name": "due", "type": ["null", _DATE]},
+                    {"name": "geo", "type": {"type": "record", "name": "Geo", "fields": [
+                        {"name": "lat", "type": "double"},
+                        {"name": "tags", "type": {"type": "array", "items": "string"}},
+                    ]}},
+                ]}],
+            },
+        ],
+    },
+)  # fmt: skip
+
+
+def nested_block(n: int = 6, first: int = 0) -> RecordBlock:
+    """Nested records (one nullable, one inside it, with a list) and dates either side of
+    1970, the ends of the years the encoders write included."""
+    rows = np.arange(first, first + n)
+    days = np.array([-1, 0, 1, 20_514, -719_162, 2_932_896])[rows % 6]  # 0001-01-01, 9999-12-31
+    tags = ListColumn(
+        np.concatenate([[0], np.cumsum(rows % 3)]).astype(np.int32),
+        {"value": DictColumn((np.arange(int((rows % 3).sum())) % 2).astype(np.int32), ("a", "é"))},
+    )
+    geo = StructColumn({"lat": rows * 0.5 - 1.25, "tags": tags})
+    ship = StructColumn(
+        {
+            "city": DictColumn((rows % 2).astype(np.int32), ("Oslo", 'Q"uote')),
+            "cost": (rows * 1999 - 3).astype(np.int64),
+            "due": (days // 2).astype(np.int32),
+            "geo": geo,
+        },
+        {"due": rows % 4 == 1},
+    )
+    return RecordBlock(
+        stream="test.nested",
+        seq=rows.astype(np.int64),
+        event_time=(rows * 1_000_000).astype(np.int64),
+        key=np.zeros(n, dtype=np.int64),
+        columns={"born": days.astype(np.int32), "ship": ship},
+        nulls={"ship": rows % 5 == 2},
+    )
+
+
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_nested_records_and_dates_in_every_format(fast_path: bool) -> None:
+    block = concat([nested_block(4), nested_block(8, first=4)])  # joined blocks keep their rows
+    assert column_values(block.take(np.array([5, 1])))[0] == column_values(block)[5]
+    records = block.to_records(3)
+    assert records[1]["ship"]["due"] is None and records[2]["ship"] is None
+    # JSON, against the reference written record by record
+    batch = JsonEncoder(NESTED, 3, fast_path=fast_path).encode(block)
+    text = bytes(batch.payload[: int(batch.offsets[-1])]).decode()
+    assert text == "".join(ref_record(r, NESTED.fields) + "\n" for r in records)
+    assert '"born":"0001-01-01"' in text and '"born":"9999-12-31"' in text
+    assert '"born":"1969-12-31"' in text and '"ship":null' in text
+    # Avro, read back by fastavro: dates as dates, decimals as Decimals, nested nulls kept
+    avro = AvroEncoder(NESTED, 3, fast_path=fast_path).encode(block)
+    for i, want in enumerate(records):
+        got = fastavro.schemaless_reader(io.BytesIO(bytes(avro.record(i))), NESTED.parsed, None)
+        assert got["born"] == dt.date(1970, 1, 1) + dt.timedelta(days=want["born"])
+        if want["ship"] is None:
+            assert got["ship"] is None
+            continue
+        assert got["ship"]["cost"] == Decimal(want["ship"]["cost"]).scaleb(-2)
+        assert got["ship"]["geo"] == want["ship"]["geo"]
+        due = want["ship"]["due"]
+        assert got["ship"]["due"] == (
+            None if due is None else dt.date(1970, 1, 1) + dt.timedelta(days=due)
+        )
+    # Arrow (Parquet): structs, date32, the same nulls
+    table = ArrowConverter(NESTED, 3).batch(block).to_pylist()
+    assert [r["ship"] is None for r in table] == [r["ship"] is None for r in records]
+    assert table[0]["born"] == dt.date(1969, 12, 31)
+    assert table[3]["ship"]["geo"] == records[3]["ship"]["geo"]
+    assert table[4]["ship"]["cost"] == Decimal(records[4]["ship"]["cost"]).scaleb(-2)
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+def test_nested_records_fast_path_and_fallback_are_the_same_bytes(fmt: str) -> None:
+    cls = JsonEncoder if fmt == "json" else AvroEncoder
+    block = nested_block(60)
+    a = cls(NESTED, 8, fast_path=True).encode(block)
+    b = cls(NESTED, 8, fast_path=False).encode(block)
+    assert bytes(a.payload[: int(a.offsets[-1])]) == bytes(b.payload[: int(b.offsets[-1])])
+
+
+def column_values(block: RecordBlock) -> list[Any]:
+    return [r["ship"] for r in block.to_records(3)]

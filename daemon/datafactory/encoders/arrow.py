@@ -1,11 +1,11 @@
 """Blocks to Arrow record batches, typed from the Avro schema (batch mode's Parquet).
 
 Types follow the schema, not the numpy dtypes: ``timestamp-micros`` is
-``timestamp[us, tz=UTC]``, ``decimal`` is ``decimal128(precision, scale)`` (the block's int64
-minor units are the unscaled value), ``int`` is int32, ``long`` int64, enums and strings are
-strings (dictionary-encoded where the block has a pool, which Parquet keeps as dictionary
-pages), arrays of records are lists of structs, ``["null", X]`` is a nullable X. Numeric
-columns go over without a copy.
+``timestamp[us, tz=UTC]``, ``date`` is ``date32``, ``decimal`` is ``decimal128(precision,
+scale)`` (the block's int64 minor units are the unscaled value), ``int`` is int32, ``long``
+int64, enums and strings are strings (dictionary-encoded where the block has a pool, which
+Parquet keeps as dictionary pages), arrays of records are lists of structs, nested records
+structs, ``["null", X]`` is a nullable X. Numeric columns go over without a copy.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
+from datafactory.engine.blocks import DictColumn, RecordBlock, StructColumn
 from datafactory.schema import EventSchema
 
 Convert = Callable[[Any, Any], pa.Array]
@@ -37,6 +37,8 @@ def arrow_type(ftype: Any) -> tuple[pa.DataType, bool]:
             return _decimal_type(ftype), False
         if logical == "timestamp-micros":
             return pa.timestamp("us", tz="UTC"), False
+        if logical == "date":
+            return pa.date32(), False
         if t in ("enum", "string"):
             return pa.string(), False
         if t == "array":
@@ -95,38 +97,47 @@ def _converter(ftype: Any) -> Convert:
         return lambda col, _m: pa.Array.from_buffers(
             atype, len(col), [None, pa.py_buffer(np.ascontiguousarray(col, dtype=np.int64))]
         )
+    if logical == "date":
+        return lambda col, _m: pa.array(np.asarray(col, dtype=np.int32), pa.int32()).cast(atype)
     if t in ("string", "enum"):
         return lambda col, _m: _string(col)
     if t == "array":
         items = ftype["items"]
         if isinstance(items, dict) and items.get("type") == "record":
-            fields = items["fields"]
-            convs = [(f["name"], _converter(f["type"]), _field(f)) for f in fields]
-
-            def records(col: ListColumn, _m: object) -> pa.Array:
-                kids = [conv(col.children[name], col.nulls.get(name)) for name, conv, _ in convs]
-                struct = pa.StructArray.from_arrays(
-                    kids,
-                    fields=[
-                        pa.field(f.name, k.type, nullable=f.nullable)
-                        for (_, _, f), k in zip(convs, kids, strict=True)
-                    ],
-                )
-                return pa.ListArray.from_arrays(pa.array(col.offsets), struct)
-
-            return records
+            struct = _converter(items)
+            return lambda col, _m: pa.ListArray.from_arrays(
+                pa.array(col.offsets), struct((col.children, col.nulls), None)
+            )
         item = _converter(items)
         return lambda col, _m: pa.ListArray.from_arrays(
             pa.array(col.offsets), item(col.children["value"], None)
         )
     if t == "record":
-        raise NotImplementedError("Arrow: a record field outside an array")
+        convs = [(f["name"], _converter(f["type"]), _field(f)) for f in ftype["fields"]]
+
+        def record(col: Any, _m: object) -> pa.Array:
+            # a nested record's StructColumn, or (columns, null masks) of an array's items
+            columns, nulls = (col.children, col.nulls) if isinstance(col, StructColumn) else col
+            kids = [conv(columns[name], nulls.get(name)) for name, conv, _ in convs]
+            return pa.StructArray.from_arrays(
+                kids,
+                fields=[
+                    pa.field(f.name, k.type, nullable=f.nullable)
+                    for (_, _, f), k in zip(convs, kids, strict=True)
+                ],
+            )
+
+        return record
     return lambda col, _m: pa.array(np.asarray(col), type=atype)
 
 
 def _nullable(arr: pa.Array, mask: npt.NDArray[np.bool_] | None) -> pa.Array:
     if mask is None or not mask.any():
         return arr
+    if isinstance(arr, pa.StructArray):
+        return pa.StructArray.from_arrays(
+            arr.flatten(), fields=list(arr.type), mask=pa.array(mask, pa.bool_())
+        )
     if isinstance(arr, pa.DictionaryArray):
         indices = arr.indices.to_numpy(zero_copy_only=False)
         return pa.DictionaryArray.from_arrays(pa.array(indices, mask=mask), arr.dictionary)

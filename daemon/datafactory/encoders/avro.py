@@ -22,18 +22,22 @@ from datafactory.schema import EventSchema
 
 
 def _decimal_fields(fields: list[dict[str, Any]]) -> dict[str, Any]:
-    """Field name -> scale for decimals, or -> nested mapping for arrays of records."""
+    """Field name -> scale for decimals, or -> ("array" | "record", nested mapping) for
+    arrays of records and nested records that hold decimals."""
     out: dict[str, Any] = {}
     for f in fields:
         t = f["type"]
         if isinstance(t, list):
             t = next((x for x in t if x != "null"), t)
-        if isinstance(t, dict) and t.get("logicalType") == "decimal":
+        if not isinstance(t, dict):
+            continue
+        if t.get("logicalType") == "decimal":
             out[f["name"]] = int(t.get("scale", 0))
-        elif isinstance(t, dict) and t.get("type") == "array" and isinstance(t["items"], dict):
-            nested = _decimal_fields(t["items"].get("fields", []))
-            if nested:
-                out[f["name"]] = nested
+        elif t.get("type") == "array" and isinstance(t["items"], dict):
+            if nested := _decimal_fields(t["items"].get("fields", [])):
+                out[f["name"]] = ("array", nested)
+        elif t.get("type") == "record" and (nested := _decimal_fields(t["fields"])):
+            out[f["name"]] = ("record", nested)
     return out
 
 
@@ -42,9 +46,10 @@ def _fix(record: dict[str, Any], spec: dict[str, Any]) -> None:
         v = record.get(name)
         if v is None:
             continue
-        if isinstance(scale, dict):
-            for item in v:
-                _fix(item, scale)
+        if isinstance(scale, tuple):
+            kind, nested = scale
+            for item in v if kind == "array" else (v,):
+                _fix(item, nested)
         else:
             record[name] = Decimal(v).scaleb(-scale)
 

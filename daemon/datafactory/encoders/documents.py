@@ -22,11 +22,13 @@ import numpy as np
 import numpy.typing as npt
 
 from datafactory.encoders import fast
+from datafactory.encoders.fast import DATE as DATE  # the time styles (of ``Program.time``)
+from datafactory.encoders.fast import DEC, INT, JOIN, LIT, PADINT, POOL, TIME
+from datafactory.encoders.fast import HL7_DATE as HL7_DATE
+from datafactory.encoders.fast import HL7_SECONDS as HL7_SECONDS
+from datafactory.encoders.fast import ISO_SECONDS as ISO_SECONDS
+from datafactory.encoders.fast import LIST as JSON_LIST
 
-LIT, INT, DEC, POOL, JSON_LIST = fast.LIT, fast.INT, fast.DEC, fast.POOL, fast.LIST
-PADINT, TIME, JOIN = 11, 12, 13
-# time styles (epoch µs, UTC)
-ISO_SECONDS, DATE, HL7_SECONDS, HL7_DATE = range(4)
 _STRFTIME = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d", "%Y%m%d%H%M%S", "%Y%m%d")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -23,7 +23,7 @@ import numpy.typing as npt
 import orjson
 
 from datafactory.encoders.varint import zigzag_varint
-from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
+from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock, StructColumn
 from datafactory.engine.identity import event_id_base
 
 try:  # built from _fastrender.c at install time
@@ -34,7 +34,10 @@ except ImportError:  # pragma: no cover - exercised on installs without a compil
 # the extension module itself (None when not built), for other compiled helpers (Kafka batches)
 NATIVE: Any = _fastrender
 
-LIT, INT, DEC, TS, POOL, FIXED, BOOL, DOUBLE, NULLABLE, LIST, UUID = range(11)
+LIT, INT, DEC, TS, POOL, FIXED, BOOL, DOUBLE, NULLABLE, LIST, UUID, PADINT, TIME, JOIN = range(14)
+# TIME's styles (of epoch µs, UTC): 2026-03-02T10:04:05, 2026-03-02, 20260302100405, 20260302
+ISO_SECONDS, DATE, HL7_SECONDS, HL7_DATE = range(4)
+DAY_US = 86_400_000_000
 FMT_CODE = {"json": 0, "avro": 1}
 
 Fmt: TypeAlias = Literal["json", "avro"]
@@ -155,6 +158,18 @@ def _ts(col: Any, _m: object) -> list[Op]:
     return [(TS, np.ascontiguousarray(col, dtype=np.int64))]
 
 
+def _date(fmt: Fmt) -> FieldCompiler:
+    """Days since 1970-01-01: an Avro int, or a JSON string ``"2026-03-02"``."""
+
+    def emit(col: Any, _m: object) -> list[Op]:
+        days = np.ascontiguousarray(col, dtype=np.int64)
+        if fmt == "avro":
+            return [(INT, days)]
+        return [(LIT, b'"'), (TIME, days * DAY_US, DATE), (LIT, b'"')]
+
+    return emit
+
+
 def _bool(col: Any, _m: object) -> list[Op]:
     return [(BOOL, np.ascontiguousarray(col, dtype=np.bool_))]
 
@@ -179,7 +194,8 @@ def _record(fields: list[dict[str, Any]], fmt: Fmt, end: bytes = b"}") -> FieldC
         plan.append((lit, f["name"], compile_type(f["type"], fmt)))
 
     def emit(col: Any, _m: object) -> list[Op]:
-        columns, nulls = col
+        # a nested record's StructColumn, or (columns, null masks) of the event or an item
+        columns, nulls = (col.children, col.nulls) if isinstance(col, StructColumn) else col
         ops: list[Op] = []
         for lit, name, fn in plan:
             if fmt == "json":
@@ -215,6 +231,8 @@ def compile_type(t: Any, fmt: Fmt) -> FieldCompiler:
             return _decimal(int(t.get("scale", 0)))
         if logical == "timestamp-micros":
             return _ts
+        if logical == "date":
+            return _date(fmt)
         if base == "enum":
             return _string(fmt, tuple(t["symbols"]) if fmt == "avro" else None)
         if base == "array":

@@ -10,9 +10,10 @@ Rendering rules (the same as :func:`reference_json` in the tests' eyes):
 * strings from a pool are escaped once per distinct value (orjson), then taken by code;
 * ints as decimal text; Avro ``decimal`` (int64 minor units) as exact decimal text
   (``12.30``); ``timestamp-micros`` as RFC 3339 UTC with microseconds
-  (``2026-01-01T09:30:00.000123Z``); doubles in shortest round-trip form, non-finite as null;
+  (``2026-01-01T09:30:00.000123Z``); ``date`` (days) as ``"2026-01-01"``; doubles in shortest
+  round-trip form, non-finite as null;
 * nullable fields (``["null", X]``) are ``null`` where the block's null mask says so;
-* arrays of records via list offsets and ``binary_join``.
+* arrays of records via list offsets and ``binary_join``; nested records as objects.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pyarrow.compute as pc
 
 from datafactory.encoders import fast
 from datafactory.encoders.base import EncodedBatch
-from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock
+from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock, StructColumn
 from datafactory.schema import EventSchema
 
 Piece: TypeAlias = "pa.Array | str"
@@ -94,6 +95,11 @@ def _render_timestamp_us(col: npt.NDArray[np.int64], _m: object) -> list[Piece]:
     return [pc.take(pool, pa.array(inverse.astype(np.int32))), frac, 'Z"']
 
 
+def _render_date(col: npt.NDArray[np.int32], _m: object) -> list[Piece]:
+    days = pa.array(np.asarray(col, dtype=np.int32), type=pa.int32()).cast(pa.date32())
+    return ['"', pc.strftime(days, "%Y-%m-%d"), '"']
+
+
 def _render_string(col: Any, _m: object) -> list[Piece]:
     if isinstance(col, DictColumn):
         return [pc.take(_json_pool(col.pool), pa.array(col.codes))]
@@ -144,6 +150,8 @@ def _renderer_for(ftype: Any) -> Renderer:
             return _decimal_renderer(int(ftype.get("scale", 0)), int(ftype["precision"]))
         if logical == "timestamp-micros":
             return _render_timestamp_us
+        if logical == "date":
+            return _render_date
         if t == "enum":
             return _render_string
         if t == "array":
@@ -179,7 +187,8 @@ def _array_renderer(items: Any) -> Renderer:
 
 
 def _record_renderer(fields: list[dict[str, Any]], *, end: str) -> Renderer:
-    """A record's pieces; ``col`` is ``(columns, null masks)``, both mappings by field name."""
+    """A record's pieces; ``col`` is a nested record's StructColumn, or ``(columns, null
+    masks)`` (of the event, or of an array's items), both mappings by field name."""
     plan = [
         (
             ("{" if i == 0 else ",") + orjson.dumps(f["name"]).decode() + ":",
@@ -190,7 +199,7 @@ def _record_renderer(fields: list[dict[str, Any]], *, end: str) -> Renderer:
     ]
 
     def render(col: Any, _m: object) -> list[Piece]:
-        columns, nulls = col
+        columns, nulls = (col.children, col.nulls) if isinstance(col, StructColumn) else col
         pieces: list[Piece] = []
         for literal, name, fn in plan:
             pieces.append(literal)

@@ -11,7 +11,9 @@ Column kinds (all numpy underneath):
 * :class:`DictColumn` for strings drawn from a pool (ids, enums): int32 codes into a tuple of
   strings, so encoders render each distinct string once;
 * :class:`ListColumn` for arrays of records (basket line items): Arrow-style int32 offsets
-  plus a dict of child columns.
+  plus a dict of child columns;
+* :class:`StructColumn` for a nested record (an order's shipping address): a child column
+  per field, one row each per event.
 
 Null masks live beside the columns (``True`` means null) and only for nullable fields.
 """
@@ -90,13 +92,43 @@ class ListColumn:
         )
 
 
-Column: TypeAlias = "np.ndarray[Any, Any] | DictColumn | ListColumn"
+@dataclass(frozen=True, slots=True)
+class StructColumn:
+    """A nested record per row: a child column per field (each as long as the block), with
+    the null masks of its nullable fields. (Whether the record itself is null is the
+    block's, or its parent's, null mask, as for any other column.)"""
+
+    children: Mapping[str, Column]
+    nulls: Mapping[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.children.values())))
+
+    def take(self, idx: npt.NDArray[np.intp] | slice) -> StructColumn:
+        return StructColumn(
+            {k: _take(c, idx) for k, c in self.children.items()},
+            {k: m[idx] for k, m in self.nulls.items()},
+        )
+
+
+Column: TypeAlias = "np.ndarray[Any, Any] | DictColumn | ListColumn | StructColumn"
 
 
 def _take(col: Column, idx: npt.NDArray[np.intp] | slice) -> Column:
-    if isinstance(col, DictColumn | ListColumn):
+    if isinstance(col, DictColumn | ListColumn | StructColumn):
         return col.take(idx)
     return col[idx]
+
+
+def _concat_nulls(
+    masks: list[tuple[Mapping[str, npt.NDArray[np.bool_]], int]],
+) -> dict[str, npt.NDArray[np.bool_]]:
+    """Null masks of parts (each: its masks by name, its length) as one (absent: not null)."""
+    names = {k for m, _ in masks for k in m}
+    return {
+        k: np.concatenate([m[k] if k in m else np.zeros(n, dtype=np.bool_) for m, n in masks])
+        for k in names
+    }
 
 
 class Patch:
@@ -161,11 +193,7 @@ def concat(blocks: list[RecordBlock]) -> RecordBlock:
         patches += [Patch(p.rows + base, p.params, p.step, p.kind) for p in b.patches]
         labels += [Label(x.kind, x.rows + base, x.details) for x in b.labels]
         base += len(b)
-    nulls = {}
-    for k in {k for b in blocks for k in b.nulls}:
-        nulls[k] = np.concatenate(
-            [b.nulls.get(k, np.zeros(len(b), dtype=np.bool_)) for b in blocks]
-        )
+    nulls = _concat_nulls([(b.nulls, len(b)) for b in blocks])
     return RecordBlock(
         stream=first.stream,
         seq=np.concatenate([b.seq for b in blocks]),
@@ -210,18 +238,20 @@ def _concat_col(cols: list[Column]) -> Column:
             )
             for k in head.children
         }
-        nulls = {
-            k: np.concatenate(
-                [
-                    c.nulls[k][int(c.offsets[0]) : int(c.offsets[-1])]
-                    if k in c.nulls
-                    else np.zeros(int(c.offsets[-1] - c.offsets[0]), dtype=np.bool_)
-                    for c in lists
-                ]
-            )
-            for k in {k for c in lists for k in c.nulls}
-        }
+        nulls = _concat_nulls(
+            [
+                ({k: m[int(c.offsets[0]) : int(c.offsets[-1])] for k, m in c.nulls.items()},
+                 int(c.offsets[-1] - c.offsets[0]))
+                for c in lists
+            ]
+        )  # fmt: skip
         return ListColumn(np.concatenate(offsets), children, nulls)
+    if isinstance(head, StructColumn):
+        structs = [c for c in cols if isinstance(c, StructColumn)]
+        return StructColumn(
+            {k: _concat_col([c.children[k] for c in structs]) for k in head.children},
+            _concat_nulls([(c.nulls, len(c)) for c in structs]),
+        )
     return np.concatenate(cols)  # type: ignore[arg-type]
 
 
@@ -229,10 +259,11 @@ def column_to_list(col: Column) -> list[Any]:
     """Python values of a column (reference path for tests, samples and slow encoders)."""
     if isinstance(col, DictColumn):
         return col.to_list()
+    if isinstance(col, StructColumn):
+        kids = _with_nulls({k: column_to_list(c) for k, c in col.children.items()}, col.nulls)
+        return [dict(zip(kids, row, strict=True)) for row in zip(*kids.values(), strict=True)]
     if isinstance(col, ListColumn):
-        kids = {k: column_to_list(c) for k, c in col.children.items()}
-        for k, m in col.nulls.items():
-            kids[k] = [None if null else v for v, null in zip(kids[k], m.tolist(), strict=True)]
+        kids = _with_nulls({k: column_to_list(c) for k, c in col.children.items()}, col.nulls)
         offs = col.offsets.tolist()
         if list(kids) == ["value"]:  # a list of plain values, not of records
             vals = kids["value"]
@@ -242,6 +273,14 @@ def column_to_list(col: Column) -> list[Any]:
             for r in range(len(offs) - 1)
         ]
     return list(col.tolist())
+
+
+def _with_nulls(
+    values: dict[str, list[Any]], nulls: Mapping[str, npt.NDArray[np.bool_]]
+) -> dict[str, list[Any]]:
+    for k, m in nulls.items():
+        values[k] = [None if null else v for v, null in zip(values[k], m.tolist(), strict=True)]
+    return values
 
 
 @dataclass(slots=True)
@@ -297,11 +336,8 @@ class RecordBlock:
             "event_id": [b.decode() for b in self.event_ids(run_seed).tolist()],
             "event_time": self.event_time.tolist(),
         }
-        for name, col in self.columns.items():
-            values = column_to_list(col)
-            mask = self.nulls.get(name)
-            if mask is not None:
-                values = [None if m else v for v, m in zip(values, mask.tolist(), strict=True)]
-            cols[name] = values
+        cols.update(
+            _with_nulls({k: column_to_list(c) for k, c in self.columns.items()}, self.nulls)
+        )
         names = list(cols)
         return [{k: cols[k][i] for k in names} for i in range(n)]
