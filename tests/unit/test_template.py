@@ -692,6 +692,13 @@ packs:
               gen: array
               length: {min: 1, max: 3}
               items: {qty: {gen: uniform, min: 1, max: 5, integer: true}}
+            ship:
+              gen: object
+              null_rate: 0.1
+              fields:
+                city: {gen: words, list: cities}
+                due: {gen: date, offset: [1, 3]}
+            placed_on: {gen: date}
     streams:
       orders: {rate: {profile: constant, base: 50}}
 sinks:
