@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import yaml
 from pydantic import (
@@ -85,6 +85,11 @@ class StreamSection(BaseModel):
 class PackSection(BaseModel):
     model_config = _STRICT
     params: dict[str, Any] = Field(default_factory=dict, description="the pack's parameters")
+    params_file: str | None = Field(
+        None,
+        description="the pack's parameters from a YAML file beside the scenario file (a "
+        "template's streams and entities); params given here are merged over them",
+    )
     streams: dict[str, StreamSection] | None = Field(
         None, description="streams to run; default: all of the pack's streams"
     )
@@ -315,26 +320,98 @@ class ConfigError(Exception):
         self,
         source: str,
         problems: list[tuple[tuple[str | int, ...], str]],
-        lines: dict[tuple[str | int, ...], int] | None = None,
+        lines: dict[tuple[str | int, ...], int] | Places | None = None,
     ) -> None:
         self.source = source
         self.problems = problems
+        places = lines if isinstance(lines, Places) else Places(source, lines or {})
         out = []
         for loc, msg in problems:
-            line = _nearest_line(lines or {}, loc)
-            where = f"{source}:{line}" if line else source
-            key = ".".join(str(p) for p in loc) or "(top level)"
-            out.append(f"{where}: {key}: {msg}")
+            where, key = places.where(loc)
+            out.append(f"{where}: {'.'.join(str(p) for p in key) or '(top level)'}: {msg}")
         super().__init__("invalid config:\n  " + "\n  ".join(out))
 
 
-def _nearest_line(
-    lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]
-) -> int | None:
+Loc: TypeAlias = tuple[str | int, ...]
+
+
+class Places:
+    """Where each key path was written: a line of the scenario, or of a params file it
+    names (``packs.<pack>.params_file``; a key given in both is the scenario's)."""
+
+    def __init__(self, source: str, lines: dict[Loc, int]) -> None:
+        self.source, self.lines = source, lines
+        self.files: list[tuple[Loc, str, dict[Loc, int], Any, Any]] = []
+
+    def include(self, prefix: Loc, source: str, text: str, given: Any, inline: Any) -> None:
+        """The params at ``prefix`` came from file ``source`` (``given``), under ``inline``."""
+        self.files.append((prefix, source, _line_map(text), given, inline))
+
+    def where(self, loc: Loc) -> tuple[str, Loc]:
+        """(``file:line``, the key path as that file writes it)."""
+        for prefix, source, lines, given, inline in self.files:
+            rest = loc[len(prefix) :]
+            if loc[: len(prefix)] == prefix and _depth(given, rest) > _depth(inline, rest):
+                return _at(source, _nearest_line(lines, rest)), rest
+        return _at(self.source, _nearest_line(self.lines, loc)), loc
+
+
+def _at(source: str, line: int | None) -> str:
+    return f"{source}:{line}" if line else source
+
+
+def _depth(node: Any, path: Loc) -> int:
+    """How many keys of ``path`` lead somewhere in ``node``."""
+    n = 0
+    for key in path:
+        listed = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+        if not (listed or (isinstance(node, dict) and key in node)):
+            break
+        node = node[key]
+        n += 1
+    return n
+
+
+def _nearest_line(lines: dict[Loc, int], loc: Loc) -> int | None:
     for k in range(len(loc), -1, -1):
         if loc[:k] in lines:
             return lines[loc[:k]]
     return None
+
+
+def _include_params(
+    data: dict[str, Any],
+    places: Places,
+    base_dir: Path | None,
+    problems: list[Any],
+    secret: set[Any],
+) -> dict[str, Any]:
+    """Each pack's ``params_file`` read (beside the scenario file, nowhere else) and its
+    params merged under the pack's inline ones."""
+    packs = data.get("packs")
+    if not isinstance(packs, dict):
+        return data
+    for name, sec in packs.items():
+        name_of = sec.get("params_file") if isinstance(sec, dict) else None
+        if not isinstance(name_of, str):
+            continue  # (not a string: the model says so)
+        loc: Loc = ("packs", name, "params_file")
+        try:
+            path, raw = yamltext.read_beside(name_of, base_dir, "a params file")
+            text = yamltext.decode(raw)
+            given = yamltext.load(text)
+        except yamltext.YamlError as e:
+            problems.append((loc, f"{name_of}: {e}"))
+            continue
+        if not isinstance(given, dict):
+            problems.append((loc, f"{name_of}: expected a mapping of the pack's params"))
+            continue
+        prefix: Loc = ("packs", name, "params")
+        given = _interpolate(given, prefix, problems, secret)
+        inline = sec.get("params") if isinstance(sec.get("params"), dict) else {}
+        places.include(prefix, str(path), text, given, inline)
+        sec["params"] = merge(given, inline)
+    return data
 
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -445,12 +522,13 @@ def parse_config(
         data = yamltext.load(text)
     except yamltext.YamlError as e:
         raise ConfigError(source, [((), str(e))]) from None
-    lines = _line_map(text)
+    lines = Places(source, _line_map(text))
     if not isinstance(data, dict):
         raise ConfigError(source, [((), "expected a mapping of sections (run, packs, sinks, ...)")])
     problems: list[Any] = []
     secret: set[Any] = set()
     data = _interpolate(data, (), problems, secret)
+    data = _include_params(data, lines, base_dir, problems, secret)
     for loc in PUBLIC & secret:
         problems.append(
             (loc, "shown to anyone who can list runs and written to the logs: it cannot come "
@@ -499,7 +577,7 @@ def _plugin_problems(data: dict[str, Any]) -> list[Any]:
 def _resolve(
     model: ConfigModel,
     source: str,
-    lines: dict[Any, int],
+    lines: Places,
     secret: set[Any],
     base_dir: Path | None = None,
 ) -> Config:

@@ -10,6 +10,7 @@ bytes names billions of nodes), and only then the Python objects.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,6 +35,29 @@ def decode(data: bytes) -> str:
         raise YamlError(
             f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} (offset {e.start})"
         ) from None
+
+
+def read_beside(name: str, base_dir: Path | None, what: str) -> tuple[Path, bytes]:
+    """A file a scenario names (a params file, a schema): read only from the scenario file's
+    folder or below, at most MAX_BYTES (a YamlError says why not). A scenario sent as text
+    (``base_dir`` None) names no files."""
+    if base_dir is None:
+        raise YamlError(
+            f"{what} is read only for a scenario file (beside it); a scenario sent as text, "
+            "or run by the daemon (which keeps each run's scenario as text), gives it inline"
+        )
+    base = base_dir.resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise YamlError(f"{name!r} is outside the scenario file's folder")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise YamlError(f"cannot read {name!r}: {e.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise YamlError(f"{name!r} is over {MAX_BYTES // 1024} KiB")
+    return path, data
 
 
 def load(text: str) -> Any:

@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-MAX_BYTES = 1 << 20
+from datafactory import yamltext
+
 ENVELOPE = ("event_id", "event_time")
 
 
@@ -23,22 +24,10 @@ def load(spec: dict[str, Any] | str, base_dir: Path | None) -> dict[str, Any]:
     if isinstance(spec, dict):
         raw = spec
     else:
-        if base_dir is None:
-            raise ValueError(
-                "a schema file is read only for a scenario file (beside it); inline the schema "
-                "here instead"
-            )
-        base = base_dir.resolve()
-        path = (base / spec).resolve()
-        if not path.is_relative_to(base):
-            raise ValueError(f"{spec!r} is outside the scenario file's folder")
         try:
-            with path.open("rb") as f:
-                data = f.read(MAX_BYTES + 1)
-        except OSError as e:
-            raise ValueError(f"cannot read {spec!r}: {e.strerror}") from None
-        if len(data) > MAX_BYTES:
-            raise ValueError(f"{spec!r} is over {MAX_BYTES // 1024} KiB")
+            _, data = yamltext.read_beside(spec, base_dir, "a schema file")
+        except yamltext.YamlError as e:
+            raise ValueError(str(e)) from None
         try:
             raw = orjson.loads(data)
         except orjson.JSONDecodeError as e:

@@ -1,5 +1,6 @@
-"""Template objects (nested records) and dates: made per event, named in expressions, typed
-in the derived schema, and written by every format; their errors name the field."""
+"""Template objects (nested records), dates, and templates in files of their own: made per
+event, named in expressions, typed in the derived schema, written by every format; their
+errors name the file, line and field."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from datafactory.config import ConfigError, parse_config
+from datafactory.config import ConfigError, load_config, parse_config
 from datafactory.engine.seeding import SeedTree
 from datafactory.runtime.engine import Engine
 from datafactory_template import TemplatePack
@@ -216,3 +217,101 @@ def test_an_entity_date_is_between_two_dates() -> None:
                           "born: {gen: date, offset: [-9000, 0]}")  # fmt: skip
     with pytest.raises(ConfigError, match="a date is between two dates"):
         parse_config(text.replace("FORMAT", "json").replace("OUT", "/tmp/x"))
+
+
+SCENARIO = """run: {name: filed, seed: 4, clock: simulated, start: "2026-03-02T00:00:00Z", duration: 20s}
+packs:
+  template:
+    params_file: templates/shop.yaml
+    params:
+      entities: {customers: {count: 77}}
+    streams:
+      orders: {rate: {profile: constant, base: 50}}
+sinks: {out: {type: file, path: OUT, format: json}}
+telemetry: {enabled: false}
+"""
+SHOP = """# the shop's own event shapes
+entities:
+  customers:
+    count: 500
+    fields:
+      customer_id: {gen: pattern, pattern: "C{seq:05d}"}
+streams:
+  orders:
+    fields:
+      customer: {gen: ref, entity: customers, field: customer_id}
+      price: {gen: uniform, min: 5, max: 50, decimals: 2}
+      total: {gen: expr, expr: "price * 2", decimals: 2}
+"""
+
+
+def scenario(tmp_path: Path, shop: str = SHOP, text: str = SCENARIO) -> Path:
+    (tmp_path / "templates").mkdir(exist_ok=True)
+    (tmp_path / "templates" / "shop.yaml").write_text(shop)
+    path = tmp_path / "scenario.yaml"
+    path.write_text(text.replace("OUT", str(tmp_path / "out")))
+    return path
+
+
+def test_a_template_in_its_own_file_runs_with_the_scenarios_params_over_it(
+    tmp_path: Path,
+) -> None:
+    cfg = load_config(scenario(tmp_path))
+    assert cfg.pack_params["template"].entities["customers"].count == 77  # the scenario's
+    summary = asyncio.run(Engine(cfg).run())
+    assert summary["streams"]["template.orders"]["released"] == 1000
+    rows = [orjson.loads(x) for f in (tmp_path / "out").rglob("*.jsonl")
+            for x in f.read_bytes().splitlines()]  # fmt: skip
+    assert len(rows) == 1000 and len({r["customer"] for r in rows}) == 77
+    assert all(Decimal(str(r["total"])) == 2 * Decimal(str(r["price"])) for r in rows)
+
+
+def test_errors_in_a_template_file_name_that_file_and_line(tmp_path: Path) -> None:
+    shop = str(tmp_path / "templates" / "shop.yaml")
+    for bad, where, says in (
+        (SHOP.replace('"price * 2"', '"prices * 2"'), "12: streams.orders.fields.total.expr",
+         "no field 'prices'"),
+        (SHOP.replace("max: 50,", "max: 50, colour: red,"),
+         "11: streams.orders.fields.price.uniform.colour", "unknown key"),
+        (SHOP.replace("entity: customers", "entity: buyers"),
+         "10: streams.orders.fields.customer.entity", "no entity 'buyers'"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError) as e:
+            load_config(scenario(tmp_path, bad))
+        assert f"{shop}:{where}: " in str(e.value) and says in str(e.value), str(e.value)
+    # a problem with what the scenario gives over the file is the scenario's
+    over = SCENARIO.replace("count: 77", "count: -1")
+    with pytest.raises(ConfigError) as e:
+        load_config(scenario(tmp_path, SHOP, over))
+    assert f"{tmp_path / 'scenario.yaml'}:6: packs.template.params.entities.customers.count" in str(
+        e.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("../outside.yaml", "outside the scenario file's folder"),
+        ("/etc/passwd", "outside the scenario file's folder"),
+        ("templates/none.yaml", "cannot read"),
+        ("templates/list.yaml", "expected a mapping"),
+        ("templates/broken.yaml", "not valid YAML"),
+    ],
+)
+def test_a_params_file_is_read_only_beside_the_scenario(
+    tmp_path: Path, name: str, says: str
+) -> None:
+    (tmp_path / "outside.yaml").write_text(SHOP)
+    path = scenario(tmp_path / "s") if (tmp_path / "s").mkdir() is None else None
+    assert path is not None
+    (tmp_path / "s" / "templates" / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "s" / "templates" / "broken.yaml").write_text("streams: {orders: [\n")
+    path.write_text(path.read_text().replace("templates/shop.yaml", name))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "packs.template.params_file" in str(e.value) and says in str(e.value), str(e.value)
+
+
+def test_a_scenario_sent_as_text_names_no_files() -> None:
+    with pytest.raises(ConfigError, match="read only for a scenario file"):
+        parse_config(SCENARIO.replace("OUT", "/tmp/x"), source="api")
