@@ -6,9 +6,10 @@ records. Per field: the null rate; booleans and numbers or strings with few dist
 become ``choice`` with their weights (the top 50, the tail noted); other numbers a fitted
 distribution (uniform, normal, lognormal or exponential, whichever is nearest by the KS
 distance) with the sample's bounds, its decimals or ``integer``; consecutive integers a
-``sequence``; UUIDs ``uuid``; timestamps ``time`` around the event; other strings a
-``pattern`` of their most common shape (digits ``#``, capitals ``?``, lower case ``[a-z]``);
-lists of records ``array`` with their lengths and items drafted the same way. The draft is a
+``sequence``; UUIDs ``uuid``; timestamps ``time`` around the event, dates ``date`` (days from
+the event's); other strings a ``pattern`` of their most common shape (digits ``#``, capitals
+``?``, lower case ``[a-z]``); lists of records ``array`` with their lengths and items drafted
+the same way; nested records ``object`` with their fields drafted the same way. The draft is a
 complete scenario file; edit it, then run it.
 
 :func:`compare` makes events from a draft and measures, per field, the KS distance (numbers)
@@ -23,6 +24,7 @@ import json
 import math
 import re
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ MAX_KS = 0.1  # what the report calls close: KS distance at most this
 MIN_OVERLAP = 0.9  # and categories' shares overlapping at least this much
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 ENVELOPE = ("event_id", "event_time")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+EPOCH = dt.date(1970, 1, 1)
 
 
 def read_sample(path: Path, limit: int = 100_000) -> list[dict[str, Any]]:
@@ -126,7 +130,7 @@ def _is_time(values: list[str]) -> bool:
 
 def draft_field(values: list[Any], times: list[int] | None) -> tuple[dict[str, Any], str | None]:
     """A field's generator from its values (None for null), and a note (what was dropped)."""
-    present = [v for v in values if v is not None]
+    present = [_plain(v) for v in values if v is not None]
     null_rate = 1 - len(present) / len(values) if values else 0.0
     spec, note = _draft(present, [t for t, v in zip(times or [], values, strict=False)
                                   if v is not None] if times else None)  # fmt: skip
@@ -135,11 +139,26 @@ def draft_field(values: list[Any], times: list[int] | None) -> tuple[dict[str, A
     return spec, note
 
 
+def _plain(v: Any) -> Any:
+    """A value as JSON gives it: Avro's and Parquet's decimals, times and dates as numbers
+    and text."""
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, dt.datetime):
+        return v.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return v
+
+
 def _draft(values: list[Any], times: list[int] | None) -> tuple[dict[str, Any], str | None]:
     if not values:
         return {"gen": "const", "value": "", "null_rate": 1.0}, "always null"
     if all(isinstance(v, list) for v in values):
         return _draft_array(values)
+    if all(isinstance(v, dict) for v in values):
+        fields, notes = draft_fields(values, times)
+        return {"gen": "object", "fields": fields}, "; ".join(notes) or None
     if all(isinstance(v, bool) for v in values):
         return _choice(values)
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
@@ -165,6 +184,8 @@ def _draft(values: list[Any], times: list[int] | None) -> tuple[dict[str, Any], 
     if all(isinstance(v, str) for v in values):
         if all(UUID.match(v) for v in values[:500]):
             return {"gen": "uuid"}, None
+        if _is_date(values):
+            return _draft_date(values, times), None
         if times is not None and _is_time(values):
             offsets = [
                 dt.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() - t / 1e6
@@ -180,6 +201,24 @@ def _draft(values: list[Any], times: list[int] | None) -> tuple[dict[str, Any], 
         note = None if n == len(values) else f"{1 - n / len(values):.0%} have other shapes"
         return {"gen": "pattern", "pattern": shape}, note
     return {"gen": "const", "value": str(values[0])}, "mixed or nested values: drafted as text"
+
+
+def _is_date(values: list[str]) -> bool:
+    try:
+        return all(DATE.match(v) and dt.date.fromisoformat(v) for v in values)
+    except ValueError:
+        return False
+
+
+def _draft_date(values: list[str], times: list[int] | None) -> dict[str, Any]:
+    """Days from the event's date (1st to 99th percentile), else between the extremes."""
+    days = [(dt.date.fromisoformat(v) - EPOCH).days for v in values]
+    if times is None:
+        return {"gen": "date", "between": [(EPOCH + dt.timedelta(days=d)).isoformat()
+                                           for d in (min(days), max(days))]}  # fmt: skip
+    offsets = [d - t // 86_400_000_000 for d, t in zip(days, times, strict=False)]
+    lo, hi = np.percentile(offsets, [1, 99])
+    return {"gen": "date", "offset": [math.floor(lo), math.ceil(hi)]}
 
 
 def _choice(values: list[Any]) -> tuple[dict[str, Any], str | None]:
@@ -402,7 +441,11 @@ def compare(sample: list[dict[str, Any]], made: list[dict[str, Any]]) -> dict[st
     """Per field: the KS distance (numbers) or the overlap of shares (the rest), and whether
     that is close (KS <= MAX_KS, overlap >= MIN_OVERLAP)."""
     report: dict[str, dict[str, Any]] = {}
-    names = [k for k in sample[0] if k not in ENVELOPE] if sample else []
+    sample, made = [_flat(r) for r in sample], [_flat(r) for r in made]
+    seen: dict[str, None] = {}
+    for r in sample[:1000]:
+        seen.update(dict.fromkeys(r))
+    names = [k for k in seen if k not in ENVELOPE and not any(o.startswith(k + ".") for o in seen)]
     for name in names:
         a = [r.get(name) for r in sample]
         b = [r.get(name) for r in made]
@@ -420,6 +463,17 @@ def compare(sample: list[dict[str, Any]], made: list[dict[str, Any]]) -> dict[st
             overlap = sum(min(ca[k] / len(a), cb[k] / len(b)) for k in ca)
             report[name] = {"overlap": round(overlap, 4), "close": overlap >= MIN_OVERLAP}
     return report
+
+
+def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A record with its nested records' fields as ``ship.city`` (values as JSON has them)."""
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = _plain(v)
+    return out
 
 
 def _category(v: Any) -> Any:

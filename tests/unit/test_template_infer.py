@@ -4,6 +4,7 @@ Avro and Parquet samples read alike; a bad sample is refused with a message."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import uuid
@@ -170,3 +171,64 @@ sinks: {out: {type: stdout}}
     made = infer.render(scenario, 500, stream="orders")
     keys = {c["customer_id"] for c in customers}
     assert all(m["customer"] in keys for m in made)  # the draft's references resolve too
+
+
+NESTED = """
+run: {name: n, seed: 6}
+packs:
+  template:
+    params:
+      streams:
+        orders:
+          fields:
+            ship:
+              gen: object
+              null_rate: 0.2
+              fields:
+                city: {gen: choice, values: [Oslo, Lima, Pune], weights: [5, 3, 2]}
+                cost: {gen: uniform, min: 1, max: 30, decimals: 2}
+                due: {gen: date, offset: [2, 9]}
+                geo: {gen: object, fields: {lat: {gen: normal, mean: 10, sd: 4}}}
+            born: {gen: date, offset: [-30000, -7000]}
+            at: {gen: time, offset: [60, 600]}
+sinks: {out: {type: stdout}}
+"""
+
+
+def test_nested_records_dates_and_avro_values_are_drafted_as_what_they_are(
+    tmp_path: Path,
+) -> None:
+    """A sample of nested records with dates, decimals and times, as JSON lines and as an
+    Avro container (dates, Decimals and datetimes as Python objects): the same draft, and
+    what it makes is close to the sample in every nested field."""
+    from datafactory_template import TemplatePack
+
+    cfg = parse_config(NESTED)
+    gen = TemplatePack(cfg.pack_params["template"], SeedTree(6)).stream("orders")
+    block = gen.generate(0, 1_772_409_600_000_000 + np.arange(5000, dtype=np.int64) * 10**6)
+    payload = bytes(build_encoder("json", gen.schema, 6).encode(block).payload)
+    (tmp_path / "s.jsonl").write_bytes(payload)
+    avro = build_encoder("avro", gen.schema, 6).encode(block)
+    data = bytes(avro.payload)
+    records = [fastavro.schemaless_reader(io.BytesIO(data[a:z]), gen.schema.parsed, None)
+               for a, z in zip(avro.offsets[:-1], avro.offsets[1:], strict=True)]  # fmt: skip
+    with (tmp_path / "s.avro").open("wb") as out:
+        fastavro.writer(out, gen.schema.parsed, records)
+    drafts = []
+    for name in ("s.jsonl", "s.avro"):
+        sample = infer.read_sample(tmp_path / name)
+        scenario, _ = infer.draft(sample, "orders")
+        parse_config(infer.to_yaml(scenario, []))
+        f = scenario["packs"]["template"]["params"]["streams"]["orders"]["fields"]
+        assert f["ship"]["gen"] == "object" and abs(f["ship"]["null_rate"] - 0.2) < 0.02
+        ship = f["ship"]["fields"]
+        assert ship["due"] == {"gen": "date", "offset": [2, 9]}, ship["due"]
+        assert ship["cost"]["decimals"] == 2 and ship["geo"]["fields"]["lat"]["gen"] == "normal"
+        assert f["born"]["gen"] == "date" and -30000 <= f["born"]["offset"][0] < -29000
+        assert f["at"]["gen"] == "time" and 60 <= f["at"]["offset"][0] < 70
+        report = infer.compare(sample, infer.render(scenario, 5000))
+        assert {"ship.city", "ship.cost", "ship.geo.lat", "born"} <= set(report)
+        far = {k: v for k, v in report.items() if not v["close"]}
+        assert not far, (name, far)
+        drafts.append(scenario)
+    assert drafts[0] == drafts[1]  # JSON lines and Avro: the same draft
