@@ -62,6 +62,7 @@ from datafactory_template.entities import (
     World,
     check_references,
     resolved,
+    stateful,
 )
 from datafactory_template.expr import Expression
 from datafactory_template.fields import Context, Problem, invalid
@@ -203,16 +204,29 @@ class TemplatePack(Pack):
     Params = TemplateParams
     streams: ClassVar[dict[str, StreamSpec]] = {}  # they come from the params
 
+    shardable = True
+
+    @classmethod
+    def max_shards(cls, params: BaseModel) -> int:
+        """As many as the smallest entity with states or a balance has members (a shard
+        owns a part of them); without one, any number (every value is a hash of its seq)."""
+        assert isinstance(params, TemplateParams)
+        return min((e.count for e in params.entities.values() if stateful(e)), default=1 << 20)
+
     def __init__(self, params: BaseModel, seeds: SeedTree, shard: Shard | None = None) -> None:
         super().__init__(params, seeds, shard)
         p = params if isinstance(params, TemplateParams) else TemplateParams.model_validate(params)
         self.p = p
-        self.world = World(p.entities, seeds)
-        self.machines = {
-            name: Machine(e.states, e.count, Salts(seeds, ("machine",)).of(name))
-            for name, e in p.entities.items()
-            if e.states is not None
-        }
+        # a shard: 1/N of every paced stream (its own seqs), its own part of the members with
+        # states or balances (their moves and postings), every other member as it is
+        self.shard_share = 1.0 / self.shard.count
+        self.world = World(p.entities, seeds, self.shard)
+        self.machines = {}
+        for name, e in p.entities.items():
+            if e.states is not None:
+                lo, hi = self.world.owned[name]
+                salt = Salts(seeds, ("machine",)).of(name)
+                self.machines[name] = Machine(e.states, hi - lo, salt, lo)
 
     def begin(self, now_us: int) -> None:
         for m in self.machines.values():

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from datafactory.engine.seeding import SeedTree
+from datafactory.pack import Shard
 from datafactory_template.compose import (
     AnyField,
     Array,
@@ -87,15 +88,33 @@ class EntityTemplate(BaseModel):
         return self
 
 
+def stateful(e: EntityTemplate) -> bool:
+    """Whether its members keep something (states, a balance): a shard owns a part of them."""
+    return e.states is not None or e.balance is not None
+
+
 class World:
     """The run's entities, as the streams' fields see them."""
 
-    def __init__(self, entities: dict[str, EntityTemplate], seeds: SeedTree) -> None:
+    def __init__(
+        self, entities: dict[str, EntityTemplate], seeds: SeedTree, shard: Shard | None = None
+    ) -> None:
         self.entities = entities
         self.seeds = seeds
         self.run_seed = seeds.seed
+        shard = shard or Shard()
+        # members a shard owns, [lo, hi): of an entity with states or a balance, the shard's
+        # own part (what they are in is kept, by one shard); of the others, every member
+        # (a member is a function of its index: each shard sees it alike)
+        self.owned = {
+            name: shard.range(e.count) if stateful(e) else (0, e.count)
+            for name, e in entities.items()
+        }
         self.ledgers = {
-            name: Ledger(e.count) for name, e in entities.items() if e.balance is not None
+            name: Ledger(hi - lo, lo)
+            for name, e in entities.items()
+            if e.balance is not None
+            for lo, hi in [self.owned[name]]
         }
 
     def post(self, entity: str, members: I64, amounts: Any) -> tuple[I64, Any]:
@@ -106,15 +125,16 @@ class World:
         return self.ledgers[entity].post(members, np.asarray(amounts, dtype=np.int64), opening)
 
     def pick(self, f: Ref, d: Draws, n: int) -> I64:
-        """A member per event."""
-        count = self.entities[f.entity].count
+        """A member per event (of those this shard owns)."""
+        lo, hi = self.owned[f.entity]
+        count = hi - lo
         u = d.u(lane=2)
         if f.pick == "uniform":
-            return np.minimum((u * count).astype(np.int64), count - 1)
+            return lo + np.minimum((u * count).astype(np.int64), count - 1)
         rank = power_law_rank(u, count, f.s)
         # the popular members scattered over the population (a bijection of 0..count-1)
         prime = next(p for p in _PRIMES if count % p)
-        return ((rank - 1) * prime) % count
+        return lo + ((rank - 1) * prime) % count
 
     def values(self, entity: str, members: I64, field: str) -> Made:
         """``field`` of each member."""

@@ -43,13 +43,16 @@ class Balance(BaseModel):
 class Ledger:
     """The members' balances (in minor units), opened as they are first posted to."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, first: int = 0) -> None:
+        """``count`` members' balances from member ``first`` (a shard's own)."""
         self.balance = np.zeros(count, dtype=np.int64)
         self.opened = np.zeros(count, dtype=np.bool_)
+        self.first = first
 
     def post(self, members: I64, amounts: I64, opening: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
         """Each amount (minor units) to its member, in order; ``opening``: each event's
         member's opening balance. The balances after, and which were declined."""
+        members = members - self.first
         new = ~self.opened[members]
         if new.any():
             first = np.unique(members[new], return_index=True)[1]

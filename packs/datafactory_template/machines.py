@@ -91,7 +91,9 @@ class StateMachine(BaseModel):
 class Machine:
     """The population's states, each member's next move, and the events of its moves."""
 
-    def __init__(self, spec: StateMachine, count: int, salt: int) -> None:
+    def __init__(self, spec: StateMachine, count: int, salt: int, first: int = 0) -> None:
+        """``count`` members from ``first`` (a shard's own: their ids, hashes and events are
+        the population's ``first + i``)."""
         self.states = spec.states
         index = {s: i for i, s in enumerate(self.states)}
         n_states = len(self.states)
@@ -106,7 +108,7 @@ class Machine:
         for name, x in start.items():
             w[index[name]] = x
         self.start_cdf = np.cumsum(w) / w.sum()
-        self.count = count
+        self.count, self.first = count, first
         self.salt = np.uint64(salt)
         self.state: npt.NDArray[np.int16] | None = None
         self.next_us = np.zeros(0, dtype=np.int64)
@@ -115,7 +117,9 @@ class Machine:
         self.t_us: int | None = None
 
     def _u(self, members: I64, k: I64, lane: int) -> npt.NDArray[np.float64]:
-        key = (members.astype(np.uint64) << np.uint64(20)) ^ k.astype(np.uint64)
+        """Draws of local members (their ids: ``first`` on)."""
+        ids = (members + self.first).astype(np.uint64)
+        key = (ids << np.uint64(20)) ^ k.astype(np.uint64)
         with np.errstate(over="ignore"):
             h = splitmix64(splitmix64(key ^ self.salt) ^ np.uint64(lane + 1))
         return (h >> np.uint64(11)).astype(np.float64) * _TO_UNIT
@@ -161,5 +165,5 @@ class Machine:
             self.moves[due] += 1
             self.next_us[due] = self._hold(due, after, t)
             for buf in self.buffers:
-                buf.add(t=t, member=due, before=before, after=after.astype(np.int64))
+                buf.add(t=t, member=due + self.first, before=before, after=after.astype(np.int64))
         self.t_us = until_us
