@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--bootstrap", help="Kafka host:port (default: the local stand-in)")
     t.add_argument("--endpoint", help="Kinesis endpoint URL (default: the local stand-in)")
     t.add_argument("--from-beginning", action="store_true", help="not just new events")
+    t.add_argument(
+        "--config", help="a scenario file: its streams' schemas decode too (a template's)"
+    )
 
     sub.add_parser(
         "reap",
@@ -576,8 +579,13 @@ def _reap(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     from datafactory.tail import tail
 
+    schemas = []
+    if args.config:
+        if (cfg := _load(args.config)) is None:
+            return 2
+        schemas = [p.schema for p in cfg.streams]
     try:
-        return tail(args.url, args.bootstrap, args.endpoint, args.n, args.from_beginning)
+        return tail(args.url, args.bootstrap, args.endpoint, args.n, args.from_beginning, schemas)
     except KeyboardInterrupt:
         return 0
 

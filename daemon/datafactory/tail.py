@@ -1,7 +1,8 @@
 """``datafactory tail kafka://TOPIC | kinesis://STREAM``: watch events arrive.
 
-Avro messages in single-object encoding are decoded with the shipped schema their fingerprint
-names and printed as JSON; JSON messages are printed as they are. Without ``--bootstrap`` /
+Avro messages in single-object encoding are decoded with the schema their fingerprint names
+(a shipped one, or one of the streams of the scenario ``--config`` gives: a template's) and
+printed as JSON; JSON messages are printed as they are. Without ``--bootstrap`` /
 ``--endpoint`` it finds the local stand-ins of a running ``provider: local`` run.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -19,24 +21,29 @@ from datafactory.lifecycle.manager import PREFERRED_PORTS, read_local_endpoints
 from datafactory.schema import EventSchema, list_schemas, load_schema
 
 
-def _by_fingerprint() -> dict[bytes, EventSchema]:
-    return {s.fingerprint: s for s in (load_schema(t) for t in list_schemas())}
+def by_fingerprint(extra: Iterable[EventSchema] = ()) -> dict[bytes, EventSchema]:
+    """The shipped schemas and ``extra`` ones, by fingerprint."""
+    return {s.fingerprint: s for s in (*(load_schema(t) for t in list_schemas()), *extra)}
 
 
 def render(value: bytes, schemas: dict[bytes, EventSchema]) -> bytes:
     if value[:2] == b"\xc3\x01" and len(value) >= 10:
         schema = schemas.get(value[2:10])
         if schema is None:
-            return b'{"error": "unknown schema fingerprint %s"}' % value[2:10].hex().encode()
+            return (
+                b'{"error": "unknown schema fingerprint %s (a template stream? give its '
+                b'scenario: --config)"}' % value[2:10].hex().encode()
+            )
         rec = schemaless_reader(io.BytesIO(value[10:]), schema.parsed, None)
         return orjson.dumps(rec, default=str)
     return value.rstrip(b"\n")
 
 
-async def tail_kafka(topic: str, bootstrap: str, n: int | None, beginning: bool) -> int:
+async def tail_kafka(
+    topic: str, bootstrap: str, n: int | None, beginning: bool, schemas: dict[bytes, EventSchema]
+) -> int:
     from aiokafka import AIOKafkaConsumer
 
-    schemas = _by_fingerprint()
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -58,10 +65,15 @@ async def tail_kafka(topic: str, bootstrap: str, n: int | None, beginning: bool)
     return 0
 
 
-async def tail_kinesis(stream: str, endpoint: str | None, n: int | None, beginning: bool) -> int:
+async def tail_kinesis(
+    stream: str,
+    endpoint: str | None,
+    n: int | None,
+    beginning: bool,
+    schemas: dict[bytes, EventSchema],
+) -> int:
     import aiobotocore.session
 
-    schemas = _by_fingerprint()
     kwargs: dict[str, Any] = {"region_name": "us-east-1"}
     if endpoint:
         kwargs.update(endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x")
@@ -93,16 +105,23 @@ async def tail_kinesis(stream: str, endpoint: str | None, n: int | None, beginni
 
 
 def tail(
-    url: str, bootstrap: str | None, endpoint: str | None, n: int | None, beginning: bool
+    url: str,
+    bootstrap: str | None,
+    endpoint: str | None,
+    n: int | None,
+    beginning: bool,
+    schemas: Iterable[EventSchema] = (),
 ) -> int:
+    """``schemas``: more than the shipped ones (a scenario's streams')."""
     scheme, _, name = url.partition("://")
     local = read_local_endpoints()
+    known = by_fingerprint(schemas)
     if scheme == "kafka" and name:
         addr = bootstrap or local.get("kafka") or f"127.0.0.1:{PREFERRED_PORTS['kafka']}"
-        return asyncio.run(tail_kafka(name, addr, n, beginning))
+        return asyncio.run(tail_kafka(name, addr, n, beginning, known))
     if scheme == "kinesis" and name:
         ep = endpoint or local.get("aws")
-        return asyncio.run(tail_kinesis(name, ep, n, beginning))
+        return asyncio.run(tail_kinesis(name, ep, n, beginning, known))
     print(
         f"datafactory: tail needs kafka://TOPIC or kinesis://STREAM, got {url!r}", file=sys.stderr
     )

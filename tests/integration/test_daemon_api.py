@@ -164,8 +164,25 @@ async def test_inline_specs_pending_runs_and_catalogue(client: Client, tmp_path:
     assert status == 201
     assert (await client.call("POST", f"/v1/runs/{run['id']}/stop"))[1]["state"] == "CANCELLED"
 
+    # a template's streams: their schemas are the run's (derived from its config)
+    tpl = {
+        "run": {"name": "tpl", "seed": 3, "clock": "simulated"},
+        "packs": {"template": {
+            "params": {"streams": {"orders": {"fields": {
+                "ship": {"gen": "object", "fields": {"due": {"gen": "date"}}}}}}},
+            "streams": {"orders": {"max_events": 10}}}},
+        "sinks": {"out": {"type": "file", "path": str(tmp_path / "tpl")}},
+    }  # fmt: skip
+    status, run = await client.call("POST", "/v1/runs", {"spec": tpl, "start": False})
+    assert status == 201
+    status, schemas = await client.call("GET", f"/v1/runs/{run['id']}/schemas")
+    ship = schemas["template.orders"]["fields"][2]
+    assert status == 200 and ship["name"] == "ship" and ship["type"]["type"] == "record"
+    assert (await client.call("GET", "/v1/runs/nope/schemas"))[0] == 404
+    assert (await client.call("POST", f"/v1/runs/{run['id']}/stop"))[0] == 200
+
     status, runs = await client.call("GET", "/v1/runs")
-    assert status == 200 and len(runs["runs"]) == 2
+    assert status == 200 and len(runs["runs"]) == 3
     # an inline spec writes under the data root only (the operator's named configs anywhere)
     for bad in ("/etc/cron.d", str(tmp_path / ".." / ".." / "x"), "relative/to/the/cwd"):
         spec["sinks"] = {"out": {"type": "file", "path": bad}}

@@ -315,3 +315,18 @@ def test_a_params_file_is_read_only_beside_the_scenario(
 def test_a_scenario_sent_as_text_names_no_files() -> None:
     with pytest.raises(ConfigError, match="read only for a scenario file"):
         parse_config(SCENARIO.replace("OUT", "/tmp/x"), source="api")
+
+
+def test_tail_decodes_a_template_stream_given_its_scenario() -> None:
+    from datafactory.encoders import build_encoder
+    from datafactory.tail import by_fingerprint, render
+
+    gen = pack().stream("orders")
+    block = gen.generate(0, T0 + np.arange(3, dtype=np.int64))
+    batch = build_encoder("avro", gen.schema, 4, single_object=True).encode(block)
+    message = bytes(batch.record(1))
+    assert b"unknown schema fingerprint" in render(message, by_fingerprint())
+    got = orjson.loads(render(message, by_fingerprint([gen.schema])))
+    want = block.to_records(4)[1]
+    assert got["event_id"] == want["event_id"]
+    assert got["ship"]["due"] == str(dt.date(1970, 1, 1) + dt.timedelta(days=want["ship"]["due"]))

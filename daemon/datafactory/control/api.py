@@ -104,6 +104,7 @@ class AdminApi:
         r.add_get("/v1/runs", self._list)
         r.add_post("/v1/runs", self._create)
         r.add_get("/v1/runs/{run_id}", self._inspect)
+        r.add_get("/v1/runs/{run_id}/schemas", self._run_schemas)
         for verb in ("start", "pause", "resume", "stop", "rebalance"):
             r.add_post(f"/v1/runs/{{run_id}}/{verb}", self._action(verb))
         r.add_put("/v1/runs/{run_id}/streams/{stream}/rate", self._rate)
@@ -187,6 +188,12 @@ class AdminApi:
     async def _inspect(self, request: web.Request) -> web.Response:
         run = self.daemon.manager.get(request.match_info["run_id"])
         return _json(await self._view(run, history=True))
+
+    async def _run_schemas(self, request: web.Request) -> web.Response:
+        """The Avro schema of each of a run's streams (a template's are derived from its
+        config: the shipped ones do not have them)."""
+        run = self.daemon.manager.get(request.match_info["run_id"])
+        return _json({p.event_type: p.schema.raw for p in run.config.streams})
 
     def _action(self, verb: str) -> Handler:
         async def handle(request: web.Request) -> web.Response:

@@ -140,6 +140,20 @@ def document() -> dict[str, Any]:
         "/v1/runs/{run_id}": {
             "get": _op("inspect a run", _RUN, errors=(404,), params=[RUN_ID]),
         },
+        "/v1/runs/{run_id}/schemas": {
+            "get": _op(
+                "the Avro schema of each of a run's streams, by event type (a template's "
+                "streams' are derived from the run's config)",
+                {
+                    "200": {
+                        "description": "event type -> .avsc document",
+                        "content": _json({"type": "object", "additionalProperties": _ANY}),
+                    }
+                },
+                errors=(404,),
+                params=[RUN_ID],
+            )
+        },
         **{f"/v1/runs/{{run_id}}/{verb}": op for verb, op in action.items()},
         "/v1/runs/{run_id}/streams/{stream}/rate": {
             "put": _op(
@@ -174,7 +188,7 @@ def document() -> dict[str, Any]:
         },
         "/v1/schemas": {
             "get": _op(
-                "event types with a shipped schema",
+                "event types with a shipped schema (a template's streams: a run's schemas)",
                 {
                     "200": {
                         "description": "event types",
