@@ -151,6 +151,11 @@ class HealthcarePack(Pack):
         self.start(now_us)
         self.care.begin(now_us)
 
+    def advance(self, now_us: int) -> None:
+        """The care model's whole steps up to ``now_us`` (a batch's window closing)."""
+        self.start(now_us)
+        self.care.advance(now_us)
+
     def due(
         self, until_us: int | None, limit: int, final: bool, buffer: PendingEvents
     ) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datafactory.engine.blocks import DictColumn, Label, RecordBlock
 from datafactory.engine.seeding import SeedTree
+from datafactory.expect.questions import Question
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory.units import Duration
 from datafactory_iot.fleet import (
@@ -35,6 +36,7 @@ from datafactory_iot.fleet import (
     TYPES,
     Fleet,
 )
+from datafactory_iot.questions import QUESTIONS
 
 DEFAULT_MAGNITUDE = {"thermal_runaway": 0.5, "stuck_at": 0.0, "drift": 1.0, "clock_skew": 300.0}
 
@@ -153,6 +155,10 @@ class IotPack(Pack):
     shardable = True
 
     @classmethod
+    def questions(cls, params: BaseModel) -> tuple[Question, ...]:
+        return QUESTIONS
+
+    @classmethod
     def max_shards(cls, params: BaseModel) -> int:
         return int(min(params.devices, params.sites))  # type: ignore[attr-defined]
 
@@ -206,6 +212,11 @@ class IotPack(Pack):
     def begin(self, now_us: int) -> None:
         """The fleet (its devices' registrations) begins with the run."""
         self.fleet.begin(now_us)
+
+    def advance(self, now_us: int) -> None:
+        """The fleet's whole steps up to ``now_us`` (a batch's window closing: its last
+        step's readings are made, as a stream run's last poll makes them)."""
+        self.fleet.advance(now_us)
 
     def stream(self, name: str) -> StreamGenerator:
         if name not in self.streams:

@@ -76,6 +76,8 @@ class ShardSimulation:
             for name in dict.fromkeys(p.pack for p in config.streams)
         }
         self._drive(config.model.engine.block_size)
+        for pack in self.packs.values():  # the packs' models begin with the window, as a
+            pack.begin(start_us)  # stream run's begin with the run (not at the first poll)
 
     def _drive(self, block_size: int, carried: dict[str, Any] | None = None) -> None:
         """The driver over this shard's packs (``carried``: generators, seqs and counts of a
