@@ -251,6 +251,21 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument(
         "--report", action="store_true", help="also compare what the draft makes with the sample"
     )
+
+    e = sub.add_parser(
+        "expect",
+        help="the answers a platform's numbers must match (revenue per store per hour...)",
+        description="Makes the run's (or, with --start/--end, the batch's) events again as "
+        "the business produced them, before chaos, and answers the questions its packs "
+        "declare: one table per question.",
+    )
+    e.add_argument("config", help="the scenario file of the run or batch")
+    e.add_argument("--start", help="a batch's first day (YYYY-MM-DD) or ISO 8601 time")
+    e.add_argument("--end", help="a batch's last day, inclusive (or an exclusive time)")
+    e.add_argument("--shards", type=int, help="as the run or batch was split (default: its)")
+    e.add_argument("--question", action="append", help="only these (default: every one)")
+    e.add_argument("--out", default="expected", help="folder for the tables (default: expected)")
+    e.add_argument("--format", choices=["parquet", "json"], default="parquet")
     return p
 
 
@@ -267,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": _serve,
         "batch": _batch,
         "infer": _infer,
+        "expect": _expect,
     }
     return int(handler[args.command](args))
 
@@ -731,6 +747,12 @@ def _sample(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data)
     sys.stdout.flush()
     return 0
+
+
+def _expect(args: argparse.Namespace) -> int:
+    from datafactory.expect.command import run
+
+    return run(args)
 
 
 def _infer(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.rate import RateProfile
 from datafactory.engine.seeding import SeedTree
+from datafactory.expect.questions import Question
 from datafactory.schema import EventSchema, load_schema
 
 
@@ -160,6 +161,12 @@ class Pack(ABC):
         """Whether its driven streams follow the clock when none of its paced streams runs
         (clock-driven packs; templates' state-machine streams)."""
         return cls.clock_driven
+
+    @classmethod
+    def questions(cls, params: BaseModel) -> tuple[Question, ...]:
+        """What a platform answers about its streams (revenue per store per hour...):
+        ``datafactory expect`` computes the right answers (see :mod:`datafactory.expect`)."""
+        return ()
 
     @classmethod
     def max_shards(cls, params: BaseModel) -> int:

@@ -32,6 +32,7 @@ from datafactory.engine.rate import WeeklyProfile
 from datafactory.engine.sampling import AliasTable
 from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
+from datafactory.expect.questions import Question
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory_retail.catalogue import (
     BRANDS,
@@ -42,6 +43,7 @@ from datafactory_retail.catalogue import (
 )
 from datafactory_retail.customers import BASKET_FACTOR, EVENT_TYPES, SEGMENTS, Customers
 from datafactory_retail.inventory import MOVEMENTS, REASONS, Inventory
+from datafactory_retail.questions import QUESTIONS
 
 # Relative sales by hour of day (store-local time, taken as UTC): quiet nights, a lunch peak,
 # an after-work peak.
@@ -224,6 +226,10 @@ class RetailPack(Pack):
         return rate
 
     shardable = True
+
+    @classmethod
+    def questions(cls, params: BaseModel) -> tuple[Question, ...]:
+        return QUESTIONS
 
     @classmethod
     def max_shards(cls, params: BaseModel) -> int:

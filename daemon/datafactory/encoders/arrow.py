@@ -84,10 +84,11 @@ def _with_nulls(arr: pa.Array, mask: npt.NDArray[np.bool_] | None) -> pa.Array:
     )
 
 
-def _converter(ftype: Any) -> Convert:
+def column_converter(ftype: Any) -> Convert:
+    """A block's column of the Avro type ``ftype`` (with its null mask) as an Arrow array."""
     atype, _ = arrow_type(ftype)
     if isinstance(ftype, list):
-        inner = _converter(next(t for t in ftype if t != "null"))
+        inner = column_converter(next(t for t in ftype if t != "null"))
         return lambda col, mask: _nullable(inner(col, None), mask)
     t = ftype["type"] if isinstance(ftype, dict) else ftype
     logical = ftype.get("logicalType") if isinstance(ftype, dict) else None
@@ -104,16 +105,16 @@ def _converter(ftype: Any) -> Convert:
     if t == "array":
         items = ftype["items"]
         if isinstance(items, dict) and items.get("type") == "record":
-            struct = _converter(items)
+            struct = column_converter(items)
             return lambda col, _m: pa.ListArray.from_arrays(
                 pa.array(col.offsets), struct((col.children, col.nulls), None)
             )
-        item = _converter(items)
+        item = column_converter(items)
         return lambda col, _m: pa.ListArray.from_arrays(
             pa.array(col.offsets), item(col.children["value"], None)
         )
     if t == "record":
-        convs = [(f["name"], _converter(f["type"]), _field(f)) for f in ftype["fields"]]
+        convs = [(f["name"], column_converter(f["type"]), _field(f)) for f in ftype["fields"]]
 
         def record(col: Any, _m: object) -> pa.Array:
             # a nested record's StructColumn, or (columns, null masks) of an array's items
@@ -218,7 +219,7 @@ class ArrowConverter:
         self.schema = schema
         self.run_seed = run_seed
         self.arrow_schema = arrow_schema(schema)
-        self._plan = [(f["name"], _converter(f["type"])) for f in schema.fields]
+        self._plan = [(f["name"], column_converter(f["type"])) for f in schema.fields]
 
     def batch(self, block: RecordBlock) -> pa.RecordBatch:
         columns: dict[str, Any] = dict(block.columns)

@@ -1,0 +1,206 @@
+"""A question's answer, built a block at a time in Arrow's compute kernels.
+
+Each block's rows (its events, or its array's items) are grouped by (window, keys) and
+aggregated into a partial table; partials are folded together as they pile up (sums of
+sums, counts of counts, the least of minima...), so memory is the answer's size, not the
+events'. Values are typed from the schema as batch mode types them (decimals stay exact
+``decimal128``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from datafactory.encoders.arrow import arrow_type, column_converter
+from datafactory.engine.blocks import ListColumn, RecordBlock
+from datafactory.expect.questions import Path, Plan
+
+FOLD_AT = 64  # partial tables kept before they are folded into one
+_PARTS = {"count": ("sum",), "sum": ("sum",), "min": ("min",), "max": ("max",),
+          "mean": ("sum", "count")}  # fmt: skip
+_FOLD = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
+
+
+class Answer:
+    """The answer to one question (``plan``), from the blocks of its stream."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.window_us = plan.question.window * 1_000_000
+        self.keys = [f"k{i}" for i in range(len(plan.by))]
+        # the partial tables' value columns: (measure index, part) -> column name
+        self.parts = [(i, part) for i, (m, _) in enumerate(plan.measures) for part in _PARTS[m.op]]
+        self.partials: list[pa.Table] = []
+        self.rows = 0  # rows aggregated (events or items)
+
+    def add(self, block: RecordBlock) -> None:
+        rows = _Rows(block, self.plan)
+        keep = rows.keep(self.plan.where)
+        table: dict[str, Any] = {"window": rows.window(self.window_us)}
+        for name, path in zip(self.keys, self.plan.by, strict=True):
+            table[name] = _plain(rows.value(path))
+        for i, (_, field) in enumerate(self.plan.measures):
+            table[f"m{i}"] = (
+                pa.array(np.ones(rows.n, dtype=np.int64)) if field is None else rows.value(field)
+            )
+        t = pa.table(table)
+        if keep is not None:
+            t = t.filter(keep)
+        if not t.num_rows:
+            return
+        self.rows += t.num_rows
+        aggs = [(f"m{i}", part) for i, part in self.parts]
+        self._fold(t.group_by(["window", *self.keys], use_threads=False).aggregate(aggs))
+
+    def _fold(self, partial: pa.Table | None) -> None:
+        """Keep a block's partial (its columns named window, k0.., p0..); fold the partials
+        into one when they pile up, or at the end (``partial`` None)."""
+        if partial is not None:
+            named = {f"m{i}_{part}": f"p{j}" for j, (i, part) in enumerate(self.parts)}
+            self.partials.append(_renamed(partial, named))
+            if len(self.partials) < FOLD_AT:
+                return
+        if len(self.partials) > 1:
+            merged = pa.concat_tables(self.partials)
+            aggs = [(f"p{j}", _FOLD[part]) for j, (_, part) in enumerate(self.parts)]
+            folded = merged.group_by(["window", *self.keys], use_threads=False).aggregate(aggs)
+            named = {f"p{j}_{_FOLD[part]}": f"p{j}" for j, (_, part) in enumerate(self.parts)}
+            self.partials = [_renamed(folded, named)]
+
+    def table(self) -> pa.Table:
+        """The answer: window_start, window_end, the keys, the measures; in window then key
+        order."""
+        self._fold(None)
+        names = [_key_name(p, self.plan.by) for p in self.plan.by]
+        if not self.partials:
+            return _empty(self.plan, names)
+        t = self.partials[0]
+        start = pc.cast(t["window"], pa.timestamp("us", tz="UTC"))
+        end = pc.cast(pc.add(t["window"], self.window_us), pa.timestamp("us", tz="UTC"))
+        cols: dict[str, Any] = {"window_start": start, "window_end": end}
+        for name, key in zip(names, self.keys, strict=True):
+            cols[name] = t[key]
+        where = {(i, part): f"p{j}" for j, (i, part) in enumerate(self.parts)}
+        for i, (m, _) in enumerate(self.plan.measures):
+            if m.op == "mean":
+                total = pc.cast(t[where[(i, "sum")]], pa.float64())
+                cols[m.name] = pc.divide(total, pc.cast(t[where[(i, "count")]], pa.float64()))
+            else:
+                cols[m.name] = t[where[(i, _PARTS[m.op][0])]]
+        out = pa.table(cols)
+        return out.sort_by([("window_start", "ascending"), *((n, "ascending") for n in names)])
+
+
+def _renamed(t: pa.Table, names: dict[str, str]) -> pa.Table:
+    """``t`` with its columns in a fixed order (window, keys, parts) and named so."""
+    order = sorted(t.column_names, key=lambda c: (c != "window", not c.startswith("k"),
+                                                  names.get(c, c)))  # fmt: skip
+    return t.select(order).rename_columns([names.get(c, c) for c in order])
+
+
+def _key_name(p: Path, by: tuple[Path, ...]) -> str:
+    """A key's column: its last name, or the whole path where two would clash."""
+    last = p.text.rsplit(".", 1)[-1]
+    clash = sum(1 for o in by if o.text.rsplit(".", 1)[-1] == last) > 1
+    return p.text.replace(".", "_") if clash else last
+
+
+def _plain(arr: pa.Array) -> pa.Array:
+    """Keys as plain values (dictionaries differ between blocks)."""
+    if pa.types.is_dictionary(arr.type):
+        return pc.cast(arr, arr.type.value_type)
+    return arr
+
+
+def _empty(plan: Plan, names: list[str]) -> pa.Table:
+    ts = pa.timestamp("us", tz="UTC")
+    fields = [pa.field("window_start", ts), pa.field("window_end", ts)]
+    fields += [pa.field(n, arrow_type(p.type)[0]) for n, p in zip(names, plan.by, strict=True)]
+    for m, p in plan.measures:
+        t = pa.int64() if p is None else arrow_type(p.type)[0]
+        fields.append(pa.field(m.name, pa.float64() if m.op == "mean" else t))
+    return pa.schema(fields).empty_table()
+
+
+class _Rows:
+    """A block's rows for a question: its events, or (``items``) its array's items with
+    their event's fields beside each."""
+
+    def __init__(self, block: RecordBlock, plan: Plan) -> None:
+        self.block = block
+        self.items = plan.items
+        self.types = plan.tops
+        self.tops: dict[str, pa.Array] = {}
+        self.parents: pa.Array | None = None
+        self.n = len(block)
+        if self.items is not None:
+            lists = self._top(self.items)
+            self.parents = pc.list_parent_indices(lists)
+            self.flat = pc.list_flatten(lists)
+            self.n = len(self.flat)
+
+    def _top(self, name: str) -> pa.Array:
+        """A top-level field, typed as batch mode types it (converted once per block)."""
+        if name not in self.tops:
+            b = self.block
+            if name == "event_time":
+                arr = pa.array(b.event_time, pa.timestamp("us", tz="UTC"))
+            else:
+                arr = column_converter(self.types[name])(b.columns[name], b.nulls.get(name))
+            self.tops[name] = arr
+        return self.tops[name]
+
+    def window(self, window_us: int) -> pa.Array:
+        w = (self.block.event_time // window_us) * window_us
+        return pa.array(w if self.parents is None else w[np.asarray(self.parents)])
+
+    def keep(self, where: tuple[tuple[Path, tuple[Any, ...]], ...]) -> pa.Array | None:
+        mask = None
+        for path, values in where:
+            hit = pc.is_in(_plain(self._event_value(path)), value_set=pa.array(list(values)))
+            mask = hit if mask is None else pc.and_(mask, hit)
+        if mask is not None and self.parents is not None:
+            mask = mask.take(self.parents)
+        return mask
+
+    def value(self, path: Path) -> pa.Array:
+        """The path's value per row."""
+        if path.item and self.items is not None:
+            return _inner(self.flat, path.inner)
+        if path.item:  # an item field per event: its items' sum (0 for no items)
+            return self._item_sum(path)
+        v = self._event_value(path)
+        return v if self.parents is None else v.take(self.parents)
+
+    def _event_value(self, path: Path) -> pa.Array:
+        return _inner(self._top(path.top), path.inner)
+
+    def _item_sum(self, path: Path) -> pa.Array:
+        col = self.block.columns[path.top]
+        assert isinstance(col, ListColumn) and len(path.inner) == 1
+        values = np.asarray(col.children[path.inner[0]])
+        if (mask := col.nulls.get(path.inner[0])) is not None:
+            values = np.where(mask, 0, values)
+        offsets = np.asarray(col.offsets, dtype=np.int64)
+        sums = np.zeros(len(offsets) - 1, dtype=values.dtype)
+        has = np.diff(offsets) > 0
+        if has.any():
+            sums[has] = np.add.reduceat(values, offsets[:-1][has])
+        return column_converter(_bare(path.type))(sums, None)
+
+
+def _inner(arr: pa.Array, names: tuple[str, ...]) -> pa.Array:
+    for name in names:
+        arr = pc.struct_field(arr, name)
+    return arr
+
+
+def _bare(t: Any) -> Any:
+    """A type without its null."""
+    if isinstance(t, list):
+        return next(x for x in t if x != "null")
+    return t

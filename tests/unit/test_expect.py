@@ -1,0 +1,167 @@
+"""``datafactory expect``: the answers it gives are the answers a plain, record-by-record
+computation gives over the events a run really wrote (so its events are the run's, made
+again, and its aggregation is right), for every question of the retail and IoT packs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from datafactory import expect
+from datafactory.config import load_config
+from datafactory.expect.questions import Measure, Question, plan
+from datafactory.runtime.engine import Engine
+
+SCENARIO = """
+run: {name: exp, seed: 13, clock: simulated, start: "2026-03-02T22:00:00Z", duration: 4h}
+packs:
+  retail:
+    params: {stores: 4, skus: 300, customers: 2000}
+    streams:
+      pos_transaction: {rate: {profile: constant, base: 3}}
+      return: {}
+      customer_event: {}
+  iot:
+    params: {sites: 3, devices: 40}
+sinks: {out: {type: file, path: OUT, format: json}}
+telemetry: {enabled: false}
+"""
+
+
+def reference(q: Question, records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict]:
+    """The question answered record by record (the plain way a reader would)."""
+    items = next((b.split(".")[0] for b in q.by if "." in b), None)
+    groups: dict[tuple[Any, ...], dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if any(r[f] not in values for f, values in q.where):
+            continue
+        t = dt.datetime.fromisoformat(r["event_time"].replace("Z", "+00:00"))
+        start = int(t.timestamp()) // q.window * q.window
+        for row in ([{**r, **{f"{items}.{k}": v for k, v in i.items()}} for i in r[items]]
+                    if items else [r]):  # fmt: skip
+            key = (start, *(row[b] for b in q.by))
+            g = groups[key]
+            for m in q.measures:
+                if m.op == "count":
+                    g[m.name].append(1)
+                elif "." in m.field and not items:  # an item field per event: its sum
+                    top, f = m.field.split(".")
+                    g[m.name].append(sum((i[f] for i in r[top]), Decimal(0)))
+                else:
+                    g[m.name].append(row[m.field])
+    out = {}
+    for key, g in groups.items():
+        row = {}
+        for m in q.measures:
+            vals = [v for v in g[m.name] if v is not None]
+            row[m.name] = {"count": lambda v: len(v), "sum": sum, "min": min, "max": max,
+                           "mean": lambda v: sum(v) / len(v)}[m.op](vals)  # fmt: skip
+        out[key] = row
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, list[dict]]]:
+    out = tmp_path_factory.mktemp("run")
+    path = out / "scenario.yaml"
+    path.write_text(SCENARIO.replace("OUT", str(out / "data")))
+    cfg = load_config(path)
+    asyncio.run(Engine(cfg).run())
+    events: dict[str, list[dict]] = defaultdict(list)
+    for f in sorted((out / "data").rglob("*.jsonl")):
+        stream = f"{f.parent.parent.name}.{f.parent.name}"
+        for line in f.read_bytes().splitlines():
+            events[stream].append(json.loads(line, parse_float=Decimal))
+    return cfg, events
+
+
+def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
+    run_output: tuple[Any, dict[str, list[dict]]],
+) -> None:
+    cfg, events = run_output
+    run = cfg.run
+    start = int(run.start.timestamp() * 1e6)
+    result = expect.answer(cfg, start, start + int(run.duration * 1e6))
+    assert set(result.tables) == {
+        "sales_by_store_hour", "sales_by_category_day", "returns_by_store_day",
+        "customers_by_day", "readings_by_device_5min", "alerts_by_site_day",
+        "status_changes_by_site_day",
+    }  # fmt: skip
+    assert result.events == sum(len(v) for v in events.values())  # the run's events, all
+    for name, table in result.tables.items():
+        q = result.plans[name].question
+        stream = next(p.event_type for p in cfg.streams if p.stream == q.stream)
+        want = reference(q, events[stream])
+        got = {}
+        keys = table.column_names[2 : 2 + len(q.by)]
+        for r in table.to_pylist():
+            key = (int(r["window_start"].timestamp()), *(r[k] for k in keys))
+            got[key] = {m.name: r[m.name] for m in q.measures}
+        assert set(got) == set(want), name
+        for key, row in want.items():
+            for m in q.measures:
+                a, b = got[key][m.name], row[m.name]
+                if m.op == "mean":
+                    assert float(a) == pytest.approx(float(b), rel=1e-12), (name, key, m.name)
+                else:  # (a double's JSON text is its shortest repr: the same double)
+                    assert a == (float(b) if isinstance(a, float) else b), (name, key, m.name)
+        assert len(want) > 0 or name == "alerts_by_site_day", name
+    # windows at the run's edges: the first hour starts at 22:00, the last day is cut at 02:00
+    hours = {r["window_start"].hour for r in result.tables["sales_by_store_hour"].to_pylist()}
+    assert hours == {22, 23, 0, 1}
+
+
+def test_the_command_writes_a_table_and_a_schema_per_question(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO.replace("OUT", str(tmp_path / "data")))
+    cli = [sys.executable, "-m", "datafactory", "expect", str(scenario), "--out"]
+    for fmt in ("parquet", "json"):
+        r = subprocess.run([*cli, str(tmp_path / fmt), "--format", fmt,
+                            "--question", "sales_by_store_hour"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert orjson.loads(r.stdout)["questions"] == {"sales_by_store_hour": 16}  # 4 h x 4
+    rows = pq.read_table(tmp_path / "parquet" / "sales_by_store_hour.parquet").to_pylist()
+    lines = (tmp_path / "json" / "sales_by_store_hour.jsonl").read_text().splitlines()
+    first = json.loads(lines[0], parse_float=Decimal)
+    assert first["revenue"] == rows[0]["revenue"] and first["window_start"].endswith("Z")
+    schema = orjson.loads((tmp_path / "json" / "sales_by_store_hour.schema.json").read_bytes())
+    assert schema["window_seconds"] == 3600 and schema["columns"][-1]["name"] == "revenue"
+    assert "decimal128" in schema["columns"][-1]["type"]
+    bad = subprocess.run([*cli, str(tmp_path / "x"), "--question", "nope"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "no question 'nope'" in bad.stderr
+    real = scenario.read_text().replace("clock: simulated, ", "")
+    scenario.write_text(real)
+    bad = subprocess.run([*cli, str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "give --start and --end" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("question", "says"),
+    [
+        (Question("q", "pos_transaction", 60, ("nope",), (Measure("n", "count"),)), "no field"),
+        (Question("q", "pos_transaction", 60, ("items",), (Measure("n", "count"),)),
+         "not a value"),
+        (Question("q", "pos_transaction", 0, (), (Measure("n", "count"),)), "positive"),
+        (Question("q", "pos_transaction", 60, (), (Measure("n", "max", "items.quantity"),)),
+         "summed"),
+        (Question("q", "pos_transaction", 60, (), (Measure("n", "sum"),)), "the rest one"),
+    ],
+)  # fmt: skip
+def test_a_question_the_schema_cannot_answer_is_refused(question: Question, says: str) -> None:
+    from datafactory.schema import load_schema
+
+    with pytest.raises(ValueError, match=says):
+        plan(question, load_schema("retail.pos_transaction").fields)
