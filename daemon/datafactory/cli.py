@@ -682,6 +682,7 @@ def _sample_block(pack: Any, specs: dict[str, Any], stream: str, n: int, now: in
     lane = driver.add(plan, t0=now / 1e6)
     got: list[Any] = []
     t = now - 720 * hour
+    pack.begin(t)  # its models begin with the window, as a run's do
     while t < now and sum(map(len, got)) < n:
         got += [b for b in driver.step(t, t + hour) if b.stream == lane.name]
         t += hour

@@ -7,7 +7,8 @@ default rate follows hour of day, day of week and holidays), and, driven by the 
 ``return`` (part of a line of an earlier transaction, refunded pro rata).
 
 ``price_change`` (the catalogue listed at the start, then list price changes and promotions
-starting and ending, at midnight: see ``catalogue.py``).
+starting and ending, at midnight: see ``catalogue.py``); ``store`` (every store listed at the
+start: region, format, opening hours, sales tax).
 
 Stores have a region (sales tax, SKU popularity) and a format (size, opening hours). An
 in-store sale never falls outside its store's hours: one that would becomes an online order
@@ -90,6 +91,7 @@ STORE_FORMATS: tuple[tuple[str, float, float, int, int], ...] = (
     ("convenience", 0.30, 0.35, 6, 23),
     ("superstore_24h", 0.10, 1.5, 0, 24),
 )
+STORE_FORMAT_NAMES = tuple(f[0] for f in STORE_FORMATS)
 HOUR_US = 3_600_000_000
 
 
@@ -216,6 +218,11 @@ class RetailPack(Pack):
             "A customer created, updated, churned or reactivated (follows the sales).",
             driven=True,
         ),
+        "store": StreamSpec(
+            "store",
+            "The stores, listed at the start: region, format, opening hours, sales tax.",
+            driven=True,
+        ),
     }
 
     @classmethod
@@ -295,11 +302,19 @@ class RetailPack(Pack):
         self.returns_emit = False
         self.returns_rng = seeds.rng("retail", "returns", *tag)
         self.pending_returns = PendingEvents()
+        self.stores_emit = False
+        self.stores_listed = False
+        self.pending_stores = PendingEvents()
 
     def begin(self, now_us: int) -> None:
-        """The catalogue, the customers and the opening stock begin with the run."""
+        """The catalogue, the customers, the opening stock and the stores' listing begin
+        with the run."""
         for model in (self.prices, self.customers, self.inventory):
             model.begin(now_us)
+        if self.stores_emit and not self.stores_listed:
+            n = len(self.store_ids)
+            self.pending_stores.add(t=np.full(n, now_us, dtype=np.int64), store=np.arange(n))
+            self.stores_listed = True
 
     def advance(self, now_us: int) -> None:
         """Time-driven state (prices, customers, stock) up to the generation edge."""
@@ -334,6 +349,9 @@ class RetailPack(Pack):
         if name == "customer_event":
             self.customers.emit = True
             return CustomerEvents(self)
+        if name == "store":
+            self.stores_emit = True
+            return Stores(self)
         raise KeyError(f"retail has no stream {name!r}; streams: {sorted(self.streams)}")
 
 
@@ -593,6 +611,40 @@ class Returns(StreamGenerator):
                 "reason": DictColumn(c["reason"], RETURN_REASONS),
             },
             nulls={"customer_id": c["anonymous"]},
+        )
+
+
+class Stores(StreamGenerator):
+    """``store``: this shard's stores, listed when the run begins."""
+
+    def __init__(self, pack: RetailPack) -> None:
+        self.pack = pack
+        self.schema = pack.schema_for("store")
+
+    def poll(
+        self, until_us: int | None, seq_start: int, limit: int, final: bool = False
+    ) -> RecordBlock | None:
+        pk = self.pack
+        ev = pk.pending_stores.take(until_us, limit) if until_us is not None else None
+        if ev is None:
+            return None
+        store = ev["store"].astype(np.int32)
+        fmt = pk.store_format[store]
+        return RecordBlock(
+            stream="retail.store",
+            seq=np.arange(seq_start, seq_start + len(store), dtype=np.int64),
+            event_time=ev["t"],
+            key=store.astype(np.int64),
+            columns={
+                "store_id": DictColumn(store, pk.store_ids),
+                "change_type": DictColumn(np.zeros(len(store), dtype=np.int32), ("listed",)),
+                "region": DictColumn(pk.store_region[store].astype(np.int32), REGIONS),
+                "format": DictColumn(fmt.astype(np.int32), STORE_FORMAT_NAMES),
+                "opens_at": pk.store_opens[store].astype(np.int32),
+                "closes_at": pk.store_closes[store].astype(np.int32),
+                "tax_rate": pk.store_tax_bp[store].astype(np.int64),  # basis points: scale 4
+                "registers": np.full(len(store), pk.p.registers_per_store, dtype=np.int32),
+            },
         )
 
 

@@ -44,6 +44,7 @@ def test_default_streams_and_rates_come_from_the_pack() -> None:
         "return",
         "price_change",
         "customer_event",
+        "store",
     ]
     assert all(d.driven for d in driven)
     from datafactory_retail import DEFAULT_RATE
