@@ -23,20 +23,21 @@ import orjson
 from datafactory.schema import EventSchema
 
 _INT_BOUNDS = {"int": 2**31, "long": 2**63}
+Span = tuple[float, float] | None  # when an event time is plausible (None: around now)
 
 
 class Invalid(Exception):
     pass
 
 
-def _check(value: Any, t: Any, f: dict[str, Any], path: str) -> None:
+def _check(value: Any, t: Any, f: dict[str, Any], path: str, span: Span = None) -> None:
     if isinstance(t, list):
         if value is None:
             if "null" not in t:
                 raise Invalid(f"{path}: null")
             return
         rest = [x for x in t if x != "null"]
-        _check(value, rest[0], f, path)
+        _check(value, rest[0], f, path, span)
         return
     if value is None:
         raise Invalid(f"{path}: null in a required field")
@@ -53,7 +54,8 @@ def _check(value: Any, t: Any, f: dict[str, Any], path: str) -> None:
         except ValueError:
             raise Invalid(f"{path}: bad timestamp") from None
         now = time.time()
-        if not now - 3600 <= ts <= now + 300:
+        lo, hi = span or (now - 3600, now + 300)
+        if not lo <= ts <= hi:
             raise Invalid(f"{path}: implausible event time")
     elif kind == "string":
         if not isinstance(value, str):
@@ -70,10 +72,10 @@ def _check(value: Any, t: Any, f: dict[str, Any], path: str) -> None:
         if not isinstance(value, list):
             raise Invalid(f"{path}: not a list")
         for i, item in enumerate(value):
-            _check(item, t["items"], {}, f"{path}[{i}]")
+            _check(item, t["items"], {}, f"{path}[{i}]", span)
         return
     elif kind == "record":
-        _record(value, t, path)
+        _record(value, t, path, span)
         return
     rng = f.get("range")
     if rng is not None:
@@ -82,7 +84,7 @@ def _check(value: Any, t: Any, f: dict[str, Any], path: str) -> None:
             raise Invalid(f"{path}: {value} out of range")
 
 
-def _record(value: Any, schema: dict[str, Any], path: str) -> None:
+def _record(value: Any, schema: dict[str, Any], path: str, span: Span = None) -> None:
     if not isinstance(value, dict):
         raise Invalid(f"{path}: not an object")
     names = [f["name"] for f in schema["fields"]]
@@ -90,17 +92,18 @@ def _record(value: Any, schema: dict[str, Any], path: str) -> None:
         extra, missing = set(value) - set(names), set(names) - set(value)
         raise Invalid(f"{path}: fields differ (extra {sorted(extra)}, missing {sorted(missing)})")
     for f in schema["fields"]:
-        _check(value[f["name"]], f["type"], f, f"{path}.{f['name']}")
+        _check(value[f["name"]], f["type"], f, f"{path}.{f['name']}", span)
 
 
-def validate(value: bytes, schema: EventSchema) -> str | None:
-    """None if the record is valid, else why not."""
+def validate(value: bytes, schema: EventSchema, span: Span = None) -> str | None:
+    """None if the record is valid, else why not (``span``: when event times are plausible,
+    epoch seconds; default: around now)."""
     try:
         record = orjson.loads(value)
     except orjson.JSONDecodeError as e:
         return f"not JSON: {e}"
     try:
-        _record(record, schema.raw, "$")
+        _record(record, schema.raw, "$", span)
     except Invalid as e:
         return str(e)
     return None

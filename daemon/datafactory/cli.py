@@ -230,6 +230,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--min-precision", type=float, help="DLQ precision at least this")
     f.add_argument("--max-false-positives", type=int, help="clean events in the DLQ allowed")
+    f.add_argument(
+        "--expected",
+        metavar="DIR",
+        help="the answers datafactory expect wrote: check the platform's numbers against them "
+        "(instead of its events)",
+    )
+    f.add_argument(
+        "--actual",
+        metavar="SOURCE",
+        help="the platform's result tables, one per question: a folder of .parquet/.jsonl, "
+        "duckdb:///path.db or postgresql://...",
+    )
+    f.add_argument("--question", action="append", help="check only these (with --expected)")
+    f.add_argument("--tolerance", default="0", help="a measure may be off by this much (0)")
+    f.add_argument("--max-wrong-windows", type=int, default=0, help="windows allowed wrong (0)")
 
     s = sub.add_parser("sample", help="print a few events of one stream")
     s.add_argument("stream", help="PACK.STREAM, e.g. retail.pos_transaction")
@@ -264,6 +279,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--end", help="a batch's last day, inclusive (or an exclusive time)")
     e.add_argument("--shards", type=int, help="as the run or batch was split (default: its)")
     e.add_argument("--question", action="append", help="only these (default: every one)")
+    e.add_argument(
+        "--manifest",
+        help="the run's chaos manifest (default: its config's, when it has chaos): what a "
+        "platform never saw, must reject, or got twice",
+    )
     e.add_argument("--out", default="expected", help="folder for the tables (default: expected)")
     e.add_argument("--format", choices=["parquet", "json"], default="parquet")
     return p
@@ -546,6 +566,8 @@ def _verify(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
+    if args.expected is not None:
+        return _verify_expected(args)
     th = Thresholds(args.max_missing, args.max_duplicated, args.max_unidentified)
     try:
         for item in args.min_recall:
@@ -748,6 +770,29 @@ def _sample(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data)
     sys.stdout.flush()
     return 0
+
+
+def _verify_expected(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    from datafactory.expect.compare import CompareError, format_report, verify_expected
+
+    if args.actual is None:
+        print("datafactory: --expected needs --actual (the platform's tables)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        tolerance = Decimal(args.tolerance)
+        report = verify_expected(
+            Path(args.expected), args.actual, args.question, tolerance, args.max_wrong_windows
+        )
+    except (CompareError, InvalidOperation) as e:
+        print(f"datafactory: verify: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(format_report(report))
+    return 1 if report["failures"] else 0
 
 
 def _expect(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,8 +24,10 @@ from pydantic import BaseModel
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.rate import RateProfile
 from datafactory.engine.seeding import SeedTree
-from datafactory.expect.questions import Question
 from datafactory.schema import EventSchema, load_schema
+
+if TYPE_CHECKING:
+    from datafactory.expect.questions import Question
 
 
 @dataclass(frozen=True, slots=True)

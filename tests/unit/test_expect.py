@@ -18,8 +18,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from datafactory import expect
 from datafactory.config import load_config
+from datafactory.expect import run as expect
 from datafactory.expect.questions import Measure, Question, plan
 from datafactory.runtime.engine import Engine
 

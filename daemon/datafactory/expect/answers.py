@@ -28,10 +28,12 @@ _FOLD = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 class Answer:
     """The answer to one question (``plan``), from the blocks of its stream."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, per_event: bool = False) -> None:
+        """``per_event``: grouped by each event too (its ``seq``: what each contributes)."""
         self.plan = plan
+        self.per_event = per_event
         self.window_us = plan.question.window * 1_000_000
-        self.keys = [f"k{i}" for i in range(len(plan.by))]
+        self.keys = [f"k{i}" for i in range(len(plan.by))] + (["seq"] if per_event else [])
         # the partial tables' value columns: (measure index, part) -> column name
         self.parts = [(i, part) for i, (m, _) in enumerate(plan.measures) for part in _PARTS[m.op]]
         self.partials: list[pa.Table] = []
@@ -41,8 +43,10 @@ class Answer:
         rows = _Rows(block, self.plan)
         keep = rows.keep(self.plan.where)
         table: dict[str, Any] = {"window": rows.window(self.window_us)}
-        for name, path in zip(self.keys, self.plan.by, strict=True):
+        for name, path in zip(self.keys, self.plan.by, strict=False):
             table[name] = _plain(rows.value(path))
+        if self.per_event:
+            table["seq"] = rows.seq()
         for i, (_, field) in enumerate(self.plan.measures):
             table[f"m{i}"] = (
                 pa.array(np.ones(rows.n, dtype=np.int64)) if field is None else rows.value(field)
@@ -75,7 +79,9 @@ class Answer:
         """The answer: window_start, window_end, the keys, the measures; in window then key
         order."""
         self._fold(None)
-        names = [_key_name(p, self.plan.by) for p in self.plan.by]
+        names = [_key_name(p, self.plan.by) for p in self.plan.by] + (
+            ["seq"] if self.per_event else []
+        )
         if not self.partials:
             return _empty(self.plan, names)
         t = self.partials[0]
@@ -119,7 +125,9 @@ def _plain(arr: pa.Array) -> pa.Array:
 def _empty(plan: Plan, names: list[str]) -> pa.Table:
     ts = pa.timestamp("us", tz="UTC")
     fields = [pa.field("window_start", ts), pa.field("window_end", ts)]
-    fields += [pa.field(n, arrow_type(p.type)[0]) for n, p in zip(names, plan.by, strict=True)]
+    fields += [pa.field(n, arrow_type(p.type)[0]) for n, p in zip(names, plan.by, strict=False)]
+    if len(names) > len(plan.by):
+        fields.append(pa.field("seq", pa.int64()))
     for m, p in plan.measures:
         t = pa.int64() if p is None else arrow_type(p.type)[0]
         fields.append(pa.field(m.name, pa.float64() if m.op == "mean" else t))
@@ -153,6 +161,11 @@ class _Rows:
                 arr = column_converter(self.types[name])(b.columns[name], b.nulls.get(name))
             self.tops[name] = arr
         return self.tops[name]
+
+    def seq(self) -> pa.Array:
+        """Each row's event's seq."""
+        seq = self.block.seq
+        return pa.array(seq if self.parents is None else seq[np.asarray(self.parents)])
 
     def window(self, window_us: int) -> pa.Array:
         w = (self.block.event_time // window_us) * window_us

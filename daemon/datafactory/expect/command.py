@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import sys
 from pathlib import Path
 
 import orjson
 
-from datafactory import expect
 from datafactory.batch.runner import BatchError, window
 from datafactory.config import Config, ConfigError, load_config
+from datafactory.expect import run as expect
+from datafactory.verify.reconcile import Truth
 
 EXIT_CONFIG = 2
 
@@ -33,19 +35,33 @@ def span(config: Config, start: str | None, end: str | None) -> tuple[int, int, 
     return a, a + int(run.duration * 1_000_000), False
 
 
+def truth_of(config: Config, manifest: str | None, batch: bool) -> Truth | None:
+    """The run's chaos manifest (None: no chaos; a batch has none)."""
+    if batch or (not config.chaos and manifest is None):
+        return None
+    from datafactory.verify import load_truth, manifest_uri
+
+    uri = manifest or manifest_uri(config)
+    return asyncio.run(load_truth(uri, config.run.name, quiet=1.0))
+
+
 def run(args: argparse.Namespace) -> int:
+    from datafactory.verify import VerifyError
+
     try:
         config = load_config(args.config)
         start_us, end_us, batch = span(config, args.start, args.end)
         shards = args.shards or (config.model.batch.shards if batch else config.run.shards)
-        result = expect.answer(config, start_us, end_us, args.question, shards)
-    except (ConfigError, BatchError, ValueError) as e:
+        truth = truth_of(config, args.manifest, batch)
+        result = expect.answer(config, start_us, end_us, args.question, shards, truth)
+    except (ConfigError, BatchError, ValueError, VerifyError) as e:
         print(f"datafactory: {e}", file=sys.stderr)
         return EXIT_CONFIG
     files = expect.write(result, Path(args.out), args.format)
     summary = {
         "out": args.out,
         "questions": {name: t.num_rows for name, t in result.tables.items()},
+        "chaos": truth is not None,
         "events": result.events,
         "rows_aggregated": result.rows_in,
         "seconds": round(result.seconds, 3),

@@ -1,0 +1,202 @@
+"""The answers a platform's numbers must match, over a run's or a batch's events.
+
+The run's (or batch's) events are made again as the business produced them, before chaos
+(the same config and seed make the same events: batch mode's simulation, shard by shard as
+the run or batch was split), and each question its packs declare
+(:mod:`datafactory.expect.questions`) is answered over them a block at a time
+(:mod:`datafactory.expect.answers`). One table per question, as Parquet or JSON lines, each
+with a schema file beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datafactory.config import Config
+from datafactory.engine.blocks import RecordBlock
+from datafactory.engine.identity import event_ids
+from datafactory.expect.answers import Answer
+from datafactory.expect.fates import FATES, Fates
+from datafactory.expect.questions import Measure, Plan, Question, plan
+from datafactory.verify.reconcile import Truth
+
+__all__ = ["Measure", "Question", "answer", "plans", "write"]
+
+
+@dataclass
+class Answers:
+    tables: dict[str, pa.Table]  # what a correct platform reports (all of it, without chaos)
+    plans: dict[str, Plan]
+    rows_in: int  # events (or items) aggregated
+    events: int  # events made
+    seconds: float
+    # with chaos (a manifest): the answer over every event the business made, and each
+    # event that a fate befell with what it contributes (``fault``: dropped, rejected,
+    # duplicated: a row per extra copy)
+    business: dict[str, pa.Table] = field(default_factory=dict)
+    faults: dict[str, pa.Table] = field(default_factory=dict)
+
+
+def plans(config: Config, only: list[str] | None = None) -> dict[str, Plan]:
+    """The questions of the config's packs about its enabled streams, checked against their
+    schemas; ``only``: these (ValueError naming what there is when one is not)."""
+    from datafactory.pack import registered_packs
+
+    packs = registered_packs()
+    out: dict[str, Plan] = {}
+    enabled = {(p.pack, p.stream): p for p in config.streams}
+    for pack in dict.fromkeys(p.pack for p in config.streams):
+        for q in packs[pack].questions(config.pack_params[pack]):
+            stream = enabled.get((pack, q.stream))
+            if stream is not None:
+                out[q.name] = plan(q, stream.schema.fields)
+    if only:
+        missing = [n for n in only if n not in out]
+        if missing:
+            raise ValueError(
+                f"no question {', '.join(map(repr, missing))} about this config's streams; "
+                f"questions: {', '.join(out) or 'none'}"
+            )
+        out = {n: out[n] for n in only}
+    return out
+
+
+class _Asked:
+    """One question's answers over a run's events: what a correct platform reports, and
+    (with fates) the business's whole answer and each fate's events."""
+
+    def __init__(self, p: Plan, fates: bool) -> None:
+        self.expected = Answer(p)
+        self.business = Answer(p) if fates else None
+        self.fates = {f: Answer(p, per_event=True) for f in FATES} if fates else {}
+
+    def add(self, block: RecordBlock, split: dict[str, Any] | None) -> None:
+        if split is None:
+            self.expected.add(block)
+            return
+        assert self.business is not None
+        self.business.add(block)
+        self.expected.add(block.take(split["kept"]))
+        for f, answer in self.fates.items():
+            if len(split.get(f, ())):
+                answer.add(block.take(split[f]))
+
+    def faults(self, stream: str, seed: int) -> pa.Table:
+        parts = []
+        for f, answer in self.fates.items():
+            t = answer.table()
+            ids = event_ids(seed, stream, t["seq"].to_numpy().astype(np.int64))
+            t = t.append_column("fault", pa.array([f] * t.num_rows, pa.string()))
+            parts.append(t.append_column("event_id", pa.array([b.decode() for b in ids.tolist()])))
+        return pa.concat_tables(parts)
+
+
+def answer(
+    config: Config,
+    start_us: int,
+    end_us: int,
+    only: list[str] | None = None,
+    shards: int = 1,
+    truth: Truth | None = None,
+) -> Answers:
+    """Every question answered over ``[start_us, end_us)`` of the config's events (made in
+    ``shards`` parts, as the run or batch that made them was). ``truth``: the run's chaos
+    manifest (what a correct platform counts leaves out what chaos dropped and what it
+    must reject, and counts duplicates once)."""
+    from datafactory.batch.simulate import ShardSimulation
+    from datafactory.pack import Shard
+
+    t0 = time.monotonic()
+    chosen = plans(config, only)
+    fates = Fates(truth) if truth is not None else None
+    asked = {name: _Asked(p, fates is not None) for name, p in chosen.items()}
+    streams = {name: _event_type(config, p.question) for name, p in chosen.items()}
+    by_stream: dict[str, list[_Asked]] = {}
+    for name in chosen:
+        by_stream.setdefault(streams[name], []).append(asked[name])
+    events = 0
+    for index in range(shards):
+        sim = ShardSimulation(config, Shard(index, shards), start_us, end_us)
+        for chunk in sim.chunks():
+            for block in chunk.blocks:
+                events += len(block)
+                todo = by_stream.get(block.stream, ())
+                split = fates.split(block) if fates is not None and todo else None
+                for a in todo:
+                    a.add(block, split)
+    seed = config.run.seed
+    return Answers(
+        {name: a.expected.table() for name, a in asked.items()},
+        chosen,
+        sum(a.expected.rows for a in asked.values()),
+        events,
+        time.monotonic() - t0,
+        {n: a.business.table() for n, a in asked.items() if a.business is not None},
+        {n: a.faults(streams[n], seed) for n, a in asked.items() if a.fates},
+    )
+
+
+def _event_type(config: Config, q: Question) -> str:
+    return next(p.event_type for p in config.streams if p.stream == q.stream)
+
+
+def write(result: Answers, out: Path, fmt: str) -> list[Path]:
+    """Per question: its table (``<question>.parquet`` or ``.jsonl``) and schema
+    (``<question>.schema.json``: columns, types, the question); with chaos, also the
+    business's whole answer (``<question>.business.*``) and each event a fate befell
+    (``<question>.faults.*``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    ext = "parquet" if fmt == "parquet" else "jsonl"
+    for name, table in result.tables.items():
+        q = result.plans[name].question
+        tables = {"": table}
+        if name in result.business:
+            tables[".business"] = result.business[name]
+            tables[".faults"] = result.faults[name]
+        for suffix, t in tables.items():
+            path = out / f"{name}{suffix}.{ext}"
+            if fmt == "parquet":
+                pq.write_table(t, path)
+            else:
+                path.write_bytes(json_lines(t))
+            files.append(path)
+        doc = {
+            "question": name,
+            "doc": q.doc,
+            "stream": q.stream,
+            "window_seconds": q.window,
+            "by": list(q.by),
+            "measures": [{"name": m.name, "op": m.op, "field": m.field} for m in q.measures],
+            "where": {k: list(v) for k, v in q.where},
+            "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+            "rows": table.num_rows,
+            "chaos": name in result.business,
+        }
+        schema = out / f"{name}.schema.json"
+        schema.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        files.append(schema)
+    return files
+
+
+def json_lines(table: pa.Table) -> bytes:
+    """A table as JSON lines: decimals as exact numbers, times as RFC 3339 UTC."""
+
+    def default(v: Any) -> Any:
+        if isinstance(v, Decimal):
+            return orjson.Fragment(str(v))
+        raise TypeError
+
+    opts = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+    return b"".join(
+        orjson.dumps(r, default=default, option=opts) + b"\n" for r in table.to_pylist()
+    )

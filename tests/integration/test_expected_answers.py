@@ -1,0 +1,148 @@
+"""A platform's numbers against ``datafactory expect``'s answers, on a small reference platform
+built from real parts: a chaos run's JSON files validated against the schema (the tests'
+reference platform's validator), deduplicated by event id and aggregated in DuckDB SQL into
+revenue per store per hour. The correct model passes ``verify --expected``; without the
+dedupe step, or without rejecting invalid records, it fails and names exactly the windows
+chaos touched, with those events."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+
+from datafactory.schema import load_schema
+from tests.reference_platform import validate
+
+SCENARIO = """
+run: {name: exp, seed: 17, clock: simulated, start: "2026-03-02T08:00:00Z", duration: 3h}
+packs:
+  retail:
+    params: {stores: 4, skus: 300, customers: 2000}
+    streams:
+      pos_transaction: {rate: {profile: constant, base: 2}}
+sinks: {out: {type: file, path: OUT/data, format: json}}
+chaos:
+  - {step: drop, rate: 0.004}
+  - {step: duplicate, rate: 0.006}
+  - {step: corrupt_value, rate: 0.006, fields: [subtotal, tax, total]}
+manifest:
+  sink: {type: file, path: OUT/truth}
+telemetry: {enabled: false}
+"""
+START, END = 1_772_438_400, 1_772_438_400 + 3 * 3600  # 2026-03-02 08:00-11:00 UTC
+MODEL = """
+CREATE TABLE sales_by_store_hour AS
+SELECT time_bucket(INTERVAL 1 HOUR, TRY_CAST(event_time AS TIMESTAMPTZ)) AS window_start,
+       time_bucket(INTERVAL 1 HOUR, TRY_CAST(event_time AS TIMESTAMPTZ)) + INTERVAL 1 HOUR
+         AS window_end,
+       store_id,
+       count(*) AS transactions,
+       sum(list_sum(list_transform(items, lambda x: TRY_CAST(x.quantity AS BIGINT)))) AS units,
+       sum(TRY_CAST(subtotal AS DECIMAL(18, 2))) AS subtotal,
+       sum(TRY_CAST(tax AS DECIMAL(18, 2))) AS tax,
+       sum(TRY_CAST(total AS DECIMAL(18, 2))) AS revenue
+FROM {source}
+GROUP BY ALL
+"""
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "datafactory", *args], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("exp")
+    (out / "s.yaml").write_text(SCENARIO.replace("OUT", str(out)))
+    r = cli("run", str(out / "s.yaml"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli("expect", str(out / "s.yaml"), "--out", str(out / "expected"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert orjson.loads(r.stdout)["chaos"] is True
+    return out
+
+
+def platform(out: Path, name: str, *, dedupe: bool, reject: bool) -> str:
+    """The platform's tables in a DuckDB database: raw lines -> valid (unless not
+    ``reject``) -> one per event id (unless not ``dedupe``) -> the model."""
+    schema = load_schema("retail.pos_transaction")
+    staged = out / f"{name}.jsonl"
+    with staged.open("wb") as f:
+        for path in sorted((out / "data").rglob("*.jsonl")):
+            for line in path.read_bytes().splitlines():
+                if not reject or validate(line, schema, (START, END)) is None:
+                    f.write(line + b"\n")
+    source = f"read_json('{staged}', format = 'newline_delimited')"
+    if dedupe:
+        source = f"(SELECT * FROM {source} QUALIFY row_number() OVER (PARTITION BY event_id) = 1)"
+    db = out / f"{name}.duckdb"
+    db.unlink(missing_ok=True)
+    with duckdb.connect(str(db)) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(MODEL.format(source=source))
+    return f"duckdb://{db}"
+
+
+def verify(out: Path, actual: str) -> tuple[int, dict[str, Any]]:
+    r = cli("verify", str(out / "s.yaml"), "--expected", str(out / "expected"), "--actual",
+            actual, "--question", "sales_by_store_hour", "--json")  # fmt: skip
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    return r.returncode, orjson.loads(r.stdout)["questions"]["sales_by_store_hour"]
+
+
+def manifest(out: Path) -> dict[str, set[str]]:
+    """Event ids by fate, as the manifest says (independently of expect)."""
+    from datafactory.engine.identity import event_ids
+
+    seqs: dict[str, set[int]] = defaultdict(set)
+    for path in (out / "truth").rglob("*.jsonl"):
+        for line in path.read_bytes().splitlines():
+            r = orjson.loads(line)
+            if r.get("type") == "fault":
+                seqs[r["step"]].add(int(r["seq"]))
+    out_ids = {}
+    for step, s in seqs.items():
+        ids = event_ids(17, "retail.pos_transaction", __import__("numpy").array(sorted(s)))
+        out_ids[step] = {b.decode() for b in ids.tolist()}
+    return out_ids
+
+
+def test_the_correct_model_matches_the_expected_answers(run: Path) -> None:
+    code, report = verify(run, platform(run, "good", dedupe=True, reject=True))
+    assert code == 0 and report["wrong"] == 0 and report["windows"] == 12, report
+
+
+def test_without_dedupe_the_windows_duplicates_touched_fail_and_name_them(run: Path) -> None:
+    code, report = verify(run, platform(run, "nodedupe", dedupe=False, reject=True))
+    truth = manifest(run)
+    assert code == 1 and report["wrong"] > 0
+    named: set[str] = set()
+    for w in report["windows_wrong"]:
+        assert w["explained_by"] == ["duplicated"] and w["sums_match"], w
+        named |= set(w["events"]["duplicated"])
+    # every duplicate of a valid, delivered event is named, and nothing else is
+    delivered = truth["duplicate"] - truth.get("drop", set()) - truth.get("corrupt_value", set())
+    assert named == delivered
+
+
+def test_without_rejection_the_windows_invalid_records_reached_fail(run: Path) -> None:
+    code, report = verify(run, platform(run, "noreject", dedupe=True, reject=False))
+    truth = manifest(run)
+    assert code == 1 and report["wrong"] > 0
+    named: set[str] = set()
+    for w in report["windows_wrong"]:
+        if w["expected"] is None:  # a key the corruption made (store_id null): its window's
+            assert set(w["candidates"]) <= truth["corrupt_value"], w  # rejected events
+            assert w["candidates"], w
+            continue
+        assert "rejected" in w["explained_by"], w
+        named |= set(w["events"]["rejected"])
+    assert named and named <= truth["corrupt_value"]
