@@ -146,3 +146,34 @@ def test_without_rejection_the_windows_invalid_records_reached_fail(run: Path) -
         assert "rejected" in w["explained_by"], w
         named |= set(w["events"]["rejected"])
     assert named and named <= truth["corrupt_value"]
+
+
+def test_a_platforms_tables_in_postgresql_are_read_alike(run: Path) -> None:
+    """The correct model's table copied into PostgreSQL (as a warehouse would hold it)."""
+    import asyncio
+
+    import asyncpg
+
+    good = platform(run, "pg", dedupe=True, reject=True).removeprefix("duckdb://")
+    with duckdb.connect(good) as con:
+        rows = con.sql("SELECT * FROM sales_by_store_hour").fetchall()
+
+    async def load() -> None:
+        con = await asyncpg.connect(PG)
+        try:
+            await con.execute('DROP TABLE IF EXISTS "sales_by_store_hour"')
+            await con.execute(
+                'CREATE TABLE "sales_by_store_hour" (window_start timestamptz, window_end '
+                "timestamptz, store_id text, transactions bigint, units numeric, subtotal "
+                "numeric(18, 2), tax numeric(18, 2), revenue numeric(18, 2))"
+            )
+            await con.copy_records_to_table("sales_by_store_hour", records=rows)
+        finally:
+            await con.close()
+
+    asyncio.run(load())
+    code, report = verify(run, PG)
+    assert code == 0 and report["windows_reported"] == 12, report
+
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
