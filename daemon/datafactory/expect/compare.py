@@ -2,7 +2,8 @@
 answers, window by window, and the events that explain each window that differs.
 
 The platform's tables come from a folder (``<question>.parquet`` or ``.jsonl``, as
-``expect`` writes them), a DuckDB database (``duckdb:///path.db``) or PostgreSQL
+``expect`` writes them), a DuckDB database (``duckdb://PATH``: ``duckdb://data/p.duckdb``,
+``duckdb:///abs/p.duckdb``) or PostgreSQL
 (``postgresql://...``): one table per question, named by it, with the expected table's
 columns (``window_start``, the keys, the measures; more are ignored). A window differs when
 it is missing, extra, or a measure is off by more than the tolerance. For each, the events
@@ -64,7 +65,9 @@ def read_actual(source: str, question: str) -> pa.Table:
     folder = Path(source.removeprefix("file://"))
     table = read_expected(folder, question)
     if table is None:
-        raise CompareError(f"{folder}: no {question}.parquet or {question}.jsonl")
+        raise CompareError(
+            f"{folder}: no {question}.parquet or {question}.jsonl (--question: check only some)"
+        )
     return table
 
 
@@ -77,7 +80,9 @@ def _duckdb(path: str, question: str) -> pa.Table:
         with duckdb.connect(path, read_only=True) as con:
             return con.sql(f'SELECT * FROM "{question}"').to_arrow_table()
     except duckdb.Error as e:
-        raise CompareError(f"duckdb {path}: table {question!r}: {e}") from None
+        raise CompareError(
+            f"duckdb {path}: table {question!r}: {e} (--question: check only some)"
+        ) from None
 
 
 def _postgres(url: str, question: str) -> pa.Table:
@@ -95,7 +100,9 @@ def _postgres(url: str, question: str) -> pa.Table:
     try:
         rows = asyncio.run(fetch())
     except (OSError, asyncpg.PostgresError) as e:
-        raise CompareError(f"postgresql: table {question!r}: {e}") from None
+        raise CompareError(
+            f"postgresql: table {question!r}: {e} (--question: check only some)"
+        ) from None
     return pa.Table.from_pylist([dict(r) for r in rows])
 
 
@@ -306,9 +313,13 @@ def format_report(report: dict[str, Any]) -> str:
             keys = {k: v for k, v in w.items() if k not in _ENTRY}
             why = ", ".join(w["explained_by"]) or "not by chaos"
             lines.append(f"  {w['window_start']} {keys}: {', '.join(w['off'])} off ({why})")
-            for fate, ids in w["events"].items():
+            for fate in w["explained_by"]:
+                ids = w["events"][fate]
                 more = f", ... ({len(ids)})" if len(ids) > 5 else ""
                 lines.append(f"    {fate}: {', '.join(ids[:5])}{more}")
+            also = [f"{f} {n}" for f, n in w["event_counts"].items() if f not in w["explained_by"]]
+            if also:
+                lines.append(f"    also touched by chaos: {', '.join(also)} events")
     lines += [f"FAIL {f}" for f in report["failures"]] or ["OK"]
     return "\n".join(lines)
 
