@@ -25,11 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from datafactory.engine.blocks import DictColumn, Label, RecordBlock
 from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
+from datafactory.expect.questions import Question
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
 from datafactory_healthcare.care import CLAIM_ERRORS, Care
 from datafactory_healthcare.fhir import Renderer, error_field
 from datafactory_healthcare.hl7 import TRIGGERS, Hl7Renderer
 from datafactory_healthcare.network import Network
+from datafactory_healthcare.questions import QUESTIONS
 
 
 class ErrorRates(BaseModel):
@@ -106,6 +108,10 @@ class HealthcarePack(Pack):
     }
 
     shardable = True
+
+    @classmethod
+    def questions(cls, params: BaseModel) -> tuple[Question, ...]:
+        return QUESTIONS
 
     @classmethod
     def max_shards(cls, params: BaseModel) -> int:

@@ -165,3 +165,23 @@ def test_a_question_the_schema_cannot_answer_is_refused(question: Question, says
 
     with pytest.raises(ValueError, match=says):
         plan(question, load_schema("retail.pos_transaction").fields)
+
+
+def test_healthcare_claims_and_responses_per_day_count_every_one_the_run_released(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hc.yaml"
+    path.write_text(
+        'run: {name: hc, seed: 3, clock: simulated, start: "2026-03-02T00:00:00Z", '
+        "duration: 6d}\npacks: {healthcare: {params: {patients: 100000}}}\n"
+        f"sinks: {{out: {{type: file, path: {tmp_path / 'out'}, format: json}}}}\n"
+        "telemetry: {enabled: false}\n"
+    )
+    cfg = load_config(path)
+    released = asyncio.run(Engine(cfg).run())["streams"]
+    result = expect.answer(cfg, int(cfg.run.start.timestamp() * 1e6),
+                           int(cfg.run.start.timestamp() * 1e6) + 6 * 86_400_000_000)  # fmt: skip
+    for question, stream in (("claims_by_day", "claim"), ("responses_by_day", "claim_response")):
+        rows = result.tables[question].to_pylist()
+        made = released[f"healthcare.{stream}"]["released"]
+        assert made > 0 and sum(r[list(r)[-1]] for r in rows) == made, question
