@@ -284,6 +284,18 @@ def _parser() -> argparse.ArgumentParser:
         help="the run's chaos manifest (default: its config's, when it has chaos): what a "
         "platform never saw, must reject, or got twice",
     )
+    e.add_argument(
+        "--watermark-lag",
+        type=float,
+        help="the platform's lateness policy: its watermark trails the latest event time by "
+        "this many seconds...",
+    )
+    e.add_argument(
+        "--allowed-lateness",
+        type=float,
+        help="...and a window takes events this many seconds after the watermark passed its "
+        "end (later ones are dropped: expect leaves them out and names them)",
+    )
     e.add_argument("--out", default="expected", help="folder for the tables (default: expected)")
     e.add_argument("--format", choices=["parquet", "json"], default="parquet")
     return p

@@ -19,7 +19,8 @@ QUESTIONS = (
             Measure("max", "max", "value"),
         ),
         doc="Readings and their mean, least and greatest value per device per 5 minutes "
-        "(by measurement time: event_time).",
+        "(by measurement time: event_time; a buffered reading arrives at its sent_at).",
+        arrival="sent_at",
     ),
     Question(
         "alerts_by_site_day",

@@ -177,3 +177,82 @@ def test_a_platforms_tables_in_postgresql_are_read_alike(run: Path) -> None:
 
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+LATE = """
+run: {name: late, seed: 23, clock: simulated, start: "2026-03-02T00:00:00Z", duration: 12h}
+packs:
+  iot:
+    params: {sites: 3, devices: 30, site_outage_rate: 2000, site_outage_minutes: 15,
+             flush_probability: 1.0}
+    streams: {telemetry: {}}
+sinks: {out: {type: file, path: OUT/data, format: json}}
+telemetry: {enabled: false}
+"""
+
+
+def streaming_job(out: Path, lag: float, allowed: float | None) -> Path:
+    """A windowed job over the delivered readings in the order they arrived (``sent_at``: a
+    reading a device buffered through an outage arrives when it reconnects), its watermark
+    ``lag`` behind the arrival: a reading for a 5-minute window the watermark passed more than
+    ``allowed`` ago is dropped (None: nothing is)."""
+    import datetime as dt
+
+    def epoch(text: str) -> float:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    rows = [orjson.loads(x) for p in sorted((out / "data").rglob("*.jsonl"))
+            for x in p.read_bytes().splitlines()]  # fmt: skip
+    rows.sort(key=lambda r: epoch(r["sent_at"]))
+    groups: dict[tuple[int, str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        start = int(epoch(r["event_time"])) // 300 * 300
+        if allowed is not None and epoch(r["sent_at"]) - lag >= start + 300 + allowed:
+            continue  # too late for its window
+        groups[(start, r["device_id"], r["metric"])].append(r["value"])
+    folder = out / f"job-{allowed}"
+    folder.mkdir(exist_ok=True)
+    with (folder / "readings_by_device_5min.jsonl").open("wb") as f:
+        for (start, device, metric), values in sorted(groups.items()):
+            f.write(orjson.dumps({
+                "window_start": dt.datetime.fromtimestamp(start, dt.UTC).isoformat(),
+                "device_id": device, "metric": metric, "readings": len(values),
+                "mean": sum(values) / len(values), "min": min(values), "max": max(values),
+            }) + b"\n")  # fmt: skip
+    return folder
+
+
+def test_under_a_lateness_policy_the_late_events_are_left_out_and_named(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "s.yaml").write_text(LATE.replace("OUT", str(tmp_path)))
+    assert cli("run", str(tmp_path / "s.yaml")).returncode == 0
+    r = cli("expect", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "expected"),
+            "--format", "json", "--watermark-lag", "10", "--allowed-lateness", "60",
+            "--question", "readings_by_device_5min")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    faults = [orjson.loads(x) for x in (tmp_path / "expected" /
+              "readings_by_device_5min.faults.jsonl").read_bytes().splitlines()]  # fmt: skip
+    late = {f["event_id"] for f in faults if f["fault"] == "late"}
+    assert len(late) > 50  # readings buffered through 15-minute outages
+
+    def check(folder: Path) -> tuple[int, dict[str, Any]]:
+        r = cli("verify", str(tmp_path / "s.yaml"), "--expected", str(tmp_path / "expected"),
+                "--actual", str(folder), "--tolerance", "1e-9", "--json")  # fmt: skip
+        assert r.returncode in (0, 1), r.stderr[-2000:]
+        return r.returncode, orjson.loads(r.stdout)["questions"]["readings_by_device_5min"]
+
+    # the job with the same policy gives the expected answers
+    code, report = check(streaming_job(tmp_path, 10, 60))
+    assert code == 0, report["windows_wrong"][:3]
+    # a job that drops nothing counts the late readings: their windows fail, they are named
+    code, report = check(streaming_job(tmp_path, 10, None))
+    assert code == 1
+    named: set[str] = set()
+    for w in report["windows_wrong"]:
+        if w["expected"] is None:  # a window only late readings fell in
+            named |= set(w["events"].get("late", []))
+            continue
+        assert w["explained_by"] == ["late"], w
+        named |= set(w["events"]["late"])
+    assert named == late

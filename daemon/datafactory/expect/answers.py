@@ -130,6 +130,9 @@ def _empty(plan: Plan, names: list[str]) -> pa.Table:
         fields.append(pa.field("seq", pa.int64()))
     for m, p in plan.measures:
         t = pa.int64() if p is None else arrow_type(p.type)[0]
+        if m.op == "sum":  # as Arrow's sums come out
+            t = (pa.decimal128(38, t.scale) if pa.types.is_decimal(t)
+                 else pa.float64() if pa.types.is_floating(t) else pa.int64())  # fmt: skip
         fields.append(pa.field(m.name, pa.float64() if m.op == "mean" else t))
     return pa.schema(fields).empty_table()
 

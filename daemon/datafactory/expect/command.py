@@ -53,7 +53,13 @@ def run(args: argparse.Namespace) -> int:
         start_us, end_us, batch = span(config, args.start, args.end)
         shards = args.shards or (config.model.batch.shards if batch else config.run.shards)
         truth = truth_of(config, args.manifest, batch)
-        result = expect.answer(config, start_us, end_us, args.question, shards, truth)
+        policy = None
+        if args.watermark_lag is not None or args.allowed_lateness is not None:
+            lag, allowed = args.watermark_lag or 0.0, args.allowed_lateness or 0.0
+            if lag < 0 or allowed < 0:
+                raise ValueError("--watermark-lag and --allowed-lateness are seconds, >= 0")
+            policy = expect.Lateness(int(lag * 1e6), int(allowed * 1e6))
+        result = expect.answer(config, start_us, end_us, args.question, shards, truth, policy)
     except (ConfigError, BatchError, ValueError, VerifyError) as e:
         print(f"datafactory: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -62,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         "out": args.out,
         "questions": {name: t.num_rows for name, t in result.tables.items()},
         "chaos": truth is not None,
+        "lateness": None
+        if policy is None
+        else {
+            "watermark_lag_s": policy.lag_us / 1e6,
+            "allowed_lateness_s": policy.allowed_us / 1e6,
+        },
         "events": result.events,
         "rows_aggregated": result.rows_in,
         "seconds": round(result.seconds, 3),

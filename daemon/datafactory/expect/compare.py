@@ -26,12 +26,14 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from datafactory.expect.fates import DUPLICATED, REJECTED
+from datafactory.expect.fates import DUPLICATED, LAGGING, LATE, REJECTED
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]
-# fates a platform can wrongly count (a dropped event never reached it)
-COUNTABLE = (DUPLICATED, REJECTED)
+# how a platform's numbers go wrong, each fate's events: counted again (duplicates), counted
+# though invalid, counted though later than the policy allows (+1), or not counted though
+# within the allowed lateness (-1). (A dropped event never reached it.)
+SIGN = {DUPLICATED: 1, REJECTED: 1, LATE: 1, LAGGING: -1}
 SHOWN = 20  # windows shown per question in the text report (the JSON has them all)
 
 
@@ -250,7 +252,7 @@ def _explain(e: Row | None, a: Row | None, counts: list[str], sums: list[str], f
 
         # of the fates' combinations that make the counts, the one that makes the most sums
         # too (a duplicate's numbers are its event's; a rejected event's may be corrupted)
-        options = [f for f in COUNTABLE if f in fates]
+        options = [f for f in SIGN if f in fates]
         best: tuple[int, int] | None = None
         for combo in (c for n in range(1, len(options) + 1)
                       for c in itertools.combinations(options, n)):  # fmt: skip

@@ -21,6 +21,9 @@ from datafactory.verify.reconcile import REJECTABLE, Truth
 
 DROPPED, REJECTED, DUPLICATED = "dropped", "rejected", "duplicated"
 FATES = (DROPPED, REJECTED, DUPLICATED)
+# under a lateness policy (``expect --watermark-lag/--allowed-lateness``): dropped by it, and
+# come after the watermark but within the allowed lateness (counted)
+LATE, LAGGING = "late", "lagging"
 I64 = npt.NDArray[np.int64]
 
 
@@ -42,6 +45,14 @@ class Fates:
         dups: dict[str, list[tuple[int, int]]] = {}
         for (stream, seq), copies in truth.duplicates.items():
             dups.setdefault(stream, []).append((seq, copies))
+        delays: dict[str, list[tuple[int, int]]] = {}
+        for (stream, seq), ms in truth.delays.items():
+            delays.setdefault(stream, []).append((seq, ms))
+        self.delays = {
+            stream: (np.array([q for q, _ in v], dtype=np.int64),
+                     np.array([ms * 1000 for _, ms in v], dtype=np.int64))
+            for stream, v in ((s, sorted(v)) for s, v in delays.items())
+        }  # fmt: skip
         self.copies = {
             stream: (np.array([q for q, _ in v], dtype=np.int64),
                      np.array([c for _, c in v], dtype=np.int64))
@@ -60,6 +71,10 @@ class Fates:
                 hit[f] &= ~gone  # dropped first: a dropped event was never there to reject
                 gone |= hit[f]
         out: dict[str, Any] = {"kept": np.flatnonzero(~gone)}
+        if block.stream in self.delays:  # how late chaos delivered each row (µs)
+            seqs, us = self.delays[block.stream]
+            at = np.minimum(np.searchsorted(seqs, seq), len(seqs) - 1)
+            out["delay_us"] = np.where(seqs[at] == seq, us[at], 0)
         for f, mask in hit.items():
             out[f] = np.flatnonzero(mask)
         if block.stream in self.copies:

@@ -41,6 +41,9 @@ class Question:
     measures: tuple[Measure, ...]
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     doc: str = ""
+    # the field saying when an event reaches a platform, where that is not its event time
+    # (IoT readings a device buffered: sent_at); chaos's delays come on top
+    arrival: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,12 @@ def plan(q: Question, schema_fields: list[dict[str, Any]]) -> Plan:
             )
     if any(p.item for p, _ in where):
         raise ValueError(f"question {q.name!r}: where is on the events' own fields")
+    if q.arrival is not None:
+        a = at(q.arrival)
+        base = _bare(a.type)
+        stamp = isinstance(base, dict) and base.get("logicalType") == "timestamp-micros"
+        if a.item or a.inner or not stamp:
+            raise ValueError(f"question {q.name!r}: arrival is a timestamp field of the event")
     named = (*by, *(p for _, p in measures if p), *(p for p, _ in where))
     types = {f["name"]: f["type"] for f in schema_fields}
     return Plan(q, by, measures, where, items, {p.top: types[p.top] for p in named})

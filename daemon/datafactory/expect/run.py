@@ -25,11 +25,11 @@ from datafactory.config import Config
 from datafactory.engine.blocks import RecordBlock
 from datafactory.engine.identity import event_ids
 from datafactory.expect.answers import Answer
-from datafactory.expect.fates import FATES, Fates
+from datafactory.expect.fates import FATES, LAGGING, LATE, Fates
 from datafactory.expect.questions import Measure, Plan, Question, plan
 from datafactory.verify.reconcile import Truth
 
-__all__ = ["Measure", "Question", "answer", "plans", "write"]
+__all__ = ["Lateness", "Measure", "Question", "answer", "plans", "write"]
 
 
 @dataclass
@@ -70,25 +70,62 @@ def plans(config: Config, only: list[str] | None = None) -> dict[str, Plan]:
     return out
 
 
+@dataclass(frozen=True)
+class Lateness:
+    """A streaming job's policy: its watermark trails the latest event time it has seen by
+    ``lag_us``; a window closes when the watermark passes its end, and takes events for
+    ``allowed_us`` more (updating its answer); later ones are dropped."""
+
+    lag_us: int
+    allowed_us: int
+
+
 class _Asked:
     """One question's answers over a run's events: what a correct platform reports, and
-    (with fates) the business's whole answer and each fate's events."""
+    (with chaos or a lateness policy) the business's whole answer and each fate's events:
+    chaos's (``fates.FATES``), and under the policy ``late`` (dropped by it) and ``lagging``
+    (after the watermark, within the allowed lateness: counted)."""
 
-    def __init__(self, p: Plan, fates: bool) -> None:
+    def __init__(self, p: Plan, chaos: bool, policy: Lateness | None) -> None:
+        self.plan, self.policy = p, policy
         self.expected = Answer(p)
-        self.business = Answer(p) if fates else None
-        self.fates = {f: Answer(p, per_event=True) for f in FATES} if fates else {}
+        named = (*(FATES if chaos else ()), *((LATE, LAGGING) if policy else ()))
+        self.business = Answer(p) if named else None
+        self.fates = {f: Answer(p, per_event=True) for f in named}
 
     def add(self, block: RecordBlock, split: dict[str, Any] | None) -> None:
-        if split is None:
+        if self.business is None:
             self.expected.add(block)
             return
-        assert self.business is not None
         self.business.add(block)
-        self.expected.add(block.take(split["kept"]))
+        rows = split or {"kept": np.arange(len(block))}
+        kept = rows["kept"]
+        if self.policy is not None:
+            late, lagging = self._late(block, rows.get("delay_us"))
+            rows = {**rows, LATE: kept[late[kept]], LAGGING: kept[lagging[kept]]}
+            kept = kept[~late[kept]]
+        self.expected.add(block.take(kept))
         for f, answer in self.fates.items():
-            if len(split.get(f, ())):
-                answer.add(block.take(split[f]))
+            if len(rows.get(f, ())):
+                answer.add(block.take(rows[f]))
+
+    def _late(self, block: RecordBlock, delay: Any) -> tuple[Any, Any]:
+        """Rows the policy drops, and rows that came after the watermark but are counted."""
+        assert self.policy is not None
+        t = block.event_time
+        arrival = t.copy()
+        field_name = self.plan.question.arrival
+        if field_name is not None:
+            sent = np.asarray(block.columns[field_name], dtype=np.int64)
+            nulls = block.nulls.get(field_name)
+            arrival = np.where(nulls, t, sent) if nulls is not None else sent.copy()
+        if delay is not None:
+            arrival = arrival + delay
+        w = self.expected.window_us
+        end = (t // w + 1) * w
+        seen = arrival - self.policy.lag_us  # the watermark when it arrives (events flow on)
+        late = seen >= end + self.policy.allowed_us
+        return late, (seen >= end) & ~late
 
     def faults(self, stream: str, seed: int) -> pa.Table:
         parts = []
@@ -96,8 +133,9 @@ class _Asked:
             t = answer.table()
             ids = event_ids(seed, stream, t["seq"].to_numpy().astype(np.int64))
             t = t.append_column("fault", pa.array([f] * t.num_rows, pa.string()))
-            parts.append(t.append_column("event_id", pa.array([b.decode() for b in ids.tolist()])))
-        return pa.concat_tables(parts)
+            names = pa.array([b.decode() for b in ids.tolist()], pa.string())
+            parts.append(t.append_column("event_id", names))
+        return pa.concat_tables(parts, promote_options="permissive")
 
 
 def answer(
@@ -107,18 +145,20 @@ def answer(
     only: list[str] | None = None,
     shards: int = 1,
     truth: Truth | None = None,
+    policy: Lateness | None = None,
 ) -> Answers:
     """Every question answered over ``[start_us, end_us)`` of the config's events (made in
     ``shards`` parts, as the run or batch that made them was). ``truth``: the run's chaos
     manifest (what a correct platform counts leaves out what chaos dropped and what it
-    must reject, and counts duplicates once)."""
+    must reject, and counts duplicates once); ``policy``: the platform's lateness policy
+    (what arrives too late is left out too)."""
     from datafactory.batch.simulate import ShardSimulation
     from datafactory.pack import Shard
 
     t0 = time.monotonic()
     chosen = plans(config, only)
     fates = Fates(truth) if truth is not None else None
-    asked = {name: _Asked(p, fates is not None) for name, p in chosen.items()}
+    asked = {name: _Asked(p, fates is not None, policy) for name, p in chosen.items()}
     streams = {name: _event_type(config, p.question) for name, p in chosen.items()}
     by_stream: dict[str, list[_Asked]] = {}
     for name in chosen:

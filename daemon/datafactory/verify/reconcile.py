@@ -47,6 +47,8 @@ class Truth:
     # (stream, seq) -> [(step, kind)]
     faults: dict[tuple[str, int], list[tuple[str, str]]] = field(default_factory=dict)
     duplicates: Counter[tuple[str, int]] = field(default_factory=Counter)
+    # (stream, seq) -> how late chaos delivered it (``delay``), in ms
+    delays: dict[tuple[str, int], int] = field(default_factory=dict)
     digests: dict[str, tuple[str, int]] = field(default_factory=dict)
     # (stream, sink) -> seqs that sink's full buffer shed (never sent there, on purpose)
     shed: dict[tuple[str, str], set[int]] = field(default_factory=dict)
@@ -74,11 +76,13 @@ class Truth:
                 lst = t.faults.setdefault(key, [])
                 if hit not in lst:
                     lst.append(hit)
+                detail = r.get("detail") or {}
+                if isinstance(detail, str):
+                    detail = orjson.loads(detail)
                 if r["step"] == "duplicate":
-                    detail = r.get("detail") or {}
-                    if isinstance(detail, str):
-                        detail = orjson.loads(detail)
                     t.duplicates[key] += int(detail.get("copies", 1))
+                elif r["step"] == "delay":
+                    t.delays[key] = int(detail.get("delay_ms", 0))
             elif kind == "shed":
                 t.shed.setdefault((r["stream"], r["sink"]), set()).add(int(r["seq"]))
             elif kind == "rendered" and r.get("digest"):
