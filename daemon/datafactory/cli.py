@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -607,10 +608,15 @@ def _verify(args: argparse.Namespace) -> int:
     except (VerifyError, SourceError, OSError) as e:
         print(f"datafactory: verify: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.json:
+    return _verdict(report, args.json, format_table)
+
+
+def _verdict(report: dict[str, Any], as_json: bool, text: Callable[[Any], str]) -> int:
+    """A verify report printed (JSON or text); exit 1 when it lists failures."""
+    if as_json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(format_table(report))
+        print(text(report))
     return 1 if report["failures"] else 0
 
 
@@ -800,11 +806,7 @@ def _verify_expected(args: argparse.Namespace) -> int:
     except (CompareError, InvalidOperation) as e:
         print(f"datafactory: verify: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print(format_report(report))
-    return 1 if report["failures"] else 0
+    return _verdict(report, args.json, format_report)
 
 
 def _expect(args: argparse.Namespace) -> int:

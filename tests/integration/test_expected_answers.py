@@ -91,11 +91,14 @@ def platform(out: Path, name: str, *, dedupe: bool, reject: bool) -> str:
     return f"duckdb://{db}"
 
 
-def verify(out: Path, actual: str) -> tuple[int, dict[str, Any]]:
+def verify(
+    out: Path, actual: str, question: str = "sales_by_store_hour", *more: str
+) -> tuple[int, dict[str, Any]]:
+    """``verify --expected`` of one question: (exit code, its report)."""
     r = cli("verify", str(out / "s.yaml"), "--expected", str(out / "expected"), "--actual",
-            actual, "--question", "sales_by_store_hour", "--json")  # fmt: skip
+            actual, "--question", question, "--json", *more)  # fmt: skip
     assert r.returncode in (0, 1), r.stderr[-2000:]
-    return r.returncode, orjson.loads(r.stdout)["questions"]["sales_by_store_hour"]
+    return r.returncode, orjson.loads(r.stdout)["questions"][question]
 
 
 def manifest(out: Path) -> dict[str, set[str]]:
@@ -237,10 +240,7 @@ def test_under_a_lateness_policy_the_late_events_are_left_out_and_named(
     assert len(late) > 50  # readings buffered through 15-minute outages
 
     def check(folder: Path) -> tuple[int, dict[str, Any]]:
-        r = cli("verify", str(tmp_path / "s.yaml"), "--expected", str(tmp_path / "expected"),
-                "--actual", str(folder), "--tolerance", "1e-9", "--json")  # fmt: skip
-        assert r.returncode in (0, 1), r.stderr[-2000:]
-        return r.returncode, orjson.loads(r.stdout)["questions"]["readings_by_device_5min"]
+        return verify(tmp_path, str(folder), "readings_by_device_5min", "--tolerance", "1e-9")
 
     # the job with the same policy gives the expected answers
     code, report = check(streaming_job(tmp_path, 10, 60))

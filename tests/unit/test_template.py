@@ -23,6 +23,7 @@ from datafactory.engine.seeding import SeedTree
 from datafactory.runtime.engine import Engine
 from datafactory_template import TemplatePack
 from datafactory_template.words import words
+from tests.batch_cli import run_batch
 
 N = 100_000
 T0 = 1_772_409_600_000_000
@@ -528,8 +529,6 @@ def test_one_stream_posts_to_an_entity_and_postings_are_checked() -> None:
 
 
 def test_a_template_with_balances_and_moves_makes_history_in_batch_mode(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     import pyarrow.dataset as ds
 
@@ -551,14 +550,7 @@ def test_a_template_with_balances_and_moves_makes_history_in_batch_mode(tmp_path
             "      status: {}\nsinks:",
         )
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "datafactory", "batch", str(cfg), "--start", "2026-03-02",
-         "--end", "2026-03-02", "--out", str(tmp_path / "lake"), "--shards", "1",
-         "--workers", "1", "--no-progress", "--ledger", f"sqlite:///{tmp_path / 'l.db'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    lake = tmp_path / "lake"
+    lake = run_batch(cfg, tmp_path / "lake", "2026-03-02", "2026-03-02")
     pay = ds.dataset(lake / "stream=template.payments", format="parquet").to_table()
     moves = ds.dataset(lake / "stream=template.status", format="parquet").to_table()
     assert pay.num_rows == 2 * 86_400 and moves.num_rows > 500  # 500 members, ~2.7 moves a day

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from datafactory.config import ConfigError, load_config, parse_config
 from datafactory.engine.seeding import SeedTree
 from datafactory.runtime.engine import Engine
 from datafactory_template import TemplatePack
+from tests.batch_cli import run_batch
 
 N = 100_000
 T0 = 1_772_409_600_000_000  # 2026-03-02T00:00:00Z
@@ -125,25 +124,18 @@ def test_the_derived_schema_names_every_record_once_and_types_dates() -> None:
     assert born == {"type": "int", "logicalType": "date"}  # a lookup has its field's type
 
 
-def run_batch(tmp_path: Path) -> Path:
+def day_of_history(tmp_path: Path) -> Path:
     """A day of history as Parquet (batch mode), at 0.05 events/s."""
     cfg = tmp_path / "orders.yaml"
     cfg.write_text(ORDERS.replace("base: 50", "base: 0.05").replace("FORMAT", "json")
                    .replace("OUT", str(tmp_path / "unused")))  # fmt: skip
-    r = subprocess.run(
-        [sys.executable, "-m", "datafactory", "batch", str(cfg), "--start", "2026-03-02",
-         "--end", "2026-03-02", "--out", str(tmp_path / "lake"), "--shards", "1",
-         "--workers", "1", "--no-progress", "--ledger", f"sqlite:///{tmp_path / 'l.db'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    return tmp_path / "lake"
+    return run_batch(cfg, tmp_path / "lake", "2026-03-02", "2026-03-02")
 
 
 @pytest.mark.parametrize("fmt", ["json", "avro", "parquet"])
 def test_objects_and_dates_run_through_the_engine_in_every_format(tmp_path: Path, fmt: str) -> None:
     if fmt == "parquet":
-        files = sorted(run_batch(tmp_path).rglob("*.parquet"))
+        files = sorted(day_of_history(tmp_path).rglob("*.parquet"))
         rows = [r for f in files for r in pq.read_table(f).to_pylist()]
         assert len(rows) == 4320  # a day at 0.05/s
     else:

@@ -5,8 +5,6 @@ moves and postings one chain), the other members seen alike by every shard."""
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datafactory.config import ConfigError, load_config
+from tests.batch_cli import run_batch
 
 SCENARIO = """run: {name: sh, seed: 9}
 packs:
@@ -63,14 +62,8 @@ sinks: {out: {type: stdout}}
 def history(tmp_path: Path, shards: int) -> dict[str, list[dict]]:
     cfg = tmp_path / "s.yaml"
     cfg.write_text(SCENARIO)
-    lake = tmp_path / f"lake{shards}"
-    r = subprocess.run(
-        [sys.executable, "-m", "datafactory", "batch", str(cfg), "--start", "2026-03-02",
-         "--end", "2026-03-03", "--out", str(lake), "--shards", str(shards), "--workers", "2",
-         "--no-progress", "--ledger", f"sqlite:///{tmp_path / f'l{shards}.db'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
+    lake = run_batch(cfg, tmp_path / f"lake{shards}", "2026-03-02", "2026-03-03",
+                     shards=shards, workers=2)  # fmt: skip
     out: dict[str, list[dict]] = {}
     for stream in ("payments", "visits", "status"):
         rows = []
