@@ -9,9 +9,11 @@ events'. Values are typed from the schema as batch mode types them (decimals sta
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -44,7 +46,7 @@ class Answer:
         keep = rows.keep(self.plan.where)
         table: dict[str, Any] = {"window": rows.window(self.window_us)}
         for name, path in zip(self.keys, self.plan.by, strict=False):
-            table[name] = _plain(rows.value(path))
+            table[name] = rows.value(path)  # (a pool's codes: plain once grouped)
         if self.per_event:
             table["seq"] = rows.seq()
         for i, (_, field) in enumerate(self.plan.measures):
@@ -58,7 +60,11 @@ class Answer:
             return
         self.rows += t.num_rows
         aggs = [(f"m{i}", part) for i, part in self.parts]
-        self._fold(t.group_by(["window", *self.keys], use_threads=False).aggregate(aggs))
+        partial = t.group_by(["window", *self.keys], use_threads=False).aggregate(aggs)
+        for name in self.keys:  # dictionaries differ between blocks: the groups' own values
+            at = partial.schema.get_field_index(name)
+            partial = partial.set_column(at, name, _plain(partial[name].combine_chunks()))
+        self._fold(partial)
 
     def _fold(self, partial: pa.Table | None) -> None:
         """Keep a block's partial (its columns named window, k0.., p0..); fold the partials
@@ -148,11 +154,14 @@ class _Rows:
         self.tops: dict[str, pa.Array] = {}
         self.parents: pa.Array | None = None
         self.n = len(block)
-        if self.items is not None:
-            lists = self._top(self.items)
-            self.parents = pc.list_parent_indices(lists)
-            self.flat = pc.list_flatten(lists)
-            self.n = len(self.flat)
+        if self.items is not None:  # each item's event, from the offsets (no Arrow lists)
+            col = block.columns[self.items]
+            assert isinstance(col, ListColumn)
+            self.lists = col
+            offsets = np.asarray(col.offsets, dtype=np.int64)
+            self.span = (int(offsets[0]), int(offsets[-1]))
+            self.parents = pa.array(np.repeat(np.arange(len(block)), np.diff(offsets)))
+            self.n = self.span[1] - self.span[0]
 
     def _top(self, name: str) -> pa.Array:
         """A top-level field, typed as batch mode types it (converted once per block)."""
@@ -161,9 +170,21 @@ class _Rows:
             if name == "event_time":
                 arr = pa.array(b.event_time, pa.timestamp("us", tz="UTC"))
             else:
-                arr = column_converter(self.types[name])(b.columns[name], b.nulls.get(name))
+                arr = converter(self.types[name])(b.columns[name], b.nulls.get(name))
             self.tops[name] = arr
         return self.tops[name]
+
+    def _item(self, path: Path) -> pa.Array:
+        """An item field per item: its own child column (a record's field in it: through
+        the whole list, converted)."""
+        if len(path.inner) > 1:
+            return _inner(pc.list_flatten(self._top(path.top)), path.inner)
+        lo, hi = self.span
+        name = path.inner[0]
+        nulls = self.lists.nulls.get(name)
+        child = self.lists.children[name]
+        part = child[lo:hi] if isinstance(child, np.ndarray) else child.take(slice(lo, hi))
+        return converter(path.type)(part, None if nulls is None else nulls[lo:hi])
 
     def seq(self) -> pa.Array:
         """Each row's event's seq."""
@@ -186,7 +207,7 @@ class _Rows:
     def value(self, path: Path) -> pa.Array:
         """The path's value per row."""
         if path.item and self.items is not None:
-            return _inner(self.flat, path.inner)
+            return self._item(path)
         if path.item:  # an item field per event: its items' sum (0 for no items)
             return self._item_sum(path)
         v = self._event_value(path)
@@ -206,7 +227,17 @@ class _Rows:
         has = np.diff(offsets) > 0
         if has.any():
             sums[has] = np.add.reduceat(values, offsets[:-1][has])
-        return column_converter(_bare(path.type))(sums, None)
+        return converter(_bare(path.type))(sums, None)
+
+
+@functools.lru_cache(maxsize=512)
+def _converter(doc: bytes) -> Any:
+    return column_converter(orjson.loads(doc))
+
+
+def converter(avro_type: Any) -> Any:
+    """The column converter of an Avro type (built once per type, not per block)."""
+    return _converter(orjson.dumps(avro_type))
 
 
 def _inner(arr: pa.Array, names: tuple[str, ...]) -> pa.Array:
