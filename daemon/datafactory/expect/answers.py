@@ -13,13 +13,14 @@ import functools
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from datafactory.encoders.arrow import arrow_type, column_converter
 from datafactory.engine.blocks import ListColumn, RecordBlock
-from datafactory.expect.questions import Path, Plan
+from datafactory.expect.questions import Path, Plan, bare
 
 FOLD_AT = 64  # partial tables kept before they are folded into one
 _PARTS = {"count": ("sum",), "sum": ("sum",), "min": ("min",), "max": ("max",),
@@ -152,7 +153,7 @@ class _Rows:
         self.items = plan.items
         self.types = plan.tops
         self.tops: dict[str, pa.Array] = {}
-        self.parents: pa.Array | None = None
+        self.parents: npt.NDArray[np.int64] | None = None  # each item's event (items only)
         self.n = len(block)
         if self.items is not None:  # each item's event, from the offsets (no Arrow lists)
             col = block.columns[self.items]
@@ -160,7 +161,7 @@ class _Rows:
             self.lists = col
             offsets = np.asarray(col.offsets, dtype=np.int64)
             self.span = (int(offsets[0]), int(offsets[-1]))
-            self.parents = pa.array(np.repeat(np.arange(len(block)), np.diff(offsets)))
+            self.parents = np.repeat(np.arange(len(block)), np.diff(offsets))
             self.n = self.span[1] - self.span[0]
 
     def _top(self, name: str) -> pa.Array:
@@ -189,11 +190,11 @@ class _Rows:
     def seq(self) -> pa.Array:
         """Each row's event's seq."""
         seq = self.block.seq
-        return pa.array(seq if self.parents is None else seq[np.asarray(self.parents)])
+        return pa.array(seq if self.parents is None else seq[self.parents])
 
     def window(self, window_us: int) -> pa.Array:
         w = (self.block.event_time // window_us) * window_us
-        return pa.array(w if self.parents is None else w[np.asarray(self.parents)])
+        return pa.array(w if self.parents is None else w[self.parents])
 
     def keep(self, where: tuple[tuple[Path, tuple[Any, ...]], ...]) -> pa.Array | None:
         mask = None
@@ -227,7 +228,7 @@ class _Rows:
         has = np.diff(offsets) > 0
         if has.any():
             sums[has] = np.add.reduceat(values, offsets[:-1][has])
-        return converter(_bare(path.type))(sums, None)
+        return converter(bare(path.type))(sums, None)
 
 
 @functools.lru_cache(maxsize=512)
@@ -244,10 +245,3 @@ def _inner(arr: pa.Array, names: tuple[str, ...]) -> pa.Array:
     for name in names:
         arr = pc.struct_field(arr, name)
     return arr
-
-
-def _bare(t: Any) -> Any:
-    """A type without its null."""
-    if isinstance(t, list):
-        return next(x for x in t if x != "null")
-    return t

@@ -11,6 +11,7 @@ duplicate it counted twice), so ``expect`` answers over each fate apart, event b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -42,22 +43,8 @@ class Fates:
             stream: {f: np.array(sorted(s), dtype=np.int64) for f, s in fates.items()}
             for stream, fates in by.items()
         }
-        dups: dict[str, list[tuple[int, int]]] = {}
-        for (stream, seq), copies in truth.duplicates.items():
-            dups.setdefault(stream, []).append((seq, copies))
-        delays: dict[str, list[tuple[int, int]]] = {}
-        for (stream, seq), ms in truth.delays.items():
-            delays.setdefault(stream, []).append((seq, ms))
-        self.delays = {
-            stream: (np.array([q for q, _ in v], dtype=np.int64),
-                     np.array([ms * 1000 for _, ms in v], dtype=np.int64))
-            for stream, v in ((s, sorted(v)) for s, v in delays.items())
-        }  # fmt: skip
-        self.copies = {
-            stream: (np.array([q for q, _ in v], dtype=np.int64),
-                     np.array([c for _, c in v], dtype=np.int64))
-            for stream, v in ((s, sorted(v)) for s, v in dups.items())
-        }  # fmt: skip
+        self.copies = _by_stream(truth.duplicates)  # extra copies
+        self.delays = _by_stream(truth.delays, 1000)  # how late, µs
 
     def split(self, block: RecordBlock) -> dict[str, Any]:
         """Rows of ``block`` by fate: ``kept`` (what a correct platform counts), and the rows
@@ -72,16 +59,30 @@ class Fates:
                 gone |= hit[f]
         out: dict[str, Any] = {"kept": np.flatnonzero(~gone)}
         if block.stream in self.delays:  # how late chaos delivered each row (µs)
-            seqs, us = self.delays[block.stream]
-            at = np.minimum(np.searchsorted(seqs, seq), len(seqs) - 1)
-            out["delay_us"] = np.where(seqs[at] == seq, us[at], 0)
+            out["delay_us"] = _lookup(self.delays[block.stream], seq)
         for f, mask in hit.items():
             out[f] = np.flatnonzero(mask)
         if block.stream in self.copies:
-            seqs, copies = self.copies[block.stream]
-            at = np.searchsorted(seqs, seq)
-            at = np.minimum(at, len(seqs) - 1)
-            dup = (seqs[at] == seq) & ~gone
-            rows = np.flatnonzero(dup)
-            out[DUPLICATED] = np.repeat(rows, copies[at[rows]])
+            copies = np.where(gone, 0, _lookup(self.copies[block.stream], seq))
+            out[DUPLICATED] = np.repeat(np.arange(len(seq)), copies)
         return out
+
+
+def _by_stream(values: Mapping[tuple[str, int], int], scale: int = 1) -> dict[str, Any]:
+    """(stream, seq) -> value, as per stream: (its seqs sorted, their values x ``scale``)."""
+    lists: dict[str, list[tuple[int, int]]] = {}
+    for (stream, seq), v in values.items():
+        lists.setdefault(stream, []).append((seq, v))
+    return {
+        stream: (np.array([q for q, _ in v], dtype=np.int64),
+                 np.array([x * scale for _, x in v], dtype=np.int64))
+        for stream, v in ((s, sorted(v)) for s, v in lists.items())
+    }  # fmt: skip
+
+
+def _lookup(table: tuple[I64, I64], seq: I64) -> I64:
+    """Each seq's value in a stream's (seqs, values); 0 where it has none."""
+    seqs, values = table
+    at = np.minimum(np.searchsorted(seqs, seq), len(seqs) - 1)
+    out: I64 = np.where(seqs[at] == seq, values[at], 0)
+    return out

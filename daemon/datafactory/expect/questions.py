@@ -67,22 +67,23 @@ def resolve(schema_fields: list[dict[str, Any]], text: str) -> Path:
     t = fields[parts[0]]["type"]
     item = False
     for i, part in enumerate(parts[1:], start=1):
-        base = _bare(t)
+        base = bare(t)
         if isinstance(base, dict) and base.get("type") == "array" and not item and i == 1:
-            base, item = _bare(base["items"]), True
+            base, item = bare(base["items"]), True
         if not (isinstance(base, dict) and base.get("type") == "record"):
             raise KeyError(f"{text!r}: {'.'.join(parts[:i])} has no fields")
         inner = {f["name"]: f for f in base["fields"]}
         if part not in inner:
             raise KeyError(f"{text!r}: no field {part!r} in {'.'.join(parts[:i])}")
         t = inner[part]["type"]
-    base = _bare(t)
+    base = bare(t)
     if isinstance(base, dict) and base.get("type") in ("array", "record"):
         raise KeyError(f"{text!r} is not a value (an array or a record)")
     return Path(text, parts[0], tuple(parts[1:]), item, t)
 
 
-def _bare(t: Any) -> Any:
+def bare(t: Any) -> Any:
+    """A type without its null (a nullable union's one other type)."""
     if isinstance(t, list):
         rest = [x for x in t if x != "null"]
         return rest[0] if len(rest) == 1 else t
@@ -133,7 +134,7 @@ def plan(q: Question, schema_fields: list[dict[str, Any]]) -> Plan:
         raise ValueError(f"question {q.name!r}: where is on the events' own fields")
     if q.arrival is not None:
         a = at(q.arrival)
-        base = _bare(a.type)
+        base = bare(a.type)
         stamp = isinstance(base, dict) and base.get("logicalType") == "timestamp-micros"
         if a.item or a.inner or not stamp:
             raise ValueError(f"question {q.name!r}: arrival is a timestamp field of the event")
