@@ -799,11 +799,16 @@ def _verify_expected(args: argparse.Namespace) -> int:
         print("datafactory: --expected needs --actual (the platform's tables)", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        tolerance = Decimal(args.tolerance)
+        try:
+            tolerance = Decimal(args.tolerance)
+        except InvalidOperation:
+            raise CompareError(f"--tolerance {args.tolerance}: a number >= 0") from None
+        if not tolerance.is_finite() or tolerance < 0:
+            raise CompareError(f"--tolerance {args.tolerance}: a number >= 0")
         report = verify_expected(
             Path(args.expected), args.actual, args.question, tolerance, args.max_wrong_windows
         )
-    except (CompareError, InvalidOperation) as e:
+    except CompareError as e:
         print(f"datafactory: verify: {e}", file=sys.stderr)
         return EXIT_CONFIG
     return _verdict(report, args.json, format_report)

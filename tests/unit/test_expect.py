@@ -139,6 +139,21 @@ def test_the_command_writes_a_table_and_a_schema_per_question(tmp_path: Path) ->
     schema = orjson.loads((tmp_path / "json" / "sales_by_store_hour.schema.json").read_bytes())
     assert schema["window_seconds"] == 3600 and schema["columns"][-1]["name"] == "revenue"
     assert "decimal128" in schema["columns"][-1]["type"]
+    for flag, value, says in (
+        ("--shards", "-2", "1 to 4096"),
+        ("--question", "nope", "no question 'nope'"),
+    ):
+        bad = subprocess.run([*cli, str(tmp_path / "x"), flag, value], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+    verify = [sys.executable, "-m", "datafactory", "verify", str(scenario), "--expected",
+              str(tmp_path / "json"), "--actual", str(tmp_path / "json")]  # fmt: skip
+    ok = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("OK"), ok.stdout + ok.stderr
+    for tolerance in ("-1", "abc", "nan"):
+        bad = subprocess.run([*verify, "--tolerance", tolerance], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+        assert bad.returncode == 2 and "a number >= 0" in bad.stderr, bad.stderr
     bad = subprocess.run([*cli, str(tmp_path / "x"), "--question", "nope"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "no question 'nope'" in bad.stderr

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         start_us, end_us, batch = span(config, args.start, args.end)
         shards = args.shards or (config.model.batch.shards if batch else config.run.shards)
+        if not 1 <= shards <= 4096:
+            raise ValueError(f"--shards {shards}: 1 to 4096, as the run or batch was split")
         truth = truth_of(config, args.manifest, batch)
         policy = None
         if args.watermark_lag is not None or args.allowed_lateness is not None:
