@@ -12,6 +12,11 @@ ASL_VALIDATOR := $(NPM_DIR)/node_modules/.bin/asl-validator
 AWS_SCHEMA := $(NPM_DIR)/provider-aws.jsii
 CHECKOV := build/deploy-tools/bin/checkov
 DEPLOY_CHECKS := $(ASL_VALIDATOR) $(AWS_SCHEMA) $(CHECKOV)
+# the data tools a platform runs, each in a venv of its own (their pins are not the daemon's):
+# the expected-answers tests build a dbt project on DuckDB and scan it with Soda Core
+DBT := build/dbt/bin/dbt
+SODA := build/soda/bin/soda
+PLATFORM_TOOLS := $(DBT) $(SODA)
 # Debian packages the tests drive: chromium (the console test, through Playwright; Playwright's
 # own browser download does not work here) and systemd (systemd-analyze verify of the unit)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -49,6 +54,17 @@ $(CHECKOV):
 	$(PYTHON) -m venv build/deploy-tools
 	build/deploy-tools/bin/pip install --quiet 'checkov==3.3.30'
 
+# dbt-core 1.10 (1.11+ fetches a parser binary from GitHub at install, not from PyPI); DuckDB
+# 1.4 (LTS) writes files that Soda Core's DuckDB 1.0 and the daemon's 2.x both read
+$(DBT):
+	$(PYTHON) -m venv build/dbt
+	build/dbt/bin/pip install --quiet 'dbt-core==1.10.23' 'dbt-duckdb==1.11.1' 'duckdb==1.4.4'
+
+# Soda Core 3 reads SodaCL (its DuckDB package pins duckdb < 1.1)
+$(SODA):
+	$(PYTHON) -m venv build/soda
+	build/soda/bin/pip install --quiet 'soda-core-duckdb==3.5.6' pytz
+
 run: install          ## the daemon: runs config/default.yaml; API + console on http://127.0.0.1:9400
 	DATAFACTORY_TOKEN=$${DATAFACTORY_TOKEN:-dev} $(BIN)/datafactory serve --configs $(CONFIGS) \
 	  --run $(RUN) --ledger sqlite:///./.datafactory/ledger.db
@@ -64,13 +80,13 @@ run: install          ## the daemon: runs config/default.yaml; API + console on 
 
 system-deps: /usr/bin/chromium /usr/bin/systemd-analyze
 
-test: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) system-deps  ## the whole default suite (unit + integration), as CI runs it
+test: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) $(PLATFORM_TOOLS) system-deps  ## the whole default suite (unit + integration), as CI runs it
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) system-deps
+test-integration: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) $(PLATFORM_TOOLS) system-deps
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 soak: install         ## an hour of kill -9s, reloads and broker restarts (DATAFACTORY_SOAK_SECONDS)

@@ -299,6 +299,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--out", default="expected", help="folder for the tables (default: expected)")
     e.add_argument("--format", choices=["parquet", "json"], default="parquet")
+    e.add_argument(
+        "--emit",
+        action="append",
+        choices=["dbt", "soda"],
+        help="also checks for the tools platforms run: a dbt package (OUT/dbt: the answers as "
+        "seeds, tests comparing your models with them) or SodaCL checks (OUT/soda/<stream>.yml)",
+    )
     return p
 
 

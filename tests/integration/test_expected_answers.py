@@ -1,12 +1,16 @@
-"""A platform's numbers against ``datafactory expect``'s answers, on a small reference platform
-built from real parts: a chaos run's JSON files validated against the schema (the tests'
-reference platform's validator), deduplicated by event id and aggregated in DuckDB SQL into
-revenue per store per hour. The correct model passes ``verify --expected``; without the
-dedupe step, or without rejecting invalid records, it fails and names exactly the windows
-chaos touched, with those events."""
+"""A platform's numbers against ``datafactory expect``'s answers, on a reference platform built
+from real tools: a dbt project on DuckDB (dbt-duckdb; ``config/examples/platform-dbt`` over the
+run of ``expect-demo.yaml``: the README's walk-through) that stages a chaos run's JSON lines
+(invalid records rejected, each event once by its id) and models revenue per store per hour and
+IoT alerts per site per day. ``expect --emit dbt`` writes the package its ``dbt test`` runs, ``--emit soda`` the SodaCL checks ``soda scan`` runs on its staged
+tables. The correct platform passes all three checks (``verify --expected``, ``dbt test``,
+``soda scan``); without the dedupe step, or without rejecting invalid records, they fail, and
+``verify`` names exactly the windows chaos touched, with those events."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -17,40 +21,11 @@ import duckdb
 import orjson
 import pytest
 
-from datafactory.schema import load_schema
-from tests.reference_platform import validate
-
-SCENARIO = """
-run: {name: exp, seed: 17, clock: simulated, start: "2026-03-02T08:00:00Z", duration: 3h}
-packs:
-  retail:
-    params: {stores: 4, skus: 300, customers: 2000}
-    streams:
-      pos_transaction: {rate: {profile: constant, base: 2}}
-sinks: {out: {type: file, path: OUT/data, format: json}}
-chaos:
-  - {step: drop, rate: 0.004}
-  - {step: duplicate, rate: 0.006}
-  - {step: corrupt_value, rate: 0.006, fields: [subtotal, tax, total]}
-manifest:
-  sink: {type: file, path: OUT/truth}
-telemetry: {enabled: false}
-"""
-START, END = 1_772_438_400, 1_772_438_400 + 3 * 3600  # 2026-03-02 08:00-11:00 UTC
-MODEL = """
-CREATE TABLE sales_by_store_hour AS
-SELECT time_bucket(INTERVAL 1 HOUR, TRY_CAST(event_time AS TIMESTAMPTZ)) AS window_start,
-       time_bucket(INTERVAL 1 HOUR, TRY_CAST(event_time AS TIMESTAMPTZ)) + INTERVAL 1 HOUR
-         AS window_end,
-       store_id,
-       count(*) AS transactions,
-       sum(list_sum(list_transform(items, lambda x: TRY_CAST(x.quantity AS BIGINT)))) AS units,
-       sum(TRY_CAST(subtotal AS DECIMAL(18, 2))) AS subtotal,
-       sum(TRY_CAST(tax AS DECIMAL(18, 2))) AS tax,
-       sum(TRY_CAST(total AS DECIMAL(18, 2))) AS revenue
-FROM {source}
-GROUP BY ALL
-"""
+ROOT = Path(__file__).resolve().parents[2]
+DBT, SODA = ROOT / "build/dbt/bin/dbt", ROOT / "build/soda/bin/soda"
+EXAMPLE = ROOT / "config/examples/expect-demo.yaml"  # the README's walk-through, as it is
+QUESTIONS = {"sales_by_store_hour": "retail.pos_transaction", "alerts_by_site_day": "iot.alert"}
+RUN_END = "2026-03-02T11:00:00"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -61,34 +36,76 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("exp")
-    (out / "s.yaml").write_text(SCENARIO.replace("OUT", str(out)))
+    (out / "s.yaml").write_text(EXAMPLE.read_text().replace("./data/expect-demo", str(out)))
     r = cli("run", str(out / "s.yaml"))
     assert r.returncode == 0, r.stderr[-2000:]
-    r = cli("expect", str(out / "s.yaml"), "--out", str(out / "expected"))
+    asked = [a for q in QUESTIONS for a in ("--question", q)]
+    r = cli("expect", str(out / "s.yaml"), "--out", str(out / "expected"), *asked,
+            "--emit", "dbt", "--emit", "soda")  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert orjson.loads(r.stdout)["chaos"] is True
     return out
 
 
-def platform(out: Path, name: str, *, dedupe: bool, reject: bool) -> str:
-    """The platform's tables in a DuckDB database: raw lines -> valid (unless not
-    ``reject``) -> one per event id (unless not ``dedupe``) -> the model."""
-    schema = load_schema("retail.pos_transaction")
-    staged = out / f"{name}.jsonl"
-    with staged.open("wb") as f:
-        for path in sorted((out / "data").rglob("*.jsonl")):
-            for line in path.read_bytes().splitlines():
-                if not reject or validate(line, schema, (START, END)) is None:
-                    f.write(line + b"\n")
-    source = f"read_json('{staged}', format = 'newline_delimited')"
-    if dedupe:
-        source = f"(SELECT * FROM {source} QUALIFY row_number() OVER (PARTITION BY event_id) = 1)"
-    db = out / f"{name}.duckdb"
-    db.unlink(missing_ok=True)
-    with duckdb.connect(str(db)) as con:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(MODEL.format(source=source))
-    return f"duckdb://{db}"
+class Platform:
+    """The dbt project, copied beside the run, with the emitted package installed."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.project = out, out / "platform"
+        shutil.copytree(ROOT / "config/examples/platform-dbt", self.project)
+        (out / ".soda").mkdir()  # Soda Core's settings, from HOME (no usage statistics)
+        (out / ".soda/config.yml").write_text("send_anonymous_usage_stats: false\n")
+        self.dbt("deps", db=out / "deps.duckdb")
+
+    def dbt(self, *args: str, db: Path) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PLATFORM_DB": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+               "DATAFACTORY_EXPECTED": str(self.out / "expected/dbt")}  # fmt: skip
+        r = subprocess.run([str(DBT), *args, "--profiles-dir", ".", "--no-use-colors"],
+                           cwd=self.project, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+        assert "Encountered an error" not in r.stdout, r.stdout[-3000:]
+        return r
+
+    def build(self, name: str, **variables: bool) -> Build:
+        """Seeds and models into a database of its own, then the package's tests (``dbt
+        test``: ``dbt build`` would skip a model below a failing test), then ``soda scan`` of
+        the staged tables."""
+        db = self.out / f"{name}.duckdb"
+        vars_ = ["--vars", orjson.dumps({"events": str(self.out / "events"), **variables}).decode()]
+        made = self.dbt("build", "--resource-type", "seed", "--resource-type", "model", *vars_,
+                        db=db)  # fmt: skip
+        assert made.returncode == 0, made.stdout[-3000:]
+        r = self.dbt("test", *vars_, db=db)
+        failed = {line.split(" FAIL ")[1].split()[1] for line in r.stdout.splitlines()
+                  if " FAIL " in line}  # fmt: skip
+        (self.out / f"{name}.yml").write_text(
+            f"data_source platform:\n  type: duckdb\n  path: {db}\n  read_only: true\n"
+        )
+        soda = subprocess.run(
+            [str(SODA), "scan", "-d", "platform", "-c", f"{name}.yml", "-v", f"RUN_END={RUN_END}",
+             "expected/soda/pos_transaction.yml", "expected/soda/alert.yml"],
+            cwd=self.out, env={**os.environ, "HOME": str(self.out)}, capture_output=True,
+            text=True, timeout=300,
+        )  # fmt: skip
+        return Build(f"duckdb://{db}", r.returncode, failed, soda.returncode, soda.stdout)
+
+
+class Build:
+    def __init__(self, db: str, dbt_rc: int, failed: set[str], soda_rc: int, soda: str) -> None:
+        self.db, self.dbt_rc, self.failed, self.soda_rc = db, dbt_rc, failed, soda_rc
+        self.soda_failed = {ln.split("]", 1)[1].strip().removesuffix(" [FAILED]")
+                            for ln in soda.splitlines() if ln.rstrip().endswith("[FAILED]")}  # fmt: skip
+        self.soda = soda
+
+
+@pytest.fixture(scope="module")
+def builds(run: Path) -> dict[str, Build]:
+    p = Platform(run)
+    return {
+        "good": p.build("good"),
+        "nodedupe": p.build("nodedupe", dedupe=False),
+        "noreject": p.build("noreject", reject=False),
+    }
 
 
 def verify(
@@ -101,44 +118,69 @@ def verify(
     return r.returncode, orjson.loads(r.stdout)["questions"][question]
 
 
-def manifest(out: Path) -> dict[str, set[str]]:
-    """Event ids by fate, as the manifest says (independently of expect)."""
-    from datafactory.engine.identity import event_ids
-
-    seqs: dict[str, set[int]] = defaultdict(set)
-    for path in (out / "truth").rglob("*.jsonl"):
+def manifest(out: Path, stream: str) -> dict[str, set[str]]:
+    """A stream's event ids by chaos step, as the manifest says (independently of expect)."""
+    ids: dict[str, set[str]] = defaultdict(set)
+    for path in (out / "manifest").rglob("*.jsonl"):
         for line in path.read_bytes().splitlines():
             r = orjson.loads(line)
-            if r.get("type") == "fault":
-                seqs[r["step"]].add(int(r["seq"]))
-    out_ids = {}
-    for step, s in seqs.items():
-        ids = event_ids(17, "retail.pos_transaction", __import__("numpy").array(sorted(s)))
-        out_ids[step] = {b.decode() for b in ids.tolist()}
-    return out_ids
+            if r.get("type") == "fault" and r["stream"] == stream:
+                ids[r["step"]].add(r["event_id"])
+    return ids
 
 
-def test_the_correct_model_matches_the_expected_answers(run: Path) -> None:
-    code, report = verify(run, platform(run, "good", dedupe=True, reject=True))
-    assert code == 0 and report["wrong"] == 0 and report["windows"] == 12, report
+def events(out: Path, stream: str) -> list[dict[str, Any]]:
+    folder = out / "events" / stream.replace(".", "/")
+    return [orjson.loads(x) for p in sorted(folder.rglob("*.jsonl"))
+            for x in p.read_bytes().splitlines()]  # fmt: skip
 
 
-def test_without_dedupe_the_windows_duplicates_touched_fail_and_name_them(run: Path) -> None:
-    code, report = verify(run, platform(run, "nodedupe", dedupe=False, reject=True))
-    truth = manifest(run)
-    assert code == 1 and report["wrong"] > 0
-    named: set[str] = set()
-    for w in report["windows_wrong"]:
-        assert w["explained_by"] == ["duplicated"] and w["sums_match"], w
-        named |= set(w["events"]["duplicated"])
-    # every duplicate of a valid, delivered event is named, and nothing else is
-    delivered = truth["duplicate"] - truth.get("drop", set()) - truth.get("corrupt_value", set())
-    assert named == delivered
+def test_the_correct_platform_passes_verify_dbt_and_soda(
+    run: Path, builds: dict[str, Build]
+) -> None:
+    good = builds["good"]
+    for question in QUESTIONS:
+        code, report = verify(run, good.db, question)
+        assert code == 0 and report["wrong"] == 0 and report["windows"] > 0, report
+    assert good.dbt_rc == 0 and not good.failed, good.failed
+    assert good.soda_rc == 0 and "All is good" in good.soda, good.soda[-2000:]
 
 
-def test_without_rejection_the_windows_invalid_records_reached_fail(run: Path) -> None:
-    code, report = verify(run, platform(run, "noreject", dedupe=True, reject=False))
-    truth = manifest(run)
+def test_without_dedupe_the_windows_duplicates_touched_fail_and_name_them(
+    run: Path, builds: dict[str, Build]
+) -> None:
+    bad = builds["nodedupe"]
+    for question, stream in QUESTIONS.items():
+        code, report = verify(run, bad.db, question)
+        truth = manifest(run, stream)
+        if stream == "iot.alert":  # the question counts raised alerts (a cleared one's copies
+            raised = {r["event_id"] for r in events(run, stream)  # change no number)
+                      if r["alert_type"] == "alert_raised"}  # fmt: skip
+            truth = {step: ids & raised for step, ids in truth.items()}
+        assert code == 1 and report["wrong"] > 0
+        named: set[str] = set()
+        for w in report["windows_wrong"]:
+            assert w["explained_by"] == ["duplicated"] and w["sums_match"], w
+            named |= set(w["events"]["duplicated"])
+        # every duplicate of a valid, delivered event is named, and nothing else is
+        gone = truth.get("drop", set()) | truth.get("corrupt_value", set())
+        assert named == truth["duplicate"] - gone
+    # dbt: both questions' windows, both staged tables' counts and event ids
+    assert bad.dbt_rc != 0
+    assert bad.failed == {"expected_sales_by_store_hour", "expected_alerts_by_site_day",
+                          "events_pos_transaction_count", "events_pos_transaction_unique",
+                          "events_alert_count", "events_alert_unique"}  # fmt: skip
+    assert bad.soda_rc == 2 and {"row_count = 21382", "duplicate_count(event_id) = 0"} <= (
+        bad.soda_failed
+    ), bad.soda[-2000:]
+
+
+def test_without_rejection_the_windows_invalid_records_reached_fail(
+    run: Path, builds: dict[str, Build]
+) -> None:
+    bad = builds["noreject"]
+    code, report = verify(run, bad.db)
+    truth = manifest(run, "retail.pos_transaction")
     assert code == 1 and report["wrong"] > 0
     named: set[str] = set()
     for w in report["windows_wrong"]:
@@ -149,16 +191,20 @@ def test_without_rejection_the_windows_invalid_records_reached_fail(run: Path) -
         assert "rejected" in w["explained_by"], w
         named |= set(w["events"]["rejected"])
     assert named and named <= truth["corrupt_value"]
+    # the IoT side rejects nothing here: its checks pass
+    assert verify(run, bad.db, "alerts_by_site_day")[0] == 0
+    assert bad.failed == {"expected_sales_by_store_hour", "events_pos_transaction_count"}
 
 
-def test_a_platforms_tables_in_postgresql_are_read_alike(run: Path) -> None:
+def test_a_platforms_tables_in_postgresql_are_read_alike(
+    run: Path, builds: dict[str, Build]
+) -> None:
     """The correct model's table copied into PostgreSQL (as a warehouse would hold it)."""
     import asyncio
 
     import asyncpg
 
-    good = platform(run, "pg", dedupe=True, reject=True).removeprefix("duckdb://")
-    with duckdb.connect(good) as con:
+    with duckdb.connect(builds["good"].db.removeprefix("duckdb://"), read_only=True) as con:
         rows = con.sql("SELECT * FROM sales_by_store_hour").fetchall()
 
     async def load() -> None:

@@ -65,7 +65,17 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, BatchError, ValueError, VerifyError) as e:
         print(f"datafactory: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    files = expect.write(result, Path(args.out), args.format)
+    out = Path(args.out)
+    files = expect.write(result, out, args.format)
+    emits = args.emit or []
+    if "dbt" in emits:
+        from datafactory.expect import emit_dbt
+
+        files += emit_dbt.write(result, out / "dbt")
+    if "soda" in emits:
+        from datafactory.expect import emit_soda
+
+        files += emit_soda.write(config, result, end_us, out / "soda")
     summary = {
         "out": args.out,
         "questions": {name: t.num_rows for name, t in result.tables.items()},
@@ -77,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             "allowed_lateness_s": policy.allowed_us / 1e6,
         },
         "events": result.events,
+        "streams": {s: {"made": t.made, "kept": t.kept} for s, t in result.streams.items()},
         "rows_aggregated": result.rows_in,
         "seconds": round(result.seconds, 3),
         "events_per_second": round(result.events / max(result.seconds, 1e-9)),

@@ -44,6 +44,26 @@ class Answers:
     # duplicated: a row per extra copy)
     business: dict[str, pa.Table] = field(default_factory=dict)
     faults: dict[str, pa.Table] = field(default_factory=dict)
+    # per stream (``retail.pos_transaction``): what a correct platform holds of it
+    streams: dict[str, Tally] = field(default_factory=dict)
+
+
+@dataclass
+class Tally:
+    """A stream's events: made by the business, and kept by a correct platform (each once:
+    not those chaos dropped or it must reject); the last kept one's event time (µs)."""
+
+    made: int = 0
+    kept: int = 0
+    last_us: int | None = None
+
+    def add(self, block: RecordBlock, split: dict[str, Any] | None) -> None:
+        kept = block.event_time if split is None else block.event_time[split["kept"]]
+        self.made += len(block)
+        self.kept += len(kept)
+        if len(kept):
+            last = int(kept.max())
+            self.last_us = last if self.last_us is None else max(self.last_us, last)
 
 
 def plans(config: Config, only: list[str] | None = None) -> dict[str, Plan]:
@@ -164,14 +184,15 @@ def answer(
     for name in chosen:
         by_stream.setdefault(streams[name], []).append(asked[name])
     events = 0
+    tallies: dict[str, Tally] = {}
     for index in range(shards):
         sim = ShardSimulation(config, Shard(index, shards), start_us, end_us)
         for chunk in sim.chunks():
             for block in chunk.blocks:
                 events += len(block)
-                todo = by_stream.get(block.stream, ())
-                split = fates.split(block) if fates is not None and todo else None
-                for a in todo:
+                split = fates.split(block) if fates is not None else None
+                tallies.setdefault(block.stream, Tally()).add(block, split)
+                for a in by_stream.get(block.stream, ()):
                     a.add(block, split)
     seed = config.run.seed
     return Answers(
@@ -182,6 +203,7 @@ def answer(
         time.monotonic() - t0,
         {n: a.business.table() for n, a in asked.items() if a.business is not None},
         {n: a.faults(streams[n], seed) for n, a in asked.items() if a.fates},
+        tallies,
     )
 
 
