@@ -22,16 +22,17 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from datafactory.engine.blocks import DictColumn, Label, RecordBlock
+from datafactory.engine.blocks import DictColumn, Label, ListColumn, RecordBlock
 from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
 from datafactory.expect.questions import Question
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
-from datafactory_healthcare.care import CLAIM_ERRORS, Care
+from datafactory_healthcare.care import CLAIM_ERRORS, DENIALS, Care
 from datafactory_healthcare.fhir import Renderer, error_field
 from datafactory_healthcare.hl7 import TRIGGERS, Hl7Renderer
-from datafactory_healthcare.network import Network
+from datafactory_healthcare.network import PAYERS, Network
 from datafactory_healthcare.questions import QUESTIONS
+from datafactory_healthcare.records import Claims
 
 
 class ErrorRates(BaseModel):
@@ -195,9 +196,34 @@ class _Driven(StreamGenerator):
         }[name]
 
 
+PAYER_IDS = tuple(f"P{i + 1:03d}" for i in range(len(PAYERS)))  # as the payer's identifier
+CARCS = tuple(code for code, _ in DENIALS)
+
+
+def adjudication(claims: Claims) -> dict[str, Any]:
+    """A claim response's decision as columns: the amount paid (the document's
+    ``payment.amount``: the lines' benefit, cents) and the lines denied with their reasons."""
+    paid = np.add.reduceat(claims.benefit, claims.item_off[:-1]) if claims.n else claims.benefit
+    denied = claims.reason >= 0
+    before = np.concatenate([[0], np.cumsum(denied)])  # denied lines before each line
+    offsets = before[claims.item_off] - before[claims.item_off[0]]
+    lines = ListColumn(
+        offsets.astype(np.int32),
+        {
+            "item_sequence": claims.item_seq[denied].astype(np.int32),
+            "carc": DictColumn(claims.reason[denied].astype(np.int32), CARCS),
+        },
+    )
+    return {"paid": paid.astype(np.int64), "denials": lines}
+
+
 class Documents(_Driven):
     """``claim`` / ``claim_response`` / ``explanation_of_benefit``: one FHIR document per
-    record."""
+    record (and its envelope: ids, payer, status; a response's decision)."""
+
+    def __init__(self, pack: HealthcarePack, name: str) -> None:
+        super().__init__(pack, name)
+        self.fields = {f["name"] for f in self.schema.fields}
 
     def poll(
         self, until_us: int | None, seq_start: int, limit: int, final: bool = False
@@ -238,17 +264,22 @@ class Documents(_Driven):
         else:
             status = (claims.related >= 0).astype(np.int64)  # submitted, resubmitted
         pool = ("submitted", "resubmitted", "complete", "partial", "denied")
+        columns: dict[str, Any] = {
+            "claim_id": numbers.astype(np.int64),
+            "patient_id": DictColumn(patient.astype(np.int32), pk.network.patient_ids),
+            "payer_id": DictColumn(pk.network.payer[patient].astype(np.int32), PAYER_IDS),
+            "status": DictColumn(status.astype(np.int32), pool),
+            "resource": DictColumn(np.arange(n, dtype=np.int32), texts),
+        }
+        if self.name == "claim_response":  # what it decided, as the document says it
+            columns.update(adjudication(claims))
+        columns = {k: v for k, v in columns.items() if k in self.fields}
         return RecordBlock(
             stream=f"healthcare.{self.name}",
             seq=np.arange(seq_start, seq_start + n, dtype=np.int64),
             event_time=ev["t"],
             key=patient,
-            columns={
-                "claim_id": numbers.astype(np.int64),
-                "patient_id": DictColumn(patient.astype(np.int32), pk.network.patient_ids),
-                "status": DictColumn(status.astype(np.int32), pool),
-                "resource": DictColumn(np.arange(n, dtype=np.int32), texts),
-            },
+            columns=columns,
             labels=tuple(labels),
         )
 

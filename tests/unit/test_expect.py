@@ -182,21 +182,57 @@ def test_a_question_the_schema_cannot_answer_is_refused(question: Question, says
         plan(question, load_schema("retail.pos_transaction").fields)
 
 
-def test_healthcare_claims_and_responses_per_day_count_every_one_the_run_released(
-    tmp_path: Path,
-) -> None:
+def _payer(doc: dict[str, Any]) -> str:
+    """The insurer's identifier, as a FHIR reader finds it (a contained Organization)."""
+    ref = doc["insurer"]["reference"].removeprefix("#")
+    org = next(c for c in doc["contained"] if c["id"] == ref)
+    return str(org["identifier"][0]["value"])
+
+
+def test_healthcare_answers_per_payer_are_what_the_fhir_documents_say(tmp_path: Path) -> None:
+    """Every claim and claim response the run wrote, read as FHIR (insurer, outcome,
+    payment.amount, each line's adjudication reason), gives expect's answers."""
     path = tmp_path / "hc.yaml"
     path.write_text(
         'run: {name: hc, seed: 3, clock: simulated, start: "2026-03-02T00:00:00Z", '
-        "duration: 6d}\npacks: {healthcare: {params: {patients: 100000}}}\n"
+        "duration: 21d}\npacks: {healthcare: {params: {patients: 8000}}}\n"
         f"sinks: {{out: {{type: file, path: {tmp_path / 'out'}, format: json}}}}\n"
         "telemetry: {enabled: false}\n"
     )
     cfg = load_config(path)
-    released = asyncio.run(Engine(cfg).run())["streams"]
-    result = expect.answer(cfg, int(cfg.run.start.timestamp() * 1e6),
-                           int(cfg.run.start.timestamp() * 1e6) + 6 * 86_400_000_000)  # fmt: skip
-    for question, stream in (("claims_by_day", "claim"), ("responses_by_day", "claim_response")):
-        rows = result.tables[question].to_pylist()
-        made = released[f"healthcare.{stream}"]["released"]
-        assert made > 0 and sum(r[list(r)[-1]] for r in rows) == made, question
+    asyncio.run(Engine(cfg).run())
+    start = int(cfg.run.start.timestamp() * 1e6)
+    result = expect.answer(cfg, start, start + 21 * 86_400_000_000)
+
+    def docs(stream: str) -> list[dict[str, Any]]:
+        folder = tmp_path / "out" / "healthcare" / stream
+        return [orjson.loads(x) for f in sorted(folder.glob("*.jsonl"))
+                for x in f.read_bytes().splitlines()]  # fmt: skip
+
+    def day(doc: dict[str, Any]) -> dt.datetime:
+        t = dt.datetime.fromisoformat(doc["created"].replace("Z", "+00:00"))
+        return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    want: dict[str, dict[tuple[Any, ...], Any]] = defaultdict(lambda: defaultdict(int))
+    for c in docs("claim"):
+        want["claims_by_payer_day"][(day(c), _payer(c))] += 1
+    status = {"complete": "complete", "partial": "partial", "error": "denied"}
+    for r in docs("claim_response"):
+        key = (day(r), _payer(r), status[r["outcome"]])
+        got = want["adjudications_by_payer_day"].get(key, (0, Decimal(0)))
+        paid = Decimal(str(r["payment"]["amount"]["value"])).quantize(Decimal("0.01"))
+        want["adjudications_by_payer_day"][key] = (got[0] + 1, got[1] + paid)
+        for item in r["item"]:
+            for a in item["adjudication"]:
+                if "reason" in a:
+                    carc = a["reason"]["coding"][0]["code"]
+                    want["denials_by_carc_day"][(day(r), _payer(r), carc)] += 1
+    for question, expected in want.items():
+        measures = [m.name for m in result.plans[question].question.measures]
+        got = {}
+        for r in result.tables[question].to_pylist():
+            keys = [k for k in r if k not in ("window_start", "window_end", *measures)]
+            got[(r["window_start"], *(r[k] for k in keys))] = tuple(r[m] for m in measures)
+        expected = {k: v if isinstance(v, tuple) else (v,) for k, v in expected.items()}
+        assert len(expected) > 10 and got == expected, question
+    assert {k[2] for k in want["adjudications_by_payer_day"]} == {"complete", "partial", "denied"}
