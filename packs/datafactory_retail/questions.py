@@ -55,4 +55,14 @@ QUESTIONS = (
         measures=(Measure("customers", "count"),),
         doc="Customers created, updated, churned and reactivated per day.",
     ),
+    Question(
+        "stock_by_store_sku_day",
+        "inventory_movement",
+        DAY,
+        by=("store_id", "sku"),
+        measures=(Measure("on_hand", "sum", "quantity"), Measure("movements", "count")),
+        running=True,
+        doc="Book stock on hand per store and SKU at each day's end: every movement (opening "
+        "stock, receipts, sales, shrinkage adjustments) up to it, summed; and how many.",
+    ),
 )

@@ -32,6 +32,7 @@ packs:
       pos_transaction: {rate: {profile: constant, base: 3}}
       return: {}
       customer_event: {}
+      inventory_movement: {}
   iot:
     params: {sites: 3, devices: 40}
 sinks: {out: {type: file, path: OUT, format: json}}
@@ -39,8 +40,11 @@ telemetry: {enabled: false}
 """
 
 
-def reference(q: Question, records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict]:
-    """The question answered record by record (the plain way a reader would)."""
+def reference(
+    q: Question, records: list[dict[str, Any]], end: int = 0
+) -> dict[tuple[Any, ...], dict]:
+    """The question answered record by record (the plain way a reader would); a running
+    question's totals carried to the window ``end`` falls in (epoch seconds)."""
     items = next((b.split(".")[0] for b in q.by if "." in b), None)
     groups: dict[tuple[Any, ...], dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
@@ -68,6 +72,16 @@ def reference(q: Question, records: list[dict[str, Any]]) -> dict[tuple[Any, ...
             row[m.name] = {"count": lambda v: len(v), "sum": sum, "min": min, "max": max,
                            "mean": lambda v: sum(v) / len(v)}[m.op](vals)  # fmt: skip
         out[key] = row
+    if q.running:  # every window from a group's first to the last, its totals so far
+        running: dict[tuple[Any, ...], dict] = {}
+        for group in {k[1:] for k in out}:
+            total = {m.name: 0 for m in q.measures}
+            first = min(k[0] for k in out if k[1:] == group)
+            for w in range(first, (end - 1) // q.window * q.window + 1, q.window):
+                for m in q.measures:
+                    total[m.name] += out.get((w, *group), {}).get(m.name, 0)
+                running[(w, *group)] = dict(total)
+        return running
     return out
 
 
@@ -95,14 +109,14 @@ def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
     result = expect.answer(cfg, start, start + int(run.duration * 1e6))
     assert set(result.tables) == {
         "sales_by_store_hour", "sales_by_category_day", "returns_by_store_day",
-        "customers_by_day", "readings_by_device_5min", "alerts_by_site_day",
-        "status_changes_by_site_day",
+        "customers_by_day", "stock_by_store_sku_day", "readings_by_device_5min",
+        "alerts_by_site_day", "status_changes_by_site_day",
     }  # fmt: skip
     assert result.events == sum(len(v) for v in events.values())  # the run's events, all
     for name, table in result.tables.items():
         q = result.plans[name].question
         stream = next(p.event_type for p in cfg.streams if p.stream == q.stream)
-        want = reference(q, events[stream])
+        want = reference(q, events[stream], int(run.start.timestamp() + run.duration))
         got = {}
         keys = table.column_names[2 : 2 + len(q.by)]
         for r in table.to_pylist():
@@ -120,6 +134,10 @@ def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
     # windows at the run's edges: the first hour starts at 22:00, the last day is cut at 02:00
     hours = {r["window_start"].hour for r in result.tables["sales_by_store_hour"].to_pylist()}
     assert hours == {22, 23, 0, 1}
+    # stock on hand: every store x SKU at both days' ends, the second day's carried on
+    stock = result.tables["stock_by_store_sku_day"].to_pylist()
+    days = {r["window_start"].day for r in stock}
+    assert days == {2, 3} and len(stock) == 2 * len({(r["store_id"], r["sku"]) for r in stock})
 
 
 def test_the_command_writes_a_table_and_a_schema_per_question(tmp_path: Path) -> None:
@@ -236,3 +254,41 @@ def test_healthcare_answers_per_payer_are_what_the_fhir_documents_say(tmp_path: 
         expected = {k: v if isinstance(v, tuple) else (v,) for k, v in expected.items()}
         assert len(expected) > 10 and got == expected, question
     assert {k[2] for k in want["adjudications_by_payer_day"]} == {"complete", "partial", "denied"}
+
+
+def test_a_running_totals_wrong_windows_are_explained_by_every_earlier_fault() -> None:
+    """A duplicate counted on day 1 makes day 1's stock and every later day's wrong: each is
+    explained by it (the faults up to the window's end), and a later one by both."""
+    import pyarrow as pa
+
+    from datafactory.expect.compare import compare
+
+    day = 86_400_000_000
+    ts = pa.timestamp("us", tz="UTC")
+
+    def table(rows: list[tuple[int, int, int]], extra: dict[str, list[Any]] | None = None):  # type: ignore[no-untyped-def]
+        cols = {
+            "window_start": pa.array([w * day for w, _, _ in rows], ts),
+            "window_end": pa.array([(w + 1) * day for w, _, _ in rows], ts),
+            "sku": pa.array(["A"] * len(rows)),
+            "on_hand": pa.array([o for _, o, _ in rows], pa.int64()),
+            "movements": pa.array([m for _, _, m in rows], pa.int64()),
+        }
+        return pa.table({**cols, **(extra or {})})
+
+    doc = {
+        "question": "stock", "running": True,
+        "measures": [{"name": "on_hand", "op": "sum"}, {"name": "movements", "op": "count"}],
+        "columns": [{"name": c} for c in ("window_start", "window_end", "sku", "on_hand",
+                                          "movements")],
+    }  # fmt: skip
+    want = table([(0, 10, 2), (1, 15, 3), (2, 15, 3)])
+    got = table([(0, 13, 3), (1, 18, 4), (2, 16, 5)])  # day 3: another copy, of day 3's
+    faults = table([(0, 3, 1), (2, 1, 1)], {"fault": ["duplicated"] * 2, "event_id": ["e1", "e2"]})
+    report = compare(doc, want, got, faults)
+    assert report["wrong"] == 3 and report["explained"] == 3
+    events = [w["events"]["duplicated"] for w in report["windows_wrong"]]
+    assert events == [["e1"], ["e1"], ["e1", "e2"]]
+    assert all(w["explained_by"] == ["duplicated"] for w in report["windows_wrong"])
+    doc["running"] = False  # as windows of their own, days 2 and 3 are not explained so
+    assert compare(doc, want, got, faults)["explained"] == 1

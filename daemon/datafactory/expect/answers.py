@@ -31,10 +31,12 @@ _FOLD = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 class Answer:
     """The answer to one question (``plan``), from the blocks of its stream."""
 
-    def __init__(self, plan: Plan, per_event: bool = False) -> None:
-        """``per_event``: grouped by each event too (its ``seq``: what each contributes)."""
+    def __init__(self, plan: Plan, per_event: bool = False, end_us: int | None = None) -> None:
+        """``per_event``: grouped by each event too (its ``seq``: what each contributes);
+        ``end_us``: the span's end (a running question's rows go on to its last window)."""
         self.plan = plan
         self.per_event = per_event
+        self.end_us = end_us
         self.window_us = plan.question.window * 1_000_000
         self.keys = [f"k{i}" for i in range(len(plan.by))] + (["seq"] if per_event else [])
         # the partial tables' value columns: (measure index, part) -> column name
@@ -92,6 +94,8 @@ class Answer:
         if not self.partials:
             return _empty(self.plan, names)
         t = self.partials[0]
+        if self.plan.question.running and not self.per_event:
+            t = self._running(t)
         start = pc.cast(t["window"], pa.timestamp("us", tz="UTC"))
         end = pc.cast(pc.add(t["window"], self.window_us), pa.timestamp("us", tz="UTC"))
         cols: dict[str, Any] = {"window_start": start, "window_end": end}
@@ -106,6 +110,31 @@ class Answer:
                 cols[m.name] = t[where[(i, _PARTS[m.op][0])]]
         out = pa.table(cols)
         return out.sort_by([("window_start", "ascending"), *((n, "ascending") for n in names)])
+
+    def _running(self, t: pa.Table) -> pa.Table:
+        """Running totals (a count's or sum's one part each), a row per group per window
+        from its first to the span's last."""
+        w = self.window_us
+        windows = t["window"].to_pylist()
+        last = max(windows) if self.end_us is None else (self.end_us - 1) // w * w
+        keys = list(zip(*(t[k].to_pylist() for k in self.keys), strict=True)) or [()] * len(windows)
+        parts = [f"p{j}" for j in range(len(self.parts))]
+        values = list(zip(*(t[p].to_pylist() for p in parts), strict=True))
+        groups: dict[tuple[Any, ...], dict[int, tuple[Any, ...]]] = {}
+        for key, window, v in zip(keys, windows, values, strict=True):
+            groups.setdefault(key, {})[window] = v
+        out: dict[str, list[Any]] = {c: [] for c in ["window", *self.keys, *parts]}
+        for key, by_window in groups.items():
+            total: list[Any] = [0] * len(parts)
+            for window in range(min(by_window), last + 1, w):
+                for j, v in enumerate(by_window.get(window, ())):
+                    total[j] = total[j] + (v or 0)
+                out["window"].append(window)
+                for name, k in zip(self.keys, key, strict=True):
+                    out[name].append(k)
+                for p, v in zip(parts, total, strict=True):
+                    out[p].append(v)
+        return pa.table({c: pa.array(v, t.schema.field(c).type) for c, v in out.items()})
 
 
 def _renamed(t: pa.Table, names: dict[str, str]) -> pa.Table:

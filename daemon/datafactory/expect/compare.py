@@ -164,6 +164,8 @@ def compare(
     except CompareError as err:
         raise CompareError(f"the platform's {doc['question']}: {err}") from None
     touched = _fault_index(faults, keys, counts + sums) if faults is not None else {}
+    if doc.get("running"):  # an event counts in its window's total and every later one's
+        touched = _accumulated(touched, set(want) | set(got))
     unplaced = got.pop((None,), {}).get("rows", 0)
     wrong = []
     for key in sorted(set(want) | set(got), key=_order):
@@ -230,6 +232,29 @@ def _fault_index(
             v = _num(r.get(m))
             if v is not None:
                 fate["sum"][m] = fate["sum"].get(m, Decimal(0)) + v
+    return out
+
+
+def _accumulated(index: dict[Key, dict[str, Any]], windows: set[Key]) -> dict[Key, dict[str, Any]]:
+    """A running question's faults: at each window, every fate's events up to its end."""
+    by_group: dict[Key, list[tuple[int, dict[str, Any]]]] = {}
+    for key, fates in index.items():
+        by_group.setdefault(key[1:], []).append((key[0], fates))
+    out: dict[Key, dict[str, Any]] = {}
+    for key in windows:
+        if key == (None,):
+            continue
+        so_far: dict[str, Any] = {}
+        for window, fates in by_group.get(key[1:], ()):
+            if window > key[0]:
+                continue
+            for f, v in fates.items():
+                acc = so_far.setdefault(f, {"events": [], "sum": {}})
+                acc["events"] += v["events"]
+                for m, x in v["sum"].items():
+                    acc["sum"][m] = acc["sum"].get(m, Decimal(0)) + x
+        if so_far:
+            out[key] = so_far
     return out
 
 

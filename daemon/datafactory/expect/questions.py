@@ -12,8 +12,11 @@ Fields are paths in the stream's Avro schema: a field, a nested record's field
 (``ship.city``), or an array of records' item field (``items.line_total``). At event level, an
 item field is summed over each event's items first (``units``); at item level, the event's
 fields are every item's. ``where`` keeps the rows whose field has one of the given values
-(``alert_type: [alert_raised]``). ``count`` counts rows; ``sum``, ``min``, ``max``, ``mean``
-skip nulls, as SQL does; sums of decimals stay exact.
+(``alert_type: [alert_raised]``). A ``running`` question's measures are running totals: each
+window's row holds the total of every window up to its end, and each group has a row at every
+window from its first to the span's last (stock on hand per store and SKU at each day's end:
+every inventory movement summed up to it). ``count`` counts rows; ``sum``, ``min``, ``max``,
+``mean`` skip nulls, as SQL does; sums of decimals stay exact.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Question:
     # the field saying when an event reaches a platform, where that is not its event time
     # (IoT readings a device buffered: sent_at); chaos's delays come on top
     arrival: str | None = None
+    running: bool = False  # running totals (count and sum only), a row per window
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ def plan(q: Question, schema_fields: list[dict[str, Any]]) -> Plan:
             raise ValueError(f"question {q.name!r}: {m.name}: op is one of {OPS}")
         if (m.op == "count") != (p is None):
             raise ValueError(f"question {q.name!r}: {m.name}: count has no field, the rest one")
+        if q.running and m.op not in ("count", "sum"):
+            raise ValueError(f"question {q.name!r}: {m.name}: a running total is a count or sum")
         if p is not None and p.item and items is None and m.op != "sum":
             raise ValueError(
                 f"question {q.name!r}: {m.name}: an item field per event is summed (op: sum)"

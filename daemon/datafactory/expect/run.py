@@ -106,11 +106,11 @@ class _Asked:
     chaos's (``fates.FATES``), and under the policy ``late`` (dropped by it) and ``lagging``
     (after the watermark, within the allowed lateness: counted)."""
 
-    def __init__(self, p: Plan, chaos: bool, policy: Lateness | None) -> None:
+    def __init__(self, p: Plan, chaos: bool, policy: Lateness | None, end_us: int) -> None:
         self.plan, self.policy = p, policy
-        self.expected = Answer(p)
+        self.expected = Answer(p, end_us=end_us)
         named = (*(FATES if chaos else ()), *((LATE, LAGGING) if policy else ()))
-        self.business = Answer(p) if named else None
+        self.business = Answer(p, end_us=end_us) if named else None
         self.fates = {f: Answer(p, per_event=True) for f in named}
 
     def add(self, block: RecordBlock, split: dict[str, Any] | None) -> None:
@@ -178,7 +178,7 @@ def answer(
     t0 = time.monotonic()
     chosen = plans(config, only)
     fates = Fates(truth) if truth is not None else None
-    asked = {name: _Asked(p, fates is not None, policy) for name, p in chosen.items()}
+    asked = {name: _Asked(p, fates is not None, policy, end_us) for name, p in chosen.items()}
     streams = {name: _event_type(config, p.question) for name, p in chosen.items()}
     by_stream: dict[str, list[_Asked]] = {}
     for name in chosen:
@@ -240,6 +240,7 @@ def write(result: Answers, out: Path, fmt: str) -> list[Path]:
             "by": list(q.by),
             "measures": [{"name": m.name, "op": m.op, "field": m.field} for m in q.measures],
             "where": {k: list(v) for k, v in q.where},
+            "running": q.running,
             "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
             "rows": table.num_rows,
             "chaos": name in result.business,
