@@ -80,14 +80,18 @@ run: install          ## the daemon: runs config/default.yaml; API + console on 
 
 system-deps: /usr/bin/chromium /usr/bin/systemd-analyze
 
+# the unit tier (CPU-bound, self-contained) on both cores; then the rest, one test at a time
+# (real brokers and daemons, timings measured); both run, either failing fails the target
 test: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) $(PLATFORM_TOOLS) system-deps  ## the whole default suite (unit + integration), as CI runs it
-	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not soak" -n 2 tests/unit $(PYTEST_ARGS); unit=$$?; \
+	$(BIN)/pytest -m "not soak" --ignore=tests/unit $(PYTEST_ARGS); rest=$$?; \
+	exit $$(( unit || rest ))
 
 test-unit: install
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not soak" tests/unit $(PYTEST_ARGS)
 
 test-integration: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) $(PLATFORM_TOOLS) system-deps
-	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not soak" tests/integration $(PYTEST_ARGS)
 
 soak: install         ## an hour of kill -9s, reloads and broker restarts (DATAFACTORY_SOAK_SECONDS)
 	$(BIN)/pytest -m soak -s $(PYTEST_ARGS)
