@@ -39,4 +39,18 @@ QUESTIONS = (
         measures=(Measure("changes", "count"),),
         doc="Devices going offline and coming back online per site per day.",
     ),
+    Question(
+        "downtime_by_device_day",
+        "device_status",
+        86400,
+        by=("device_id",),
+        measures=(
+            Measure("outages", "count", "last_heartbeat_at"),
+            Measure("downtime_s", "sum", "event_time", since="last_heartbeat_at"),
+        ),
+        where=(("event_type", ("device_online",)),),
+        doc="Outages that ended per device per day, and their downtime in seconds: from the "
+        "last heartbeat before the device went silent to its coming back online (a "
+        "registration, with no heartbeat before it, is no outage).",
+    ),
 )

@@ -34,10 +34,16 @@ packs:
       customer_event: {}
       inventory_movement: {}
   iot:
-    params: {sites: 3, devices: 40}
+    params: {sites: 3, devices: 40, site_outage_rate: 3000, site_outage_minutes: 10}
 sinks: {out: {type: file, path: OUT, format: json}}
 telemetry: {enabled: false}
 """
+
+
+def _s(text: str) -> Decimal:
+    """An RFC 3339 time as exact epoch seconds."""
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return Decimal(int(t.timestamp())) + Decimal(t.microsecond) / 1_000_000
 
 
 def reference(
@@ -57,8 +63,11 @@ def reference(
             key = (start, *(row[b] for b in q.by))
             g = groups[key]
             for m in q.measures:
-                if m.op == "count":
-                    g[m.name].append(1)
+                if m.op == "count":  # (of a field: its non-null values)
+                    g[m.name].append(1 if m.field is None else row[m.field])
+                elif m.since is not None:  # a span, in seconds
+                    a, b = row[m.field], row[m.since]
+                    g[m.name].append(None if a is None or b is None else _s(a) - _s(b))
                 elif "." in m.field and not items:  # an item field per event: its sum
                     top, f = m.field.split(".")
                     g[m.name].append(sum((i[f] for i in r[top]), Decimal(0)))
@@ -70,7 +79,8 @@ def reference(
         for m in q.measures:
             vals = [v for v in g[m.name] if v is not None]
             row[m.name] = {"count": lambda v: len(v), "sum": sum, "min": min, "max": max,
-                           "mean": lambda v: sum(v) / len(v)}[m.op](vals)  # fmt: skip
+                           "mean": lambda v: sum(v) / len(v)}[m.op](vals) if vals or (
+                               m.op == "count") else None  # (SQL: null over no values)  # fmt: skip
         out[key] = row
     if q.running:  # every window from a group's first to the last, its totals so far
         running: dict[tuple[Any, ...], dict] = {}
@@ -110,7 +120,7 @@ def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
     assert set(result.tables) == {
         "sales_by_store_hour", "sales_by_category_day", "returns_by_store_day",
         "customers_by_day", "stock_by_store_sku_day", "readings_by_device_5min",
-        "alerts_by_site_day", "status_changes_by_site_day",
+        "alerts_by_site_day", "status_changes_by_site_day", "downtime_by_device_day",
     }  # fmt: skip
     assert result.events == sum(len(v) for v in events.values())  # the run's events, all
     for name, table in result.tables.items():
@@ -126,7 +136,9 @@ def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
         for key, row in want.items():
             for m in q.measures:
                 a, b = got[key][m.name], row[m.name]
-                if m.op == "mean":
+                if a is None or b is None:
+                    assert a is None and b is None, (name, key, m.name)
+                elif m.op == "mean" or m.since is not None:
                     assert float(a) == pytest.approx(float(b), rel=1e-12), (name, key, m.name)
                 else:  # (a double's JSON text is its shortest repr: the same double)
                     assert a == (float(b) if isinstance(a, float) else b), (name, key, m.name)
@@ -134,6 +146,9 @@ def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
     # windows at the run's edges: the first hour starts at 22:00, the last day is cut at 02:00
     hours = {r["window_start"].hour for r in result.tables["sales_by_store_hour"].to_pylist()}
     assert hours == {22, 23, 0, 1}
+    # outages (site outages ten minutes long): counted, and their downtime at least that
+    down = [r for r in result.tables["downtime_by_device_day"].to_pylist() if r["outages"]]
+    assert down and all(r["downtime_s"] > 60 * r["outages"] for r in down)
     # stock on hand: every store x SKU at both days' ends, the second day's carried on
     stock = result.tables["stock_by_store_sku_day"].to_pylist()
     days = {r["window_start"].day for r in stock}
@@ -190,7 +205,13 @@ def test_the_command_writes_a_table_and_a_schema_per_question(tmp_path: Path) ->
         (Question("q", "pos_transaction", 0, (), (Measure("n", "count"),)), "positive"),
         (Question("q", "pos_transaction", 60, (), (Measure("n", "max", "items.quantity"),)),
          "summed"),
-        (Question("q", "pos_transaction", 60, (), (Measure("n", "sum"),)), "the rest one"),
+        (Question("q", "pos_transaction", 60, (), (Measure("n", "sum"),)), "sum of which"),
+        (Question("q", "pos_transaction", 60, (),
+                  (Measure("n", "sum", "event_time", since="customer_id"),)), "timestamp field"),
+        (Question("q", "pos_transaction", 60, (), (Measure("n", "count", "total", since="x"),)),
+         "a span is summed"),
+        (Question("q", "pos_transaction", 60, (), (Measure("n", "max", "total"),), running=True),
+         "a running total is a count or sum"),
     ],
 )  # fmt: skip
 def test_a_question_the_schema_cannot_answer_is_refused(question: Question, says: str) -> None:

@@ -52,10 +52,16 @@ class Answer:
             table[name] = rows.value(path)  # (a pool's codes: plain once grouped)
         if self.per_event:
             table["seq"] = rows.seq()
-        for i, (_, field) in enumerate(self.plan.measures):
-            table[f"m{i}"] = (
-                pa.array(np.ones(rows.n, dtype=np.int64)) if field is None else rows.value(field)
-            )
+        for i, (m, field) in enumerate(self.plan.measures):
+            if field is None:
+                table[f"m{i}"] = pa.array(np.ones(rows.n, dtype=np.int64))
+            elif m.op == "count":  # its non-null values
+                table[f"m{i}"] = pc.cast(pc.is_valid(rows.value(field)), pa.int64())
+            elif m.name in self.plan.spans:  # µs between the two (seconds in the answer)
+                since = rows.value(self.plan.spans[m.name])
+                table[f"m{i}"] = pc.subtract(_micros(rows.value(field)), _micros(since))
+            else:
+                table[f"m{i}"] = rows.value(field)
         t = pa.table(table)
         if keep is not None:
             t = t.filter(keep)
@@ -108,6 +114,8 @@ class Answer:
                 cols[m.name] = pc.divide(total, pc.cast(t[where[(i, "count")]], pa.float64()))
             else:
                 cols[m.name] = t[where[(i, _PARTS[m.op][0])]]
+            if m.name in self.plan.spans:
+                cols[m.name] = pc.divide(pc.cast(cols[m.name], pa.float64()), 1e6)
         out = pa.table(cols)
         return out.sort_by([("window_start", "ascending"), *((n, "ascending") for n in names)])
 
@@ -135,6 +143,11 @@ class Answer:
                 for p, v in zip(parts, total, strict=True):
                     out[p].append(v)
         return pa.table({c: pa.array(v, t.schema.field(c).type) for c, v in out.items()})
+
+
+def _micros(arr: pa.Array) -> pa.Array:
+    """Timestamps as µs since the epoch (nulls kept)."""
+    return pc.cast(pc.cast(arr, pa.timestamp("us", tz="UTC")), pa.int64())
 
 
 def _renamed(t: pa.Table, names: dict[str, str]) -> pa.Table:
@@ -165,7 +178,9 @@ def _empty(plan: Plan, names: list[str]) -> pa.Table:
     if len(names) > len(plan.by):
         fields.append(pa.field("seq", pa.int64()))
     for m, p in plan.measures:
-        t = pa.int64() if p is None else arrow_type(p.type)[0]
+        t = pa.int64() if p is None or m.op == "count" else arrow_type(p.type)[0]
+        if m.name in plan.spans:
+            t = pa.float64()
         if m.op == "sum":  # as Arrow's sums come out
             t = (pa.decimal128(38, t.scale) if pa.types.is_decimal(t)
                  else pa.float64() if pa.types.is_floating(t) else pa.int64())  # fmt: skip

@@ -16,7 +16,9 @@ fields are every item's. ``where`` keeps the rows whose field has one of the giv
 window's row holds the total of every window up to its end, and each group has a row at every
 window from its first to the span's last (stock on hand per store and SKU at each day's end:
 every inventory movement summed up to it). ``count`` counts rows; ``sum``, ``min``, ``max``,
-``mean`` skip nulls, as SQL does; sums of decimals stay exact.
+``mean`` skip nulls, as SQL does (``count`` of a field counts its non-null values); sums of
+decimals stay exact. A measure ``since`` another timestamp field aggregates the span between
+the two, in seconds (an outage: from the last heartbeat before it to the device's return).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ OPS: tuple[str, ...] = ("count", "sum", "min", "max", "mean")
 class Measure:
     name: str  # the answer's column
     op: Op
-    field: str | None = None  # a path; None for count
+    field: str | None = None  # a path; for count: rows where it is not null (None: all)
+    # a span: ``field`` minus this timestamp field, in seconds (both the event's timestamps)
+    since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Plan:
     question: Question
     by: tuple[Path, ...]
     measures: tuple[tuple[Measure, Path | None], ...]
+    spans: dict[str, Path]  # a span's measure: the path of the field it is since
     where: tuple[tuple[Path, tuple[Any, ...]], ...]
     items: str | None
     tops: dict[str, Any]  # the top-level fields it reads: their Avro types
@@ -128,8 +133,8 @@ def plan(q: Question, schema_fields: list[dict[str, Any]]) -> Plan:
     for m, p in measures:
         if m.op not in OPS:
             raise ValueError(f"question {q.name!r}: {m.name}: op is one of {OPS}")
-        if (m.op == "count") != (p is None):
-            raise ValueError(f"question {q.name!r}: {m.name}: count has no field, the rest one")
+        if m.op != "count" and p is None:
+            raise ValueError(f"question {q.name!r}: {m.name}: {m.op} of which field?")
         if q.running and m.op not in ("count", "sum"):
             raise ValueError(f"question {q.name!r}: {m.name}: a running total is a count or sum")
         if p is not None and p.item and items is None and m.op != "sum":
@@ -138,12 +143,24 @@ def plan(q: Question, schema_fields: list[dict[str, Any]]) -> Plan:
             )
     if any(p.item for p, _ in where):
         raise ValueError(f"question {q.name!r}: where is on the events' own fields")
-    if q.arrival is not None:
-        a = at(q.arrival)
+
+    def stamp(text: str, what: str) -> Path:
+        a = at(text)
         base = bare(a.type)
-        stamp = isinstance(base, dict) and base.get("logicalType") == "timestamp-micros"
-        if a.item or a.inner or not stamp:
-            raise ValueError(f"question {q.name!r}: arrival is a timestamp field of the event")
-    named = (*by, *(p for _, p in measures if p), *(p for p, _ in where))
+        micros = isinstance(base, dict) and base.get("logicalType") == "timestamp-micros"
+        if a.item or a.inner or not micros:
+            raise ValueError(f"question {q.name!r}: {what} is a timestamp field of the event")
+        return a
+
+    if q.arrival is not None:
+        stamp(q.arrival, "arrival")
+    spans = {}
+    for m, _ in measures:
+        if m.since is not None:
+            if m.op == "count" or m.field is None:
+                raise ValueError(f"question {q.name!r}: {m.name}: a span is summed, or min...")
+            stamp(m.field, f"{m.name}'s field")
+            spans[m.name] = stamp(m.since, f"{m.name}'s since")
+    named = (*by, *(p for _, p in measures if p), *(p for p, _ in where), *spans.values())
     types = {f["name"]: f["type"] for f in schema_fields}
-    return Plan(q, by, measures, where, items, {p.top: types[p.top] for p in named})
+    return Plan(q, by, measures, spans, where, items, {p.top: types[p.top] for p in named})
