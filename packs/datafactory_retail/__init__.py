@@ -8,9 +8,11 @@ default rate follows hour of day, day of week and holidays), and, driven by the 
 
 ``price_change`` (the catalogue listed at the start, then list price changes and promotions
 starting and ending, at midnight: see ``catalogue.py``); ``store`` (every store listed at the
-start: region, format, opening hours, sales tax).
+start: region, format, opening hours, sales tax; then a region's tax revisions, at quarter
+starts: see ``tax.py``).
 
-Stores have a region (sales tax, SKU popularity) and a format (size, opening hours). An
+Stores have a region (sales tax, SKU popularity) and a format (size, opening hours). A basket
+is taxed at its store's rate at its time. An
 in-store sale never falls outside its store's hours: one that would becomes an online order
 fulfilled by that store (so at night the mix is all online). Prices and the opening hours
 are applied again when the engine says when a sale happened (``released``): a sale is priced
@@ -35,6 +37,7 @@ from datafactory.engine.seeding import SeedTree
 from datafactory.engine.timeline import PendingEvents
 from datafactory.expect.questions import Question
 from datafactory.pack import Pack, Shard, StreamGenerator, StreamSpec
+from datafactory_retail import tax
 from datafactory_retail.catalogue import (
     BRANDS,
     CATEGORY_NAMES,
@@ -83,7 +86,6 @@ _PAYMENT_P = np.array(
     [[0.62, 0.18, 0.15, 0.05], [0.80, 0.00, 0.17, 0.03], [0.75, 0.00, 0.20, 0.05]]
 )
 REGIONS = ("north", "south", "east", "west", "central")
-_REGION_TAX_BP = np.array([825, 700, 887, 725, 600])  # sales tax in basis points
 # name, share of stores, size (sales weight), opens, closes (hour of day, store-local = UTC)
 STORE_FORMATS: tuple[tuple[str, float, float, int, int], ...] = (
     ("hypermarket", 0.15, 3.0, 8, 22),
@@ -220,7 +222,8 @@ class RetailPack(Pack):
         ),
         "store": StreamSpec(
             "store",
-            "The stores, listed at the start: region, format, opening hours, sales tax.",
+            "The stores, listed at the start (region, format, opening hours, sales tax), "
+            "then each change as it takes effect (a region's sales tax, at a quarter start).",
             driven=True,
         ),
     }
@@ -278,7 +281,8 @@ class RetailPack(Pack):
         self.store_opens = np.array([f[3] for f in STORE_FORMATS])[self.store_format]
         self.store_closes = np.array([f[4] for f in STORE_FORMATS])[self.store_format]
         self.store_region = rng.integers(0, len(REGIONS), p.stores)
-        self.store_tax_bp = _REGION_TAX_BP[self.store_region]
+        # sales tax: each region's, revised at quarter starts (tax.py); one key for every shard
+        self.tax_key = int(seeds.rng("retail", "tax").integers(1 << 62))
         # catalogue: categories, brands, prices and costs, each region's popularity order
         self.sku_ids = tuple(f"SKU-{i + 1:07d}" for i in range(p.skus))
         self.catalogue = Catalogue(p, seeds.rng("retail", "catalogue"), len(REGIONS))
@@ -313,7 +317,12 @@ class RetailPack(Pack):
             model.begin(now_us)
         if self.stores_emit and not self.stores_listed:
             n = len(self.store_ids)
-            self.pending_stores.add(t=np.full(n, now_us, dtype=np.int64), store=np.arange(n))
+            t = np.full(n, now_us, dtype=np.int64)
+            bp = tax.rate_at(self.tax_key, self.store_region, t)
+            self.pending_stores.add(t=t, store=np.arange(n), kind=np.zeros(n, np.int32), bp=bp)
+            change = tax.changes(self.tax_key, self.store_region, now_us)
+            kind = np.ones(len(change["t"]), np.int32)
+            self.pending_stores.add(**change, kind=kind)  # announced as they take effect
             self.stores_listed = True
 
     def advance(self, now_us: int) -> None:
@@ -511,8 +520,9 @@ class PosTransactions(StreamGenerator):
         cols["items"] = ListColumn(items.offsets, kids, {"promotion_id": promo == 0})
         n = len(block)
         subtotal = np.add.reduceat(line_total, items.offsets[:-1]) if n else np.zeros(0, np.int64)
-        tax = (subtotal * pk.store_tax_bp[store] + 5_000) // 10_000
-        cols.update(subtotal=subtotal, tax=tax, total=subtotal + tax)
+        bp = tax.rate_at(pk.tax_key, pk.store_region[store], block.event_time)
+        tax_cents = (subtotal * bp + 5_000) // 10_000
+        cols.update(subtotal=subtotal, tax=tax_cents, total=subtotal + tax_cents)
 
     def released(self, block: RecordBlock) -> None:
         col = block.columns["customer_id"]
@@ -614,8 +624,12 @@ class Returns(StreamGenerator):
         )
 
 
+STORE_CHANGES = ("listed", "tax_changed")
+
+
 class Stores(StreamGenerator):
-    """``store``: this shard's stores, listed when the run begins."""
+    """``store``: this shard's stores, listed when the run begins; then each change as it
+    takes effect (a region's sales tax revised at a quarter's start: every store of it)."""
 
     def __init__(self, pack: RetailPack) -> None:
         self.pack = pack
@@ -637,12 +651,12 @@ class Stores(StreamGenerator):
             key=store.astype(np.int64),
             columns={
                 "store_id": DictColumn(store, pk.store_ids),
-                "change_type": DictColumn(np.zeros(len(store), dtype=np.int32), ("listed",)),
+                "change_type": DictColumn(ev["kind"].astype(np.int32), STORE_CHANGES),
                 "region": DictColumn(pk.store_region[store].astype(np.int32), REGIONS),
                 "format": DictColumn(fmt.astype(np.int32), STORE_FORMAT_NAMES),
                 "opens_at": pk.store_opens[store].astype(np.int32),
                 "closes_at": pk.store_closes[store].astype(np.int32),
-                "tax_rate": pk.store_tax_bp[store].astype(np.int64),  # basis points: scale 4
+                "tax_rate": ev["bp"].astype(np.int64),  # basis points: scale 4
                 "registers": np.full(len(store), pk.p.registers_per_store, dtype=np.int32),
             },
         )
