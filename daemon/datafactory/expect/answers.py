@@ -10,6 +10,7 @@ events'. Values are typed from the schema as batch mode types them (decimals sta
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any
 
 import numpy as np
@@ -121,28 +122,48 @@ class Answer:
 
     def _running(self, t: pa.Table) -> pa.Table:
         """Running totals (a count's or sum's one part each), a row per group per window
-        from its first to the span's last."""
+        from its first to the span's last: the windows laid out densely per group, each
+        part's values placed and summed cumulatively within the group (numpy)."""
         w = self.window_us
-        windows = t["window"].to_pylist()
-        last = max(windows) if self.end_us is None else (self.end_us - 1) // w * w
-        keys = list(zip(*(t[k].to_pylist() for k in self.keys), strict=True)) or [()] * len(windows)
-        parts = [f"p{j}" for j in range(len(self.parts))]
-        values = list(zip(*(t[p].to_pylist() for p in parts), strict=True))
-        groups: dict[tuple[Any, ...], dict[int, tuple[Any, ...]]] = {}
-        for key, window, v in zip(keys, windows, values, strict=True):
-            groups.setdefault(key, {})[window] = v
-        out: dict[str, list[Any]] = {c: [] for c in ["window", *self.keys, *parts]}
-        for key, by_window in groups.items():
-            total: list[Any] = [0] * len(parts)
-            for window in range(min(by_window), last + 1, w):
-                for j, v in enumerate(by_window.get(window, ())):
-                    total[j] = total[j] + (v or 0)
-                out["window"].append(window)
-                for name, k in zip(self.keys, key, strict=True):
-                    out[name].append(k)
-                for p, v in zip(parts, total, strict=True):
-                    out[p].append(v)
-        return pa.table({c: pa.array(v, t.schema.field(c).type) for c, v in out.items()})
+        window = t["window"].to_numpy()
+        last = int(window.max()) if self.end_us is None else (self.end_us - 1) // w * w
+        if self.keys:
+            codes = np.stack([pc.dictionary_encode(t[k]).combine_chunks().indices.to_numpy(
+                zero_copy_only=False) for k in self.keys], axis=1)  # fmt: skip
+            groups, group = np.unique(codes, axis=0, return_inverse=True)
+            group = group.reshape(-1)
+        else:
+            groups, group = np.zeros((1, 0)), np.zeros(len(window), dtype=np.int64)
+        first = np.full(len(groups), np.iinfo(np.int64).max)
+        np.minimum.at(first, group, window)
+        sizes = (last - first) // w + 1
+        start = np.concatenate([[0], np.cumsum(sizes)])
+        n = int(start[-1])
+        owner = np.repeat(np.arange(len(groups)), sizes)
+        at = np.arange(n) - start[owner]
+        out: dict[str, Any] = {"window": pa.array(first[owner] + at * w, pa.int64())}
+        for name in self.keys:  # a group's key values: those of one of its rows
+            one = np.zeros(len(groups), dtype=np.int64)
+            one[group] = np.arange(len(group))
+            out[name] = t[name].take(pa.array(one[owner]))
+        place = start[group] + (window - first[group]) // w
+        for j in range(len(self.parts)):
+            col = t[f"p{j}"]
+            if pa.types.is_decimal(col.type):  # exact: as Python decimals
+                dense: Any = [0] * n
+                for i, v in zip(place.tolist(), col.to_pylist(), strict=True):
+                    dense[i] = v or 0
+                total = list(itertools.accumulate(dense))
+                base = [total[r - 1] if r else 0 for r in start[:-1].tolist()]
+                values = [x - base[g] for x, g in zip(total, owner.tolist(), strict=True)]
+                out[f"p{j}"] = pa.array(values, col.type)
+                continue
+            dense = np.zeros(n, dtype=col.type.to_pandas_dtype())
+            dense[place] = col.fill_null(0).to_numpy()
+            sums = np.cumsum(dense)
+            before = np.r_[0, sums][start[:-1]]  # the total before each group's first row
+            out[f"p{j}"] = pa.array(sums - before[owner], col.type)
+        return pa.table(out)
 
 
 def _micros(arr: pa.Array) -> pa.Array:
