@@ -51,8 +51,15 @@ def rate_bp(key: int, region: npt.ArrayLike, q: npt.ArrayLike) -> I64:
 
 
 def rate_at(key: int, region: npt.ArrayLike, t_us: npt.ArrayLike) -> I64:
-    """Each row's rate at its time."""
-    return rate_bp(key, region, quarter(t_us))
+    """Each row's rate at its time (rows within one quarter, as nearly every block is: a
+    lookup in that quarter's table of the regions' rates)."""
+    t = np.asarray(t_us, dtype=np.int64)
+    if len(t) and (q := quarter([t.min(), t.max()]))[0] == q[1]:
+        regions = np.arange(len(BASE_BP))
+        table = rate_bp(key, regions, np.full(len(BASE_BP), q[0]))
+        out: I64 = table[np.asarray(region, dtype=np.int64)]
+        return out
+    return rate_bp(key, region, quarter(t))
 
 
 def changes(key: int, regions: I64, after_us: int) -> dict[str, I64]:
