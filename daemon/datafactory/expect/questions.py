@@ -158,7 +158,10 @@ def plan(q: Question, schema_fields: list[dict[str, Any]]) -> Plan:
     for m, _ in measures:
         if m.since is not None:
             if m.op == "count" or m.field is None:
-                raise ValueError(f"question {q.name!r}: {m.name}: a span is summed, or min...")
+                raise ValueError(
+                    f"question {q.name!r}: {m.name}: a span is summed, averaged or its min or "
+                    "max taken, of a field (since: another timestamp field), not counted"
+                )
             stamp(m.field, f"{m.name}'s field")
             spans[m.name] = stamp(m.since, f"{m.name}'s since")
     named = (*by, *(p for _, p in measures if p), *(p for p, _ in where), *spans.values())
