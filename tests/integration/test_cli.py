@@ -39,6 +39,7 @@ def metric(text: str, name: str) -> float:
     return total
 
 
+@pytest.mark.timed
 def test_run_streams_at_the_rate_with_live_metrics_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     cfg = tmp_path / "run.yaml"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.test_daemon_process import TOKEN, Serve
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timed]
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [

@@ -89,6 +89,7 @@ async def wait_state(c: Client, run_id: str, *states: str, within: float = 20) -
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.timed
 async def test_run_lifecycle_through_the_api(client: Client, tmp_path: Path) -> None:
     status, run = await client.call("POST", "/v1/runs", {"config": "shop"})
     assert status == 201 and run["source"] == "config:shop"
@@ -294,6 +295,7 @@ async def test_every_mutating_call_needs_the_token(client: Client, daemon: Daemo
         assert (await client.call("GET", path, auth=False))[0] == 200
 
 
+@pytest.mark.timed
 async def test_sse_streams_rates_per_run_stream_and_sink(client: Client) -> None:
     rid = (await client.call("POST", "/v1/runs", {"config": "shop"}))[1]["id"]
     ticks: list[dict[str, Any]] = []

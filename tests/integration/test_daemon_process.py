@@ -124,6 +124,7 @@ sinks:
 """
 
 
+@pytest.mark.timed
 def test_kill_9_mid_run_then_restart_resumes_with_every_event_accounted_for(
     tansu: Tansu, tmp_path: Path
 ) -> None:
@@ -170,6 +171,7 @@ sinks:
 """
 
 
+@pytest.mark.timed
 def test_sigterm_at_load_drains_and_exits_0_with_every_event_accounted_for(
     tmp_path: Path,
 ) -> None:
@@ -255,6 +257,7 @@ manifest: {{sink: {{type: file, path: "{manifest}"}}, flush: 200ms}}
 """
 
 
+@pytest.mark.timed
 def test_sigterm_leaves_a_lagging_sinks_disk_buffer_and_the_restart_drains_it(
     tansu: Tansu, moto: Moto, tmp_path: Path
 ) -> None:

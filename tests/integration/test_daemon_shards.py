@@ -20,7 +20,7 @@ from tests.integration.test_daemon_process import Serve
 from tests.integration.test_restart import written
 from tests.retail_checks import by_time, check_money, check_references, check_stock
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timed]
 
 RETAIL = """
 run: {{name: shop, seed: 23, duration: 30s, shards: 3}}

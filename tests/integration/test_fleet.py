@@ -25,7 +25,7 @@ from datafactory.verify.sources import read_kafka
 from tests.integration.test_daemon_process import Serve
 from tests.retail_checks import by_time, check_money, check_references, check_stock
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timed]
 SHARDS = 6
 
 RETAIL = """

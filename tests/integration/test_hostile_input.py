@@ -73,6 +73,7 @@ async def call(d: Daemon, method: str, path: str, body: Any = None) -> tuple[int
         return r.status, await r.json(content_type=None)
 
 
+@pytest.mark.timed
 async def test_yaml_is_bounded_and_never_blocks_the_loop(daemon: Daemon) -> None:
     async def health_while(coro: Any) -> tuple[Any, float]:
         """``coro``'s result, and the slowest /healthz answer meanwhile."""
@@ -159,6 +160,7 @@ async def test_secrets_from_the_environment_are_never_shown(
     assert "s3cr3t" not in str(runs)
 
 
+@pytest.mark.timed
 async def test_rates_are_bounded_and_a_lower_rate_applies_at_once(
     daemon: Daemon, tmp_path: Path
 ) -> None:

@@ -111,6 +111,7 @@ async def test_provision_and_ephemeral_teardown(tansu: Tansu) -> None:
         await admin.close()
 
 
+@pytest.mark.timed
 async def test_broker_killed_and_restarted_mid_stream(moto: Moto) -> None:
     """kill -9 the broker, restart it on the same port: nothing acked is lost."""
     import aiobotocore.session
@@ -169,6 +170,7 @@ telemetry: {enabled: false}
     assert time.monotonic() - t0 < 30
 
 
+@pytest.mark.timed
 async def test_rate_is_held_at_20k_per_second_for_30_seconds(tansu: Tansu) -> None:
     """Generous bounds on a shared machine; precise figures belong to the benchmarks."""
     text = CFG.format(

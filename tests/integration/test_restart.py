@@ -21,7 +21,7 @@ from datafactory.pack import SEQ_SHARD_BITS
 from tests.integration.test_daemon_process import Serve
 from tests.retail_checks import by_time, check_money, check_references, check_stock
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timed]
 
 RETAIL = """
 run: {{name: shop, seed: 21, duration: 50s}}

@@ -14,7 +14,7 @@ from datafactory.lifecycle.local import Moto, Tansu
 from datafactory.runtime.engine import Engine
 from datafactory.verify import verify
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timed]
 STREAM = "retail.pos_transaction"
 
 CONFIG = """

@@ -241,6 +241,7 @@ def test_soak_an_hour(tmp_path: Path, moto: Moto) -> None:
     soak(tmp_path, moto, seconds, kill_every=300)
 
 
+@pytest.mark.timed
 @pytest.mark.integration
 def test_soak_short(tmp_path: Path, moto: Moto) -> None:
     soak(tmp_path, moto, 100, kill_every=30)
