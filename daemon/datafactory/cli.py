@@ -279,6 +279,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--start", help="a batch's first day (YYYY-MM-DD) or ISO 8601 time")
     e.add_argument("--end", help="a batch's last day, inclusive (or an exclusive time)")
     e.add_argument("--shards", type=int, help="as the run or batch was split (default: its)")
+    e.add_argument(
+        "--workers",
+        type=int,
+        help="processes the shards are made and answered in, as batch mode's (default: the "
+        "config's batch.workers); the answer is the same whatever the workers",
+    )
     e.add_argument("--question", action="append", help="only these (default: every one)")
     e.add_argument(
         "--manifest",

@@ -110,9 +110,23 @@ def run_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str,
     return cfg, events
 
 
+@pytest.mark.parametrize(
+    ("group_at", "fold_at"), [(65_536, 64), (20, 3), (20, 100_000)], ids=["big", "folded", "apart"]
+)
 def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
     run_output: tuple[Any, dict[str, list[dict]]],
+    group_at: int,
+    fold_at: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """(Grouped twenty rows at a time, the partials folded every three, or never: a group's
+    window in several partials, which folds and running totals add up.)"""
+    from datafactory.expect import answers
+
+    monkeypatch.setattr(answers, "GROUP_AT", group_at)
+    monkeypatch.setattr(answers, "FOLD_AT", fold_at)
+    if fold_at > 1000:  # not even at a shard's end (as shards' partials of one group meet)
+        monkeypatch.setattr(answers.Answer, "fold", answers.Answer._group)
     cfg, events = run_output
     run = cfg.run
     start = int(run.start.timestamp() * 1e6)
@@ -153,6 +167,29 @@ def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
     stock = result.tables["stock_by_store_sku_day"].to_pylist()
     days = {r["window_start"].day for r in stock}
     assert days == {2, 3} and len(stock) == 2 * len({(r["store_id"], r["sku"]) for r in stock})
+
+
+def test_the_answers_are_the_same_whatever_the_workers(
+    run_output: tuple[Any, dict[str, list[dict]]],
+) -> None:
+    """Three shards answered in one process and in two worker processes: every table (and,
+    under a lateness policy, the business's whole answer and each late event) the same; the
+    events and the per-stream tallies too. And a sharded answer is a different business's
+    (the shards' own seq spaces), not the same numbers by accident."""
+    cfg, _ = run_output
+    start = int(cfg.run.start.timestamp() * 1e6)
+    end = start + int(cfg.run.duration * 1e6)
+    policy = expect.Lateness(lag_us=0, allowed_us=0)  # every late flushed reading is late
+    one, two = (expect.answer(cfg, start, end, shards=3, policy=policy, workers=w) for w in (1, 2))
+    assert one.events == two.events > 0 and one.streams == two.streams
+    for attr in ("tables", "business", "faults"):
+        a, b = getattr(one, attr), getattr(two, attr)
+        assert a.keys() == b.keys() and a, attr
+        for name in a:
+            assert a[name].equals(b[name]), (attr, name)
+    assert sum(t.num_rows for t in one.faults.values()) > 0  # the late readings, named
+    whole = expect.answer(cfg, start, end, only=["sales_by_store_hour"])
+    assert not whole.tables["sales_by_store_hour"].equals(one.tables["sales_by_store_hour"])
 
 
 def test_the_command_writes_a_table_and_a_schema_per_question(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from datafactory.engine.blocks import ListColumn, RecordBlock
 from datafactory.expect.questions import Path, Plan, bare
 
 FOLD_AT = 64  # partial tables kept before they are folded into one
+GROUP_AT = 65_536  # rows of blocks gathered before they are grouped into a partial table
 _PARTS = {"count": ("sum",), "sum": ("sum",), "min": ("min",), "max": ("max",),
           "mean": ("sum", "count")}  # fmt: skip
 _FOLD = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
@@ -43,6 +44,8 @@ class Answer:
         # the partial tables' value columns: (measure index, part) -> column name
         self.parts = [(i, part) for i, (m, _) in enumerate(plan.measures) for part in _PARTS[m.op]]
         self.partials: list[pa.Table] = []
+        self.pending: list[pa.Table] = []  # blocks' rows not grouped yet
+        self.pending_rows = 0
         self.rows = 0  # rows aggregated (events or items)
 
     def add(self, block: RecordBlock) -> None:
@@ -69,9 +72,21 @@ class Answer:
         if not t.num_rows:
             return
         self.rows += t.num_rows
+        self.pending.append(t)
+        self.pending_rows += t.num_rows
+        if self.pending_rows >= GROUP_AT:
+            self._group()
+
+    def _group(self) -> None:
+        """The pending blocks' rows grouped and aggregated into a partial (one group-by for
+        many small blocks: its fixed cost is most of a small block's)."""
+        if not self.pending:
+            return
+        t = pa.concat_tables(self.pending).unify_dictionaries()  # (a pool's per block)
+        self.pending, self.pending_rows = [], 0
         aggs = [(f"m{i}", part) for i, part in self.parts]
         partial = t.group_by(["window", *self.keys], use_threads=False).aggregate(aggs)
-        for name in self.keys:  # dictionaries differ between blocks: the groups' own values
+        for name in self.keys:  # dictionaries differ between groupings: the groups' values
             at = partial.schema.get_field_index(name)
             partial = partial.set_column(at, name, _plain(partial[name].combine_chunks()))
         self._fold(partial)
@@ -91,18 +106,36 @@ class Answer:
             named = {f"p{j}_{_FOLD[part]}": f"p{j}" for j, (_, part) in enumerate(self.parts)}
             self.partials = [_renamed(folded, named)]
 
+    def fold(self) -> None:
+        """The partials folded into one, in buffers of its own (a group-by's output chunks
+        are slices of bigger buffers, which pickle whole: 5.4 GB for a 92 MB table)."""
+        self._group()
+        self._fold(None)
+        self.partials = [p.combine_chunks() for p in self.partials]
+
+    def merge(self, other: Answer) -> None:
+        """Another answer to the same question (another shard's events) added to this."""
+        other.fold()
+        self.rows += other.rows
+        self.partials += other.partials
+        if len(self.partials) >= FOLD_AT:
+            self._fold(None)
+
     def table(self) -> pa.Table:
         """The answer: window_start, window_end, the keys, the measures; in window then key
         order."""
-        self._fold(None)
+        self._group()
+        running = self.plan.question.running and not self.per_event
+        if not running:  # (a running total adds up the partials' rows itself)
+            self._fold(None)
         names = [_key_name(p, self.plan.by) for p in self.plan.by] + (
             ["seq"] if self.per_event else []
         )
         if not self.partials:
             return _empty(self.plan, names)
         t = self.partials[0]
-        if self.plan.question.running and not self.per_event:
-            t = self._running(t)
+        if running:
+            t = self._running(pa.concat_tables(self.partials))
         start = pc.cast(t["window"], pa.timestamp("us", tz="UTC"))
         end = pc.cast(pc.add(t["window"], self.window_us), pa.timestamp("us", tz="UTC"))
         cols: dict[str, Any] = {"window_start": start, "window_end": end}
@@ -118,33 +151,37 @@ class Answer:
             if m.name in self.plan.spans:
                 cols[m.name] = pc.divide(pc.cast(cols[m.name], pa.float64()), 1e6)
         out = pa.table(cols)
+        if running:
+            return out  # (in window then key order already)
         return out.sort_by([("window_start", "ascending"), *((n, "ascending") for n in names)])
 
     def _running(self, t: pa.Table) -> pa.Table:
         """Running totals (a count's or sum's one part each), a row per group per window
-        from its first to the span's last: the windows laid out densely per group, each
-        part's values placed and summed cumulatively within the group (numpy)."""
+        from its first to the span's last, in window then key order: the groups numbered in
+        their keys' order, each group's windows laid out densely and each part's values
+        summed cumulatively within the group (numpy), then the rows taken window by window."""
         w = self.window_us
         window = t["window"].to_numpy()
         last = int(window.max()) if self.end_us is None else (self.end_us - 1) // w * w
-        if self.keys:
-            codes = np.stack([pc.dictionary_encode(t[k]).combine_chunks().indices.to_numpy(
-                zero_copy_only=False) for k in self.keys], axis=1)  # fmt: skip
-            groups, group = np.unique(codes, axis=0, return_inverse=True)
+        group = np.zeros(len(window), dtype=np.int64)
+        for name in self.keys:  # (keys' ranks combined: groups numbered in key order)
+            codes = _ranks(t[name])
+            _, group = np.unique(group * (int(codes.max()) + 1) + codes, return_inverse=True)
             group = group.reshape(-1)
-        else:
-            groups, group = np.zeros((1, 0)), np.zeros(len(window), dtype=np.int64)
-        first = np.full(len(groups), np.iinfo(np.int64).max)
+        groups = int(group.max()) + 1
+        first = np.full(groups, np.iinfo(np.int64).max)
         np.minimum.at(first, group, window)
         sizes = (last - first) // w + 1
         start = np.concatenate([[0], np.cumsum(sizes)])
         n = int(start[-1])
-        owner = np.repeat(np.arange(len(groups)), sizes)
+        owner = np.repeat(np.arange(groups), sizes)
         at = np.arange(n) - start[owner]
-        out: dict[str, Any] = {"window": pa.array(first[owner] + at * w, pa.int64())}
-        for name in self.keys:  # a group's key values: those of one of its rows
-            one = np.zeros(len(groups), dtype=np.int64)
-            one[group] = np.arange(len(group))
+        order = _window_major(owner, (first[owner] - int(first.min())) // w + at, groups)
+        owner = owner[order]
+        out: dict[str, Any] = {"window": pa.array(first[owner] + at[order] * w, pa.int64())}
+        one = np.zeros(groups, dtype=np.int64)  # a group's key values: those of one of its rows
+        one[group] = np.arange(len(group))
+        for name in self.keys:
             out[name] = t[name].take(pa.array(one[owner]))
         place = start[group] + (window - first[group]) // w
         for j in range(len(self.parts)):
@@ -152,18 +189,46 @@ class Answer:
             if pa.types.is_decimal(col.type):  # exact: as Python decimals
                 dense: Any = [0] * n
                 for i, v in zip(place.tolist(), col.to_pylist(), strict=True):
-                    dense[i] = v or 0
+                    dense[i] += v or 0  # (a group's window may be in several partials)
                 total = list(itertools.accumulate(dense))
                 base = [total[r - 1] if r else 0 for r in start[:-1].tolist()]
-                values = [x - base[g] for x, g in zip(total, owner.tolist(), strict=True)]
+                values = [total[i] - base[g] for i, g in zip(order.tolist(), owner.tolist(),
+                                                             strict=True)]  # fmt: skip
                 out[f"p{j}"] = pa.array(values, col.type)
                 continue
             dense = np.zeros(n, dtype=col.type.to_pandas_dtype())
-            dense[place] = col.fill_null(0).to_numpy()
+            np.add.at(dense, place, col.fill_null(0).to_numpy())
             sums = np.cumsum(dense)
             before = np.r_[0, sums][start[:-1]]  # the total before each group's first row
-            out[f"p{j}"] = pa.array(sums - before[owner], col.type)
+            out[f"p{j}"] = pa.array(sums[order] - before[owner], col.type)
         return pa.table(out)
+
+
+def _ranks(col: pa.ChunkedArray) -> npt.NDArray[np.int64]:
+    """Each row's value's rank among the column's distinct values, in Arrow's sort order
+    (nulls last)."""
+    enc = pc.dictionary_encode(col).combine_chunks()
+    order = pc.array_sort_indices(enc.dictionary).to_numpy()
+    rank = np.empty(len(order) + 1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    rank[-1] = len(order)  # null
+    codes = enc.indices.fill_null(len(order)).to_numpy(zero_copy_only=False)
+    ranks: npt.NDArray[np.int64] = rank[codes.astype(np.int64)]
+    return ranks
+
+
+def _window_major(
+    owner: npt.NDArray[np.int64], column: npt.NDArray[np.int64], groups: int
+) -> npt.NDArray[np.int64]:
+    """The order that takes rows laid out group by group (``owner``, ascending) window by
+    window (``column``: the window's index), groups in order within a window."""
+    width = int(column.max()) + 1 if len(column) else 0
+    if groups * width > 4 * len(owner) + 4096:  # sparse: sort
+        return np.lexsort((owner, column))
+    grid = np.full((groups, width), -1, dtype=np.int64)
+    grid[owner, column] = np.arange(len(owner))
+    flat = grid.T.reshape(-1)
+    return flat[flat >= 0]
 
 
 def _micros(arr: pa.Array) -> pa.Array:

@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
         shards = args.shards or (config.model.batch.shards if batch else config.run.shards)
         if not 1 <= shards <= 4096:
             raise ValueError(f"--shards {shards}: 1 to 4096, as the run or batch was split")
+        workers = config.model.batch.workers if args.workers is None else args.workers
+        if not 1 <= workers <= 1024:
+            raise ValueError(f"--workers {workers}: 1 to 1024 processes")
         truth = truth_of(config, args.manifest, batch)
         policy = None
         if args.watermark_lag is not None or args.allowed_lateness is not None:
@@ -61,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
             if lag < 0 or allowed < 0:
                 raise ValueError("--watermark-lag and --allowed-lateness are seconds, >= 0")
             policy = expect.Lateness(int(lag * 1e6), int(allowed * 1e6))
-        result = expect.answer(config, start_us, end_us, args.question, shards, truth, policy)
+        result = expect.answer(
+            config, start_us, end_us, args.question, shards, truth, policy, workers
+        )
     except (ConfigError, BatchError, ValueError, VerifyError) as e:
         print(f"datafactory: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -87,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             "allowed_lateness_s": policy.allowed_us / 1e6,
         },
         "events": result.events,
+        "workers": workers,
         "streams": {s: {"made": t.made, "kept": t.kept} for s, t in result.streams.items()},
         "rows_aggregated": result.rows_in,
         "seconds": round(result.seconds, 3),

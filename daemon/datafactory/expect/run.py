@@ -11,6 +11,7 @@ with a schema file beside it.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -64,6 +65,13 @@ class Tally:
         if len(kept):
             last = int(kept.max())
             self.last_us = last if self.last_us is None else max(self.last_us, last)
+
+    def merge(self, other: Tally) -> None:
+        self.made += other.made
+        self.kept += other.kept
+        if other.last_us is not None:
+            mine = self.last_us
+            self.last_us = other.last_us if mine is None else max(mine, other.last_us)
 
 
 def plans(config: Config, only: list[str] | None = None) -> dict[str, Plan]:
@@ -129,6 +137,20 @@ class _Asked:
             if len(rows.get(f, ())):
                 answer.add(block.take(rows[f]))
 
+    def fold(self) -> None:
+        """Each answer's partials folded into one (a shard's, before it is sent back)."""
+        for a in self._answers():
+            a.fold()
+
+    def merge(self, other: _Asked) -> None:
+        """Another shard's answers to the same question added to these."""
+        for a, b in zip(self._answers(), other._answers(), strict=True):
+            a.merge(b)
+
+    def _answers(self) -> list[Answer]:
+        return [self.expected, *([self.business] if self.business else []),
+                *self.fates.values()]  # fmt: skip
+
     def _late(self, block: RecordBlock, delay: Any) -> tuple[Any, Any]:
         """Rows the policy drops, and rows that came after the watermark but are counted."""
         assert self.policy is not None
@@ -166,45 +188,104 @@ def answer(
     shards: int = 1,
     truth: Truth | None = None,
     policy: Lateness | None = None,
+    workers: int = 1,
 ) -> Answers:
     """Every question answered over ``[start_us, end_us)`` of the config's events (made in
     ``shards`` parts, as the run or batch that made them was). ``truth``: the run's chaos
     manifest (what a correct platform counts leaves out what chaos dropped and what it
     must reject, and counts duplicates once); ``policy``: the platform's lateness policy
-    (what arrives too late is left out too)."""
-    from datafactory.batch.simulate import ShardSimulation
-    from datafactory.pack import Shard
-
+    (what arrives too late is left out too). ``workers``: processes the shards are answered
+    in (as batch mode makes them); each shard's partial answers are merged in shard order,
+    so the answer is the same whatever the workers."""
     t0 = time.monotonic()
-    chosen = plans(config, only)
-    fates = Fates(truth) if truth is not None else None
-    asked = {name: _Asked(p, fates is not None, policy, end_us) for name, p in chosen.items()}
-    streams = {name: _event_type(config, p.question) for name, p in chosen.items()}
-    by_stream: dict[str, list[_Asked]] = {}
-    for name in chosen:
-        by_stream.setdefault(streams[name], []).append(asked[name])
-    events = 0
-    tallies: dict[str, Tally] = {}
-    for index in range(shards):
-        sim = ShardSimulation(config, Shard(index, shards), start_us, end_us)
-        for chunk in sim.chunks():
-            for block in chunk.blocks:
-                events += len(block)
-                split = fates.split(block) if fates is not None else None
-                tallies.setdefault(block.stream, Tally()).add(block, split)
-                for a in by_stream.get(block.stream, ()):
-                    a.add(block, split)
+    chosen = plans(config, only)  # checked here, before any worker starts
+    job = _Job(config, start_us, end_us, only, shards, truth, policy)
+    if workers > 1 and shards > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: no inherited threads (as batch mode's workers)
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, shards), mp_context=ctx) as pool:
+            parts = pool.map(_answer_shard, [job] * shards, range(shards))
+            whole = _merged(parts)
+    else:
+        whole = _merged(_answer_shard(job, index) for index in range(shards))
+    asked, streams = whole.asked, {n: _event_type(config, p.question) for n, p in chosen.items()}
     seed = config.run.seed
     return Answers(
         {name: a.expected.table() for name, a in asked.items()},
         chosen,
         sum(a.expected.rows for a in asked.values()),
-        events,
+        whole.events,
         time.monotonic() - t0,
         {n: a.business.table() for n, a in asked.items() if a.business is not None},
         {n: a.faults(streams[n], seed) for n, a in asked.items() if a.fates},
-        tallies,
+        whole.tallies,
     )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker needs to answer a shard (picklable)."""
+
+    config: Config
+    start_us: int
+    end_us: int
+    only: list[str] | None
+    shards: int
+    truth: Truth | None
+    policy: Lateness | None
+
+
+@dataclass
+class _Part:
+    """One shard's answers (each folded to one partial table), tallies and events made."""
+
+    asked: dict[str, _Asked]
+    tallies: dict[str, Tally]
+    events: int = 0
+
+    def merge(self, other: _Part) -> None:
+        for name, a in self.asked.items():
+            a.merge(other.asked[name])
+        for stream, t in other.tallies.items():
+            self.tallies.setdefault(stream, Tally()).merge(t)
+        self.events += other.events
+
+
+def _merged(parts: Iterable[_Part]) -> _Part:
+    it = iter(parts)
+    whole = next(it)
+    for part in it:
+        whole.merge(part)
+    return whole
+
+
+def _answer_shard(job: _Job, index: int) -> _Part:
+    """One shard's events made again (batch mode's simulation) and answered."""
+    from datafactory.batch.simulate import ShardSimulation
+    from datafactory.pack import Shard
+
+    config = job.config
+    chosen = plans(config, job.only)
+    fates = Fates(job.truth) if job.truth is not None else None
+    asked = {n: _Asked(p, fates is not None, job.policy, job.end_us) for n, p in chosen.items()}
+    by_stream: dict[str, list[_Asked]] = {}
+    for name, p in chosen.items():
+        by_stream.setdefault(_event_type(config, p.question), []).append(asked[name])
+    part = _Part(asked, {})
+    sim = ShardSimulation(config, Shard(index, job.shards), job.start_us, job.end_us)
+    for chunk in sim.chunks():
+        for block in chunk.blocks:
+            part.events += len(block)
+            split = fates.split(block) if fates is not None else None
+            part.tallies.setdefault(block.stream, Tally()).add(block, split)
+            for a in by_stream.get(block.stream, ()):
+                a.add(block, split)
+    for a in asked.values():
+        a.fold()
+    return part
 
 
 def _event_type(config: Config, q: Question) -> str:
