@@ -321,11 +321,20 @@ class WeeklyProfile(BaseModel):
             cache[y + 1] = acc
         return cache[year] if year > 1970 else 0.0
 
-    def _prim(self, t: float) -> float:
-        day_f, rem = divmod(t, 86400.0)
-        day = int(day_f)
+    @functools.cached_property
+    def _day_bases(self) -> dict[int, tuple[float, float]]:
+        return {}
+
+    def _day(self, day: int) -> tuple[float, float]:
+        """Day ``day``'s shaped events before it, and its factor (memoised per day)."""
+        known = self._day_bases.get(day)
+        if known is None:
+            known = self._day_bases[day] = (self._before_day(day), self._day_factor(day))
+        return known
+
+    def _before_day(self, day: int) -> float:
         weeks, wd = divmod(day, 7)
-        # shaped part: whole weeks, the days of this week before today, today so far
+        # shaped part: whole weeks, the days of this week before today
         shaped = weeks * self._plain_week
         start = weeks * 7
         shaped += sum(self.weekday[(start + k + 3) % 7] for k in range(wd)) * self._day_shape[24]
@@ -340,10 +349,30 @@ class WeeklyProfile(BaseModel):
                     continue
                 if year_start <= hday < day:
                     shaped += (factor - 1.0) * self.weekday[(hday + 3) % 7] * self._day_shape[24]
+        return shaped
+
+    def _prim(self, t: float) -> float:
+        day_f, rem = divmod(t, 86400.0)
+        before, factor = self._day(int(day_f))
         hour = min(int(rem // 3600), 23)
         today = self._day_shape[hour] + self._hour_rates[hour] * (rem - hour * 3600)
-        shaped += today * self._day_factor(day)
-        return shaped + self.base * (1 - self.strength) * t
+        return before + today * factor + self.base * (1 - self.strength) * t
+
+    def _prims(self, ts: Any) -> Any:
+        """``_prim`` of each of ``ts`` (epoch seconds >= 0), the same float operations in
+        numpy: the same values, bit for bit."""
+        rem = np.fmod(ts, 86400.0)
+        days = ((ts - rem) / 86400.0).astype(np.int64)
+        unique, at = np.unique(days, return_inverse=True)
+        per_day = np.array([self._day(int(d)) for d in unique]).reshape(-1, 2)
+        hour = np.minimum(np.floor_divide(rem, 3600.0).astype(np.int64), 23)
+        shape, rates = self._shape_arrays
+        today = shape[hour] + rates[hour] * (rem - hour * 3600.0)
+        return per_day[at, 0] + today * per_day[at, 1] + self.base * (1 - self.strength) * ts
+
+    @functools.cached_property
+    def _shape_arrays(self) -> tuple[Any, Any]:
+        return np.array(self._day_shape), np.array(self._hour_rates)
 
     def cumulative(self, t: float, t0: float) -> float:
         return self._prim(t) - self._prim(t0)
@@ -476,7 +505,7 @@ def event_times(profile: AnyProfile, t0: float, t_prev_us: int, now_us: int, n: 
         return t_prev_us + (k * span) // n
     points = int(min(max(WARP_POINTS, span / 1e6 / WARP_STEP), WARP_POINTS_MAX))
     grid = np.linspace(t_prev_us / 1e6, now_us / 1e6, points)
-    cum = np.array([profile.cumulative(float(t), t0) for t in grid])
+    cum = cumulatives(profile, grid, t0)
     cum -= cum[0]
     if cum[-1] <= 0:
         return t_prev_us + (k * span) // n
@@ -484,3 +513,11 @@ def event_times(profile: AnyProfile, t0: float, t_prev_us: int, now_us: int, n: 
     out = np.minimum((times * 1e6).astype(np.int64), now_us)
     out = np.maximum(out, t_prev_us + 1)
     return np.maximum.accumulate(out)  # never decreasing within the slice
+
+
+def cumulatives(profile: AnyProfile, ts: Any, t0: float) -> Any:
+    """``profile.cumulative(t, t0)`` of each of ``ts`` (a numpy array), bit for bit: in numpy
+    where the profile has it (weekly), else one at a time."""
+    if isinstance(profile, WeeklyProfile) and len(ts) and ts[0] >= 0:
+        return profile._prims(ts) - profile._prim(t0)
+    return np.array([profile.cumulative(float(t), t0) for t in ts])
