@@ -114,6 +114,7 @@ bench: install /usr/bin/kcat  ## throughput figures as ratios to baselines measu
 	$(BIN)/python bench/template.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/expect.py
 	$(BIN)/python bench/batch_memory.py --hours $(BENCH_BATCH_HOURS)
 	$(BIN)/python bench/shards.py
 

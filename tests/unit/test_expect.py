@@ -211,6 +211,7 @@ def test_the_command_writes_a_table_and_a_schema_per_question(tmp_path: Path) ->
     assert "decimal128" in schema["columns"][-1]["type"]
     for flag, value, says in (
         ("--shards", "-2", "1 to 4096"),
+        ("--workers", "0", "1 to 1024"),
         ("--question", "nope", "no question 'nope'"),
     ):
         bad = subprocess.run([*cli, str(tmp_path / "x"), flag, value], capture_output=True,
