@@ -432,12 +432,9 @@ async def _prepare(spec: BatchSection, ledger_url: str, abort: bool = True) -> i
 
 
 def _run_processes(job: BatchJob, shards: list[int], workers: int) -> list[dict[str, Any]]:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from datafactory.batch.processes import in_processes
 
-    # spawn: no inherited threads or event loops in the workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(run_shard, [job] * len(shards), shards))
+    return list(in_processes(run_shard, [(job, s) for s in shards], workers))
 
 
 def _run_dask(job: BatchJob, shards: list[int], scheduler: str | None) -> list[dict[str, Any]]:

@@ -200,15 +200,11 @@ def answer(
     t0 = time.monotonic()
     chosen = plans(config, only)  # checked here, before any worker starts
     job = _Job(config, start_us, end_us, only, shards, truth, policy)
-    if workers > 1 and shards > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    if workers > 1 and shards > 1:  # (as batch mode's shards are made)
+        from datafactory.batch.processes import in_processes
 
-        # spawn: no inherited threads (as batch mode's workers)
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, shards), mp_context=ctx) as pool:
-            parts = pool.map(_answer_shard, [job] * shards, range(shards))
-            whole = _merged(parts)
+        calls = [(job, index) for index in range(shards)]
+        whole = _merged(in_processes(_answer_shard, calls, min(workers, shards)))
     else:
         whole = _merged(_answer_shard(job, index) for index in range(shards))
     asked, streams = whole.asked, {n: _event_type(config, p.question) for n, p in chosen.items()}

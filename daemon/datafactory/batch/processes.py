@@ -1,0 +1,18 @@
+"""Work spread over local worker processes (batch mode's shards, expect's): spawned, so
+a worker inherits no threads or event loops from its parent; results in submission order."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def in_processes(fn: Callable[..., T], calls: list[tuple[Any, ...]], workers: int) -> Iterator[T]:
+    """``fn(*args)`` for each of ``calls`` in ``workers`` processes, yielded in order as
+    they finish (the caller may fold each in while later ones run)."""
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        yield from pool.map(fn, *zip(*calls, strict=True))
