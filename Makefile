@@ -89,7 +89,7 @@ test: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) $(PLATFORM_TOOLS) system-deps  ##
 	exit $$(( untimed || timed ))
 
 test-unit: install
-	$(BIN)/pytest -m "not soak" tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not soak" -n 2 tests/unit $(PYTEST_ARGS)
 
 test-integration: install $(KINESIS_MOCK) $(DEPLOY_CHECKS) $(PLATFORM_TOOLS) system-deps
 	$(BIN)/pytest -m "not soak" tests/integration $(PYTEST_ARGS)
