@@ -6,6 +6,7 @@ import asyncio
 import io
 import time
 from collections import defaultdict
+from typing import Any
 
 import fastavro
 import orjson
@@ -168,6 +169,37 @@ telemetry: {enabled: false}
     summary = asyncio.run(engine.run())
     assert summary["sinks"]["bus"]["sent"]["retail.pos_transaction"] == 500
     assert time.monotonic() - t0 < 30
+
+
+def test_two_runs_starting_at_once_each_get_a_broker_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both find the preferred port free; only one may take it (a lock file per port), the
+    other's broker goes to a free port. Without the lock the second broker fails to bind
+    (or answers from the first's port and is gone when the first run ends)."""
+    from datafactory.lifecycle import manager
+
+    cfg = parse_config("""
+run: {name: local, seed: 1}
+packs: {retail: {streams: {pos_transaction: {rate: {profile: constant, base: 2000}, max_events: 500}}}}
+sinks: {bus: {type: kafka, provider: local}}
+telemetry: {enabled: false}
+""")
+    used: list[int | None] = []
+    claim = manager._claim
+
+    def spy(port: int) -> tuple[int | None, int | None]:
+        got = claim(port)
+        used.append(got[0])
+        return got
+
+    async def both() -> list[dict[str, object]]:
+        return list(await asyncio.gather(Engine(cfg).run(), Engine(cfg).run()))
+
+    monkeypatch.setattr(manager, "_claim", spy)
+    summaries: list[Any] = asyncio.run(both())
+    assert [s["sinks"]["bus"]["sent"]["retail.pos_transaction"] for s in summaries] == [500] * 2
+    assert len(used) == 2 and None in used  # at most one took the preferred port
 
 
 @pytest.mark.timed

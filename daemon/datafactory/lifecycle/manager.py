@@ -13,6 +13,7 @@ in use are written to ``.datafactory/local.json`` while the run lasts.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 from pathlib import Path
@@ -54,6 +55,31 @@ def _port_if_free(port: int) -> int | None:
     return port
 
 
+def _claim(port: int) -> tuple[int | None, int | None]:
+    """The preferred ``port`` for a stand-in of this run, or None (a free one then), and the
+    lock that holds it. A free port is not enough: two runs starting at once both find it
+    free, and the second's stand-in fails to bind while the first's answers on it. So the
+    port is taken under an exclusive lock on a file in the temp directory (``flock``: freed
+    when the run stops, or by the kernel when the process dies)."""
+    import fcntl
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"datafactory-port-{port}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return None, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None, None
+    if _port_if_free(port) is None:  # taken by something that does not use the lock
+        os.close(fd)
+        return None, None
+    return port, fd
+
+
 def _address(stand_in: StandIn) -> str:
     if isinstance(stand_in, Tansu):
         return stand_in.bootstrap
@@ -72,6 +98,7 @@ class Lifecycle:
         self.stand_ins: dict[str, StandIn] = {}
         self.endpoints: dict[str, str] = {}
         self.registry = ResourceRegistry()
+        self._locks: list[int] = []  # the preferred ports' locks this run holds
 
     @classmethod
     def of(cls, config: Config, sinks: dict[str, Sink], manifest: Sink | None) -> Lifecycle:
@@ -90,7 +117,9 @@ class Lifecycle:
                     continue
                 stand_in = self.stand_ins.get(service)
                 if stand_in is None:
-                    port = _port_if_free(PREFERRED_PORTS[service])
+                    port, lock = _claim(PREFERRED_PORTS[service])
+                    if lock is not None:
+                        self._locks.append(lock)
                     stand_in = Tansu(port) if service == "kafka" else Moto(port)
                     await stand_in.astart()
                     self.stand_ins[service] = stand_in
@@ -159,6 +188,9 @@ class Lifecycle:
         for stand_in in self.stand_ins.values():
             await stand_in.astop()
         self.stand_ins.clear()
+        for fd in self._locks:  # (the ports are free again: another run may take them)
+            os.close(fd)
+        self._locks = []
         if self.endpoints:
             with contextlib.suppress(OSError):
                 endpoints_file().unlink()
