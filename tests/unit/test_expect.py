@@ -259,6 +259,28 @@ def test_a_question_the_schema_cannot_answer_is_refused(question: Question, says
         plan(question, load_schema("retail.pos_transaction").fields)
 
 
+def test_an_answer_sent_from_a_worker_pickles_at_its_own_size() -> None:
+    """A group-by's output columns are slices of bigger buffers, and pickling a slice takes
+    its whole buffer: an answer is pickled with its tables in buffers of their own."""
+    import pickle
+
+    import numpy as np
+    import pyarrow as pa
+
+    from datafactory.expect.answers import Answer
+    from datafactory.schema import load_schema
+
+    q = Question("q", "pos_transaction", 3600, ("store_id",), (Measure("n", "count"),))
+    a = Answer(plan(q, load_schema("retail.pos_transaction").fields))
+    big = pa.table({"window": np.arange(1_000_000), "k0": pa.array(["S1"] * 1_000_000)})
+    a.partials = [big.slice(10, 100)]
+    a.pending = [big.slice(500, 50)]
+    sent = pickle.dumps(a)
+    assert len(sent) < 20_000, len(sent)  # (the whole buffers: over 8 MB)
+    back = pickle.loads(sent)
+    assert back.partials[0].equals(big.slice(10, 100)) and back.pending[0].equals(big.slice(500, 50))
+
+
 def _payer(doc: dict[str, Any]) -> str:
     """The insurer's identifier, as a FHIR reader finds it (a contained Organization)."""
     ref = doc["insurer"]["reference"].removeprefix("#")

@@ -138,7 +138,7 @@ class _Asked:
                 answer.add(block.take(rows[f]))
 
     def fold(self) -> None:
-        """Each answer's partials folded into one (a shard's, before it is sent back)."""
+        """Each answer's partials folded into one (a shard's, before it is merged)."""
         for a in self._answers():
             a.fold()
 
