@@ -278,7 +278,9 @@ def test_an_answer_sent_from_a_worker_pickles_at_its_own_size() -> None:
     sent = pickle.dumps(a)
     assert len(sent) < 20_000, len(sent)  # (the whole buffers: over 8 MB)
     back = pickle.loads(sent)
-    assert back.partials[0].equals(big.slice(10, 100)) and back.pending[0].equals(big.slice(500, 50))
+    assert back.partials[0].equals(big.slice(10, 100)) and back.pending[0].equals(
+        big.slice(500, 50)
+    )
 
 
 def _payer(doc: dict[str, Any]) -> str:
