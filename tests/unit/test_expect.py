@@ -111,20 +111,25 @@ def run_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str,
 
 
 @pytest.mark.parametrize(
-    ("group_at", "fold_at"), [(65_536, 64), (20, 3), (20, 100_000)], ids=["big", "folded", "apart"]
+    ("group_at", "fold_at", "copy_keys"),
+    [(65_536, 64, 2), (20, 3, 0), (20, 100_000, 2)],
+    ids=["big", "folded", "apart"],
 )
 def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
     run_output: tuple[Any, dict[str, list[dict]]],
     group_at: int,
     fold_at: int,
+    copy_keys: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """(Grouped twenty rows at a time, the partials folded every three, or never: a group's
-    window in several partials, which folds and running totals add up.)"""
+    window in several partials, which folds and running totals add up; a running table's
+    keys copied window by window, or taken row by row.)"""
     from datafactory.expect import answers
 
     monkeypatch.setattr(answers, "GROUP_AT", group_at)
     monkeypatch.setattr(answers, "FOLD_AT", fold_at)
+    monkeypatch.setattr(answers, "COPY_KEYS", copy_keys)
     if fold_at > 1000:  # not even at a shard's end (as shards' partials of one group meet)
         monkeypatch.setattr(answers.Answer, "fold", answers.Answer._group)
     cfg, events = run_output
@@ -190,6 +195,47 @@ def test_the_answers_are_the_same_whatever_the_workers(
     assert sum(t.num_rows for t in one.faults.values()) > 0  # the late readings, named
     whole = expect.answer(cfg, start, end, only=["sales_by_store_hour"])
     assert not whole.tables["sales_by_store_hour"].equals(one.tables["sales_by_store_hour"])
+
+
+def test_shards_running_totals_are_joined_window_by_window_or_added_up_where_groups_meet(
+    run_output: tuple[Any, dict[str, list[dict]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running answer is laid out per shard (in its worker) and the shards' tables joined:
+    window by window when each shard's stores come after the previous shard's, and the same
+    table when they are added up and sorted instead; where one group's events are in two
+    answers (a block's rows split between them), its totals are added up: the table is the
+    one answer's over every row."""
+    import numpy as np
+
+    from datafactory.batch.simulate import ShardSimulation
+    from datafactory.expect import answers
+    from datafactory.pack import Shard
+
+    cfg, _ = run_output
+    start = int(cfg.run.start.timestamp() * 1e6)
+    end = start + int(cfg.run.duration * 1e6)
+    name = "stock_by_store_sku_day"
+    joined = expect.answer(cfg, start, end, only=[name], shards=3).tables[name]
+    monkeypatch.setattr(answers, "_one_after_another", lambda runs, keys: False)
+    added = expect.answer(cfg, start, end, only=[name], shards=3).tables[name]
+    assert joined.num_rows > 0 and joined.equals(added)
+    rows = list(zip(*(joined[c].to_pylist() for c in ("window_start", "store_id", "sku")),
+                    strict=True))  # fmt: skip
+    assert rows == sorted(rows) and len({r[0] for r in rows}) == 2  # window then key order
+
+    p = expect.plans(cfg, [name])[name]
+    whole, even, odd = (answers.Answer(p, end_us=end) for _ in range(3))
+    for chunk in ShardSimulation(cfg, Shard(0, 1), start, end).chunks():
+        for b in chunk.blocks:
+            if b.stream == expect._event_type(cfg, p.question):
+                whole.add(b)
+                even.add(b.take(np.arange(0, len(b), 2)))
+                odd.add(b.take(np.arange(1, len(b), 2)))
+    even.fold()  # each laid out on its own, as a shard's in its worker
+    odd.fold()
+    assert len(even.ran) == len(odd.ran) == 1
+    even.merge(odd)
+    assert whole.rows == even.rows > 0 and even.table().equals(whole.table())
 
 
 def test_the_command_writes_a_table_and_a_schema_per_question(tmp_path: Path) -> None:

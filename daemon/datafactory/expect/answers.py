@@ -25,6 +25,8 @@ from datafactory.expect.questions import Path, Plan, bare
 
 FOLD_AT = 64  # partial tables kept before they are folded into one
 GROUP_AT = 65_536  # rows of blocks gathered before they are grouped into a partial table
+COPY_KEYS = 2  # a running table's keys copied window by window when groups x the windows
+# they begin in is at most this many times its rows (else taken row by row)
 _PARTS = {"count": ("sum",), "sum": ("sum",), "min": ("min",), "max": ("max",),
           "mean": ("sum", "count")}  # fmt: skip
 _FOLD = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
@@ -45,6 +47,8 @@ class Answer:
         self.parts = [(i, part) for i, (m, _) in enumerate(plan.measures) for part in _PARTS[m.op]]
         self.partials: list[pa.Table] = []
         self.pending: list[pa.Table] = []  # blocks' rows not grouped yet
+        self.running = plan.question.running and not per_event
+        self.ran: list[pa.Table] = []  # a running answer's shards' running totals (in order)
         self.pending_rows = 0
         self.rows = 0  # rows aggregated (events or items)
 
@@ -107,9 +111,15 @@ class Answer:
             self.partials = [_renamed(folded, named)]
 
     def fold(self) -> None:
-        """The pending rows grouped and the partials folded into one."""
+        """The pending rows grouped and the partials folded into one; a running answer's
+        laid out as running totals (a shard's, in its worker: its groups are its own, so
+        most of the work of a running answer is done in parallel)."""
         self._group()
-        self._fold(None)
+        if not self.running:
+            self._fold(None)
+        elif self.partials:
+            self.ran.append(self._running(pa.concat_tables(self.partials)))
+            self.partials = []
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (sent back from a worker) with its tables in Arrow's IPC format, which
@@ -117,12 +127,12 @@ class Answer:
         buffers, and pickling a slice takes its whole buffer (one shard's 92 MB of stock
         partials pickled to 5.4 GB)."""
         state = dict(self.__dict__)
-        for name in ("partials", "pending"):
+        for name in ("partials", "pending", "ran"):
             state[name] = [_ipc(t) for t in state[name]]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        for name in ("partials", "pending"):
+        for name in ("partials", "pending", "ran"):
             state[name] = [pa.ipc.open_stream(b).read_all() for b in state[name]]
         self.__dict__.update(state)
 
@@ -131,6 +141,7 @@ class Answer:
         other.fold()
         self.rows += other.rows
         self.partials += other.partials
+        self.ran += other.ran
         if len(self.partials) >= FOLD_AT:
             self._fold(None)
 
@@ -138,17 +149,23 @@ class Answer:
         """The answer: window_start, window_end, the keys, the measures; in window then key
         order."""
         self._group()
-        running = self.plan.question.running and not self.per_event
-        if not running:  # (a running total adds up the partials' rows itself)
+        running = self.running
+        if running:  # (a running total adds up the partials' rows itself)
+            if self.partials:
+                self.ran.append(self._running(pa.concat_tables(self.partials)))
+                self.partials = []
+            self.ran = [t for t in self.ran if t.num_rows]
+            if len(self.ran) > 1:
+                self.ran = [self._joined(self.ran)]
+        else:
             self._fold(None)
         names = [_key_name(p, self.plan.by) for p in self.plan.by] + (
             ["seq"] if self.per_event else []
         )
-        if not self.partials:
+        tables = self.ran if running else self.partials
+        if not tables:
             return _empty(self.plan, names)
-        t = self.partials[0]
-        if running:
-            t = self._running(pa.concat_tables(self.partials))
+        t = tables[0]
         start = pc.cast(t["window"], pa.timestamp("us", tz="UTC"))
         end = pc.cast(pc.add(t["window"], self.window_us), pa.timestamp("us", tz="UTC"))
         cols: dict[str, Any] = {"window_start": start, "window_end": end}
@@ -168,6 +185,18 @@ class Answer:
             return out  # (in window then key order already)
         return out.sort_by([("window_start", "ascending"), *((n, "ascending") for n in names)])
 
+    def _joined(self, runs: list[pa.Table]) -> pa.Table:
+        """Shards' running totals as one table in window then key order: window by window,
+        each shard's rows in turn, when each shard's groups all come before the next's (as
+        shards own ranges of a population: stores S0001-S0025, S0026-S0050...); otherwise
+        (a group in several shards) a group's totals in each shard added up and sorted."""
+        if _one_after_another(runs, self.keys):
+            return _window_by_window(runs)
+        aggs = [(f"p{j}", "sum") for j in range(len(self.parts))]
+        summed = pa.concat_tables(runs).group_by(["window", *self.keys], use_threads=False)
+        t = _renamed(summed.aggregate(aggs), {f"p{j}_sum": f"p{j}" for j in range(len(aggs))})
+        return t.sort_by([("window", "ascending"), *((k, "ascending") for k in self.keys)])
+
     def _running(self, t: pa.Table) -> pa.Table:
         """Running totals (a count's or sum's one part each), a row per group per window
         from its first to the span's last, in window then key order: the groups numbered in
@@ -176,11 +205,7 @@ class Answer:
         w = self.window_us
         window = t["window"].to_numpy()
         last = int(window.max()) if self.end_us is None else (self.end_us - 1) // w * w
-        group = np.zeros(len(window), dtype=np.int64)
-        for name in self.keys:  # (keys' ranks combined: groups numbered in key order)
-            codes = _ranks(t[name])
-            _, group = np.unique(group * (int(codes.max()) + 1) + codes, return_inverse=True)
-            group = group.reshape(-1)
+        group = _group_ids(t, self.keys)
         groups = int(group.max()) + 1
         first = np.full(groups, np.iinfo(np.int64).max)
         np.minimum.at(first, group, window)
@@ -194,8 +219,23 @@ class Answer:
         out: dict[str, Any] = {"window": pa.array(first[owner] + at[order] * w, pa.int64())}
         one = np.zeros(groups, dtype=np.int64)  # a group's key values: those of one of its rows
         one[group] = np.arange(len(group))
-        for name in self.keys:
-            out[name] = t[name].take(pa.array(one[owner]))
+        keys = t.select(self.keys).take(pa.array(one))
+        begun = (first - int(first.min())) // w  # the window each group begins in
+        if len(np.unique(begun)) * groups <= COPY_KEYS * n:
+            # a window's rows are the groups begun by then, in order: the same groups while
+            # none begins, copied as they are (cheaper than taking every row's keys)
+            width = (last - int(first.min())) // w + 1
+            alive = np.cumsum(np.bincount(begun, minlength=width))
+            chunks: list[list[pa.Array]] = []
+            for c in range(width):
+                if not c or alive[c] != alive[c - 1]:
+                    now = [col.combine_chunks() for col in keys.filter(pa.array(begun <= c))]
+                chunks.append(now)
+            for i, name in enumerate(self.keys):
+                out[name] = pa.concat_arrays([x[i] for x in chunks])
+        else:
+            for name in self.keys:
+                out[name] = keys[name].take(pa.array(owner))
         place = start[group] + (window - first[group]) // w
         for j in range(len(self.parts)):
             col = t[f"p{j}"]
@@ -215,6 +255,42 @@ class Answer:
             before = np.r_[0, sums][start[:-1]]  # the total before each group's first row
             out[f"p{j}"] = pa.array(sums[order] - before[owner], col.type)
         return pa.table(out)
+
+
+def _one_after_another(runs: list[pa.Table], keys: list[str]) -> bool:
+    """Whether each running table's groups all come (in key order) before the next's: its
+    last window lists every group of its, first to last."""
+    bounds = []
+    for t in runs:
+        window = t["window"].to_numpy()
+        for i in (int(np.searchsorted(window, window[-1])), t.num_rows - 1):
+            bounds.append(t.select(keys).slice(i, 1))
+    edge = _group_ids(pa.concat_tables(bounds), keys)  # first, last, first, last...
+    return bool(np.all(np.diff(edge)[1::2] > 0))
+
+
+def _window_by_window(runs: list[pa.Table]) -> pa.Table:
+    """Tables in window order each, as one: each window's rows of each in turn (slices)."""
+    windows = [t["window"].to_numpy() for t in runs]
+    every = np.unique(np.concatenate([w[np.r_[True, w[1:] != w[:-1]]] for w in windows]))
+    ends = [np.searchsorted(w, every, side="right") for w in windows]
+    starts = [np.r_[0, e[:-1]] for e in ends]
+    pieces = [
+        t.slice(s[i], e[i] - s[i])
+        for i in range(len(every))
+        for t, s, e in zip(runs, starts, ends, strict=True)
+    ]
+    return pa.concat_tables(pieces)
+
+
+def _group_ids(t: pa.Table, keys: list[str]) -> npt.NDArray[np.int64]:
+    """Each row's group (its keys' values) numbered in the keys' sort order, from 0."""
+    group = np.zeros(t.num_rows, dtype=np.int64)
+    for name in keys:  # (keys' ranks combined)
+        codes = _ranks(t[name])
+        _, group = np.unique(group * (int(codes.max()) + 1) + codes, return_inverse=True)
+        group = group.reshape(-1)
+    return group
 
 
 def _ranks(col: pa.ChunkedArray) -> npt.NDArray[np.int64]:

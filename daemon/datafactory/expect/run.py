@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafactory.config import Config
-from datafactory.engine.blocks import RecordBlock
+from datafactory.engine.blocks import RecordBlock, concat
 from datafactory.engine.identity import event_ids
 from datafactory.expect.answers import Answer
 from datafactory.expect.fates import FATES, LAGGING, LATE, Fates
@@ -31,6 +31,8 @@ from datafactory.expect.questions import Measure, Plan, Question, plan
 from datafactory.verify.reconcile import Truth
 
 __all__ = ["Lateness", "Measure", "Question", "answer", "plans", "write"]
+
+GATHER = 65_536  # a stream's rows gathered into one block before they are answered
 
 
 @dataclass
@@ -271,14 +273,31 @@ def _answer_shard(job: _Job, index: int) -> _Part:
     for name, p in chosen.items():
         by_stream.setdefault(_event_type(config, p.question), []).append(asked[name])
     part = _Part(asked, {})
+
+    def add(blocks: list[RecordBlock]) -> None:
+        block = concat(blocks)
+        blocks.clear()
+        part.events += len(block)
+        split = fates.split(block) if fates is not None else None
+        part.tallies.setdefault(block.stream, Tally()).add(block, split)
+        for a in by_stream.get(block.stream, ()):
+            a.add(block, split)
+
+    # a stream's blocks answered GATHER rows at a time: driven streams come in blocks of a
+    # few hundred rows, and each block's columns cost a conversion per question
+    gathered: dict[str, list[RecordBlock]] = {}
+    rows: dict[str, int] = {}
     sim = ShardSimulation(config, Shard(index, job.shards), job.start_us, job.end_us)
     for chunk in sim.chunks():
         for block in chunk.blocks:
-            part.events += len(block)
-            split = fates.split(block) if fates is not None else None
-            part.tallies.setdefault(block.stream, Tally()).add(block, split)
-            for a in by_stream.get(block.stream, ()):
-                a.add(block, split)
+            gathered.setdefault(block.stream, []).append(block)
+            rows[block.stream] = rows.get(block.stream, 0) + len(block)
+            if rows[block.stream] >= GATHER:
+                add(gathered[block.stream])
+                rows[block.stream] = 0
+    for blocks in gathered.values():
+        if blocks:
+            add(blocks)
     for a in asked.values():
         a.fold()
     return part
