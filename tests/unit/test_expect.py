@@ -125,11 +125,11 @@ def test_every_answer_is_the_record_by_record_answer_over_the_runs_events(
     """(Grouped twenty rows at a time, the partials folded every three, or never: a group's
     window in several partials, which folds and running totals add up; a running table's
     keys copied window by window, or taken row by row.)"""
-    from datafactory.expect import answers
+    from datafactory.expect import answers, running
 
     monkeypatch.setattr(answers, "GROUP_AT", group_at)
     monkeypatch.setattr(answers, "FOLD_AT", fold_at)
-    monkeypatch.setattr(answers, "COPY_KEYS", copy_keys)
+    monkeypatch.setattr(running, "COPY_KEYS", copy_keys)
     if fold_at > 1000:  # not even at a shard's end (as shards' partials of one group meet)
         monkeypatch.setattr(answers.Answer, "fold", answers.Answer._group)
     cfg, events = run_output
@@ -208,7 +208,7 @@ def test_shards_running_totals_are_joined_window_by_window_or_added_up_where_gro
     import numpy as np
 
     from datafactory.batch.simulate import ShardSimulation
-    from datafactory.expect import answers
+    from datafactory.expect import answers, running
     from datafactory.pack import Shard
 
     cfg, _ = run_output
@@ -216,7 +216,7 @@ def test_shards_running_totals_are_joined_window_by_window_or_added_up_where_gro
     end = start + int(cfg.run.duration * 1e6)
     name = "stock_by_store_sku_day"
     joined = expect.answer(cfg, start, end, only=[name], shards=3).tables[name]
-    monkeypatch.setattr(answers, "_one_after_another", lambda runs, keys: False)
+    monkeypatch.setattr(running, "_one_after_another", lambda runs, keys: False)
     added = expect.answer(cfg, start, end, only=[name], shards=3).tables[name]
     assert joined.num_rows > 0 and joined.equals(added)
     rows = list(zip(*(joined[c].to_pylist() for c in ("window_start", "store_id", "sku")),
