@@ -270,8 +270,12 @@ def _answer_shard(job: _Job, index: int) -> _Part:
     fates = Fates(job.truth) if job.truth is not None else None
     asked = {n: _Asked(p, fates is not None, job.policy, job.end_us) for n, p in chosen.items()}
     by_stream: dict[str, list[_Asked]] = {}
+    reads: dict[str, set[str]] = {}  # a stream's columns its questions read
     for name, p in chosen.items():
-        by_stream.setdefault(_event_type(config, p.question), []).append(asked[name])
+        stream = _event_type(config, p.question)
+        by_stream.setdefault(stream, []).append(asked[name])
+        arrival = () if p.question.arrival is None else (p.question.arrival,)
+        reads.setdefault(stream, set()).update(p.tops, arrival)
     part = _Part(asked, {})
 
     def add(blocks: list[RecordBlock]) -> None:
@@ -290,6 +294,7 @@ def _answer_shard(job: _Job, index: int) -> _Part:
     sim = ShardSimulation(config, Shard(index, job.shards), job.start_us, job.end_us)
     for chunk in sim.chunks():
         for block in chunk.blocks:
+            block = _only(block, reads.get(block.stream, set()))  # (the rest is not gathered)
             gathered.setdefault(block.stream, []).append(block)
             rows[block.stream] = rows.get(block.stream, 0) + len(block)
             if rows[block.stream] >= GATHER:
@@ -301,6 +306,18 @@ def _answer_shard(job: _Job, index: int) -> _Part:
     for a in asked.values():
         a.fold()
     return part
+
+
+def _only(block: RecordBlock, columns: set[str]) -> RecordBlock:
+    """The block with only these columns (and its seqs, times and keys)."""
+    return RecordBlock(
+        block.stream,
+        block.seq,
+        block.event_time,
+        block.key,
+        {k: c for k, c in block.columns.items() if k in columns},
+        {k: m for k, m in block.nulls.items() if k in columns},
+    )
 
 
 def _event_type(config: Config, q: Question) -> str:
