@@ -38,30 +38,31 @@ def laid_out(t: pa.Table, keys: list[str], window_us: int, end_us: int | None) -
     n = int(start[-1])
     owner = np.repeat(np.arange(groups), sizes)
     at = np.arange(n) - start[owner]
-    order = _window_major(owner, (first[owner] - int(first.min())) // w + at, groups)
+    lo = int(first.min())  # the first window of any group
+    order = _window_major(owner, (first[owner] - lo) // w + at, groups)
     owner = owner[order]
     out: dict[str, Any] = {"window": pa.array(first[owner] + at[order] * w, pa.int64())}
     one = np.zeros(groups, dtype=np.int64)  # a group's key values: those of one of its rows
     one[group] = np.arange(len(group))
-    values = t.select(keys).take(pa.array(one))
-    begun = (first - int(first.min())) // w  # the window each group begins in
+    group_keys = t.select(keys).take(pa.array(one))
+    begun = (first - lo) // w  # the window each group begins in
     if len(np.unique(begun)) * groups <= COPY_KEYS * n:
         # a window's rows are the groups begun by then, in order: the same groups while
         # none begins, copied as they are (cheaper than taking every row's keys)
-        width = (last - int(first.min())) // w + 1
+        width = (last - lo) // w + 1
         alive = np.cumsum(np.bincount(begun, minlength=width))
         chunks: list[list[pa.Array]] = []
         for c in range(width):
             if not c or alive[c] != alive[c - 1]:
-                now = [col.combine_chunks() for col in values.filter(pa.array(begun <= c))]
+                now = [col.combine_chunks() for col in group_keys.filter(pa.array(begun <= c))]
             chunks.append(now)
         for i, name in enumerate(keys):
             out[name] = pa.concat_arrays([x[i] for x in chunks])
     else:
         for name in keys:
-            out[name] = values[name].take(pa.array(owner))
+            out[name] = group_keys[name].take(pa.array(owner))
     place = start[group] + (window - first[group]) // w
-    for part in [c for c in t.column_names if c.startswith("p")]:
+    for part in _parts(t):
         col = t[part]
         if pa.types.is_decimal(col.type):  # exact: as Python decimals
             dense: Any = [0] * n
@@ -88,12 +89,17 @@ def joined(runs: list[pa.Table], keys: list[str]) -> pa.Table:
     (a group in several shards) a group's totals in each shard added up and sorted."""
     if _one_after_another(runs, keys):
         return _window_by_window(runs)
-    parts = [c for c in runs[0].column_names if c.startswith("p")]
+    parts = _parts(runs[0])
     aggs = [(p, "sum") for p in parts]
     summed = pa.concat_tables(runs).group_by(["window", *keys], use_threads=False)
     t = summed.aggregate(aggs).select(["window", *keys, *(f"{p}_sum" for p in parts)])
     t = t.rename_columns(["window", *keys, *parts])
     return t.sort_by([("window", "ascending"), *((k, "ascending") for k in keys)])
+
+
+def _parts(t: pa.Table) -> list[str]:
+    """A table's parts' columns (``p0``...)."""
+    return [c for c in t.column_names if c.startswith("p")]
 
 
 def _one_after_another(runs: list[pa.Table], keys: list[str]) -> bool:
