@@ -492,7 +492,7 @@ class PosTransactions(StreamGenerator):
         """What depends on when a sale happens: store hours (an in-store sale when its store
         is closed becomes an online order it fulfils; if the customer had no loyalty card,
         a guest checkout) and prices (the version in effect at the sale's time)."""
-        pk, cols = self.pack, block.columns
+        pk, cols = self.pack, dict(block.columns)
         store_col, channel = cols["store_id"], cols["channel"]
         payment, items = cols["payment_method"], cols["items"]
         assert isinstance(store_col, DictColumn) and isinstance(channel, DictColumn)
@@ -523,6 +523,7 @@ class PosTransactions(StreamGenerator):
         bp = tax.rate_at(pk.tax_key, pk.store_region[store], block.event_time)
         tax_cents = (subtotal * bp + 5_000) // 10_000
         cols.update(subtotal=subtotal, tax=tax_cents, total=subtotal + tax_cents)
+        block.columns = cols
 
     def released(self, block: RecordBlock) -> None:
         col = block.columns["customer_id"]

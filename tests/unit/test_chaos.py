@@ -163,7 +163,7 @@ def _rendered(raw: list[dict[str, Any]], fmt: str, framed: bool) -> tuple[Any, A
     enc = build_encoder(fmt, schema, 9, single_object=framed)
     clean = enc.encode(out)
     ctx = RenderContext(fmt, schema, framed, 2**20)
-    batch, rendered = render_patches(clean, ctx, "s")
+    batch, rendered = render_patches(enc, out, ctx, "s")
     return clean, batch, rendered
 
 

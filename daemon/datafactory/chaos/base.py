@@ -9,6 +9,7 @@ the threshold without reshuffling who is hit first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from datafactory.encoders import fast
 from datafactory.engine.blocks import Patch, RecordBlock, concat
 from datafactory.engine.identity import splitmix64, stable_hash64
 from datafactory.schema import EventSchema
@@ -201,17 +203,25 @@ class Step:
         """Rows this step hits in ``block``."""
         if self.rate <= 0.0 or not len(block):
             return np.empty(0, dtype=np.intp)
-        u = self.uniform(block.seq)
-        if self.schedule.always:
-            hit = u < self.rate
+        if self.schedule.always and fast.available():
+            # the same test as below (uniform(seq) < rate), without the temporaries
+            seq = np.ascontiguousarray(block.seq, dtype=np.int64)
+            found = fast.NATIVE.hits(seq, int(self.salt), self.rate * 2.0**53)
+            rows = np.frombuffer(found, dtype=np.int64).astype(np.intp, copy=False)
         else:
-            t = (block.event_time - self.t0_us).astype(np.float64) / 1e6
-            hit = u < self.rate * self.schedule.factor(t)
-        rows = np.flatnonzero(hit)
+            u = self.uniform(block.seq)
+            if self.schedule.always:
+                hit = u < self.rate
+            else:
+                t = (block.event_time - self.t0_us).astype(np.float64) / 1e6
+                hit = u < self.rate * self.schedule.factor(t)
+            rows = np.flatnonzero(hit)
         if self.byte_level and block.patches and len(rows):
             # one byte-level fault per record: a record already rewritten is left alone
-            taken = np.concatenate([p.rows for p in block.patches])
-            rows = rows[~np.isin(rows, taken)]
+            taken = np.zeros(len(block), dtype=np.bool_)
+            for p in block.patches:
+                taken[p.rows] = True
+            rows = rows[~taken[rows]]
         return rows
 
     def apply(self, block: RecordBlock, log: FaultLog) -> RecordBlock:
@@ -242,7 +252,15 @@ class Step:
         return None
 
     # byte-level steps
-    def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
+    def render(
+        self,
+        clean: bytes,
+        param: Any,
+        ctx: RenderContext,
+        fields: Sequence[int] | None = None,
+    ) -> bytes:
+        """``clean`` with this fault; ``fields`` (compiled encoders): where each top-level
+        field starts in ``clean`` and where the last ends, for steps that edit a field."""
         raise NotImplementedError
 
     def rendered_kind(self, param: Any, ctx: RenderContext) -> str:

@@ -2,11 +2,12 @@
 that renders byte-level faults into the encoded batch.
 
 Block-level steps (drop, duplicate, delay, hot_key, timestamp_skew, out-of-range values)
-change the block itself. Byte-level steps (schema drift, corrupt values and bytes, poison
-pills, oversize) mark rows with a :class:`~datafactory.engine.blocks.Patch`; each sink's
-encoder output is then spliced: the marked records are re-rendered in that sink's format and
-everything between them is copied as is. Events a step holds back (delay, delayed
-duplicates) pass the steps after it when they are released.
+change the block itself; steps that only choose rows pick them (``RecordBlock.pick``): the
+columns are not copied, the compiled encoder reads them through the rows. Byte-level steps
+(schema drift, corrupt values and bytes, poison pills, oversize) mark rows with a
+:class:`~datafactory.engine.blocks.Patch`; each sink encodes the marked records clean, breaks
+them in its format, and encodes the block with the broken bytes in their place. Events a step
+holds back (delay, delayed duplicates) pass the steps after it when they are released.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy.typing as npt
 import structlog
 
 from datafactory.chaos.base import Fault, FaultLog, RenderContext, Step
-from datafactory.encoders.base import EncodedBatch
+from datafactory.encoders.base import EncodedBatch, Encoder
 from datafactory.engine.blocks import RecordBlock, concat
 
 log = structlog.get_logger("datafactory.chaos")
@@ -63,13 +64,13 @@ class Chain:
                 if released is None:
                     continue
             if chosen is not None:  # the rows chosen so far, taken before a step that reads
-                block, chosen = block.take(chosen), None  # columns or a release joins them
+                block, chosen = block.pick(chosen), None  # columns or a release joins them
             if not step.selects_rows:
                 block = step.apply(block, faults)
             if released is not None:
                 block = concat([block, released])
         if chosen is not None:
-            block = block.take(chosen)
+            block = block.pick(chosen)
         if self.carry is not None:
             block, self.carry = concat([block, self.carry]), None
         return block, faults
@@ -120,37 +121,44 @@ def digest(record: bytes, fmt: str) -> str:
     """How ``verify`` recognises a record it cannot parse: its bytes as a consumer sees them
     (a JSON record without its newline)."""
     if fmt == "json" and record.endswith(b"\n"):
-        record = record[:-1]
+        return hashlib.blake2b(memoryview(record)[:-1], digest_size=8).hexdigest()
     return hashlib.blake2b(record, digest_size=8).hexdigest()
 
 
 def render_patches(
-    batch: EncodedBatch, ctx: RenderContext, sink: str
+    encoder: Encoder, block: RecordBlock, ctx: RenderContext, sink: str
 ) -> tuple[EncodedBatch, list[Fault]]:
-    """The batch with its byte-level faults rendered for this sink, and what each became."""
-    block = batch.block
+    """The block encoded for this sink with its byte-level faults rendered, and what each
+    became. The patched rows are encoded clean on their own, each is broken as its patch
+    says, and the block is encoded with those bytes in their rows' place (no splice)."""
     if not block.patches:
-        return batch, []
-    replaced: dict[int, bytes] = {}
+        return encoder.encode(block), []
+    every = np.unique(np.concatenate([p.rows for p in block.patches]))
+    clean = encoder.encode(block.pick(every), fields=True)
+    off, payload = clean.offsets.tolist(), clean.payload
+    spans = clean.fields.tolist() if clean.fields is not None else None
+    at = dict(zip(every.tolist(), range(len(every)), strict=True))
+    replaced: list[bytes] = [b""] * len(every)
     faults: list[Fault] = []
     for p in block.patches:
         step: Step = p.step
-        by_kind: dict[str, tuple[list[int], list[Any], list[str]]] = {}
-        for i, (r, param) in enumerate(zip(p.rows.tolist(), p.params, strict=True)):
-            clean = bytes(batch.record(r))
-            kind = step.rendered_kind(param, ctx)
+        outs: list[bytes] = []
+        details: list[Any] = []
+        for r, param in zip(p.rows.tolist(), p.params, strict=True):
+            k = at[r]
+            record = bytes(payload[off[k] : off[k + 1]])
             try:
-                out = step.render(clean, param, ctx)
-                detail = None
+                out = step.render(record, param, ctx, None if spans is None else spans[k])
+                details.append(None)
             except Exception as e:  # never lose the record; say what went wrong
                 log.error("chaos_render_failed", step=step.name, sink=sink, error=repr(e))
-                out, detail = clean, {"render_error": repr(e)}
-            replaced[r] = out
-            pos, details, digests = by_kind.setdefault(kind, ([], [], []))
-            pos.append(i)
-            details.append(detail)
-            digests.append(digest(out, ctx.format))
-        for kind, (pos, details, digests) in by_kind.items():
+                out = record
+                details.append({"render_error": repr(e)})
+            replaced[k] = out
+            outs.append(out)
+        kinds = [step.rendered_kind(param, ctx) for param in p.params]
+        for kind in dict.fromkeys(kinds):
+            pos = [i for i, x in enumerate(kinds) if x == kind]
             rows = p.rows[pos]
             faults.append(
                 Fault(
@@ -160,25 +168,10 @@ def render_patches(
                     block.stream,
                     block.seq[rows],
                     block.event_time[rows],
-                    details,
+                    [details[i] for i in pos],
                     sink,
-                    digests,
+                    [digest(outs[i], ctx.format) for i in pos],
                 )
             )
-    sizes = np.diff(batch.offsets)
-    parts: list[bytes | memoryview] = []
-    off = batch.offsets.tolist()
-    prev = 0
-    for r in sorted(replaced):
-        parts.append(batch.payload[off[prev] : off[r]])
-        parts.append(replaced[r])
-        sizes[r] = len(replaced[r])
-        prev = r + 1
-    parts.append(batch.payload[off[prev] : off[-1]])
-    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    payload = memoryview(b"".join(parts))
-    spliced = EncodedBatch(
-        batch.stream, batch.schema, batch.format, payload, offsets, block, batch.rows
-    )
-    return spliced, faults
+    subst = (every.astype(np.int64), tuple(replaced))
+    return encoder.encode(block, subst), faults

@@ -25,6 +25,10 @@
  *                                            1 YYYY-MM-DD, 2 YYYYMMDDHHMMSS, 3 YYYYMMDD
  *   (13, int32 offsets, [ops], separator)    child rows joined by separator (no brackets:
  *                                            0 or 1 child is an optional part)
+ * Rows taken without copying the columns (a block the chaos chain chose rows of):
+ *   (14, int64 rows, [ops])                  the ops run on row rows[r] of their arrays
+ *   (15, 0)                                  mark: where the output is now (render(...,
+ *                                            marks=True) returns them, in order, per row)
  * Formats: 0 = JSON text, 1 = Avro binary.
  */
 #define PY_SSIZE_T_CLEAN
@@ -36,7 +40,7 @@
 #include <string.h>
 
 enum { OP_LIT, OP_INT, OP_DEC, OP_TS, OP_POOL, OP_FIXED, OP_BOOL, OP_DOUBLE, OP_NULLABLE, OP_LIST,
-       OP_UUID, OP_PADINT, OP_TIME, OP_JOIN };
+       OP_UUID, OP_PADINT, OP_TIME, OP_JOIN, OP_ROWS, OP_MARK };
 enum { FMT_JSON = 0, FMT_AVRO = 1 };
 
 typedef struct Op {
@@ -50,6 +54,7 @@ typedef struct Op {
     int null_index, value_index;
     const uint8_t *mask;
     const int32_t *offsets;
+    const int64_t *rows;
     uint64_t base;
     struct Op *sub;
     Py_ssize_t nsub;
@@ -70,6 +75,8 @@ typedef struct {
     int64_t day; /* timestamp cache: the day whose date text is in `date` */
     int day_valid;
     char date[12];
+    int64_t *marks; /* OP_MARK's positions, when asked for */
+    size_t nmarks, capmarks;
 } Buf;
 
 static int buf_grow(Buf *b, size_t need) {
@@ -187,6 +194,17 @@ static int parse_op(Ctx *c, PyObject *t, Op *op) {
         if (!o) return -1;
         op->offsets = o->buf;
         op->len = o->len / 4 - 1;
+        return parse_ops(c, PyTuple_GET_ITEM(t, 2), &op->sub, &op->nsub);
+    }
+    case OP_MARK:
+        return 0;
+    case OP_ROWS: {
+        if (size < 3) break;
+        Py_buffer *r = ctx_view(c, a1, 0);
+        if (!r) return -1;
+        if (r->itemsize != 8) break;
+        op->rows = r->buf;
+        op->len = r->len / 8;
         return parse_ops(c, PyTuple_GET_ITEM(t, 2), &op->sub, &op->nsub);
     }
     case OP_JOIN: {
@@ -523,6 +541,18 @@ static int run_op(Buf *b, const Op *op, Py_ssize_t row, int fmt) {
         }
         return put_varint(b, 0);
     }
+    case OP_ROWS:
+        return run_ops(b, op->sub, op->nsub, (Py_ssize_t)op->rows[row], fmt);
+    case OP_MARK:
+        if (b->nmarks == b->capmarks) {
+            size_t cap = b->capmarks ? b->capmarks * 2 : 1024;
+            int64_t *m = realloc(b->marks, cap * sizeof(int64_t));
+            if (!m) return -1;
+            b->marks = m;
+            b->capmarks = cap;
+        }
+        b->marks[b->nmarks++] = (int64_t)b->len;
+        return 0;
     case OP_PADINT:
         return put_padded(b, get_int(op, row), op->scale);
     case OP_TIME:
@@ -553,7 +583,7 @@ static int check_ops(const Op *ops, Py_ssize_t n, Py_ssize_t rows) {
     for (Py_ssize_t i = 0; i < n; i++) {
         const Op *op = &ops[i];
         switch (op->code) {
-        case OP_LIT: break;
+        case OP_LIT: case OP_MARK: break;
         case OP_NULLABLE:
             if (op->len < rows || check_ops(op->sub, op->nsub, rows) < 0) return -1;
             break;
@@ -566,6 +596,16 @@ static int check_ops(const Op *ops, Py_ssize_t n, Py_ssize_t rows) {
                 prev = op->offsets[r];
             }
             if (check_ops(op->sub, op->nsub, prev) < 0) return -1;
+            break;
+        }
+        case OP_ROWS: {
+            if (op->len < rows) return -1;
+            int64_t top = -1;
+            for (Py_ssize_t r = 0; r < rows; r++) {
+                if (op->rows[r] < 0) return -1;
+                if (op->rows[r] > top) top = op->rows[r];
+            }
+            if (check_ops(op->sub, op->nsub, (Py_ssize_t)(top + 1)) < 0) return -1;
             break;
         }
         case OP_DEC: case OP_TS: case OP_DOUBLE: case OP_UUID: case OP_TIME:
@@ -615,23 +655,78 @@ static PyTypeObject PayloadType = {
     .tp_doc = "Rendered records (supports the buffer protocol; read-only).",
 };
 
+/* Rows whose bytes are given instead of rendered (a byte-level chaos fault): ascending row
+ * numbers and, for each, its bytes. Pointers stay valid while the caller's tuple lives. */
+typedef struct {
+    Py_ssize_t n;
+    const int64_t *rows;
+    const char **data;
+    Py_ssize_t *len;
+    Py_buffer view;
+} Subst;
+
+static int subst_parse(PyObject *obj, Py_ssize_t rows, Subst *s) {
+    if (obj == Py_None) return 0;
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(obj, 1))) {
+        PyErr_SetString(PyExc_TypeError, "subst must be (int64 rows, tuple of bytes)");
+        return -1;
+    }
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(obj, 0), &s->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    PyObject *items = PyTuple_GET_ITEM(obj, 1);
+    s->n = PyTuple_GET_SIZE(items);
+    s->rows = s->view.buf;
+    if (s->view.itemsize != 8 || s->view.len / 8 != s->n) {
+        PyErr_SetString(PyExc_ValueError, "subst: one int64 row per replacement");
+        return -1;
+    }
+    s->data = malloc((s->n ? s->n : 1) * sizeof(char *));
+    s->len = malloc((s->n ? s->n : 1) * sizeof(Py_ssize_t));
+    if (!s->data || !s->len) { PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        PyObject *it = PyTuple_GET_ITEM(items, i);
+        if (!PyBytes_Check(it)) { PyErr_SetString(PyExc_TypeError, "subst: replacements are bytes"); return -1; }
+        if (s->rows[i] < 0 || s->rows[i] >= rows || (i && s->rows[i] <= s->rows[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "subst: rows ascending, each once, within the rows rendered");
+            return -1;
+        }
+        s->data[i] = PyBytes_AS_STRING(it);
+        s->len[i] = PyBytes_GET_SIZE(it);
+    }
+    return 0;
+}
+
+static void subst_free(Subst *s) {
+    if (s->view.obj) PyBuffer_Release(&s->view);
+    free(s->data);
+    free(s->len);
+}
+
 static PyObject *render(PyObject *self, PyObject *args) {
     (void)self;
     int fmt;
     Py_ssize_t rows;
-    PyObject *program;
-    if (!PyArg_ParseTuple(args, "inO", &fmt, &rows, &program)) return NULL;
+    PyObject *program, *subst_obj = Py_None;
+    int want_marks = 0;
+    if (!PyArg_ParseTuple(args, "inO|Op", &fmt, &rows, &program, &subst_obj, &want_marks)) return NULL;
+    if (want_marks && subst_obj != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "marks of substituted rows are not known: not both");
+        return NULL;
+    }
     Ctx ctx = {0};
+    Subst subst = {0};
     Op *ops = NULL;
     Py_ssize_t nops = 0;
-    if (parse_ops(&ctx, program, &ops, &nops) < 0) { ctx_free(&ctx); return NULL; }
+    if (subst_parse(subst_obj, rows, &subst) < 0) { subst_free(&subst); return NULL; }
+    if (parse_ops(&ctx, program, &ops, &nops) < 0) { ctx_free(&ctx); subst_free(&subst); return NULL; }
     if (check_ops(ops, nops, rows) < 0) {
         ctx_free(&ctx);
+        subst_free(&subst);
         PyErr_SetString(PyExc_ValueError, "program arrays are shorter than the rows to render");
         return NULL;
     }
     PyObject *offsets = PyBytes_FromStringAndSize(NULL, (rows + 1) * 8);
-    if (!offsets) { ctx_free(&ctx); return NULL; }
+    if (!offsets) { ctx_free(&ctx); subst_free(&subst); return NULL; }
     int64_t *off = (int64_t *)PyBytes_AS_STRING(offsets);
     Buf b = {0};
     int rc = 0;
@@ -639,14 +734,22 @@ static PyObject *render(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     rc = buf_grow(&b, (size_t)(rows > 0 ? rows : 1) * 64);
     off[0] = 0;
+    Py_ssize_t k = 0;
     for (Py_ssize_t r = 0; r < rows && rc == 0; r++) {
-        rc = run_ops(&b, ops, nops, r, fmt);
+        if (k < subst.n && subst.rows[k] == r) {
+            rc = put_bytes(&b, subst.data[k], (size_t)subst.len[k]);
+            k++;
+        } else {
+            rc = run_ops(&b, ops, nops, r, fmt);
+        }
         off[r + 1] = (int64_t)b.len;
     }
     Py_END_ALLOW_THREADS
     ctx_free(&ctx);
+    subst_free(&subst);
     if (rc < 0) {
         free(b.p);
+        free(b.marks);
         Py_DECREF(offsets);
         if (rc == -2)
             PyErr_SetString(PyExc_ValueError,
@@ -654,11 +757,50 @@ static PyObject *render(PyObject *self, PyObject *args) {
         else PyErr_NoMemory();
         return NULL;
     }
+    PyObject *marks = NULL;
+    if (want_marks) {
+        marks = PyBytes_FromStringAndSize((const char *)b.marks, (Py_ssize_t)(b.nmarks * 8));
+        free(b.marks);
+        if (!marks) { free(b.p); Py_DECREF(offsets); return NULL; }
+    } else {
+        free(b.marks);
+    }
     Payload *payload = PyObject_New(Payload, &PayloadType);
-    if (!payload) { free(b.p); Py_DECREF(offsets); return NULL; }
+    if (!payload) { free(b.p); Py_DECREF(offsets); Py_XDECREF(marks); return NULL; }
     payload->data = b.p;
     payload->len = (Py_ssize_t)b.len;
+    if (marks) return Py_BuildValue("(NNN)", (PyObject *)payload, offsets, marks);
     return Py_BuildValue("(NN)", (PyObject *)payload, offsets);
+}
+
+/* ---- chaos: which events a step hits ------------------------------------------------- */
+
+/* Rows whose splitmix64(seq ^ salt) >> 11 is below threshold (rate * 2**53): the same test
+ * as datafactory.chaos.base.Step.uniform(seq) < rate, without its temporaries. */
+static PyObject *hits(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer seq;
+    unsigned long long salt;
+    double threshold;
+    if (!PyArg_ParseTuple(args, "y*Kd", &seq, &salt, &threshold)) return NULL;
+    if (seq.len % 8) {
+        PyBuffer_Release(&seq);
+        PyErr_SetString(PyExc_ValueError, "hits: seq must be int64 bytes");
+        return NULL;
+    }
+    Py_ssize_t n = seq.len / 8;
+    const int64_t *s = seq.buf;
+    int64_t *out = malloc((n ? n : 1) * sizeof(int64_t));
+    if (!out) { PyBuffer_Release(&seq); return PyErr_NoMemory(); }
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t h = splitmix64((uint64_t)s[i] ^ (uint64_t)salt) >> 11;
+        if ((double)h < threshold) out[m++] = i;
+    }
+    PyBuffer_Release(&seq);
+    PyObject *res = PyBytes_FromStringAndSize((const char *)out, m * 8);
+    free(out);
+    return res;
 }
 
 /* ---- Kafka record batches (v2) ------------------------------------------------------- */
@@ -830,7 +972,9 @@ static PyObject *alias_fill(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"alias_fill", alias_fill, METH_VARARGS, "alias_fill(scaled, prob, alias): Vose's table"},
-    {"render", render, METH_VARARGS, "render(fmt, rows, program) -> (payload, offsets)"},
+    {"render", render, METH_VARARGS,
+     "render(fmt, rows, program, subst=None, marks=False) -> (payload, offsets[, marks])"},
+    {"hits", hits, METH_VARARGS, "hits(seq bytes, salt, threshold) -> int64 rows (bytes)"},
     {"crc32c", crc32c, METH_VARARGS, "crc32c(data) -> int (Castagnoli)"},
     {"kafka_records", kafka_records, METH_VARARGS,
      "kafka_records(...) -> (records, count, first_ts, max_ts): Kafka v2 records"},

@@ -16,7 +16,7 @@ import numpy as np
 from fastavro import schemaless_writer
 
 from datafactory.encoders import fast
-from datafactory.encoders.base import EncodedBatch
+from datafactory.encoders.base import EncodedBatch, Subst, splice
 from datafactory.engine.blocks import RecordBlock
 from datafactory.schema import EventSchema
 
@@ -89,9 +89,22 @@ class AvroEncoder:
             else None
         )
 
-    def encode(self, block: RecordBlock) -> EncodedBatch:
+    def encode(
+        self, block: RecordBlock, subst: Subst | None = None, *, fields: bool = False
+    ) -> EncodedBatch:
+        if self.fast is not None and fields and subst is None:
+            payload, offsets, at = self.fast.render_fields(block)
+            return EncodedBatch(
+                block.stream,
+                self.schema,
+                self.format,
+                memoryview(payload),
+                offsets,
+                block,
+                fields=at,
+            )
         if self.fast is not None:
-            payload, offsets = self.fast.render(block)
+            payload, offsets = self.fast.render(block, subst)
             return EncodedBatch(
                 block.stream, self.schema, self.format, memoryview(payload), offsets, block
             )
@@ -102,7 +115,7 @@ class AvroEncoder:
             buf.write(self.prefix)
             schemaless_writer(buf, parsed, rec)
             offsets[i + 1] = buf.tell()
-        return EncodedBatch(
+        batch = EncodedBatch(
             stream=block.stream,
             schema=self.schema,
             format=self.format,
@@ -110,3 +123,4 @@ class AvroEncoder:
             offsets=offsets,
             block=block,
         )
+        return splice(batch, subst)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from datafactory.engine.blocks import RecordBlock
 from datafactory.schema import EventSchema
+
+# rows (ascending, int64) whose bytes are given instead of encoded: a byte-level chaos fault
+Subst: TypeAlias = "tuple[npt.NDArray[np.int64], tuple[bytes, ...]]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,9 @@ class EncodedBatch:
     offsets: npt.NDArray[np.int64]
     block: RecordBlock
     rows: npt.NDArray[np.intp] | None = None
+    # asked for with encode(..., fields=True), compiled encoders only: where each top-level
+    # field of record i starts, from the record's start, and where its last field ends
+    fields: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1 if self.rows is None else len(self.rows)
@@ -101,8 +107,36 @@ class PartialDeliveryError(Exception):
         self.permanent = permanent if permanent is not None else np.zeros_like(failed)
 
 
+def splice(batch: EncodedBatch, subst: Subst | None) -> EncodedBatch:
+    """``batch`` with the records at ``subst``'s rows replaced by its bytes (for encoders
+    without the compiled path, which writes them in place of the rows it would render)."""
+    if subst is None or not len(subst[0]):
+        return batch
+    rows, replacements = subst
+    sizes = np.diff(batch.offsets)
+    off = batch.offsets.tolist()
+    parts: list[bytes | memoryview] = []
+    prev = 0
+    for r, out in zip(rows.tolist(), replacements, strict=True):
+        parts += [batch.payload[off[prev] : off[r]], out]
+        sizes[r] = len(out)
+        prev = r + 1
+    parts.append(batch.payload[off[prev] : off[-1]])
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    payload = memoryview(b"".join(parts))
+    return EncodedBatch(
+        batch.stream, batch.schema, batch.format, payload, offsets, batch.block, batch.rows
+    )
+
+
 class Encoder(Protocol):
     format: str
     schema: EventSchema
 
-    def encode(self, block: RecordBlock) -> EncodedBatch: ...
+    def encode(
+        self, block: RecordBlock, subst: Subst | None = None, *, fields: bool = False
+    ) -> EncodedBatch:
+        """The block's records (``subst``: rows whose given bytes go out instead;
+        ``fields``: where each record's fields are, if the encoder can say)."""
+        ...

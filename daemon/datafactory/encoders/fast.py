@@ -22,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from datafactory.encoders.base import Subst
 from datafactory.encoders.varint import zigzag_varint
-from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock, StructColumn
+from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock, StructColumn, Taken
 from datafactory.engine.identity import event_id_base
 
 try:  # built from _fastrender.c at install time
@@ -34,7 +35,24 @@ except ImportError:  # pragma: no cover - exercised on installs without a compil
 # the extension module itself (None when not built), for other compiled helpers (Kafka batches)
 NATIVE: Any = _fastrender
 
-LIT, INT, DEC, TS, POOL, FIXED, BOOL, DOUBLE, NULLABLE, LIST, UUID, PADINT, TIME, JOIN = range(14)
+(
+    LIT,
+    INT,
+    DEC,
+    TS,
+    POOL,
+    FIXED,
+    BOOL,
+    DOUBLE,
+    NULLABLE,
+    LIST,
+    UUID,
+    PADINT,
+    TIME,
+    JOIN,
+    ROWS,
+    MARK,
+) = range(16)
 # TIME's styles (of epoch µs, UTC): 2026-03-02T10:04:05, 2026-03-02, 20260302100405, 20260302
 ISO_SECONDS, DATE, HL7_SECONDS, HL7_DATE = range(4)
 DAY_US = 86_400_000_000
@@ -118,6 +136,16 @@ def _safe_ascii(col: npt.NDArray[np.bytes_]) -> bool:
     )
 
 
+class _Rows:
+    """Marker column: a column of the block a chaos chain picked rows of, read at ``rows``."""
+
+    __slots__ = ("col", "rows")
+
+    def __init__(self, col: Any, rows: npt.NDArray[np.int64]) -> None:
+        self.col = col
+        self.rows = rows
+
+
 class _EventIds:
     """Marker column: render UUIDv8 event ids from seqs in C."""
 
@@ -187,7 +215,11 @@ def _nullable(inner: FieldCompiler, null_index: int, value_index: int) -> FieldC
     return emit
 
 
-def _record(fields: list[dict[str, Any]], fmt: Fmt, end: bytes = b"}") -> FieldCompiler:
+def _record(
+    fields: list[dict[str, Any]], fmt: Fmt, end: bytes = b"}", *, marks: bool = False
+) -> FieldCompiler:
+    """A record's ops; ``marks``: a MARK where each field starts (at its JSON key) and one
+    where the last ends."""
     plan = []
     for i, f in enumerate(fields):
         lit = (b"{" if i == 0 else b",") + orjson.dumps(f["name"]) + b":"
@@ -197,10 +229,27 @@ def _record(fields: list[dict[str, Any]], fmt: Fmt, end: bytes = b"}") -> FieldC
         # a nested record's StructColumn, or (columns, null masks) of the event or an item
         columns, nulls = (col.children, col.nulls) if isinstance(col, StructColumn) else col
         ops: list[Op] = []
+        picked: list[Op] = []  # consecutive fields read through the same rows: one ROWS op
+        rows: Any = None
         for lit, name, fn in plan:
+            col = columns[name]
+            if not isinstance(col, _Rows) and picked:
+                ops.append((ROWS, rows, picked))
+                picked = []
+            into = picked if isinstance(col, _Rows) else ops
+            if marks:
+                into.append((MARK, 0))
             if fmt == "json":
-                ops.append((LIT, lit))
-            ops += fn(columns[name], nulls.get(name))
+                into.append((LIT, lit))
+            if isinstance(col, _Rows):
+                rows = col.rows
+                picked += fn(col.col, nulls.get(name))
+            else:
+                ops += fn(col, nulls.get(name))
+        if picked:
+            ops.append((ROWS, rows, picked))
+        if marks:
+            ops.append((MARK, 0))
         if fmt == "json":
             ops.append((LIT, end))
         return ops
@@ -264,17 +313,46 @@ class FastRenderer:
         self.run_seed = run_seed
         self.prefix: list[Op] = [(LIT, prefix)] if prefix else []
         self._emit = _record(fields, fmt, end=b"}\n")
+        self._emit_marked = _record(fields, fmt, end=b"}\n", marks=True)
+        self.nfields = len(fields)
 
-    def program(self, block: RecordBlock) -> list[Op]:
-        columns: dict[str, Any] = dict(block.columns)
+    def program(self, block: RecordBlock, *, marks: bool = False) -> list[Op]:
+        columns: dict[str, Any]
+        picked, nulls = block.columns, block.nulls
+        if isinstance(picked, Taken) and (
+            not nulls or (isinstance(nulls, Taken) and nulls.idx is picked.idx)
+        ):  # rows a chaos chain picked: read in place, nothing copied
+            rows = np.ascontiguousarray(picked.idx, dtype=np.int64)
+            columns = {k: _Rows(c, rows) for k, c in picked.base.items()}
+            nulls = nulls.base if isinstance(nulls, Taken) else nulls
+        else:
+            columns = dict(picked)
         # event ids are computed in C from the seqs (same function as identity.event_ids)
         columns["event_id"] = _EventIds(
             np.ascontiguousarray(block.seq, dtype=np.int64),
             event_id_base(self.run_seed, block.stream),
         )
         columns["event_time"] = block.event_time
-        return self.prefix + self._emit((columns, block.nulls), None)
+        emit = self._emit_marked if marks else self._emit
+        return self.prefix + emit((columns, nulls), None)
 
-    def render(self, block: RecordBlock) -> tuple[bytes, npt.NDArray[np.int64]]:
-        payload, offsets = _fastrender.render(FMT_CODE[self.fmt], len(block), self.program(block))
+    def render(
+        self, block: RecordBlock, subst: Subst | None = None
+    ) -> tuple[bytes, npt.NDArray[np.int64]]:
+        """(payload, offsets) of the block; ``subst``: rows whose given bytes go out instead."""
+        program = self.program(block)
+        payload, offsets = _fastrender.render(FMT_CODE[self.fmt], len(block), program, subst)
         return payload, np.frombuffer(offsets, dtype=np.int64)
+
+    def render_fields(
+        self, block: RecordBlock
+    ) -> tuple[bytes, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(payload, offsets, fields): ``fields[i, j]`` is where top-level field ``j`` of
+        record ``i`` starts, from the record's start (JSON: at its key), ``fields[i, -1]``
+        where the last field ends."""
+        program = self.program(block, marks=True)
+        fmt = FMT_CODE[self.fmt]
+        payload, offsets, marks = _fastrender.render(fmt, len(block), program, None, True)
+        starts = np.frombuffer(offsets, dtype=np.int64)
+        at = np.frombuffer(marks, dtype=np.int64).reshape(len(block), self.nfields + 1)
+        return payload, starts, at - starts[:-1, None]

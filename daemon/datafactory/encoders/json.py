@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datafactory.encoders import fast
-from datafactory.encoders.base import EncodedBatch
+from datafactory.encoders.base import EncodedBatch, Subst, splice
 from datafactory.engine.blocks import DictColumn, ListColumn, RecordBlock, StructColumn
 from datafactory.schema import EventSchema
 
@@ -236,13 +236,27 @@ class JsonEncoder:
         columns["event_time"] = block.event_time
         return _join(self._render((columns, block.nulls), None))
 
-    def encode(self, block: RecordBlock) -> EncodedBatch:
+    def encode(
+        self, block: RecordBlock, subst: Subst | None = None, *, fields: bool = False
+    ) -> EncodedBatch:
+        if self.fast is not None and fields and subst is None:
+            payload, offsets, at = self.fast.render_fields(block)
+            return EncodedBatch(
+                block.stream,
+                self.schema,
+                self.format,
+                memoryview(payload),
+                offsets,
+                block,
+                fields=at,
+            )
         if self.fast is not None:
-            payload, offsets = self.fast.render(block)
+            payload, offsets = self.fast.render(block, subst)
             return EncodedBatch(
                 block.stream, self.schema, self.format, memoryview(payload), offsets, block
             )
-        return _batch_from_strings(self.render(block), block, self.schema, self.format)
+        batch = _batch_from_strings(self.render(block), block, self.schema, self.format)
+        return splice(batch, subst)
 
 
 def _fixed_ascii(ids: npt.NDArray[np.bytes_]) -> pa.Array:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datafactory.encoders.base import EncodedBatch
+from datafactory.encoders.base import EncodedBatch, Subst, splice
 from datafactory.engine.blocks import DictColumn, RecordBlock
 from datafactory.schema import EventSchema
 
@@ -28,13 +28,18 @@ class PayloadEncoder:
         self.schema = schema
         self.field = field
 
-    def encode(self, block: RecordBlock) -> EncodedBatch:
+    def encode(
+        self, block: RecordBlock, subst: Subst | None = None, *, fields: bool = False
+    ) -> EncodedBatch:
+        """One document per record (a document's fields are not told: ``fields`` is
+        ignored)."""
         docs = block.columns[self.field]
         assert isinstance(docs, DictColumn)  # one pool entry per document
         pool = docs.pool
         parts = [pool[c].encode() + b"\n" for c in docs.codes.tolist()]
         offsets = np.zeros(len(parts) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in parts], out=offsets[1:])
-        return EncodedBatch(
+        batch = EncodedBatch(
             block.stream, self.schema, self.format, memoryview(b"".join(parts)), offsets, block
         )
+        return splice(batch, subst)

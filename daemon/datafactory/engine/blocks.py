@@ -120,6 +120,37 @@ def _take(col: Column, idx: npt.NDArray[np.intp] | slice) -> Column:
     return col[idx]
 
 
+class Taken(Mapping[str, Any]):
+    """Columns (or null masks) of a block at rows ``idx``, each taken when first read.
+
+    The chaos chain drops and repeats rows with this (``RecordBlock.pick``): a compiled
+    encoder reads the original columns through ``idx`` and nothing is copied; anything else
+    that reads a column gets it taken, once.
+    """
+
+    __slots__ = ("_done", "base", "idx")
+
+    def __init__(self, base: Mapping[str, Any], idx: npt.NDArray[np.intp]) -> None:
+        self.base = base
+        self.idx = idx
+        self._done: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        out = self._done.get(name)
+        if out is None:  # filled once per name (two threads at once: the same value twice)
+            out = self._done[name] = _take(self.base[name], self.idx)
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.base
+
+
 def _concat_nulls(
     masks: list[tuple[Mapping[str, npt.NDArray[np.bool_]], int]],
 ) -> dict[str, npt.NDArray[np.bool_]]:
@@ -295,8 +326,8 @@ class RecordBlock:
     seq: I64
     event_time: I64
     key: I64
-    columns: dict[str, Column]
-    nulls: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    columns: Mapping[str, Column]
+    nulls: Mapping[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
     # byte-level chaos: rows whose encoded bytes a patch rewrites (see datafactory.chaos)
     patches: tuple[Patch, ...] = ()
     # domain errors a pack made on purpose (an invalid diagnosis code...): the engine writes
@@ -308,13 +339,37 @@ class RecordBlock:
 
     def take(self, idx: npt.NDArray[np.intp] | slice) -> RecordBlock:
         """Rows by slice or index array (slices are views, no copy); patches follow rows."""
+        if isinstance(self.columns, Taken):  # still not taken: stays so (the indexes compose)
+            return self.pick(np.arange(len(self))[idx])
+        return self._rows(
+            idx,
+            {k: _take(c, idx) for k, c in self.columns.items()},
+            {k: m[idx] for k, m in self.nulls.items()},
+        )
+
+    def pick(self, idx: npt.NDArray[np.intp]) -> RecordBlock:
+        """Rows by index array, like ``take``, but the columns are taken only when read
+        (a compiled encoder reads them through ``idx``, see :class:`Taken`)."""
+        columns, nulls, rows = self.columns, self.nulls, idx
+        if isinstance(columns, Taken) and (isinstance(nulls, Taken) or not nulls):
+            rows = columns.idx[idx]
+            columns = columns.base
+            nulls = nulls.base if isinstance(nulls, Taken) else {}
+        return self._rows(idx, Taken(columns, rows), Taken(nulls, rows) if nulls else {})
+
+    def _rows(
+        self,
+        idx: npt.NDArray[np.intp] | slice,
+        columns: Mapping[str, Column],
+        nulls: Mapping[str, npt.NDArray[np.bool_]],
+    ) -> RecordBlock:
         return RecordBlock(
             stream=self.stream,
             seq=self.seq[idx],
             event_time=self.event_time[idx],
             key=self.key[idx],
-            columns={k: _take(c, idx) for k, c in self.columns.items()},
-            nulls={k: m[idx] for k, m in self.nulls.items()},
+            columns=columns,
+            nulls=nulls,
             patches=tuple(q for p in self.patches if len(q := p.remap(idx, len(self)))),
             labels=tuple(x for lb in self.labels if len(x := lb.remap(idx, len(self)))),
         )

@@ -325,11 +325,8 @@ class SinkDelivery:
         return Item(seg.stream, batch.block, key[1], None, since, seg), batch
 
     def _encode_one(self, stream: str, block: RecordBlock) -> tuple[EncodedBatch, list[Fault]]:
-        batch = self._encoders[stream].encode(block)
-        if not block.patches:
-            return batch, []
-        # byte-level chaos, rendered for this sink's format
-        return render_patches(batch, self._render[stream], self.name)
+        # byte-level chaos (if any), rendered for this sink's format
+        return render_patches(self._encoders[stream], block, self._render[stream], self.name)
 
     async def _write(self, encoded: asyncio.Queue[tuple[Item, EncodedBatch] | None]) -> None:
         """Deliver encoded batches, up to the sink's ``max_in_flight`` at once."""

@@ -10,6 +10,7 @@ no fingerprint, so they get ``bad_framing`` and the manifest says so).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -66,7 +67,9 @@ class CorruptBytes(Step):
         kind = str(param[0])
         return "bad_framing" if kind == "wrong_fingerprint" and not ctx.framed else kind
 
-    def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
+    def render(
+        self, clean: bytes, param: Any, ctx: RenderContext, fields: Sequence[int] | None = None
+    ) -> bytes:
         kind, draw = param
         prefix, body, suffix = records.split(clean, ctx)
         json = ctx.format == "json"

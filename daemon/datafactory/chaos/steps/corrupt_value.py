@@ -10,6 +10,7 @@ does and framed with the stream's fingerprint: a producer that lies about what i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -151,7 +152,9 @@ class CorruptValue(Step):
     def rendered_kind(self, param: Any, ctx: RenderContext) -> str:
         return str(param[0])
 
-    def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
+    def render(
+        self, clean: bytes, param: Any, ctx: RenderContext, fields: Sequence[int] | None = None
+    ) -> bytes:
         kind, name = param
         _, rec = records.load(clean, ctx)
         if kind == "null_required":

@@ -4,6 +4,7 @@ meant. JSON records grow a padding field; Avro records trailing bytes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
@@ -34,7 +35,9 @@ class Oversize(Step):
         log.add(self, "oversize", block, rows)
         return self.patch(block, rows, [None] * len(rows), "oversize")
 
-    def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
+    def render(
+        self, clean: bytes, param: Any, ctx: RenderContext, fields: Sequence[int] | None = None
+    ) -> bytes:
         cfg = self.cfg
         assert isinstance(cfg, OversizeConfig)
         size = cfg.bytes or (ctx.max_record_bytes or DEFAULT_LIMIT) + 1024

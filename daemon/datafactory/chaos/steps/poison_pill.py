@@ -4,6 +4,7 @@ deserialiser."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from datafactory.chaos import records
@@ -28,7 +29,9 @@ class PoisonPill(Step):
         draws = (self.hashes(block.seq[rows], lane=2) >> 1).tolist()
         return self.patch(block, rows, draws, "poison_pill")
 
-    def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
+    def render(
+        self, clean: bytes, param: Any, ctx: RenderContext, fields: Sequence[int] | None = None
+    ) -> bytes:
         json = ctx.format == "json"
         body = b"\x00\x00\x00\x00POISON\x00" + garbage(int(param), 24, json)
         return records.join(b"", body, b"\n" if json else b"", ctx)

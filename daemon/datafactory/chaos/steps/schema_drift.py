@@ -10,14 +10,18 @@ stream to the drifted shape mid-run.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import orjson
+from fastavro import parse_schema, schemaless_reader
 from pydantic import Field
 
 from datafactory.chaos import records
 from datafactory.chaos.base import FaultLog, RenderContext, Step, StepConfig, target_fields
+from datafactory.encoders.varint import zigzag_varint
 from datafactory.engine.blocks import RecordBlock
 
 Change = Literal["rename", "remove", "add", "retype", "version"]
@@ -58,6 +62,7 @@ class SchemaDrift(Step):
         super().__init__(*args, **kwargs)
         self.fields = [f["name"] for f in target_fields(self.schema, self.cfg.fields)]
         self._docs: dict[tuple[str, str, bytes], bytes] = {}
+        self._fields: dict[tuple[str, bytes], tuple[int, Any]] = {}
         if not self.fields:
             raise ValueError(f"no field of {self.stream} to drift among {self.cfg.fields}")
 
@@ -68,24 +73,33 @@ class SchemaDrift(Step):
         cfg = self.cfg
         assert isinstance(cfg, SchemaDriftConfig)
         seq = block.seq[rows]
-        changes = [cfg.changes[i] for i in self.choice(seq, len(cfg.changes)).tolist()]
+        which = self.choice(seq, len(cfg.changes))
+        changes = [cfg.changes[i] for i in which.tolist()]
         fields = [self.fields[i] for i in self.choice(seq, len(self.fields), lane=3).tolist()]
         params = list(zip(changes, fields, strict=True))
-        details = [
-            {"change": c, "field": None if c in ("add", "version") else f} for c, f in params
-        ]
-        for change in sorted(set(changes)):
-            sel = np.array([c == change for c in changes])
-            log.add(
-                self, change, block, rows[sel], [d for d, s in zip(details, sel, strict=False) if s]
-            )
+        for i in sorted(set(which.tolist()), key=lambda i: cfg.changes[i]):
+            change = cfg.changes[i]
+            pos = np.flatnonzero(which == i)
+            named = change not in ("add", "version")
+            details = [{"change": change, "field": fields[j] if named else None} for j in pos]
+            log.add(self, change, block, rows[pos], details)
         return self.patch(block, rows, params, "schema_drift")
 
     def rendered_kind(self, param: Any, ctx: RenderContext) -> str:
         return str(param[0])
 
-    def render(self, clean: bytes, param: Any, ctx: RenderContext) -> bytes:
+    def render(
+        self,
+        clean: bytes,
+        param: Any,
+        ctx: RenderContext,
+        fields: Sequence[int] | None = None,
+    ) -> bytes:
         change, name = param
+        if fields is not None and change in ("rename", "remove", "retype"):
+            done = self._in_place(clean, change, name, ctx, fields)
+            if done is not None:
+                return done
         if change in _APPENDED or (change == "rename" and ctx.format != "json"):
             # a field added at the end, or a field renamed in Avro (the same bytes, another
             # schema): the clean record's bytes go on as they are, without a round trip
@@ -110,6 +124,55 @@ class SchemaDrift(Step):
         if ctx.format == "json":
             return records.dump(out, ctx)
         return records.dump(out, ctx, self._schema(change, name, ctx))
+
+    def _in_place(
+        self, clean: bytes, change: str, name: str, ctx: RenderContext, at: Sequence[int]
+    ) -> bytes | None:
+        """The change made to the field's own bytes (``at``: where each top-level field
+        starts in ``clean``, and where the last ends), not a decode and encode of the whole
+        record; the same record either way. None: this one needs the round trip."""
+        j, value_type = self._field(name, ctx)
+        lo, hi = at[j], at[j + 1]
+        if ctx.format == "json":  # a field is its key and value: ',"name":value'
+            key = b"," + orjson.dumps(name) + b":"
+            if clean[lo : lo + len(key)] != key:
+                return None
+            if change == "remove":
+                return clean[:lo] + clean[hi:]
+            if change == "rename":
+                renamed = b"," + orjson.dumps(name + "_v2") + b":"
+                return clean[:lo] + renamed + clean[lo + len(key) :]
+            value, _ = _retyped(orjson.loads(clean[lo + len(key) : hi]))
+            return clean[: lo + len(key)] + orjson.dumps(value) + clean[hi:]
+        prefix, body, _ = records.split(clean, ctx)
+        lo, hi = lo - len(prefix), hi - len(prefix)
+        if change == "remove":
+            return records.frame(body[:lo] + body[hi:], ctx, self._schema(change, name, ctx))
+        if change != "retype" or value_type is None:
+            return None
+        value, avro_type = _retyped(schemaless_reader(io.BytesIO(body[lo:hi]), value_type, None))
+        if avro_type == "long":
+            written = zigzag_varint(value)
+        else:
+            text = value.encode()
+            written = zigzag_varint(len(text)) + text
+        doc = self._schema(f"retype:{avro_type}", name, ctx)
+        return records.frame(body[:lo] + written + body[hi:], ctx, doc)
+
+    def _field(self, name: str, ctx: RenderContext) -> tuple[int, Any]:
+        """(the field's position in the record, its Avro type parsed on its own: None when
+        it names a type defined elsewhere in the schema)."""
+        key = (name, ctx.schema.fingerprint)
+        hit = self._fields.get(key)
+        if hit is None:
+            fields = records.raw_schema(ctx)["fields"]
+            j = next(i for i, f in enumerate(fields) if f["name"] == name)
+            try:
+                value_type = parse_schema(fields[j]["type"])
+            except Exception:  # a reference to a named type: the whole record's round trip
+                value_type = None
+            hit = self._fields[key] = (j, value_type)
+        return hit
 
     def _schema(self, change: str, name: str, ctx: RenderContext) -> bytes:
         """The drifted schema's JSON, built once per (change, field)."""

@@ -3,6 +3,7 @@ the ``past`` (a replay), or off by whole hours (``timezone``: local time sent as
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import numpy as np
@@ -53,6 +54,4 @@ class TimestampSkew(Step):
                 rows[sel],
                 [{"offset_s": int(o) // 1_000_000} for o in offset[sel].tolist()],
             )
-        out = block.take(slice(None))
-        out.event_time = times
-        return out
+        return dataclasses.replace(block, event_time=times)
