@@ -190,8 +190,7 @@ class Step:
 
     def hashes(self, seq: npt.NDArray[np.int64], lane: int = 0) -> npt.NDArray[np.uint64]:
         """Independent 64-bit draws per event; ``lane`` picks another independent draw."""
-        with np.errstate(over="ignore"):
-            return splitmix64(seq.astype(np.uint64) ^ self.salt ^ np.uint64(lane * 0x632BE5AB))
+        return splitmix64(seq.astype(np.uint64) ^ (self.salt ^ np.uint64(lane * 0x632BE5AB)))
 
     def uniform(self, seq: npt.NDArray[np.int64], lane: int = 0) -> npt.NDArray[np.float64]:
         return (self.hashes(seq, lane) >> np.uint64(11)).astype(np.float64) * _TO_UNIT

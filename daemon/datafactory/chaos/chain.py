@@ -134,8 +134,8 @@ def render_patches(
     if not block.patches:
         return encoder.encode(block), []
     every = np.unique(np.concatenate([p.rows for p in block.patches]))
-    clean = encoder.encode(block.pick(every), fields=True)
-    off, payload = clean.offsets.tolist(), clean.payload
+    clean = encoder.encode(block.pick(every, patches=False), fields=True)
+    off, payload = clean.offsets.tolist(), bytes(clean.payload)
     spans = clean.fields.tolist() if clean.fields is not None else None
     at = dict(zip(every.tolist(), range(len(every)), strict=True))
     replaced: list[bytes] = [b""] * len(every)
@@ -146,7 +146,7 @@ def render_patches(
         details: list[Any] = []
         for r, param in zip(p.rows.tolist(), p.params, strict=True):
             k = at[r]
-            record = bytes(payload[off[k] : off[k + 1]])
+            record = payload[off[k] : off[k + 1]]
             try:
                 out = step.render(record, param, ctx, None if spans is None else spans[k])
                 details.append(None)

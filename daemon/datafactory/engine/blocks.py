@@ -347,22 +347,27 @@ class RecordBlock:
             {k: m[idx] for k, m in self.nulls.items()},
         )
 
-    def pick(self, idx: npt.NDArray[np.intp]) -> RecordBlock:
+    def pick(self, idx: npt.NDArray[np.intp], *, patches: bool = True) -> RecordBlock:
         """Rows by index array, like ``take``, but the columns are taken only when read
-        (a compiled encoder reads them through ``idx``, see :class:`Taken`)."""
+        (a compiled encoder reads them through ``idx``, see :class:`Taken`). ``patches``
+        False: without the patches and labels (rows to encode clean)."""
         columns, nulls, rows = self.columns, self.nulls, idx
         if isinstance(columns, Taken) and (isinstance(nulls, Taken) or not nulls):
             rows = columns.idx[idx]
             columns = columns.base
             nulls = nulls.base if isinstance(nulls, Taken) else {}
-        return self._rows(idx, Taken(columns, rows), Taken(nulls, rows) if nulls else {})
+        picked = Taken(columns, rows), Taken(nulls, rows) if nulls else {}
+        return self._rows(idx, *picked, marks=patches)
 
     def _rows(
         self,
         idx: npt.NDArray[np.intp] | slice,
         columns: Mapping[str, Column],
         nulls: Mapping[str, npt.NDArray[np.bool_]],
+        *,
+        marks: bool = True,
     ) -> RecordBlock:
+        n = len(self)
         return RecordBlock(
             stream=self.stream,
             seq=self.seq[idx],
@@ -370,8 +375,8 @@ class RecordBlock:
             key=self.key[idx],
             columns=columns,
             nulls=nulls,
-            patches=tuple(q for p in self.patches if len(q := p.remap(idx, len(self)))),
-            labels=tuple(x for lb in self.labels if len(x := lb.remap(idx, len(self)))),
+            patches=tuple(q for p in self.patches if marks and len(q := p.remap(idx, n))),
+            labels=tuple(x for lb in self.labels if marks and len(x := lb.remap(idx, n))),
         )
 
     def with_patch(self, patch: Patch) -> RecordBlock:
