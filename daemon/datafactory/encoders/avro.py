@@ -92,22 +92,8 @@ class AvroEncoder:
     def encode(
         self, block: RecordBlock, subst: Subst | None = None, *, fields: bool = False
     ) -> EncodedBatch:
-        if self.fast is not None and fields and subst is None:
-            payload, offsets, at = self.fast.render_fields(block)
-            return EncodedBatch(
-                block.stream,
-                self.schema,
-                self.format,
-                memoryview(payload),
-                offsets,
-                block,
-                fields=at,
-            )
         if self.fast is not None:
-            payload, offsets = self.fast.render(block, subst)
-            return EncodedBatch(
-                block.stream, self.schema, self.format, memoryview(payload), offsets, block
-            )
+            return self.fast.batch(block, self.schema, subst, fields)
         buf = io.BytesIO()
         parsed = self.schema.parsed
         offsets = np.zeros(len(block) + 1, dtype=np.int64)

@@ -239,22 +239,8 @@ class JsonEncoder:
     def encode(
         self, block: RecordBlock, subst: Subst | None = None, *, fields: bool = False
     ) -> EncodedBatch:
-        if self.fast is not None and fields and subst is None:
-            payload, offsets, at = self.fast.render_fields(block)
-            return EncodedBatch(
-                block.stream,
-                self.schema,
-                self.format,
-                memoryview(payload),
-                offsets,
-                block,
-                fields=at,
-            )
         if self.fast is not None:
-            payload, offsets = self.fast.render(block, subst)
-            return EncodedBatch(
-                block.stream, self.schema, self.format, memoryview(payload), offsets, block
-            )
+            return self.fast.batch(block, self.schema, subst, fields)
         batch = _batch_from_strings(self.render(block), block, self.schema, self.format)
         return splice(batch, subst)
 
