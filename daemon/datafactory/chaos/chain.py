@@ -54,7 +54,7 @@ class Chain:
             self._empty = block.take(np.empty(0, dtype=np.intp))
         faults = FaultLog()
         now = int(block.event_time[-1]) if len(block) else None
-        chosen: npt.NDArray[np.intp] | None = None  # rows chosen by steps, not yet taken
+        chosen: npt.NDArray[np.intp] | None = None  # rows chosen by steps, not yet picked
         for step in self.steps:
             released = step.due(now) if now is not None else None
             if step.selects_rows:
@@ -63,7 +63,7 @@ class Chain:
                     chosen = idx if chosen is None else chosen[idx]
                 if released is None:
                     continue
-            if chosen is not None:  # the rows chosen so far, taken before a step that reads
+            if chosen is not None:  # the rows chosen so far, picked before a step that reads
                 block, chosen = block.pick(chosen), None  # columns or a release joins them
             if not step.selects_rows:
                 block = step.apply(block, faults)

@@ -357,7 +357,7 @@ class RecordBlock:
             columns = columns.base
             nulls = nulls.base if isinstance(nulls, Taken) else {}
         picked = Taken(columns, rows), Taken(nulls, rows) if nulls else {}
-        return self._rows(idx, *picked, marks=patches)
+        return self._rows(idx, *picked, patches=patches)
 
     def _rows(
         self,
@@ -365,9 +365,9 @@ class RecordBlock:
         columns: Mapping[str, Column],
         nulls: Mapping[str, npt.NDArray[np.bool_]],
         *,
-        marks: bool = True,
+        patches: bool = True,
     ) -> RecordBlock:
-        n = len(self)
+        n, keep = len(self), patches
         return RecordBlock(
             stream=self.stream,
             seq=self.seq[idx],
@@ -375,8 +375,8 @@ class RecordBlock:
             key=self.key[idx],
             columns=columns,
             nulls=nulls,
-            patches=tuple(q for p in self.patches if marks and len(q := p.remap(idx, n))),
-            labels=tuple(x for lb in self.labels if marks and len(x := lb.remap(idx, n))),
+            patches=tuple(q for p in self.patches if keep and len(q := p.remap(idx, n))),
+            labels=tuple(x for lb in self.labels if keep and len(x := lb.remap(idx, n))),
         )
 
     def with_patch(self, patch: Patch) -> RecordBlock:
