@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -66,41 +68,69 @@ def config(out: Path, prefix: str, topic: str, port: int) -> str:
     ).decode()
 
 
+class Subscriber(threading.Thread):
+    """A subscriber on its own thread and event loop, so it reads as fast as the broker
+    sends however busy the run's loop is (Mosquitto queues at most 1000 QoS 1 messages for a
+    client that lags, then drops them)."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.host, self.port, self.topic = host, port, topic
+        self.got: list[tuple[str, Any]] = []
+        self.ready, self.stop = threading.Event(), threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:  # reported by the test, not lost in the thread
+            self.error = e
+            self.ready.set()
+
+    async def _main(self) -> None:
+        import aiomqtt
+
+        ident = f"{self.topic.split('/')[0]}-sub"
+        async with aiomqtt.Client(self.host, self.port, identifier=ident) as sub:
+            await sub.subscribe(self.topic, qos=1)
+            self.ready.set()
+
+            async def read() -> None:
+                async for msg in sub.messages:
+                    payload = orjson.loads(bytes(msg.payload))
+                    self.got.append((str(msg.topic), payload))
+
+            reader = asyncio.create_task(read())
+            await asyncio.to_thread(self.stop.wait)
+            reader.cancel()
+
+
 async def test_telemetry_arrives_under_templated_topics(
     broker: tuple[str, int], tmp_path: Path
 ) -> None:
-    import aiomqtt
-
     host, port = broker
     prefix = f"dftest-{uuid.uuid4().hex[:8]}"
-    got: list[tuple[str, Any]] = []
-    async with aiomqtt.Client(host, port, identifier=f"{prefix}-sub") as sub:
-        await sub.subscribe(f"{prefix}/#", qos=1)
+    sub = Subscriber(host, port, f"{prefix}/#")
+    sub.start()
+    try:
+        assert sub.ready.wait(30) and sub.error is None, sub.error
         cfg = parse_config(
             config(tmp_path, prefix, "site/{site_id}/device/{device_id}/{stream}", port)
         )
-        done = asyncio.Event()
-        expected = -1
-
-        async def collect() -> None:  # read as it is sent: a subscriber that waits for the
-            async for msg in sub.messages:  # run's end lags, and Mosquitto drops past 1000
-                got.append((str(msg.topic), orjson.loads(bytes(msg.payload))))  # type: ignore[arg-type]
-                if len(got) == expected:
-                    done.set()
-
-        reader = asyncio.create_task(collect())
         summary = await Engine(cfg).run()
         expected = sum(
             summary["streams"][s]["released"] for s in ("iot.telemetry", "iot.heartbeat")
         )
         assert expected > 1000
-        if len(got) >= expected:
-            done.set()
-        try:
-            await asyncio.wait_for(done.wait(), timeout=60)
-            await asyncio.sleep(0.5)  # (and nothing more than the run's events comes)
-        finally:
-            reader.cancel()
+        deadline = time.monotonic() + 60
+        while len(sub.got) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # (and nothing more than the run's events comes)
+    finally:
+        sub.stop.set()
+        sub.join(10)
+    assert sub.error is None, sub.error
+    got = list(sub.got)
     # every message is on its record's topic
     for topic, rec in got:
         stream = "telemetry" if "metric" in rec else "heartbeat"
