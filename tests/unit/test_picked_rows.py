@@ -155,7 +155,9 @@ def test_fields_say_where_each_field_is(name: str) -> None:
 
 
 @pytest.mark.parametrize("rate", [0.0, 1e-9, 0.01, 0.5, 0.999, 1.0])
-def test_hits_in_c_are_the_uniform_test(rate: float, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hits_and_draws_in_c_are_the_numpy_ones(
+    rate: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
     schema = load_schema("retail.pos_transaction")
     block = pos_block(4000)
     block.seq = np.random.default_rng(7).integers(-(2**62), 2**62, len(block))
@@ -166,8 +168,11 @@ def test_hits_in_c_are_the_uniform_test(rate: float, monkeypatch: pytest.MonkeyP
     assert chain is not None
     step = chain.steps[0]
     native = step.select(block)
+    draws = [step.hashes(block.seq, lane) for lane in range(4)]
     monkeypatch.setenv("DATAFACTORY_FAST_PATH", "0")
     assert np.array_equal(native, step.select(block))
+    for lane in range(4):  # every other draw a step makes, in C and in numpy alike
+        assert np.array_equal(draws[lane], step.hashes(block.seq, lane))
     assert np.array_equal(native, np.flatnonzero(step.uniform(block.seq) < rate))
     if 0.0 < rate < 1.0:
         assert 0 < len(native) < len(block) or rate < 1e-6

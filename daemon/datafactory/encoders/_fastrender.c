@@ -775,6 +775,27 @@ static PyObject *render(PyObject *self, PyObject *args) {
 
 /* ---- chaos: which events a step hits ------------------------------------------------- */
 
+/* splitmix64(seq ^ salt) per seq: datafactory.chaos.base.Step.hashes in one call. */
+static PyObject *mix(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer seq;
+    unsigned long long salt;
+    if (!PyArg_ParseTuple(args, "y*K", &seq, &salt)) return NULL;
+    if (seq.len % 8) {
+        PyBuffer_Release(&seq);
+        PyErr_SetString(PyExc_ValueError, "mix: seq must be int64 bytes");
+        return NULL;
+    }
+    PyObject *res = PyBytes_FromStringAndSize(NULL, seq.len);
+    if (res) {
+        const int64_t *s = seq.buf;
+        uint64_t *out = (uint64_t *)PyBytes_AS_STRING(res);
+        for (Py_ssize_t i = 0; i < seq.len / 8; i++) out[i] = splitmix64((uint64_t)s[i] ^ (uint64_t)salt);
+    }
+    PyBuffer_Release(&seq);
+    return res;
+}
+
 /* Rows whose splitmix64(seq ^ salt) >> 11 is below threshold (rate * 2**53): the same test
  * as datafactory.chaos.base.Step.uniform(seq) < rate, without its temporaries. */
 static PyObject *hits(PyObject *self, PyObject *args) {
@@ -975,6 +996,7 @@ static PyMethodDef methods[] = {
     {"render", render, METH_VARARGS,
      "render(fmt, rows, program, subst=None, marks=False) -> (payload, offsets[, marks])"},
     {"hits", hits, METH_VARARGS, "hits(seq bytes, salt, threshold) -> int64 rows (bytes)"},
+    {"mix", mix, METH_VARARGS, "mix(seq bytes, salt) -> uint64 splitmix64(seq ^ salt) (bytes)"},
     {"crc32c", crc32c, METH_VARARGS, "crc32c(data) -> int (Castagnoli)"},
     {"kafka_records", kafka_records, METH_VARARGS,
      "kafka_records(...) -> (records, count, first_ts, max_ts): Kafka v2 records"},

@@ -34,24 +34,18 @@ class TimestampSkew(Step):
         cfg = self.cfg
         assert isinstance(cfg, TimestampSkewConfig)
         seq = block.seq[rows]
-        kinds = np.array(cfg.kinds)[self.choice(seq, len(cfg.kinds))]
+        # per hit: its kind as a number (0 future, 1 past, 2 timezone)
+        kinds = np.array([KINDS.index(k) for k in cfg.kinds])[self.choice(seq, len(cfg.kinds))]
         u = self.uniform(seq, lane=2)
         # future/past: at least an hour off; timezone: 1..12 whole hours either way
         span = np.int64(1_000_000) * (3600 + (u * (cfg.max_skew - 3600)).astype(np.int64))
         hours = self.choice(seq, 24, lane=3).astype(np.int64) - 12
         hours[hours >= 0] += 1
-        offset = np.where(
-            kinds == "future", span, np.where(kinds == "past", -span, hours * 3_600_000_000)
-        )
+        offset = np.where(kinds == 0, span, np.where(kinds == 1, -span, hours * 3_600_000_000))
         times = block.event_time.copy()
         times[rows] += offset
-        for kind in cfg.kinds:
-            sel = np.flatnonzero(kinds == kind)
-            log.add(
-                self,
-                kind,
-                block,
-                rows[sel],
-                [{"offset_s": int(o) // 1_000_000} for o in offset[sel].tolist()],
-            )
+        for kind in dict.fromkeys(cfg.kinds):
+            sel = np.flatnonzero(kinds == KINDS.index(kind))
+            seconds = (offset[sel] // 1_000_000).tolist()
+            log.add(self, kind, block, rows[sel], [{"offset_s": s} for s in seconds])
         return dataclasses.replace(block, event_time=times)
