@@ -367,8 +367,10 @@ def main() -> int:
     cases["... + 5-step chaos chain at 1%, Avro"] = chain_avro
     per_stream = retail_streams(args.seconds * 2.5)
     iot = clock_driven_end_to_end("iot", {"devices": 500, "sites": 10}, "12h")
-    e2e = engine_end_to_end(2_000_000)
-    e2e_chaos = engine_end_to_end(2_000_000, chaos=True)
+    e2e = e2e_chaos = 0.0
+    for _ in range(2):  # in turn, best of two each: a neighbour's burst hits both alike
+        e2e = max(e2e, engine_end_to_end(2_000_000))
+        e2e_chaos = max(e2e_chaos, engine_end_to_end(2_000_000, chaos=True))
 
     print(
         f"baselines (same run): faker+json.dumps {faker:,.0f} ev/s; "
