@@ -31,13 +31,9 @@
  *                                            marks=True) returns them, in order, per row)
  * Formats: 0 = JSON text, 1 = Avro binary.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_fastrender.h"
 #include <math.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 enum { OP_LIT, OP_INT, OP_DEC, OP_TS, OP_POOL, OP_FIXED, OP_BOOL, OP_DOUBLE, OP_NULLABLE, OP_LIST,
        OP_UUID, OP_PADINT, OP_TIME, OP_JOIN, OP_ROWS, OP_MARK };
@@ -69,26 +65,6 @@ typedef struct {
     Py_ssize_t nallocs, capallocs;
 } Ctx;
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int64_t day; /* timestamp cache: the day whose date text is in `date` */
-    int day_valid;
-    char date[12];
-    int64_t *marks; /* OP_MARK's positions, when asked for */
-    size_t nmarks, capmarks;
-} Buf;
-
-static int buf_grow(Buf *b, size_t need) {
-    size_t cap = b->cap ? b->cap : 1 << 16;
-    while (cap < b->len + need) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-#define ENSURE(b, n) do { if ((b)->len + (n) > (b)->cap && buf_grow((b), (n)) < 0) return -1; } while (0)
 
 static Py_buffer *ctx_view(Ctx *c, PyObject *obj, int writable_ok) {
     (void)writable_ok;
@@ -269,21 +245,6 @@ static int put_i64(Buf *b, int64_t v) {
     return put_u64(b, (uint64_t)v);
 }
 
-static int put_varint(Buf *b, int64_t v) {
-    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-    ENSURE(b, 10);
-    while (z & ~(uint64_t)0x7F) { b->p[b->len++] = (char)((z & 0x7F) | 0x80); z >>= 7; }
-    b->p[b->len++] = (char)z;
-    return 0;
-}
-
-static int put_bytes(Buf *b, const char *p, size_t n) {
-    ENSURE(b, n);
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
 static const uint64_t POW10[19] = {
     1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
     1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
@@ -432,13 +393,6 @@ static int json_double(Buf *b, double x) {
 }
 
 static int run_ops(Buf *b, const Op *ops, Py_ssize_t n, Py_ssize_t row, int fmt);
-
-static uint64_t splitmix64(uint64_t x) {
-    uint64_t z = x + 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 
 static int put_uuid(Buf *b, uint64_t seq, uint64_t base, int fmt) {
     static const char hex[] = "0123456789abcdef";
@@ -773,181 +727,6 @@ static PyObject *render(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", (PyObject *)payload, offsets);
 }
 
-/* ---- chaos: which events a step hits ------------------------------------------------- */
-
-/* splitmix64(seq ^ salt) per seq: datafactory.chaos.base.Step.hashes in one call. */
-static PyObject *mix(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer seq;
-    unsigned long long salt;
-    if (!PyArg_ParseTuple(args, "y*K", &seq, &salt)) return NULL;
-    if (seq.len % 8) {
-        PyBuffer_Release(&seq);
-        PyErr_SetString(PyExc_ValueError, "mix: seq must be int64 bytes");
-        return NULL;
-    }
-    PyObject *res = PyBytes_FromStringAndSize(NULL, seq.len);
-    if (res) {
-        const int64_t *s = seq.buf;
-        uint64_t *out = (uint64_t *)PyBytes_AS_STRING(res);
-        for (Py_ssize_t i = 0; i < seq.len / 8; i++) out[i] = splitmix64((uint64_t)s[i] ^ (uint64_t)salt);
-    }
-    PyBuffer_Release(&seq);
-    return res;
-}
-
-/* Rows whose splitmix64(seq ^ salt) >> 11 is below threshold (rate * 2**53): the same test
- * as datafactory.chaos.base.Step.uniform(seq) < rate, without its temporaries. */
-static PyObject *hits(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer seq;
-    unsigned long long salt;
-    double threshold;
-    if (!PyArg_ParseTuple(args, "y*Kd", &seq, &salt, &threshold)) return NULL;
-    if (seq.len % 8) {
-        PyBuffer_Release(&seq);
-        PyErr_SetString(PyExc_ValueError, "hits: seq must be int64 bytes");
-        return NULL;
-    }
-    Py_ssize_t n = seq.len / 8;
-    const int64_t *s = seq.buf;
-    int64_t *out = malloc((n ? n : 1) * sizeof(int64_t));
-    if (!out) { PyBuffer_Release(&seq); return PyErr_NoMemory(); }
-    Py_ssize_t m = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t h = splitmix64((uint64_t)s[i] ^ (uint64_t)salt) >> 11;
-        if ((double)h < threshold) out[m++] = i;
-    }
-    PyBuffer_Release(&seq);
-    PyObject *res = PyBytes_FromStringAndSize((const char *)out, m * 8);
-    free(out);
-    return res;
-}
-
-/* ---- Kafka record batches (v2) ------------------------------------------------------- */
-
-static uint32_t CRC32C_TABLE[256];
-
-static void crc32c_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        CRC32C_TABLE[i] = c;
-    }
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <nmmintrin.h>
-#define HAVE_HW_CRC 1
-__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t c, const uint8_t *p, size_t n) {
-    uint64_t c64 = c;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c64 = _mm_crc32_u64(c64, v);
-        p += 8;
-        n -= 8;
-    }
-    c = (uint32_t)c64;
-    while (n--) c = _mm_crc32_u8(c, *p++);
-    return c;
-}
-#endif
-
-static PyObject *crc32c(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer data;
-    if (!PyArg_ParseTuple(args, "y*", &data)) return NULL;
-    uint32_t c = 0xFFFFFFFFu;
-    const uint8_t *p = data.buf;
-    Py_BEGIN_ALLOW_THREADS
-#ifdef HAVE_HW_CRC
-    if (__builtin_cpu_supports("sse4.2"))
-        c = crc32c_hw(c, p, (size_t)data.len);
-    else
-#endif
-    for (Py_ssize_t i = 0; i < data.len; i++) c = CRC32C_TABLE[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&data);
-    return PyLong_FromUnsignedLong(c ^ 0xFFFFFFFFu);
-}
-
-static int put_zz(Buf *b, int64_t v) { return put_varint(b, v); } /* Kafka varints are zigzag */
-
-static int dec_text(char *out, int64_t v) {
-    char tmp[24];
-    int n = 0, neg = v < 0;
-    uint64_t u = neg ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
-    int len = 0;
-    if (neg) out[len++] = '-';
-    while (n) out[len++] = tmp[--n];
-    return len;
-}
-
-/* kafka_records(payload, offsets i64, rows i64, keys i64, ts_ms i64, seqs i64, headers blob,
-                 n_headers, trim, max_bytes) -> (records bytes, count, first_ts, max_ts)
-   Records of `rows` (in order) until adding one would pass max_bytes (at least one). */
-static PyObject *kafka_records(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer payload, offsets, rows, keys, ts, seqs, headers;
-    int n_headers, trim;
-    Py_ssize_t max_bytes;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*iin", &payload, &offsets, &rows, &keys, &ts, &seqs,
-                          &headers, &n_headers, &trim, &max_bytes))
-        return NULL;
-    const int64_t *off = offsets.buf, *row = rows.buf, *key = keys.buf, *t = ts.buf, *sq = seqs.buf;
-    Py_ssize_t nrows = rows.len / 8, noff = offsets.len / 8;
-    Buf b = {0}, rec = {0};
-    Py_ssize_t count = 0;
-    int64_t first = 0, maxts = 0;
-    int rc = 0, bad = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < nrows && rc == 0; i++) {
-        int64_t r = row[i];
-        if (r < 0 || r + 1 >= noff || r >= (Py_ssize_t)(keys.len / 8) || r >= (Py_ssize_t)(ts.len / 8) ||
-            r >= (Py_ssize_t)(seqs.len / 8) || off[r + 1] > payload.len || off[r] > off[r + 1]) {
-            bad = 1;
-            break;
-        }
-        if (count == 0) { first = t[r]; maxts = t[r]; }
-        if (t[r] > maxts) maxts = t[r];
-        rec.len = 0;
-        char kt[24], st[24];
-        int kl = dec_text(kt, key[r]), sl = dec_text(st, sq[r]);
-        int64_t vl = off[r + 1] - off[r] - (trim && off[r + 1] > off[r] ? 1 : 0);
-        if ((rc = put_bytes(&rec, "\0", 1)) < 0) break;
-        if ((rc = put_zz(&rec, t[r] - first)) < 0) break;
-        if ((rc = put_zz(&rec, count)) < 0) break;
-        if ((rc = put_zz(&rec, kl)) < 0 || (rc = put_bytes(&rec, kt, kl)) < 0) break;
-        if ((rc = put_zz(&rec, vl)) < 0) break;
-        if ((rc = put_bytes(&rec, (const char *)payload.buf + off[r], (size_t)vl)) < 0) break;
-        if ((rc = put_zz(&rec, n_headers + 1)) < 0) break;
-        if ((rc = put_bytes(&rec, headers.buf, (size_t)headers.len)) < 0) break;
-        if ((rc = put_zz(&rec, 3)) < 0 || (rc = put_bytes(&rec, "seq", 3)) < 0) break;
-        if ((rc = put_zz(&rec, sl)) < 0 || (rc = put_bytes(&rec, st, sl)) < 0) break;
-        if (count > 0 && (Py_ssize_t)(b.len + rec.len + 10) > max_bytes) break;
-        if ((rc = put_zz(&b, (int64_t)rec.len)) < 0) break;
-        if ((rc = put_bytes(&b, rec.p, rec.len)) < 0) break;
-        count++;
-    }
-    Py_END_ALLOW_THREADS
-    free(rec.p);
-    PyBuffer_Release(&payload); PyBuffer_Release(&offsets); PyBuffer_Release(&rows);
-    PyBuffer_Release(&keys); PyBuffer_Release(&ts); PyBuffer_Release(&seqs);
-    PyBuffer_Release(&headers);
-    if (bad || rc < 0) {
-        free(b.p);
-        if (bad) PyErr_SetString(PyExc_ValueError, "kafka_records: row index or offsets out of range");
-        else PyErr_NoMemory();
-        return NULL;
-    }
-    PyObject *out = PyBytes_FromStringAndSize(b.p ? b.p : "", (Py_ssize_t)b.len);
-    free(b.p);
-    if (!out) return NULL;
-    return Py_BuildValue("(NnLL)", out, count, (long long)first, (long long)maxts);
-}
-
 /* alias_fill(scaled f64[k], prob f64[k] (ones), alias i32[k] (arange)): Vose's alias table,
    the same steps as the pure loop in datafactory.engine.sampling (stacks popped from the end,
    the same float operations in the same order), so both give the same table. */
@@ -995,10 +774,10 @@ static PyMethodDef methods[] = {
     {"alias_fill", alias_fill, METH_VARARGS, "alias_fill(scaled, prob, alias): Vose's table"},
     {"render", render, METH_VARARGS,
      "render(fmt, rows, program, subst=None, marks=False) -> (payload, offsets[, marks])"},
-    {"hits", hits, METH_VARARGS, "hits(seq bytes, salt, threshold) -> int64 rows (bytes)"},
-    {"mix", mix, METH_VARARGS, "mix(seq bytes, salt) -> uint64 splitmix64(seq ^ salt) (bytes)"},
-    {"crc32c", crc32c, METH_VARARGS, "crc32c(data) -> int (Castagnoli)"},
-    {"kafka_records", kafka_records, METH_VARARGS,
+    {"hits", fr_hits, METH_VARARGS, "hits(seq bytes, salt, threshold) -> int64 rows (bytes)"},
+    {"mix", fr_mix, METH_VARARGS, "mix(seq bytes, salt) -> uint64 splitmix64(seq ^ salt) (bytes)"},
+    {"crc32c", fr_crc32c, METH_VARARGS, "crc32c(data) -> int (Castagnoli)"},
+    {"kafka_records", fr_kafka_records, METH_VARARGS,
      "kafka_records(...) -> (records, count, first_ts, max_ts): Kafka v2 records"},
     {NULL, NULL, 0, NULL},
 };
@@ -1007,6 +786,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastrender", NULL, 
 
 PyMODINIT_FUNC PyInit__fastrender(void) {
     if (PyType_Ready(&PayloadType) < 0) return NULL;
-    crc32c_init();
+    fr_crc32c_init();
     return PyModule_Create(&module);
 }
