@@ -50,16 +50,28 @@ def rate_bp(key: int, region: npt.ArrayLike, q: npt.ArrayLike) -> I64:
     return out
 
 
+# the regions' rates in the quarter rate_at used last: (key, its start, its end, the rates)
+_LAST: tuple[int, int, int, I64] | None = None
+
+
 def rate_at(key: int, region: npt.ArrayLike, t_us: npt.ArrayLike) -> I64:
     """Each row's rate at its time (rows within one quarter, as nearly every block is: a
-    lookup in that quarter's table of the regions' rates)."""
+    lookup in that quarter's table of the regions' rates, kept for the next call)."""
+    global _LAST
     t = np.asarray(t_us, dtype=np.int64)
-    if len(t) and (q := quarter([t.min(), t.max()]))[0] == q[1]:
+    if not len(t):
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(t.min()), int(t.max())
+    last = _LAST
+    if last is None or last[0] != key or not last[1] <= lo <= hi < last[2]:
+        q = quarter([lo, hi])
+        if q[0] != q[1]:
+            return rate_bp(key, region, quarter(t))
+        start, end = quarter_start_us([q[0], q[0] + 1]).tolist()
         regions = np.arange(len(BASE_BP))
-        table = rate_bp(key, regions, np.full(len(BASE_BP), q[0]))
-        out: I64 = table[np.asarray(region, dtype=np.int64)]
-        return out
-    return rate_bp(key, region, quarter(t))
+        last = _LAST = (key, start, end, rate_bp(key, regions, np.full(len(BASE_BP), q[0])))
+    out: I64 = last[3][np.asarray(region, dtype=np.int64)]
+    return out
 
 
 def changes(key: int, regions: I64, after_us: int) -> dict[str, I64]:

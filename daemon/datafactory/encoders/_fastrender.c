@@ -727,51 +727,10 @@ static PyObject *render(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", (PyObject *)payload, offsets);
 }
 
-/* alias_fill(scaled f64[k], prob f64[k] (ones), alias i32[k] (arange)): Vose's alias table,
-   the same steps as the pure loop in datafactory.engine.sampling (stacks popped from the end,
-   the same float operations in the same order), so both give the same table. */
-static PyObject *alias_fill(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer scaled, prob, alias;
-    if (!PyArg_ParseTuple(args, "y*w*w*", &scaled, &prob, &alias)) return NULL;
-    Py_ssize_t k = scaled.len / 8;
-    if (prob.len / 8 != k || alias.len / 4 != k) {
-        PyBuffer_Release(&scaled); PyBuffer_Release(&prob); PyBuffer_Release(&alias);
-        PyErr_SetString(PyExc_ValueError, "alias_fill: lengths differ");
-        return NULL;
-    }
-    double *s = malloc((size_t)(k ? k : 1) * sizeof(double));
-    int32_t *small = malloc((size_t)(k ? k : 1) * sizeof(int32_t));
-    int32_t *large = malloc((size_t)(k ? k : 1) * sizeof(int32_t));
-    if (!s || !small || !large) {
-        free(s); free(small); free(large);
-        PyBuffer_Release(&scaled); PyBuffer_Release(&prob); PyBuffer_Release(&alias);
-        return PyErr_NoMemory();
-    }
-    const double *in = scaled.buf;
-    double *pr = prob.buf;
-    int32_t *al = alias.buf;
-    Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t ns = 0, nl = 0;
-    for (Py_ssize_t i = 0; i < k; i++) {
-        s[i] = in[i];
-        if (in[i] < 1.0) small[ns++] = (int32_t)i; else large[nl++] = (int32_t)i;
-    }
-    while (ns && nl) {
-        int32_t lo = small[--ns], hi = large[--nl];
-        pr[lo] = s[lo];
-        al[lo] = hi;
-        s[hi] = (s[hi] + s[lo]) - 1.0;
-        if (s[hi] < 1.0) small[ns++] = hi; else large[nl++] = hi;
-    }
-    Py_END_ALLOW_THREADS
-    free(s); free(small); free(large);
-    PyBuffer_Release(&scaled); PyBuffer_Release(&prob); PyBuffer_Release(&alias);
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef methods[] = {
-    {"alias_fill", alias_fill, METH_VARARGS, "alias_fill(scaled, prob, alias): Vose's table"},
+    {"alias_fill", fr_alias_fill, METH_VARARGS, "alias_fill(scaled, prob, alias): Vose's table"},
+    {"alias_pick", fr_alias_pick, METH_VARARGS,
+     "alias_pick(u, prob, alias, out): draws from an alias table, u uniforms in [0, 1)"},
     {"render", render, METH_VARARGS,
      "render(fmt, rows, program, subst=None, marks=False) -> (payload, offsets[, marks])"},
     {"hits", fr_hits, METH_VARARGS, "hits(seq bytes, salt, threshold) -> int64 rows (bytes)"},

@@ -2,7 +2,8 @@
  * What the sources of datafactory.encoders._fastrender share: the growing output buffer and
  * its writers, splitmix64, and the functions each source adds to the module.
  *
- *   _fastrender.c        render (the encoders' ops), alias_fill, the module
+ *   _fastrender.c        render (the encoders' ops), the module
+ *   _fastrender_sampling.c  alias_fill, alias_pick (alias tables for the packs' draws)
  *   _fastrender_chaos.c  hits, mix (the chaos chain's vector parts)
  *   _fastrender_kafka.c  crc32c, kafka_records (Kafka v2 record batches)
  */
@@ -61,6 +62,10 @@ static inline uint64_t splitmix64(uint64_t x) {
 /* _fastrender_chaos.c */
 PyObject *fr_mix(PyObject *self, PyObject *args);
 PyObject *fr_hits(PyObject *self, PyObject *args);
+
+/* _fastrender_sampling.c */
+PyObject *fr_alias_fill(PyObject *self, PyObject *args);
+PyObject *fr_alias_pick(PyObject *self, PyObject *args);
 
 /* _fastrender_kafka.c */
 void fr_crc32c_init(void);

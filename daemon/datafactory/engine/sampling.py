@@ -38,7 +38,16 @@ class AliasTable:
         self.k = k
 
     def sample(self, rng: np.random.Generator, n: int) -> npt.NDArray[np.int32]:
-        u = rng.random(n) * self.k
+        native = _native()
+        if native is not None:  # the same draws in one call (packs sample small blocks often)
+            picked = np.empty(n, dtype=np.int32)
+            native.alias_pick(rng.random(n), self.prob, self.alias, picked)
+            return picked
+        return self.pick(rng.random(n))
+
+    def pick(self, uniforms: npt.NDArray[np.float64]) -> npt.NDArray[np.int32]:
+        """The entries that uniforms in [0, 1) draw (numpy; ``sample`` may do it in C)."""
+        u = uniforms * self.k
         idx = u.astype(np.int32)
         np.minimum(idx, self.k - 1, out=idx)
         keep = (u - idx) < self.prob[idx]
@@ -62,11 +71,13 @@ def _fill(
         (small if s[hi] < 1.0 else large).append(hi)
 
 
+try:  # the compiled helpers (optional: the numpy and Python code here does the same)
+    from datafactory.encoders import _fastrender as _compiled  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - installs without a compiler
+    _compiled = None
+
+
 def _native() -> Any:
-    if os.environ.get("DATAFACTORY_FAST_PATH", "1") == "0":
+    if _compiled is None or os.environ.get("DATAFACTORY_FAST_PATH", "1") == "0":
         return None
-    try:
-        from datafactory.encoders import _fastrender  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - installs without a compiler
-        return None
-    return _fastrender if hasattr(_fastrender, "alias_fill") else None
+    return _compiled if hasattr(_compiled, "alias_pick") else None

@@ -60,12 +60,10 @@ class PendingEvents:
             return
         order = np.argsort(b, kind="stable")
         b = b[order]
-        cuts = np.flatnonzero(b[1:] != b[:-1]) + 1
-        starts = np.r_[0, cuts]
-        ends = np.r_[cuts, len(b)]
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            rows = order[s:e]
-            self._put(int(b[s]), {k: v[rows] for k, v in columns.items()})
+        cols = {k: np.asarray(v)[order] for k, v in columns.items()}  # once; then slices
+        cuts = (np.flatnonzero(b[1:] != b[:-1]) + 1).tolist()
+        for s, e in zip([0, *cuts], [*cuts, len(b)], strict=True):
+            self._put(int(b[s]), {k: v[s:e] for k, v in cols.items()})
 
     def _put(self, bucket: int, columns: dict[str, Any]) -> None:
         batches = self._buckets.setdefault(bucket, [])

@@ -113,6 +113,8 @@ class Lane:
                 return last
             lo, step = hi, step * 2
             hi = min(lo + step, last)
+        if hi - lo > 1 and behind(hi - 1):  # the rate's estimate was the time itself (a
+            return hi  # constant rate): no bisection needed
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if behind(mid):
