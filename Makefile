@@ -24,7 +24,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-in
 
 .PHONY: install run test test-unit test-integration soak lint bench clean system-deps
 
-$(BIN)/datafactory: pyproject.toml $(wildcard daemon/datafactory/encoders/_fastrender*.[ch]) packs/datafactory_retail/_stock.c  # the compiled renderer is built at install
+$(BIN)/datafactory: pyproject.toml $(wildcard daemon/datafactory/encoders/_fastrender*.[ch]) packs/datafactory_retail/_kernels.c  # the compiled renderer is built at install
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from datafactory.engine.sampling import AliasTable
 from datafactory.engine.timeline import DAY_US, DailySteps
+from datafactory_retail import kernels
 
 SEGMENTS = ("value", "family", "premium", "occasional")
 SEGMENT_SHARE = np.array([0.35, 0.30, 0.15, 0.20])
@@ -180,6 +181,14 @@ def _set_latest(
     """``target[i] = max(target[i], values of i)`` for non-decreasing ``values`` (seqs, event
     times): the last occurrence of each index wins. Cheaper than ``np.maximum.at``."""
     if not len(idx):
+        return
+    native = kernels.native()
+    if native is not None:  # a scatter-max: the same, whatever the order, in one pass
+        native.scatter_max(
+            target,
+            np.ascontiguousarray(idx, dtype=np.int64),
+            np.ascontiguousarray(values, dtype=np.int64),
+        )
         return
     rev = idx[::-1]
     uniq, first = np.unique(rev, return_index=True)

@@ -17,27 +17,16 @@ released once the day is complete; sales movements come from released POS lines.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from datafactory.engine.timeline import DAY_US, DailySteps
-
-try:  # sales from stock in C (optional: the numpy code below does the same)
-    from datafactory_retail import _stock  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - installs without a compiler
-    _stock = None
+from datafactory_retail import kernels
 
 MOVEMENTS = ("sale", "receipt", "adjustment")
 REASONS = ("sale", "opening_stock", "replenishment", "cycle_count")
-
-
-def _native() -> Any:
-    if _stock is None or os.environ.get("DATAFACTORY_FAST_PATH", "1") == "0":
-        return None
-    return _stock
 
 
 class Inventory(DailySteps):
@@ -80,7 +69,7 @@ class Inventory(DailySteps):
         returns what was sold per line (0: a lost sale)."""
         if not len(cell):
             return np.zeros(0, dtype=np.int64)
-        native = _native()
+        native = kernels.native()
         if native is not None:  # the same in one pass (blocks are small and many)
             sold = np.empty(len(cell), dtype=np.int64)
             self.lost_units += native.take(

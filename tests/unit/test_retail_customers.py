@@ -113,3 +113,30 @@ async def test_every_customer_exists_first_and_churned_customers_do_not_buy(
             if kind in ("churned", "reactivated", "created"):
                 state = "churned" if kind == "churned" else "active"
         assert state == "active", (customer, t, h)
+
+
+def test_latest_per_customer_is_the_same_compiled_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_set_latest`` (a customer's latest pick or visit) is a scatter-max in C where the
+    retail extension is built: the numpy version's result, and ``np.maximum.at``'s, for
+    customers picked many times in a block."""
+    from datafactory_retail import kernels
+    from datafactory_retail.customers import _set_latest
+
+    if kernels.native() is None:  # pragma: no cover - only where it is not built
+        pytest.fail("the retail extension is part of the install; build it (pip install -e .)")
+    rng = np.random.default_rng(8)
+    for m, n in ((1, 5), (50, 400), (100_000, 3000)):
+        start = rng.integers(-5, 50, m).astype(np.int64)
+        idx = rng.integers(0, m, n).astype(np.int64)
+        values = np.sort(rng.integers(0, 100, n)).astype(np.int64)  # non-decreasing
+        fast, ref = start.copy(), start.copy()
+        _set_latest(fast, idx, values)
+        np.maximum.at(ref, idx, values)
+        assert np.array_equal(fast, ref)
+        with monkeypatch.context() as mp:
+            mp.setenv("DATAFACTORY_FAST_PATH", "0")
+            slow = start.copy()
+            _set_latest(slow, idx, values)
+        assert np.array_equal(slow, ref)
+    with pytest.raises(ValueError, match="out of range"):
+        _set_latest(np.zeros(3, np.int64), np.array([3]), np.array([1]))

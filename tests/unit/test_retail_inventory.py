@@ -14,6 +14,7 @@ import pytest
 
 from datafactory.config import parse_config
 from datafactory.runtime.engine import Engine
+from datafactory_retail import kernels
 
 CFG = """
 run: {{name: inv, seed: 12, clock: simulated, start: 2026-02-02T00:00:00Z}}
@@ -104,9 +105,7 @@ def test_compiled_sales_from_stock_are_the_numpy_ones() -> None:
     """``Inventory.take`` runs in C where the retail extension is built: line by line the
     same units sold, the same ledgers after, the same lost units as the numpy code, for
     lines that come back to the same cell many times and shelves that run out."""
-    from datafactory_retail import inventory
-
-    if inventory._native() is None:  # pragma: no cover - only where it is not built
+    if kernels.native() is None:  # pragma: no cover - only where it is not built
         pytest.fail("the retail extension is part of the install; build it (pip install -e .)")
     rng = np.random.default_rng(4)
     ran_out = False
@@ -126,10 +125,7 @@ def test_compiled_sales_from_stock_are_the_numpy_ones() -> None:
 
 
 def test_sales_from_stock_refuse_cells_out_of_range_and_take_nothing() -> None:
-    from datafactory_retail import inventory
-
-    native = inventory._native()
-    assert native is not None
+    assert kernels.native() is not None
     inv = _inventory(5, np.random.default_rng(1))
     before = inv.actual.copy()
     with pytest.raises(ValueError, match="out of range"):

@@ -1,7 +1,8 @@
 /*
- * datafactory_retail._stock: sales taken from the shelves in one pass (Inventory.take).
+ * datafactory_retail._kernels: the retail pack's per-block loops in C (each with its numpy
+ * version beside its caller, which gives the same results where this is not built).
  *
- * Lines take their quantity from their store x SKU cell in line order, never more than the
+ * take: sales taken from the shelves in one pass (Inventory.take). Lines take their quantity from their store x SKU cell in line order, never more than the
  * cell held when the block began minus what earlier lines of the block asked of it (a lost
  * sale is the rest), exactly as the numpy code in inventory.py computes it; then the cells'
  * ledgers move by what was sold (and asked). The numpy code sorts the lines by cell to group
@@ -75,12 +76,41 @@ static PyObject *take(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(lost);
 }
 
+/* scatter_max(target i64[m], idx i64[n], values i64[n]): target[idx[i]] = max(target[idx[i]],
+   values[i]) (customers.py's _set_latest: a customer's latest pick or visit). */
+static PyObject *scatter_max(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer target, idx, values;
+    if (!PyArg_ParseTuple(args, "w*y*y*", &target, &idx, &values)) return NULL;
+    Py_ssize_t m = target.len / 8, n = idx.len / 8;
+    const char *err = NULL;
+    const int64_t *ix = idx.buf, *v = values.buf;
+    if (values.len != idx.len || idx.len % 8 || target.len % 8) err = "scatter_max: lengths differ";
+    for (Py_ssize_t i = 0; !err && i < n; i++)
+        if (ix[i] < 0 || ix[i] >= m) err = "scatter_max: an index out of range";
+    if (!err) {
+        int64_t *t = target.buf;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (v[i] > t[ix[i]]) t[ix[i]] = v[i];
+    }
+    PyBuffer_Release(&target);
+    PyBuffer_Release(&idx);
+    PyBuffer_Release(&values);
+    if (err) {
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"take", take, METH_VARARGS,
      "take(cell, qty, actual, book, sold_today, demand_today, sold) -> units lost"},
+    {"scatter_max", scatter_max, METH_VARARGS,
+     "scatter_max(target, idx, values): target[idx] = max(target[idx], values), per row"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_stock", NULL, -1, methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__stock(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
