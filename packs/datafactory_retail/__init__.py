@@ -578,8 +578,15 @@ class PosTransactions(StreamGenerator):
             refund=total * qty // qty_line,  # pro rata, to the cent (down)
             customer=customer.codes[hit].astype(np.int32),
             anonymous=block.nulls["customer_id"][hit].copy(),
-            reason=rng.choice(4, len(hit), p=[0.2, 0.3, 0.15, 0.35]).astype(np.int32),
+            # rng.choice(4, n, p=RETURN_REASON_P)'s own steps, without its checks per block
+            reason=np.searchsorted(_REASON_CDF, rng.random(len(hit)), side="right").astype(
+                np.int32
+            ),
         )
+
+
+RETURN_REASON_P = (0.2, 0.3, 0.15, 0.35)
+_REASON_CDF = np.cumsum(RETURN_REASON_P) / np.cumsum(RETURN_REASON_P)[-1]
 
 
 def _close_shop(is_open: Any, channel: Any, register: Any, payment: Any) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from datafactory.config import parse_config
@@ -63,3 +64,17 @@ async def test_returns_reference_earlier_transactions_and_refund_pro_rata(tmp_pa
         assert 1 <= int(r["quantity"]) <= line["quantity"]  # type: ignore[call-overload]
         expected = Decimal(str(line["line_total"])) * int(r["quantity"]) / line["quantity"]
         assert Decimal(str(r["refund"])) == expected.quantize(Decimal("0.01"), "ROUND_FLOOR")
+
+
+def test_return_reasons_are_drawn_as_rng_choice_draws_them() -> None:
+    """The pack draws reasons with ``rng.choice``'s own steps (a CDF and ``searchsorted``),
+    without its per-call checks: the same reasons, and the generator left in the same state,
+    so the data is what ``rng.choice`` gave (a numpy that changed ``choice`` fails here)."""
+    from datafactory_retail import _REASON_CDF, RETURN_REASON_P
+
+    for seed in range(50):
+        for n in (1, 7, 300):
+            a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+            ours = np.searchsorted(_REASON_CDF, a.random(n), side="right")
+            assert np.array_equal(ours, b.choice(4, n, p=list(RETURN_REASON_P)))
+            assert a.random() == b.random()
