@@ -183,7 +183,8 @@ def _set_latest(
     if not len(idx):
         return
     native = kernels.native()
-    if native is not None:  # a scatter-max: the same, whatever the order, in one pass
+    if native is not None and target.dtype == np.int64:  # a scatter-max: the same, whatever
+        # the order, in one pass
         native.scatter_max(
             target,
             np.ascontiguousarray(idx, dtype=np.int64),

@@ -70,7 +70,8 @@ class Inventory(DailySteps):
         if not len(cell):
             return np.zeros(0, dtype=np.int64)
         native = kernels.native()
-        if native is not None:  # the same in one pass (blocks are small and many)
+        if native is not None and self.actual.dtype == np.int64:  # the same in one pass
+            # (blocks are small and many; the ledgers are int64, as the C code reads them)
             sold = np.empty(len(cell), dtype=np.int64)
             self.lost_units += native.take(
                 np.ascontiguousarray(cell, dtype=np.int64),
