@@ -6,8 +6,9 @@ Optional: each caller keeps its numpy version, which gives the same results;
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+from datafactory.encoders import fast
 
 try:
     from datafactory_retail import _kernels  # type: ignore[attr-defined]
@@ -17,6 +18,4 @@ except ImportError:  # pragma: no cover - installs without a compiler
 
 def native() -> Any:
     """The compiled module, or None (not built, or switched off)."""
-    if _kernels is None or os.environ.get("DATAFACTORY_FAST_PATH", "1") == "0":
-        return None
-    return _kernels
+    return _kernels if _kernels is not None and fast.enabled() else None

@@ -48,8 +48,14 @@ Op: TypeAlias = tuple[Any, ...]
 FieldCompiler: TypeAlias = Callable[[Any, "npt.NDArray[np.bool_] | None"], list[Op]]
 
 
+def enabled() -> bool:
+    """The compiled paths are switched on (``DATAFACTORY_FAST_PATH=0`` turns every one off:
+    the encoders', the chaos chain's, the packs' draws and loops)."""
+    return os.environ.get("DATAFACTORY_FAST_PATH", "1") != "0"
+
+
 def available() -> bool:
-    return _fastrender is not None and os.environ.get("DATAFACTORY_FAST_PATH", "1") != "0"
+    return _fastrender is not None and enabled()
 
 
 _POOLS: dict[tuple[int, str, tuple[str, ...] | None], tuple[Any, Any, bytes]] = {}

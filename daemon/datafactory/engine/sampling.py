@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from datafactory.encoders import fast
 
 
 class AliasTable:
@@ -71,13 +72,6 @@ def _fill(
         (small if s[hi] < 1.0 else large).append(hi)
 
 
-try:  # the compiled helpers (optional: the numpy and Python code here does the same)
-    from datafactory.encoders import _fastrender as _compiled  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - installs without a compiler
-    _compiled = None
-
-
 def _native() -> Any:
-    if _compiled is None or os.environ.get("DATAFACTORY_FAST_PATH", "1") == "0":
-        return None
-    return _compiled if hasattr(_compiled, "alias_pick") else None
+    """The compiled module where it is built and switched on (else the code here runs)."""
+    return fast.NATIVE if fast.available() else None
